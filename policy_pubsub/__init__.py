@@ -1,0 +1,1 @@
+"""policy-pubsub: a durable publish/subscribe server for policies."""

@@ -1,0 +1,37 @@
+"""The decision API: ``POST /policy/pdpx/v1/decision`` and its alias ``POST /decision/v1``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from policy_pubsub import constants
+from policy_pubsub.api.body import flag, read_model
+from policy_pubsub.api.errors import ApiError, json_response
+from policy_pubsub.models import DecisionRequest
+from policy_pubsub.service import PolicyService
+
+
+async def decide(request: Request) -> Response:
+    decision = await read_model(request, DecisionRequest)
+    if decision.action != constants.ACTION_CONFIGURE:
+        raise ApiError(400, f"No application for action {decision.action}")
+    abbrev = flag(request, "abbrev")
+    service: PolicyService = request.app.state.service
+    policies = service.decide(decision.filters())
+    if abbrev:
+        policies = {pid: _abbreviate(body) for pid, body in policies.items()}
+    return json_response({"policies": policies})
+
+
+def _abbreviate(policy: dict[str, Any]) -> dict[str, Any]:
+    return {key: policy[key] for key in ("type", "metadata") if key in policy}
+
+
+routes = [
+    Route("/policy/pdpx/v1/decision", decide, methods=["POST"]),
+    Route("/decision/v1", decide, methods=["POST"]),
+]

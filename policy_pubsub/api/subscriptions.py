@@ -1,0 +1,71 @@
+"""Subscriptions: ``/decision/v1/subscription[/{subscriber_id}]``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from policy_pubsub.api import validation
+from policy_pubsub.api.body import read_model
+from policy_pubsub.api.errors import json_response
+from policy_pubsub.models import SubscriptionRequest
+from policy_pubsub.service import PolicyService, Subscription, rfc3339
+
+
+def _service(request: Request) -> PolicyService:
+    service: PolicyService = request.app.state.service
+    return service
+
+
+def _record(subscription: Subscription) -> dict[str, Any]:
+    return {**subscription.record, "revision": subscription.revision}
+
+
+async def subscribe(request: Request) -> Response:
+    subscriber_id = validation.subscriber_id(request)
+    body = await read_model(request, SubscriptionRequest)
+    result = await _service(request).subscribe(subscriber_id, body)
+    answer = _record(result.subscription)
+    if body.return_policies:
+        answer["policies"] = result.policies
+    return json_response(answer, 201 if result.created else 200)
+
+
+async def show(request: Request) -> Response:
+    service = _service(request)
+    subscription = service.subscription(validation.subscriber_id(request))
+    answer = _record(subscription)
+    answer["status"] = {
+        "last_revision": subscription.last_revision,
+        "last_published_at": rfc3339(subscription.last_published_at),
+        "last_consumed_at": rfc3339(await service.last_consumed(subscription.topic)),
+    }
+    return json_response(answer)
+
+
+async def unsubscribe(request: Request) -> Response:
+    await _service(request).unsubscribe(validation.subscriber_id(request))
+    return Response(status_code=204)
+
+
+async def listing(request: Request) -> Response:
+    service = _service(request)
+    topic = request.query_params.get("topic")
+    if topic is not None:
+        validation.topic(topic)
+    stale = validation.seconds_param(request, "stale")
+    found = service.subscriptions(topic)
+    if stale is not None:
+        found = await service.stale(found, stale)
+    return json_response({"subscriptions": [_record(s) for s in found]})
+
+
+routes = [
+    Route("/decision/v1/subscription", listing, methods=["GET"]),
+    Route("/decision/v1/subscription/{subscriber_id}", subscribe, methods=["POST"]),
+    Route("/decision/v1/subscription/{subscriber_id}", show, methods=["GET"]),
+    Route("/decision/v1/subscription/{subscriber_id}", unsubscribe, methods=["DELETE"]),
+]

@@ -1,0 +1,43 @@
+"""Wire constants: names, defaults and limits that the HTTP contract and the SDK share."""
+
+from __future__ import annotations
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 6969  # the ONAP PDP port
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./policy-pubsub.db"
+DEFAULT_ROUTER_URL = "embedded"
+
+ENV_PREFIX = "POLICY_PUBSUB_"
+
+REQUEST_ID_HEADER = "X-ONAP-RequestID"
+
+# Long-poll (DMaaP Message Router semantics).
+DEFAULT_POLL_TIMEOUT_MS = 15_000
+MAX_POLL_TIMEOUT_MS = 120_000
+DEFAULT_POLL_LIMIT = 100
+MAX_POLL_LIMIT = 10_000
+
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
+DEFAULT_MAINTENANCE_INTERVAL_SECONDS = 60.0
+DEFAULT_POSITION_FLUSH_SECONDS = 0.2
+
+# Identifier grammar of API.md.
+SUBSCRIBER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,255}$"
+TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,255}$"
+POLICY_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,255}$"
+CONSUMER_PATTERN = r"^[A-Za-z0-9._:-]{1,255}$"
+
+# Snapshot events.
+EVENT_SUBSCRIBE = "subscribe"
+EVENT_UPDATE = "update"
+EVENT_RESYNC = "resync"
+
+ACTION_CONFIGURE = "configure"
+PDP_TYPE = "policy-pubsub"
+SERVICE_NAME = "policy-pubsub"
+
+# DMaaP Message Router error numbers (mrstatus) used by the /events and /topics routes.
+MR_STATUS_NO_TOPIC = 3001
+MR_STATUS_BAD_REQUEST = 3002
+MR_STATUS_UNAVAILABLE = 5003

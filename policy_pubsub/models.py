@@ -1,0 +1,243 @@
+"""Wire models of API.md, validated with pydantic.
+
+Requests are parsed strictly (no type coercion, unknown fields refused) except where ONAP
+sends more than we read: a ToscaPolicy keeps every field as given, and a PDP_UPDATE may carry
+the PAP's bookkeeping fields.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictBool,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from policy_pubsub import constants
+
+MAX_IDS_PER_FILTER = 10_000
+MAX_TEXT = 1024
+
+
+def _filter_value(value: Any) -> str | list[str]:
+    """One string or a non-empty list of strings; one clear message for anything else."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_TEXT:
+        return value
+    if (
+        isinstance(value, list)
+        and 0 < len(value) <= MAX_IDS_PER_FILTER
+        and all(isinstance(item, str) and 0 < len(item) <= MAX_TEXT for item in value)
+    ):
+        return value
+    raise ValueError(
+        f"must be a non-empty string or a list of 1 to {MAX_IDS_PER_FILTER} non-empty strings "
+        f"(at most {MAX_TEXT} characters each)"
+    )
+
+
+def _version(value: Any) -> str | int:
+    """ONAP sends policy versions as strings or integers; either is kept as given."""
+    if isinstance(value, str) and 0 < len(value) <= 255:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError("must be a non-empty string or an integer")
+
+
+NonEmptyStr = Annotated[StrictStr, StringConstraints(min_length=1, max_length=MAX_TEXT)]
+FilterValue = Annotated[str | list[str], PlainValidator(_filter_value)]
+PolicyId = Annotated[StrictStr, StringConstraints(pattern=constants.POLICY_ID_PATTERN)]
+Topic = Annotated[StrictStr, StringConstraints(pattern=constants.TOPIC_PATTERN)]
+Version = Annotated[str | int, PlainValidator(_version)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True)
+
+
+class PolicyFilter(_Strict):
+    """A decision-API ``resource``: policy ids and/or policy types; ``*`` at the end is a prefix."""
+
+    policy_id: FilterValue | None = Field(None, alias="policy-id")
+    policy_type: FilterValue | None = Field(None, alias="policy-type")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> PolicyFilter:
+        if self.policy_id is None and self.policy_type is None:
+            raise ValueError("a policy filter needs 'policy-id' or 'policy-type'")
+        return self
+
+    def ids(self) -> list[str]:
+        return _as_list(self.policy_id)
+
+    def types(self) -> list[str]:
+        return _as_list(self.policy_type)
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+FilterList = Annotated[list[PolicyFilter], Field(min_length=1, max_length=1000)]
+
+
+class PolicyMetadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    policy_id: PolicyId | None = Field(None, alias="policy-id")
+    policy_version: Version | None = Field(None, alias="policy-version")
+
+
+class ToscaPolicy(BaseModel):
+    """A policy as ONAP deploys it. Only identity, type and version are read; the rest is kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: NonEmptyStr
+    type_version: StrictStr | None = None
+    name: PolicyId | None = None
+    version: Version | None = None
+    metadata: PolicyMetadata | None = None
+    properties: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _identity(self) -> ToscaPolicy:
+        if self.policy_id is None:
+            raise ValueError("a policy needs 'metadata.policy-id' or 'name'")
+        if self.policy_version is None:
+            raise ValueError("a policy needs 'metadata.policy-version' or 'version'")
+        return self
+
+    @property
+    def policy_id(self) -> str | None:
+        if self.metadata is not None and self.metadata.policy_id is not None:
+            return self.metadata.policy_id
+        return self.name
+
+    @property
+    def policy_version(self) -> str | None:
+        if self.metadata is not None and self.metadata.policy_version is not None:
+            return str(self.metadata.policy_version)
+        return None if self.version is None else str(self.version)
+
+
+PolicyList = Annotated[list[ToscaPolicy], Field(max_length=100_000)]
+
+
+def _no_duplicate_ids(policies: list[ToscaPolicy] | None) -> list[ToscaPolicy] | None:
+    seen: set[str] = set()
+    for index, policy in enumerate(policies or ()):
+        policy_id = policy.policy_id or ""
+        if policy_id in seen:
+            raise ValueError(f"policy-id {policy_id!r} appears twice (item {index})")
+        seen.add(policy_id)
+    return policies
+
+
+class SubscriptionRequest(_Strict):
+    """The body of ``POST /decision/v1/subscription/{subscriber_id}``."""
+
+    subscriber_topic: Topic
+    action: StrictStr = constants.ACTION_CONFIGURE
+    onap_name: StrictStr | None = Field(None, alias="ONAPName")
+    onap_component: StrictStr | None = Field(None, alias="ONAPComponent")
+    onap_instance: StrictStr | None = Field(None, alias="ONAPInstance")
+    policy_filters: FilterList = Field(alias="policy-filters")
+    return_policies: StrictBool = Field(True, alias="return-policies")
+
+    @field_validator("action")
+    @classmethod
+    def _configure_only(cls, value: str) -> str:
+        if value != constants.ACTION_CONFIGURE:
+            raise ValueError(f"No application for action {value}")
+        return value
+
+
+class DecisionRequest(_Strict):
+    """The body of ``POST /policy/pdpx/v1/decision`` (and ``/decision/v1``)."""
+
+    onap_name: StrictStr | None = Field(None, alias="ONAPName")
+    onap_component: StrictStr | None = Field(None, alias="ONAPComponent")
+    onap_instance: StrictStr | None = Field(None, alias="ONAPInstance")
+    request_id: StrictStr | None = Field(None, alias="requestId")
+    action: StrictStr = constants.ACTION_CONFIGURE
+    context: dict[str, Any] | None = None
+    resource: PolicyFilter | None = None
+    policy_filters: FilterList | None = Field(None, alias="policy-filters")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> DecisionRequest:
+        if (self.resource is None) == (self.policy_filters is None):
+            raise ValueError("give exactly one of 'resource' or 'policy-filters'")
+        return self
+
+    def filters(self) -> list[PolicyFilter]:
+        if self.resource is not None:
+            return [self.resource]
+        return list(self.policy_filters or ())
+
+
+class PolicyPush(_Strict):
+    """The body of ``POST /pap/v1/policies``."""
+
+    policies: Annotated[PolicyList, Field(min_length=1)]
+
+    _unique = field_validator("policies")(_no_duplicate_ids)
+
+
+class PolicyIdent(_Strict):
+    """A policy named for undeployment in a PDP_UPDATE."""
+
+    name: PolicyId
+    version: Version | None = None
+
+
+class PdpUpdate(BaseModel):
+    """An ONAP PDP_UPDATE: a delta (``policiesToBeDeployed``/``policiesToBeUndeployed``) or the
+    complete desired set (El Alto's ``policies``). The PAP's other fields are accepted and ignored.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    message_name: StrictStr = Field("PDP_UPDATE", alias="messageName")
+    request_id: StrictStr | None = Field(None, alias="requestId")
+    name: StrictStr | None = None
+    policies: PolicyList | None = None
+    policies_to_be_deployed: PolicyList | None = Field(None, alias="policiesToBeDeployed")
+    policies_to_be_undeployed: Annotated[list[PolicyIdent], Field(max_length=100_000)] | None = (
+        Field(None, alias="policiesToBeUndeployed")
+    )
+
+    _unique = field_validator("policies", "policies_to_be_deployed")(_no_duplicate_ids)
+
+    @field_validator("message_name")
+    @classmethod
+    def _is_update(cls, value: str) -> str:
+        if value != "PDP_UPDATE":
+            raise ValueError(f"expected messageName 'PDP_UPDATE', got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_generation(self) -> PdpUpdate:
+        delta = (
+            self.policies_to_be_deployed is not None or self.policies_to_be_undeployed is not None
+        )
+        if delta and self.policies is not None:
+            raise ValueError(
+                "give either 'policies' (the complete set) or "
+                "'policiesToBeDeployed'/'policiesToBeUndeployed' (a delta), not both"
+            )
+        return self

@@ -1,0 +1,127 @@
+"""The contract every message router backend implements.
+
+A router moves messages and nothing else: matching, snapshots and revisions happen before it.
+It keeps ordered topics and, per consumer group, a position, with the semantics of the DMaaP
+Message Router: a group reads every message once and in order; a read that delivers nothing
+to its client consumes nothing; a new group starts at the oldest retained message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from policy_pubsub.store import OutMessage
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    name: str
+    position: int
+    lag: int
+    last_consumed_at: int | None  # epoch milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStats:
+    name: str
+    messages: int
+    last_published_at: int | None
+    oldest_unread_at: int | None  # publish time of the oldest message no group has read
+    consumer_groups: list[GroupStats] = field(default_factory=list)
+
+
+class Delivery(ABC):
+    """Messages read for a consumer group. They count as consumed only after :meth:`ack`;
+    leaving the ``async with`` block without it hands them to the group's next read.
+    """
+
+    messages: Sequence[str]
+
+    @abstractmethod
+    async def ack(self) -> None:
+        """Mark the messages consumed; call it once the reply carrying them was written."""
+
+    @abstractmethod
+    async def release(self) -> None:
+        """Give up the delivery; unacknowledged messages stay for the group's next read."""
+
+    async def __aenter__(self) -> Delivery:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+
+class EmptyDelivery(Delivery):
+    """A read that found nothing."""
+
+    messages: Sequence[str] = ()
+
+    async def ack(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+
+class Router(ABC):
+    """A message router backend, chosen by URL (see :func:`policy_pubsub.routers.from_url`)."""
+
+    #: True when messages are written in the store, inside the transaction of the change that
+    #: causes them; otherwise the service puts them in the outbox for a relay to publish.
+    in_store: bool = False
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and start background work; after it returns the router serves reads."""
+
+    @abstractmethod
+    async def drain(self) -> None:
+        """Answer every held read now, consuming nothing; used when the server stops."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop background work and release connections; pending positions are saved."""
+
+    @abstractmethod
+    async def publish(self, batch: Sequence[OutMessage]) -> None:
+        """Append the messages to their topics (creating topics as needed), keeping their order
+        within each topic. When it returns, the messages are durable.
+        """
+
+    @abstractmethod
+    async def read(
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        *,
+        timeout: float,
+        limit: int,
+        gone: asyncio.Future[None] | None = None,
+    ) -> Delivery:
+        """Messages after the group's position, oldest first, at most ``limit``. Waits up to
+        ``timeout`` seconds for the first one, and returns empty early when ``gone`` completes
+        (the client left) or the router drains. Raises ``NotFound`` for an unknown topic.
+        """
+
+    @abstractmethod
+    async def topics(self) -> list[str]:
+        """The names of all topics, sorted."""
+
+    @abstractmethod
+    async def stats(self, topic: str) -> TopicStats:
+        """Retained messages and consumer groups of a topic; raises ``NotFound`` if unknown."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Return when the router is reachable; raise ``RouterUnavailable`` otherwise."""

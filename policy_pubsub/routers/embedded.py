@@ -1,0 +1,279 @@
+"""The embedded router: topics, messages and consumer positions in the store itself.
+
+Messages are appended inside the transaction of the change that causes them, so a change and
+its notifications commit together. Held reads wait on one future per topic, which the writer
+completes after its commit: an idle read costs a suspended coroutine, nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from policy_pubsub.exceptions import NotFound, StoreUnavailable
+from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.store import GroupRow, OutMessage, Store, now_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Group:
+    """A consumer group's position as this process knows it; the store has it within a flush."""
+
+    topic: str
+    name: str
+    position: int
+    last_consumed_at: int | None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class _EmbeddedDelivery(Delivery):
+    def __init__(self, router: EmbeddedRouter, group: _Group, rows: list[tuple[int, str]]) -> None:
+        self._router = router
+        self._group = group
+        self._last = rows[-1][0]
+        self.messages = [body for _, body in rows]
+        self._open = True
+
+    async def ack(self) -> None:
+        if self._open:
+            await self._router._advance(self._group, self._last)
+            await self.release()
+
+    async def release(self) -> None:
+        if self._open:
+            self._open = False
+            self._group.lock.release()
+
+
+class EmbeddedRouter(Router):
+    """DMaaP-style topics kept in the store (SQLite or PostgreSQL)."""
+
+    in_store = True
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        retention_seconds: float,
+        maintenance_interval_seconds: float,
+        position_flush_seconds: float,
+    ) -> None:
+        self._store = store
+        self._retention_ms = int(retention_seconds * 1000)
+        self._maintenance_interval = maintenance_interval_seconds
+        self._flush_interval = position_flush_seconds
+        self._heads: dict[str, int] = {}
+        self._signals: dict[str, asyncio.Future[None]] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._dirty_event = asyncio.Event()
+        self._closing: asyncio.Future[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.held_reads = 0
+
+    async def start(self) -> None:
+        loaded = await self._store.load()
+        self._heads = {t.name: t.last_offset for t in loaded.topics}
+        self._closing = asyncio.get_running_loop().create_future()
+        self._tasks = [
+            asyncio.create_task(self._flush_loop(), name="policy-pubsub positions"),
+            asyncio.create_task(self._maintenance_loop(), name="policy-pubsub retention"),
+        ]
+
+    async def drain(self) -> None:
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
+
+    async def close(self) -> None:
+        await self.drain()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        await self._flush()
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def publish(self, batch: Sequence[OutMessage]) -> None:
+        async with self._store.write() as tx:
+            heads = await tx.append(batch, now_ms())
+        self.committed(heads)
+
+    def committed(self, heads: Mapping[str, int]) -> None:
+        """Called after a transaction that appended messages committed: wake their readers."""
+        for topic, last in heads.items():
+            if last > self._heads.get(topic, 0):
+                self._heads[topic] = last
+            signal = self._signals.pop(topic, None)
+            if signal is not None and not signal.done():
+                signal.set_result(None)
+
+    def topic_created(self, topic: str) -> None:
+        self._heads.setdefault(topic, 0)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def read(
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        *,
+        timeout: float,
+        limit: int,
+        gone: asyncio.Future[None] | None = None,
+    ) -> Delivery:
+        if topic not in self._heads:
+            row = await self._store.topic(topic)
+            if row is None:
+                raise NotFound("topic", topic)
+            self._heads[topic] = max(row.last_offset, self._heads.get(topic, 0))
+        state = await self._group(topic, group)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            if self._heads[topic] > state.position:
+                delivery = await self._take(state, limit)
+                if delivery is not None:
+                    return delivery
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self._closing is None or self._closing.done():
+                return EmptyDelivery()
+            waits: set[asyncio.Future[None]] = {self._signal(topic), self._closing}
+            if gone is not None:
+                if gone.done():
+                    return EmptyDelivery()
+                waits.add(gone)
+            self.held_reads += 1
+            try:
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                self.held_reads -= 1
+            if gone is not None and gone.done():
+                return EmptyDelivery()
+
+    async def _take(self, state: _Group, limit: int) -> Delivery | None:
+        await state.lock.acquire()
+        try:
+            head = self._heads[state.topic]
+            if head > state.position:
+                rows = await self._store.read_messages(state.topic, state.position, limit)
+                if rows:
+                    return _EmbeddedDelivery(self, state, rows)
+                # Everything up to the head was expired or compacted away: nothing to consume.
+                state.position = head
+        except BaseException:
+            state.lock.release()
+            raise
+        state.lock.release()
+        return None
+
+    def _signal(self, topic: str) -> asyncio.Future[None]:
+        signal = self._signals.get(topic)
+        if signal is None:
+            signal = asyncio.get_running_loop().create_future()
+            self._signals[topic] = signal
+        return signal
+
+    async def _group(self, topic: str, name: str) -> _Group:
+        key = (topic, name)
+        state = self._groups.get(key)
+        if state is None:
+            row = await self._store.group(topic, name)
+            state = self._groups.get(key)  # another reader may have loaded it meanwhile
+            if state is None:
+                state = _Group(
+                    topic, name, row.position if row else 0, row.last_consumed_at if row else None
+                )
+                self._groups[key] = state
+        return state
+
+    async def _advance(self, state: _Group, position: int) -> None:
+        state.position = max(state.position, position)
+        state.last_consumed_at = now_ms()
+        self._dirty.add((state.topic, state.name))
+        if self._flush_interval <= 0:
+            await self._flush()
+        else:
+            self._dirty_event.set()
+
+    # -- positions and maintenance ---------------------------------------------------------
+
+    async def _flush(self) -> None:
+        if not self._dirty:
+            return
+        keys, self._dirty = self._dirty, set()
+        rows = [
+            GroupRow(g.topic, g.name, g.position, g.last_consumed_at)
+            for g in (self._groups[k] for k in keys)
+        ]
+        try:
+            await self._store.save_positions(rows)
+        except StoreUnavailable:
+            self._dirty |= keys
+            raise
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self._flush()
+            except StoreUnavailable as exc:
+                log.warning("could not save consumer positions, will retry: %s", exc)
+                self._dirty_event.set()
+
+    async def _maintenance_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._maintenance_interval)
+            try:
+                await self.maintain()
+            except StoreUnavailable as exc:
+                log.warning("retention and compaction failed, will retry: %s", exc)
+
+    async def maintain(self) -> tuple[int, int]:
+        """Drop expired messages, then superseded snapshots; returns both counts."""
+        expired = await self._store.expire_messages(now_ms() - self._retention_ms)
+        compacted = await self._store.compact()
+        if expired or compacted:
+            log.info("dropped %d expired and %d superseded messages", expired, compacted)
+        return expired, compacted
+
+    # -- topics -----------------------------------------------------------------------------
+
+    async def topics(self) -> list[str]:
+        return await self._store.topic_names()
+
+    async def stats(self, topic: str) -> TopicStats:
+        details = await self._store.topic_details(topic)
+        if details is None:
+            raise NotFound("topic", topic)
+        row, count, stored_groups = details
+        head = max(row.last_offset, self._heads.get(topic, 0))
+        groups = {g.name: (g.position, g.last_consumed_at) for g in stored_groups}
+        for (group_topic, name), state in self._groups.items():
+            if group_topic == topic:
+                groups[name] = (state.position, state.last_consumed_at)
+        read_up_to = max((position for position, _ in groups.values()), default=0)
+        oldest = await self._store.oldest_after(topic, read_up_to) if head > read_up_to else None
+        return TopicStats(
+            name=topic,
+            messages=count,
+            last_published_at=row.last_published_at,
+            oldest_unread_at=oldest,
+            consumer_groups=[
+                GroupStats(name, position, max(0, head - position), at)
+                for name, (position, at) in sorted(groups.items())
+            ],
+        )
+
+    async def ping(self) -> None:
+        await self._store.ping()

@@ -1,0 +1,53 @@
+"""Running the application under uvicorn, with a shutdown that answers held long-polls."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from policy_pubsub.api import create_app
+from policy_pubsub.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server; when shutdown begins, the router answers every held read at once,
+    so stopping takes a moment rather than a long-poll timeout.
+    """
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self.app = app
+
+    async def shutdown(self, sockets: list[Any] | None = None) -> None:
+        router = getattr(self.app.state, "router", None)
+        if router is not None:
+            log.info("shutting down: answering held long-polls")
+            await router.drain()
+        await super().shutdown(sockets)
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful with port 0)."""
+        socket = self.servers[0].sockets[0]
+        port: int = socket.getsockname()[1]
+        return port
+
+
+def build_server(settings: Settings, **uvicorn_options: Any) -> Server:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
+        lifespan="on",
+        **uvicorn_options,
+    )
+    return Server(config, app)

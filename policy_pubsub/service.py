@@ -1,0 +1,570 @@
+"""The use cases: subscribe, unsubscribe, deploy, undeploy, decide, and the snapshots they cause.
+
+Every change runs in one store transaction that takes the next store revision, writes the
+change and appends a full snapshot for each affected subscriber. The in-memory indexes mirror
+the committed tables: they are updated only after a commit, and rebuilt from the store whenever
+its revision is not the one they reflect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from policy_pubsub import constants
+from policy_pubsub.exceptions import NotFound
+from policy_pubsub.matching import PolicyIndex, Selector, SubscriptionIndex
+from policy_pubsub.models import PdpUpdate, PolicyFilter, SubscriptionRequest, ToscaPolicy
+from policy_pubsub.routers import Router
+from policy_pubsub.store import (
+    OutMessage,
+    PolicyRow,
+    Snapshot,
+    Store,
+    SubscriptionRow,
+    WriteTx,
+    now_ms,
+)
+from policy_pubsub.store.database import load_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A deployed policy: its identity, and its body exactly as deployed."""
+
+    policy_id: str
+    version: str
+    type: str
+    type_version: str | None
+    body: dict[str, Any]
+    canonical: bytes  # sorted-key JSON of the body: equal bytes, identical policy
+
+    @classmethod
+    def from_model(cls, model: ToscaPolicy) -> Policy:
+        body = model.model_dump(by_alias=True, exclude_unset=True)
+        return cls._make(
+            model.policy_id or "", model.policy_version or "", model.type, model.type_version, body
+        )
+
+    @classmethod
+    def from_row(cls, row: PolicyRow) -> Policy:
+        body = orjson.loads(row.body)
+        return cls._make(
+            row.policy_id, row.policy_version, row.policy_type, row.policy_type_version, body
+        )
+
+    @classmethod
+    def _make(
+        cls,
+        policy_id: str,
+        version: str,
+        type_: str,
+        type_version: str | None,
+        body: dict[str, Any],
+    ) -> Policy:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        return cls(policy_id, version, type_, type_version, body, canonical)
+
+    def ident(self) -> dict[str, str]:
+        return {"policy-id": self.policy_id, "policy-version": self.version}
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscriber record as stored, with the selector its filters collapse to."""
+
+    subscriber_id: str
+    topic: str
+    record: dict[str, Any]  # the wire fields of API.md, subscriber_id first
+    selector: Selector
+    revision: int
+    created_at: int
+    updated_at: int
+    last_revision: int | None = None
+    last_published_at: int | None = None
+    envelope: bytes = field(default=b"", compare=False)  # the record as JSON, without "}"
+
+    @classmethod
+    def make(cls, subscriber_id: str, record: dict[str, Any], **kwargs: Any) -> Subscription:
+        return cls(
+            subscriber_id=subscriber_id,
+            topic=record["subscriber_topic"],
+            record=record,
+            selector=Selector.from_filters(record["policy-filters"]),
+            envelope=orjson.dumps(record)[:-1],
+            **kwargs,
+        )
+
+    @classmethod
+    def from_row(cls, row: SubscriptionRow) -> Subscription:
+        return cls.make(
+            row.subscriber_id,
+            orjson.loads(row.body),
+            revision=row.revision,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_revision=row.last_revision,
+            last_published_at=row.last_published_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    revision: int
+    deployed: list[dict[str, str]]
+    undeployed: list[dict[str, str]]
+    notified: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "deployed": self.deployed,
+            "undeployed": self.undeployed,
+            "notified": self.notified,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SubscribeResult:
+    created: bool
+    subscription: Subscription
+    policies: dict[str, Any]
+
+
+class _NoChange(Exception):
+    """Raised inside a write transaction to roll it back: the request changes nothing."""
+
+
+def rfc3339(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+class PolicyService:
+    """The server's use cases over a store and a router."""
+
+    def __init__(self, store: Store, router: Router) -> None:
+        if not router.in_store:
+            raise ValueError("this server version publishes through the embedded router only")
+        self._store = store
+        self._router = router
+        self._revision = -1
+        self._policies: PolicyIndex[Policy] = PolicyIndex()
+        self._subscriptions: dict[str, Subscription] = {}
+        self._index = SubscriptionIndex()
+        # Held from a change's first statement until the indexes reflect its commit.
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    async def start(self) -> None:
+        self._rebuild(await self._store.load())
+        log.info(
+            "store at revision %d: %d policies, %d subscriptions",
+            self._revision,
+            len(self._policies),
+            len(self._subscriptions),
+        )
+
+    def _rebuild(self, snapshot: Snapshot) -> None:
+        policies: PolicyIndex[Policy] = PolicyIndex()
+        for row in snapshot.policies:
+            policy = Policy.from_row(row)
+            policies.put(policy.policy_id, policy.type, policy)
+        subscriptions = {r.subscriber_id: Subscription.from_row(r) for r in snapshot.subscriptions}
+        index = SubscriptionIndex()
+        for subscription in subscriptions.values():
+            index.put(subscription.subscriber_id, subscription.selector)
+        self._policies, self._subscriptions, self._index = policies, subscriptions, index
+        self._revision = snapshot.revision
+
+    async def _begin(self, tx: WriteTx) -> int:
+        """Take the next revision; first catch up if another writer moved the store on."""
+        revision = await tx.next_revision()
+        if revision - 1 != self._revision:
+            log.info("store moved from revision %d to %d: reloading", self._revision, revision - 1)
+            snapshot = await load_all(tx.conn)
+            self._rebuild(replace(snapshot, revision=revision - 1))
+        return revision
+
+    # -- policies ---------------------------------------------------------------------------
+
+    async def deploy(self, policies: Sequence[ToscaPolicy]) -> ChangeResult:
+        """Deploy (insert or replace) policies; identical ones change nothing."""
+        return await self._change_policies(deploy=policies)
+
+    async def undeploy(self, policy_id: str) -> ChangeResult:
+        """Undeploy one policy; ``NotFound`` if it is not deployed."""
+        if policy_id not in self._policies:
+            raise NotFound("policy", policy_id)
+        return await self._change_policies(undeploy=[(policy_id, None)], require=policy_id)
+
+    async def pdp_update(self, update: PdpUpdate) -> ChangeResult:
+        """Apply a PDP_UPDATE: a delta, or (El Alto) the complete desired set."""
+        if update.policies is not None:
+            return await self._change_policies(deploy=update.policies, replace_all=True)
+        undeploy = [
+            (ident.name, None if ident.version is None else str(ident.version))
+            for ident in update.policies_to_be_undeployed or ()
+        ]
+        return await self._change_policies(
+            deploy=update.policies_to_be_deployed or (), undeploy=undeploy
+        )
+
+    async def _change_policies(
+        self,
+        *,
+        deploy: Sequence[ToscaPolicy] = (),
+        undeploy: Sequence[tuple[str, str | None]] = (),
+        replace_all: bool = False,
+        require: str | None = None,
+    ) -> ChangeResult:
+        wanted = [Policy.from_model(model) for model in deploy]
+        async with self._write_lock:
+            return await self._change_policies_locked(wanted, undeploy, replace_all, require)
+
+    async def _change_policies_locked(
+        self,
+        wanted: Sequence[Policy],
+        undeploy: Sequence[tuple[str, str | None]],
+        replace_all: bool,
+        require: str | None,
+    ) -> ChangeResult:
+        try:
+            async with self._store.write() as tx:
+                revision = await self._begin(tx)
+                if require is not None and require not in self._policies:
+                    raise NotFound("policy", require)
+                changes = self._diff(wanted, undeploy, replace_all)
+                if not changes:
+                    raise _NoChange
+                at = now_ms()
+                await tx.put_policies(
+                    [
+                        PolicyRow(
+                            new.policy_id,
+                            new.version,
+                            new.type,
+                            new.type_version,
+                            orjson.dumps(new.body).decode(),
+                            revision,
+                            at,
+                        )
+                        for _, new in changes.values()
+                        if new is not None
+                    ]
+                )
+                await tx.delete_policies(pid for pid, (_, new) in changes.items() if new is None)
+                messages, notified = self._snapshots_for_change(changes, revision, at)
+                heads = await tx.append(messages, at)
+                await tx.mark_published(notified, revision, at)
+        except _NoChange:
+            return ChangeResult(self._revision, [], [], 0)
+        self._revision = revision
+        for policy_id, (_, new) in changes.items():
+            if new is None:
+                self._policies.remove(policy_id)
+            else:
+                self._policies.put(policy_id, new.type, new)
+        self._mark_published(notified, revision, at)
+        self._router_committed(heads)
+        deployed = [new.ident() for _, new in changes.values() if new is not None]
+        undeployed = [old.ident() for old, new in changes.values() if new is None and old]
+        log.info(
+            "revision %d: deployed %s, undeployed %s; %d snapshots published",
+            revision,
+            [d["policy-id"] for d in deployed],
+            [u["policy-id"] for u in undeployed],
+            len(notified),
+        )
+        return ChangeResult(revision, deployed, undeployed, len(notified))
+
+    def _diff(
+        self,
+        wanted: Sequence[Policy],
+        undeploy: Sequence[tuple[str, str | None]],
+        replace_all: bool,
+    ) -> dict[str, tuple[Policy | None, Policy | None]]:
+        """The net change: policy id -> (deployed now, deployed after), only where they differ.
+        Undeployments apply before deployments, so "undeploy v1, deploy v2" is an upgrade.
+        """
+        after: dict[str, Policy | None] = {}
+        if replace_all:
+            after = {policy_id: None for policy_id, _ in self._policies.items()}
+        for policy_id, version in undeploy:
+            current = self._policies.get(policy_id)
+            if current is not None and (version is None or current.version == version):
+                after[policy_id] = None
+        for policy in wanted:
+            after[policy.policy_id] = policy
+        changes: dict[str, tuple[Policy | None, Policy | None]] = {}
+        for policy_id, new in after.items():
+            old = self._policies.get(policy_id)
+            if old is None and new is None:
+                continue
+            if old is not None and new is not None and old.canonical == new.canonical:
+                continue
+            changes[policy_id] = (old, new)
+        return changes
+
+    def _snapshots_for_change(
+        self, changes: Mapping[str, tuple[Policy | None, Policy | None]], revision: int, at: int
+    ) -> tuple[list[OutMessage], list[str]]:
+        affected: set[Selector] = set()
+        for old, new in changes.values():
+            for policy in (old, new):
+                if policy is not None:
+                    affected |= self._index.selectors_matching(policy.policy_id, policy.type)
+        messages: list[OutMessage] = []
+        notified: list[str] = []
+        stamp = rfc3339(at) or ""
+        for selector in affected:
+            ids = self._policies.select(selector)
+            for policy_id, (_, new) in changes.items():
+                ids.discard(policy_id)
+                if new is not None and selector.matches(new.policy_id, new.type):
+                    ids.add(policy_id)
+            policies = {}
+            for policy_id in sorted(ids):
+                change = changes.get(policy_id)
+                policy = change[1] if change is not None else self._policies.get(policy_id)
+                if policy is not None:
+                    policies[policy_id] = policy.body
+            fragment = orjson.dumps(policies)
+            for subscriber_id in sorted(self._index.members(selector)):
+                subscription = self._subscriptions[subscriber_id]
+                messages.append(
+                    _snapshot(subscription, revision, constants.EVENT_UPDATE, stamp, fragment)
+                )
+                notified.append(subscriber_id)
+        return messages, notified
+
+    def _policies_for(self, selector: Selector) -> dict[str, Any]:
+        found = {}
+        for policy_id in sorted(self._policies.select(selector)):
+            policy = self._policies.get(policy_id)
+            if policy is not None:
+                found[policy_id] = policy.body
+        return found
+
+    def _mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+        for subscriber_id in subscriber_ids:
+            current = self._subscriptions.get(subscriber_id)
+            if current is not None:
+                self._subscriptions[subscriber_id] = replace(
+                    current, last_revision=revision, last_published_at=at
+                )
+
+    def _router_committed(self, heads: Mapping[str, int]) -> None:
+        committed = getattr(self._router, "committed", None)
+        if committed is not None:
+            committed(heads)
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    async def subscribe(self, subscriber_id: str, request: SubscriptionRequest) -> SubscribeResult:
+        """Insert or update a subscription and publish its starting snapshot."""
+        record: dict[str, Any] = {
+            "subscriber_id": subscriber_id,
+            "subscriber_topic": request.subscriber_topic,
+            "action": request.action,
+            "ONAPName": request.onap_name,
+            "ONAPComponent": request.onap_component,
+            "ONAPInstance": request.onap_instance,
+            "policy-filters": [f.to_wire() for f in request.policy_filters],
+        }
+        async with self._write_lock:
+            return await self._subscribe_locked(subscriber_id, record)
+
+    async def _subscribe_locked(
+        self, subscriber_id: str, record: dict[str, Any]
+    ) -> SubscribeResult:
+        async with self._store.write() as tx:
+            revision = await self._begin(tx)
+            existing = self._subscriptions.get(subscriber_id)
+            at = now_ms()
+            subscription = Subscription.make(
+                subscriber_id,
+                record,
+                revision=revision,
+                created_at=existing.created_at if existing else at,
+                updated_at=at,
+                last_revision=revision,
+                last_published_at=at,
+            )
+            await tx.put_subscription(
+                SubscriptionRow(
+                    subscriber_id,
+                    subscription.topic,
+                    orjson.dumps(record).decode(),
+                    revision,
+                    subscription.created_at,
+                    at,
+                    None,
+                    None,
+                )
+            )
+            policies = self._policies_for(subscription.selector)
+            message = _snapshot(
+                subscription,
+                revision,
+                constants.EVENT_SUBSCRIBE,
+                rfc3339(at) or "",
+                orjson.dumps(policies),
+            )
+            heads = await tx.append([message], at)
+            await tx.mark_published([subscriber_id], revision, at)
+        self._revision = revision
+        self._subscriptions[subscriber_id] = subscription
+        self._index.put(subscriber_id, subscription.selector)
+        self._router_committed(heads)
+        log.info(
+            "revision %d: %s subscription %s on topic %s (%d policies)",
+            revision,
+            "updated" if existing else "new",
+            subscriber_id,
+            subscription.topic,
+            len(policies),
+        )
+        return SubscribeResult(existing is None, subscription, policies)
+
+    async def unsubscribe(self, subscriber_id: str) -> int:
+        """Delete a subscription; ``NotFound`` if unknown. Returns the new revision."""
+        async with self._write_lock:
+            return await self._unsubscribe_locked(subscriber_id)
+
+    async def _unsubscribe_locked(self, subscriber_id: str) -> int:
+        async with self._store.write() as tx:
+            revision = await self._begin(tx)
+            if subscriber_id not in self._subscriptions:
+                raise NotFound("subscription", subscriber_id)
+            await tx.delete_subscription(subscriber_id)
+        self._revision = revision
+        del self._subscriptions[subscriber_id]
+        self._index.remove(subscriber_id)
+        log.info("revision %d: subscription %s removed", revision, subscriber_id)
+        return revision
+
+    def subscription(self, subscriber_id: str) -> Subscription:
+        found = self._subscriptions.get(subscriber_id)
+        if found is None:
+            raise NotFound("subscription", subscriber_id)
+        return found
+
+    def subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        return sorted(
+            (s for s in self._subscriptions.values() if topic is None or s.topic == topic),
+            key=lambda s: s.subscriber_id,
+        )
+
+    async def last_consumed(self, topic: str) -> int | None:
+        """When a consumer group last consumed from the topic."""
+        stats = await self._router.stats(topic)
+        return max(
+            (g.last_consumed_at for g in stats.consumer_groups if g.last_consumed_at is not None),
+            default=None,
+        )
+
+    async def stale(
+        self, subscriptions: Sequence[Subscription], seconds: float
+    ) -> list[Subscription]:
+        """Those whose topic has held a message no consumer group read for ``seconds``."""
+        cutoff = now_ms() - int(seconds * 1000)
+        verdict: dict[str, bool] = {}
+        for topic in {s.topic for s in subscriptions}:
+            try:
+                stats = await self._router.stats(topic)
+            except NotFound:
+                verdict[topic] = False
+                continue
+            verdict[topic] = stats.oldest_unread_at is not None and stats.oldest_unread_at <= cutoff
+        return [s for s in subscriptions if verdict[s.topic]]
+
+    # -- decisions and reads ----------------------------------------------------------------
+
+    def decide(self, filters: Sequence[PolicyFilter]) -> dict[str, Any]:
+        """Every deployed policy that any of the filters matches, by policy id."""
+        return self._policies_for(Selector.from_filters(f.to_wire() for f in filters))
+
+    def policies(self) -> list[Policy]:
+        return sorted((p for _, p in self._policies.items()), key=lambda p: p.policy_id)
+
+    def policy(self, policy_id: str) -> Policy:
+        found = self._policies.get(policy_id)
+        if found is None:
+            raise NotFound("policy", policy_id)
+        return found
+
+
+def _snapshot(
+    subscription: Subscription, revision: int, event: str, stamp: str, policies: bytes
+) -> OutMessage:
+    body = b"".join(
+        (
+            subscription.envelope,
+            b',"revision":',
+            str(revision).encode(),
+            b',"event":"',
+            event.encode(),
+            b'","timestamp":"',
+            stamp.encode(),
+            b'","policies":',
+            policies,
+            b"}",
+        )
+    )
+    return OutMessage(
+        topic=subscription.topic,
+        body=body.decode(),
+        key=subscription.subscriber_id,
+        revision=revision,
+    )
+
+
+def pdp_status(
+    update: PdpUpdate, result: ChangeResult, deployed: Sequence[Policy]
+) -> dict[str, Any]:
+    """The PDP_STATUS answer to a PDP_UPDATE."""
+    if result.deployed or result.undeployed:
+        message = (
+            f"deployed {len(result.deployed)} and undeployed {len(result.undeployed)} policies "
+            f"at revision {result.revision}; {result.notified} subscribers notified"
+        )
+    else:
+        message = f"no change; revision {result.revision}"
+    status: dict[str, Any] = {
+        "messageName": "PDP_STATUS",
+        "requestId": str(uuid.uuid4()),
+        "timestampMs": int(time.time() * 1000),
+        "name": update.name or constants.SERVICE_NAME,
+        "pdpType": constants.PDP_TYPE,
+        "state": "ACTIVE",
+        "healthy": "HEALTHY",
+        "policies": [{"name": p.policy_id, "version": p.version} for p in deployed],
+        "response": {
+            "responseTo": update.request_id,
+            "responseStatus": "SUCCESS",
+            "responseMessage": message,
+        },
+        "revision": result.revision,
+        "notified": result.notified,
+    }
+    extra = update.model_extra or {}
+    for key in ("pdpGroup", "pdpSubgroup"):
+        if isinstance(extra.get(key), str):
+            status[key] = extra[key]
+    return status

@@ -1,0 +1,407 @@
+"""The SQL store: the one source of truth for policies, subscriptions and embedded topics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from policy_pubsub.exceptions import StoreUnavailable
+from policy_pubsub.store import dialects
+from policy_pubsub.store.tables import (
+    consumer_groups,
+    messages,
+    policies,
+    store_revision,
+    subscriptions,
+    topics,
+)
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRow:
+    policy_id: str
+    policy_version: str
+    policy_type: str
+    policy_type_version: str | None
+    body: str
+    revision: int
+    deployed_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRow:
+    subscriber_id: str
+    topic: str
+    body: str
+    revision: int
+    created_at: int
+    updated_at: int
+    last_revision: int | None
+    last_published_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """A message to append to a topic; ``key`` and ``revision`` are set for snapshots."""
+
+    topic: str
+    body: str
+    key: str | None = None
+    revision: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    topic: str
+    name: str
+    position: int
+    last_consumed_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRow:
+    name: str
+    last_offset: int
+    created_at: int
+    last_published_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the store holds, read in one transaction at one revision."""
+
+    revision: int
+    policies: list[PolicyRow]
+    subscriptions: list[SubscriptionRow]
+    topics: list[TopicRow]
+
+
+class Store:
+    """SQLAlchemy Core over SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._reader, self._writer = dialects.create_engines(url)
+        self.dialect = self._writer.dialect.name
+        self._write_lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Create or upgrade the schema to the newest migration."""
+        try:
+            async with self._writer.connect() as conn:
+                await conn.run_sync(_upgrade)
+                await conn.commit()
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"cannot open the store: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._reader.dispose()
+        if self._writer is not self._reader:
+            await self._writer.dispose()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[WriteTx]:
+        """One write transaction; committed when the block ends without an exception.
+
+        Writers within this process take turns; the database serialises them across processes.
+        """
+        async with self._write_lock:
+            try:
+                async with self._writer.begin() as conn:
+                    yield WriteTx(conn, self.dialect)
+            except SQLAlchemyError as exc:
+                raise StoreUnavailable(f"store write failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._reader.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+    async def ping(self) -> None:
+        async with self.read() as conn:
+            await conn.execute(select(store_revision.c.revision))
+
+    async def load(self) -> Snapshot:
+        async with self.read() as conn:
+            return await load_all(conn)
+
+    # -- the embedded router's reads -------------------------------------------------------
+
+    async def read_messages(self, topic: str, after: int, limit: int) -> list[tuple[int, str]]:
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(messages.c.seq, messages.c.body)
+                .where(messages.c.topic == topic, messages.c.seq > after)
+                .order_by(messages.c.seq)
+                .limit(limit)
+            )
+            return [(row.seq, row.body) for row in result]
+
+    async def topic(self, name: str) -> TopicRow | None:
+        async with self.read() as conn:
+            row = (await conn.execute(select(topics).where(topics.c.name == name))).first()
+            return None if row is None else TopicRow(*row)
+
+    async def topic_names(self) -> list[str]:
+        async with self.read() as conn:
+            result = await conn.execute(select(topics.c.name).order_by(topics.c.name))
+            return list(result.scalars())
+
+    async def topic_details(self, name: str) -> tuple[TopicRow, int, list[GroupRow]] | None:
+        """The topic, the number of messages it retains, and its consumer groups."""
+        async with self.read() as conn:
+            row = (await conn.execute(select(topics).where(topics.c.name == name))).first()
+            if row is None:
+                return None
+            count = (
+                await conn.execute(
+                    select(func.count()).select_from(messages).where(messages.c.topic == name)
+                )
+            ).scalar_one()
+            groups = await conn.execute(
+                select(consumer_groups)
+                .where(consumer_groups.c.topic == name)
+                .order_by(consumer_groups.c.name)
+            )
+            return TopicRow(*row), int(count), [GroupRow(*g) for g in groups]
+
+    async def group(self, topic: str, name: str) -> GroupRow | None:
+        async with self.read() as conn:
+            row = (
+                await conn.execute(
+                    select(consumer_groups).where(
+                        consumer_groups.c.topic == topic, consumer_groups.c.name == name
+                    )
+                )
+            ).first()
+            return None if row is None else GroupRow(*row)
+
+    async def oldest_after(self, topic: str, seq: int) -> int | None:
+        """When the oldest retained message after ``seq`` was published, if there is one."""
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(func.min(messages.c.created_at)).where(
+                    messages.c.topic == topic, messages.c.seq > seq
+                )
+            )
+            at = result.scalar_one_or_none()
+            return None if at is None else int(at)
+
+    # -- the embedded router's writes ------------------------------------------------------
+
+    async def save_positions(self, rows: Sequence[GroupRow]) -> None:
+        if not rows:
+            return
+        async with self.write() as tx:
+            await tx.conn.execute(
+                dialects.upsert(
+                    self.dialect,
+                    consumer_groups,
+                    keys=("topic", "name"),
+                    update=("position", "last_consumed_at"),
+                ),
+                [
+                    {
+                        "topic": r.topic,
+                        "name": r.name,
+                        "position": r.position,
+                        "last_consumed_at": r.last_consumed_at,
+                    }
+                    for r in rows
+                ],
+            )
+
+    async def expire_messages(self, before_ms: int) -> int:
+        """Drop messages published before ``before_ms``; returns how many."""
+        async with self.write() as tx:
+            result = await tx.conn.execute(
+                delete(messages).where(messages.c.created_at < before_ms)
+            )
+            return int(result.rowcount or 0)
+
+    async def compact(self) -> int:
+        """Drop every snapshot that a newer snapshot of the same subscriber on the same topic
+        supersedes; returns how many.
+        """
+        newer = messages.alias("newer")
+        async with self.write() as tx:
+            result = await tx.conn.execute(
+                delete(messages).where(
+                    messages.c.key.is_not(None),
+                    exists().where(
+                        and_(
+                            newer.c.topic == messages.c.topic,
+                            newer.c.key == messages.c.key,
+                            newer.c.seq > messages.c.seq,
+                        )
+                    ),
+                )
+            )
+            return int(result.rowcount or 0)
+
+
+class WriteTx:
+    """The statements of one write transaction."""
+
+    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    async def next_revision(self) -> int:
+        """Take the next store revision. The row stays locked until commit, so revisions
+        become visible in order and no reader can skip one.
+        """
+        result = await self.conn.execute(
+            update(store_revision)
+            .where(store_revision.c.id == 1)
+            .values(revision=store_revision.c.revision + 1)
+            .returning(store_revision.c.revision)
+        )
+        return int(result.scalar_one())
+
+    async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
+        if rows:
+            await self.conn.execute(
+                dialects.upsert(
+                    self.dialect,
+                    policies,
+                    keys=("policy_id",),
+                    update=(
+                        "policy_version",
+                        "policy_type",
+                        "policy_type_version",
+                        "body",
+                        "revision",
+                        "deployed_at",
+                    ),
+                ),
+                [_asdict(row) for row in rows],
+            )
+
+    async def delete_policies(self, policy_ids: Iterable[str]) -> None:
+        ids = list(policy_ids)
+        if ids:
+            await self.conn.execute(delete(policies).where(policies.c.policy_id.in_(ids)))
+
+    async def put_subscription(self, row: SubscriptionRow) -> None:
+        await self.conn.execute(
+            dialects.upsert(
+                self.dialect,
+                subscriptions,
+                keys=("subscriber_id",),
+                update=("topic", "body", "revision", "updated_at"),
+            ),
+            [_asdict(row)],
+        )
+
+    async def delete_subscription(self, subscriber_id: str) -> None:
+        await self.conn.execute(
+            delete(subscriptions).where(subscriptions.c.subscriber_id == subscriber_id)
+        )
+
+    async def mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+        ids = list(subscriber_ids)
+        if ids:
+            await self.conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.subscriber_id.in_(ids))
+                .values(last_revision=revision, last_published_at=at)
+            )
+
+    async def create_topic(self, name: str, at: int) -> bool:
+        """Create the topic unless it exists; True when it was created."""
+        found = await self.conn.execute(select(topics.c.name).where(topics.c.name == name))
+        if found.first() is not None:
+            return False
+        await self.conn.execute(
+            insert(topics).values(name=name, last_offset=0, created_at=at, last_published_at=None)
+        )
+        return True
+
+    async def append(self, batch: Sequence[OutMessage], at: int) -> dict[str, int]:
+        """Append messages to their topics (created as needed), in order; returns each topic's
+        new last offset. Advancing a topic's offset locks its row until commit, so offsets
+        become visible in order.
+        """
+        by_topic: dict[str, list[OutMessage]] = defaultdict(list)
+        for message in batch:
+            by_topic[message.topic].append(message)
+        heads: dict[str, int] = {}
+        rows: list[dict[str, Any]] = []
+        for name in sorted(by_topic):
+            items = by_topic[name]
+            result = await self.conn.execute(
+                update(topics)
+                .where(topics.c.name == name)
+                .values(last_offset=topics.c.last_offset + len(items), last_published_at=at)
+                .returning(topics.c.last_offset)
+            )
+            last = result.scalar_one_or_none()
+            if last is None:
+                last = len(items)
+                await self.conn.execute(
+                    insert(topics).values(
+                        name=name, last_offset=last, created_at=at, last_published_at=at
+                    )
+                )
+            first = int(last) - len(items) + 1
+            rows.extend(
+                {
+                    "topic": name,
+                    "seq": first + i,
+                    "key": m.key,
+                    "revision": m.revision,
+                    "body": m.body,
+                    "created_at": at,
+                }
+                for i, m in enumerate(items)
+            )
+            heads[name] = int(last)
+        if rows:
+            await self.conn.execute(insert(messages), rows)
+        return heads
+
+
+async def load_all(conn: AsyncConnection) -> Snapshot:
+    revision = (await conn.execute(select(store_revision.c.revision))).scalar_one()
+    policy_rows = [PolicyRow(*row) for row in await conn.execute(select(policies))]
+    subscription_rows = [SubscriptionRow(*row) for row in await conn.execute(select(subscriptions))]
+    topic_rows = [TopicRow(*row) for row in await conn.execute(select(topics))]
+    return Snapshot(int(revision), policy_rows, subscription_rows, topic_rows)
+
+
+def _asdict(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in row.__slots__}
+
+
+def _upgrade(connection: Connection) -> None:
+    # Alembic logs each plugin it loads at INFO; only its migration lines are worth keeping.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

@@ -1,0 +1,77 @@
+"""The store's tables (SQLAlchemy Core). Migrations in ``migrations/versions`` create them.
+
+Times are integer milliseconds since the epoch, the same on every database.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+# One row (id = 1): the store revision. Every committed change takes the next value, and
+# incrementing it locks the row, so revisions are handed out in commit order.
+store_revision = Table(
+    "store_revision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("policy_id", String(255), primary_key=True),
+    Column("policy_version", String(255), nullable=False),
+    Column("policy_type", String(1024), nullable=False),
+    Column("policy_type_version", String(255), nullable=True),
+    Column("body", Text, nullable=False),  # the ToscaPolicy JSON as deployed
+    Column("revision", BigInteger, nullable=False),
+    Column("deployed_at", BigInteger, nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("subscriber_id", String(255), primary_key=True),
+    Column("topic", String(255), nullable=False, index=True),
+    Column("body", Text, nullable=False),  # the subscription record's wire fields, as JSON
+    Column("revision", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("last_revision", BigInteger, nullable=True),  # revision of the newest snapshot
+    Column("last_published_at", BigInteger, nullable=True),
+)
+
+# The embedded router: topics hold messages at increasing offsets; a consumer group's position
+# is the offset of the last message it consumed (0: none yet).
+topics = Table(
+    "topics",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("last_offset", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_published_at", BigInteger, nullable=True),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("topic", String(255), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("key", String(255), nullable=True),  # the subscriber id of a snapshot
+    Column("revision", BigInteger, nullable=True),
+    Column("body", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_messages_topic_key", "topic", "key", "seq"),
+    Index("ix_messages_created_at", "created_at"),
+)
+
+consumer_groups = Table(
+    "consumer_groups",
+    metadata,
+    Column("topic", String(255), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("last_consumed_at", BigInteger, nullable=True),
+)
