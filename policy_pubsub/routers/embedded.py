@@ -97,7 +97,10 @@ class EmbeddedRouter(Router):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self._flush()
+        try:
+            await self._flush()
+        except StoreUnavailable as exc:
+            log.warning("could not save the last consumer positions: %s", exc)
 
     # -- writing --------------------------------------------------------------------------
 

@@ -1,0 +1,102 @@
+"""What only the embedded router does: compaction, retention, positions in the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from policy_pubsub.routers.embedded import EmbeddedRouter
+from policy_pubsub.store import OutMessage, Store, now_ms
+from tests.conftest import wait_for
+
+
+async def _open(path: Path, *, retention: float = 3600) -> tuple[EmbeddedRouter, Store]:
+    store = Store(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    router = EmbeddedRouter(
+        store,
+        retention_seconds=retention,
+        maintenance_interval_seconds=3600,
+        position_flush_seconds=0.01,
+    )
+    await router.start()
+    return router, store
+
+
+async def _close(router: EmbeddedRouter, store: Store) -> None:
+    await router.close()
+    await store.close()
+
+
+def _snapshot(topic: str, subscriber: str, revision: int) -> OutMessage:
+    body = f'{{"subscriber_id":"{subscriber}","revision":{revision}}}'
+    return OutMessage(topic=topic, body=body, key=subscriber, revision=revision)
+
+
+async def test_compaction_keeps_newest_snapshot_per_subscriber(tmp_path: Path) -> None:
+    """Compaction drops every snapshot a newer one of the same subscriber supersedes."""
+    router, store = await _open(tmp_path / "db")
+    try:
+        await router.publish([_snapshot("t", "a", 1), _snapshot("t", "b", 2)])
+        await router.publish([_snapshot("t", "a", 3)])
+        await router.publish([OutMessage(topic="t", body='{"raw":1}')])
+        expired, compacted = await router.maintain()
+        assert (expired, compacted) == (0, 1)
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == [
+                '{"subscriber_id":"b","revision":2}',
+                '{"subscriber_id":"a","revision":3}',
+                '{"raw":1}',
+            ]
+    finally:
+        await _close(router, store)
+
+
+async def test_retention_drops_old_messages(tmp_path: Path) -> None:
+    """Messages older than the retention period are dropped; newer ones stay."""
+    router, store = await _open(tmp_path / "db", retention=0.2)
+    try:
+        await router.publish([OutMessage(topic="t", body='{"n":1}')])
+        published = now_ms()
+        await wait_for(lambda: now_ms() - published > 300, timeout=5)
+        await router.publish([OutMessage(topic="t", body='{"n":2}')])
+        expired, _ = await router.maintain()
+        assert expired == 1
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == ['{"n":2}']
+    finally:
+        await _close(router, store)
+
+
+async def test_positions_survive_a_restart(tmp_path: Path) -> None:
+    """A consumer group's position is kept in the store across a router restart."""
+    path = tmp_path / "db"
+    router, store = await _open(path)
+    await router.publish([OutMessage(topic="t", body=f'{{"n":{n}}}') for n in range(3)])
+    async with await router.read("t", "g", "c", timeout=0, limit=2) as delivery:
+        await delivery.ack()
+    await _close(router, store)
+
+    router, store = await _open(path)
+    try:
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == ['{"n":2}']
+        stats = await router.stats("t")
+        assert [(g.name, g.position) for g in stats.consumer_groups] == [("g", 2)]
+    finally:
+        await _close(router, store)
+
+
+async def test_reading_past_compacted_messages_moves_on(tmp_path: Path) -> None:
+    """A group whose unread messages were all compacted away waits for new ones."""
+    router, store = await _open(tmp_path / "db")
+    try:
+        await router.publish([_snapshot("t", "a", 1)])
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            await delivery.ack()
+        await router.publish([_snapshot("t", "a", 2)])
+        await router.publish([_snapshot("t", "a", 3)])
+        await router.maintain()
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == ['{"subscriber_id":"a","revision":3}']
+    finally:
+        await _close(router, store)
