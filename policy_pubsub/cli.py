@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -82,6 +83,9 @@ def serve(args: argparse.Namespace) -> int:
     from policy_pubsub.server import build_server
 
     server = build_server(settings)
+    # uvicorn handles SIGTERM itself while it serves, then re-sends the signal to the handler
+    # that was in place before; a no-op there makes a graceful stop exit with status 0.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     try:
         asyncio.run(server.serve())
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C

@@ -135,10 +135,11 @@ def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None
     try:
         asyncio.run(_until_healthy(f"http://127.0.0.1:{port}", process))
         assert (copy / "policy-pubsub.db").exists()
-        # Stop the server itself (bash's child) with SIGTERM, as a service manager would.
+        # Stop the server with SIGTERM, as a service manager would. bash may have handed its
+        # process over to the last command of the chain (exec), or still be its parent.
         children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        for child in children:
-            os.kill(int(child), signal.SIGTERM)
+        for pid in [int(child) for child in children] or [process.pid]:
+            os.kill(pid, signal.SIGTERM)
         process.wait(timeout=30)
     finally:
         if process.poll() is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from typing import Any, TypeVar
 
 import orjson
@@ -25,7 +28,7 @@ async def read_json(request: Request) -> Any:
         raise ApiError(415, f"Content-Type {media} is not supported; send application/json.")
     limit: int = request.app.state.settings.max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     chunks = []
     size = 0
@@ -38,9 +41,62 @@ async def read_json(request: Request) -> Any:
     if not raw.strip():
         raise ApiError(400, "The request body is empty; send a JSON object.")
     try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        body = _parse(raw)
+    except (ValueError, RecursionError) as exc:
         raise ApiError(400, f"The request body is not valid JSON: {exc}.") from None
+    if _too_deep(body):
+        raise ApiError(400, f"The request body nests deeper than {MAX_DEPTH} levels.")
+    return body
+
+
+def _parse(raw: bytes) -> Any:
+    if _LONG_NUMBER.search(raw):
+        # orjson reads integers past 64 bits as floats; read such bodies exactly, and
+        # refuse integers that the store's JSON encoder could not write back.
+        return json.loads(raw, parse_int=_int64, parse_float=_finite, parse_constant=_no_constant)
+    return orjson.loads(raw)
+
+
+# orjson writes at most 254 levels; a body within this limit fits, with the snapshot's envelope.
+MAX_DEPTH = 128
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > MAX_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if value not in _INT64:
+        raise ValueError(f"integer {text[:40]} does not fit in 64 bits")
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _too_large(limit: int) -> ApiError:

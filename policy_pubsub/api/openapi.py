@@ -1,18 +1,443 @@
-"""``GET /openapi.json``."""
+"""``GET /openapi.json``: an OpenAPI 3.1 document of every route, built once.
+
+The operations are data (``OPERATIONS``); the message schemas are the hand-written JSON Schemas
+of ``schemas/v1``, embedded under ``components/schemas`` with their ``$ref``s rewritten to
+point inside the document.
+"""
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
+from typing import Any
+from urllib.parse import urldefrag, urljoin
+
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from policy_pubsub.api.errors import json_response
+from policy_pubsub import constants, schemas
+from policy_pubsub.api.errors import ROUTER_PREFIXES
+
+JSON = "application/json"
+TOPIC = constants.TOPIC_PATTERN
+Schema = dict[str, Any]
+
+
+def component(name: str) -> str:
+    """The component name of a schema file: ``policy-filter`` -> ``PolicyFilter``."""
+    return "".join(part.capitalize() for part in name.split("-"))
+
+
+def ref(name: str) -> Schema:
+    """A reference to the embedded schema of ``schemas/v1/<name>.json``."""
+    return {"$ref": f"#/components/schemas/{component(name)}"}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation: a method on a path, what it reads and every status it answers."""
+
+    route: str  # "METHOD /path"
+    operation_id: str
+    summary: str
+    ok: dict[int, tuple[str, Schema | None]]  # status -> (description, body schema)
+    errors: tuple[int, ...] = ()
+    body: Schema | None = None
+    body_types: tuple[str, ...] = (JSON,)
+    query: tuple[str, ...] = ()  # keys of PARAMETERS
+    description: str = ""
+    missing: str = "The resource is unknown."  # the 404 description
+
+    @property
+    def method(self) -> str:
+        return self.route.split(" ", 1)[0]
+
+    @property
+    def path(self) -> str:
+        return self.route.split(" ", 1)[1]
+
+
+def _path_param(name: str, pattern: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "pattern": pattern},
+    }
+
+
+def _query(name: str, description: str, **schema: Any) -> Schema:
+    return {"name": name, "in": "query", "description": description, "schema": schema}
+
+
+PARAMETERS: dict[str, Schema] = {
+    "subscriber_id": _path_param(
+        "subscriber_id", constants.SUBSCRIBER_ID_PATTERN, "The subscriber: 1-255 of A-Za-z0-9._:-"
+    ),
+    "policy_id": _path_param(
+        "policy_id", constants.POLICY_ID_PATTERN, "The policy-id: 1-255 of A-Za-z0-9._:-"
+    ),
+    "topic": _path_param("topic", constants.TOPIC_PATTERN, "The topic: 1-255 of A-Za-z0-9._-"),
+    "consumer_group": _path_param(
+        "consumer_group", constants.CONSUMER_PATTERN, "Each group reads every message once."
+    ),
+    "consumer_id": _path_param("consumer_id", constants.CONSUMER_PATTERN, "The consumer."),
+    "abbrev": _query(
+        "abbrev",
+        "Keep only `type` and `metadata` of each policy (also: 1/0, yes/no, any case).",
+        type="boolean",
+        default=False,
+    ),
+    "topicQuery": _query(
+        "topic", "Only the subscriptions on this topic.", type="string", pattern=TOPIC
+    ),
+    "stale": _query(
+        "stale",
+        "Only those whose topic holds a message no consumer group read for this many seconds.",
+        type="number",
+        minimum=0,
+        exclusiveMaximum=1_000_000_000,
+    ),
+    "timeout": _query(
+        "timeout",
+        "How long to wait for a message, in ms; capped at the server's `max_poll_timeout_ms` "
+        f"(default {constants.MAX_POLL_TIMEOUT_MS}).",
+        type="integer",
+        minimum=0,
+        maximum=1_000_000_000,
+        default=constants.DEFAULT_POLL_TIMEOUT_MS,
+    ),
+    "limit": _query(
+        "limit",
+        "The most messages to answer.",
+        type="integer",
+        minimum=1,
+        maximum=constants.MAX_POLL_LIMIT,
+        default=constants.DEFAULT_POLL_LIMIT,
+    ),
+    "RequestId": {
+        "name": constants.REQUEST_ID_HEADER,
+        "in": "header",
+        "description": "Echoed on the answer; one is made up when absent.",
+        "schema": {"type": "string"},
+    },
+}
+
+HEADERS: dict[str, Schema] = {
+    "RequestId": {
+        "description": "The request's `X-ONAP-RequestID`, or a new one.",
+        "schema": {"type": "string"},
+    },
+    "RetryAfter": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 0},
+    },
+}
+
+ERRORS: dict[int, str] = {
+    400: "Malformed JSON, an invalid field, or an invalid path or query parameter; "
+    "nothing was changed.",
+    404: "",  # Op.missing
+    413: "The body is larger than the server's limit; nothing was changed.",
+    415: "The Content-Type is not JSON; nothing was changed.",
+    503: "The store or the message router is unavailable; nothing was changed.",
+}
+
+PUBLISH_BODY: Schema = {
+    "description": "One message (an object) or several (a non-empty array of objects).",
+    "oneOf": [
+        {"type": "object"},
+        {"type": "array", "minItems": 1, "items": {"type": "object"}},
+    ],
+}
+MESSAGES: Schema = {
+    "description": "The messages read, oldest first, each one stored message as JSON text "
+    "(on a subscriber topic, a SnapshotMessage); `[]` when none came within `timeout`.",
+    "type": "array",
+    "items": {"type": "string", "contentMediaType": JSON},
+}
+_SUB = "/decision/v1/subscription/{subscriber_id}"
+_WRITE = (400, 413, 415, 503)
+
+OPERATIONS: tuple[Op, ...] = (
+    *(
+        Op(
+            "POST " + path,
+            operation_id,
+            "The deployed policies that a filter matches",
+            {200: ("The matching policies, by policy-id.", ref("decision-response"))},
+            (400, 413, 415),
+            body=ref("decision-request"),
+            query=("abbrev",),
+            description="Ids that are not deployed are absent. An `action` other than "
+            "`configure` is 400 `No application for action <x>`.",
+        )
+        for path, operation_id in (
+            ("/policy/pdpx/v1/decision", "decide"),
+            ("/decision/v1", "decideAlias"),
+        )
+    ),
+    Op(
+        "GET /decision/v1/subscription",
+        "listSubscriptions",
+        "The subscriptions, by subscriber_id",
+        {200: ("The subscription records.", ref("subscription-list"))},
+        (400, 503),
+        query=("topicQuery", "stale"),
+    ),
+    Op(
+        "POST " + _SUB,
+        "subscribe",
+        "Insert or update a subscription",
+        {
+            201: ("Inserted.", ref("subscription-record")),
+            200: ("Updated.", ref("subscription-record")),
+        },
+        _WRITE,
+        body=ref("subscription-request"),
+        description="Every insert and update publishes a snapshot (event `subscribe`) to the "
+        "topic. The answer carries the current snapshot under `policies` when "
+        "`return-policies` is true.",
+    ),
+    Op(
+        "GET " + _SUB,
+        "getSubscription",
+        "A subscription and its delivery status",
+        {200: ("The record with `status`.", ref("subscription-record"))},
+        (400, 404, 503),
+        missing="No such subscription.",
+    ),
+    Op(
+        "DELETE " + _SUB,
+        "unsubscribe",
+        "Delete a subscription; no further snapshots are published for it",
+        {204: ("Deleted.", None)},
+        (400, 404, 503),
+        missing="No such subscription.",
+    ),
+    Op(
+        "POST /pap/v1/pdp-update",
+        "pdpUpdate",
+        "Apply an ONAP PDP_UPDATE (a delta, or El Alto's complete set)",
+        {200: ("The PDP_STATUS answer.", ref("pdp-status"))},
+        _WRITE,
+        body=ref("pdp-update"),
+    ),
+    Op(
+        "POST /pap/v1/policies",
+        "deployPolicies",
+        "Deploy policies (insert or replace), atomically",
+        {200: ("What changed.", ref("policy-change-result"))},
+        _WRITE,
+        body=ref("policy-push"),
+        description="Re-deploying a policy identical to the deployed one changes nothing and "
+        "notifies nobody. A 2xx means the change and its snapshots are durably committed.",
+    ),
+    Op(
+        "GET /pap/v1/policies",
+        "listPolicies",
+        "The deployed policies' identities",
+        {200: ("Every deployed policy, by policy-id.", ref("policy-list"))},
+    ),
+    Op(
+        "GET /pap/v1/policies/{policy_id}",
+        "getPolicy",
+        "One deployed policy, as deployed",
+        {200: ("The policy.", ref("tosca-policy"))},
+        (400, 404),
+        missing="The policy is not deployed.",
+    ),
+    Op(
+        "DELETE /pap/v1/policies/{policy_id}",
+        "undeployPolicy",
+        "Undeploy a policy",
+        {200: ("What changed.", ref("policy-change-result"))},
+        (400, 404, 503),
+        missing="The policy is not deployed.",
+    ),
+    Op(
+        "POST /events/{topic}",
+        "publish",
+        "Publish messages; the topic is created if it does not exist",
+        {200: ("Stored.", ref("mr-publish-response"))},
+        _WRITE,
+        body=PUBLISH_BODY,
+        body_types=(JSON, "application/cambria"),
+    ),
+    Op(
+        "GET /events/{topic}/{consumer_group}/{consumer_id}",
+        "poll",
+        "Long-poll a topic for a consumer group",
+        {200: ("The messages.", MESSAGES)},
+        (400, 404, 503),
+        query=("timeout", "limit"),
+        description="Answers as soon as a message is there, else after `timeout` ms. A new "
+        "group starts at the oldest retained message. The group's position advances once a "
+        "reply carrying messages has been written.",
+        missing="No such topic.",
+    ),
+    Op(
+        "GET /topics",
+        "listTopics",
+        "The topics",
+        {200: ("Every topic's name.", ref("topic-list"))},
+        (503,),
+    ),
+    Op(
+        "GET /topics/{topic}",
+        "getTopic",
+        "A topic's messages and consumer groups",
+        {200: ("The topic's details.", ref("topic-details"))},
+        (400, 404, 503),
+        missing="No such topic.",
+    ),
+    Op(
+        "GET /healthcheck",
+        "healthcheck",
+        "Are the store and the router reachable",
+        {
+            200: ("Healthy.", ref("healthcheck")),
+            503: ("The store or the router is unreachable.", ref("healthcheck")),
+        },
+    ),
+    Op(
+        "GET /openapi.json",
+        "openapi",
+        "This document",
+        {200: ("The OpenAPI 3.1 document.", {"type": "object"})},
+    ),
+)
+
+# The tag of an operation is that of the first prefix its path starts with.
+TAGS_BY_PREFIX = (
+    ("/decision/v1/subscription", "subscriptions"),
+    ("/decision/v1", "decision"),
+    ("/policy/pdpx", "decision"),
+    ("/pap/", "pap"),
+    ("/events/", "message router"),
+    ("/topics", "message router"),
+    ("/", "operations"),
+)
+TAGS = [
+    {"name": "decision", "description": "The ONAP decision API."},
+    {"name": "subscriptions", "description": "Subscribers and the topics their snapshots go to."},
+    {"name": "pap", "description": "The PAP webhook: deploy and undeploy policies."},
+    {"name": "message router", "description": "DMaaP Message Router compatible (embedded)."},
+    {"name": "operations", "description": "Health and self-description."},
+]
+
+
+def _response(description: str, schema: Schema | None, retry: bool = False) -> Schema:
+    headers: dict[str, Schema] = {
+        constants.REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}
+    }
+    if retry:
+        headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
+    answer: Schema = {"description": description, "headers": headers}
+    if schema is not None:
+        answer["content"] = {JSON: {"schema": schema}}
+    return answer
+
+
+def _operation(op: Op) -> Schema:
+    names = [*re.findall(r"{(\w+)}", op.path), *op.query, "RequestId"]
+    envelope = ref("mr-error" if op.path.startswith(ROUTER_PREFIXES) else "error")
+    responses = {str(status): _response(text, body) for status, (text, body) in op.ok.items()}
+    for status in op.errors:
+        text = op.missing if status == 404 else ERRORS[status]
+        responses[str(status)] = _response(text, envelope, retry=status == 503)
+    operation: Schema = {
+        "operationId": op.operation_id,
+        "tags": [next(tag for prefix, tag in TAGS_BY_PREFIX if op.path.startswith(prefix))],
+        "summary": op.summary,
+        "parameters": [{"$ref": f"#/components/parameters/{name}"} for name in names],
+        "responses": dict(sorted(responses.items())),
+    }
+    if op.description:
+        operation["description"] = op.description
+    if op.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {media: {"schema": op.body} for media in op.body_types},
+        }
+    return operation
+
+
+def _embed(name: str) -> Schema:
+    """A schema of schemas/v1 as a component: no ``$id``/``$schema``, and every ``$ref``
+    (relative to its file, or to another file) rewritten to a pointer into the document.
+    """
+    schema = schemas.load_schema(name)
+    base = schema.pop("$id")
+    schema.pop("$schema", None)
+    embedded: Schema = _rewrite(schema, base)
+    return embedded
+
+
+def _rewrite(node: Any, base: str) -> Any:
+    if isinstance(node, list):
+        return [_rewrite(item, base) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {key: _rewrite(value, base) for key, value in node.items()}
+    target = node.get("$ref")
+    if isinstance(target, str):
+        document, fragment = urldefrag(urljoin(base, target))
+        if not document.startswith(schemas.BASE_URI):
+            raise ValueError(f"{base}: $ref {target!r} leaves {schemas.BASE_URI}")
+        name = document.removeprefix(schemas.BASE_URI).removesuffix(".json")
+        out["$ref"] = f"#/components/schemas/{component(name)}{fragment}"
+    return out
+
+
+def _version() -> str:
+    try:
+        return metadata.version("policy-pubsub")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from an unbuilt tree
+        return "0+unknown"
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document (built on first use, then shared: do not modify it)."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "info": {
+            "title": "policy-pubsub",
+            "version": _version(),
+            "summary": "A durable publish/subscribe server for ONAP policies.",
+            "description": "ONAP's decision API and PAP webhook, subscriptions that receive "
+            "full policy snapshots on a topic, and a DMaaP Message Router compatible API. "
+            "Errors outside `/events` and `/topics` have the ONAP shape (Error); those "
+            "routes answer in the DMaaP shape (MrError).",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "tags": TAGS,
+        "paths": paths,
+        "components": {
+            "schemas": {component(name): _embed(name) for name in schemas.names()},
+            "parameters": PARAMETERS,
+            "headers": HEADERS,
+        },
+    }
+
+
+@cache
+def _body() -> bytes:
+    return orjson.dumps(document())
 
 
 async def openapi(request: Request) -> Response:
-    return json_response(
-        {"openapi": "3.1.0", "info": {"title": "policy-pubsub", "version": "1"}, "paths": {}}
-    )
+    return Response(_body(), media_type=JSON)
 
 
 routes = [Route("/openapi.json", openapi, methods=["GET"])]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from policy_pubsub.api import validation
 from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
+from policy_pubsub.api.routing import route
 from policy_pubsub.models import PdpUpdate, PolicyPush
 from policy_pubsub.service import PolicyService, pdp_status
 
@@ -57,9 +57,7 @@ async def show(request: Request) -> Response:
 
 
 routes = [
-    Route("/pap/v1/pdp-update", pdp_update, methods=["POST"]),
-    Route("/pap/v1/policies", deploy, methods=["POST"]),
-    Route("/pap/v1/policies", listing, methods=["GET"]),
-    Route("/pap/v1/policies/{policy_id}", show, methods=["GET"]),
-    Route("/pap/v1/policies/{policy_id}", undeploy, methods=["DELETE"]),
+    route("/pap/v1/pdp-update", POST=pdp_update),
+    route("/pap/v1/policies", POST=deploy, GET=listing),
+    route("/pap/v1/policies/{policy_id}", GET=show, DELETE=undeploy),
 ]

@@ -6,11 +6,11 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from policy_pubsub.api import validation
 from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
+from policy_pubsub.api.routing import route
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.service import PolicyService, Subscription, rfc3339
 
@@ -64,8 +64,8 @@ async def listing(request: Request) -> Response:
 
 
 routes = [
-    Route("/decision/v1/subscription", listing, methods=["GET"]),
-    Route("/decision/v1/subscription/{subscriber_id}", subscribe, methods=["POST"]),
-    Route("/decision/v1/subscription/{subscriber_id}", show, methods=["GET"]),
-    Route("/decision/v1/subscription/{subscriber_id}", unsubscribe, methods=["DELETE"]),
+    route("/decision/v1/subscription", GET=listing),
+    route(
+        "/decision/v1/subscription/{subscriber_id}", POST=subscribe, GET=show, DELETE=unsubscribe
+    ),
 ]

@@ -47,7 +47,7 @@ def int_param(request: Request, name: str, default: int, low: int, high: int) ->
     value = request.query_params.get(name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
         raise ApiError(400, f"{name}: must be an integer from {low} to {high}, not {value[:50]!r}.")
     return int(value)
 
@@ -57,7 +57,7 @@ def seconds_param(request: Request, name: str) -> float | None:
     if value is None:
         return None
     try:
-        seconds = float(value)
+        seconds = float(value) if value.isascii() else -1.0
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < 10**9:
