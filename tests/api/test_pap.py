@@ -6,7 +6,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 
 from tests.api.helpers import (
     PDP_UPDATE,
