@@ -1,4 +1,4 @@
-"""The ``policy-pubsub`` command."""
+"""``policy-pubsub serve``: run the server."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
 
 from pydantic import ValidationError
 
@@ -27,12 +26,7 @@ _DATABASE_URL, _ROUTER_URL, _MAX_BODY_BYTES, _RETENTION_SECONDS, _LOG_LEVEL.
 """
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="policy-pubsub",
-        description="A durable publish/subscribe server for policies (ONAP PDP compatible).",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the server",
@@ -55,19 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
     )
-    return parser
+    serve.set_defaults(run=serve_command)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "serve":
-        return serve(args)
-    return 2  # pragma: no cover - argparse rejects unknown commands
-
-
-def serve(args: argparse.Namespace) -> int:
+def serve_command(args: argparse.Namespace) -> int:
     flags = {
-        name: value for name, value in vars(args).items() if name != "command" and value is not None
+        name: value
+        for name, value in vars(args).items()
+        if name not in ("command", "run") and value is not None
     }
     try:
         settings = Settings(**flags)
