@@ -1,186 +1,85 @@
-"""A component that keeps its policies up to date by long-polling its policy-pubsub topic.
+"""A component that keeps its policies up to date with the policy-pubsub SDK.
 
-This is what a DCAE microservice (here the ONAP ``tca`` example) does, with plain httpx:
+This is what a DCAE microservice (here the ONAP ``tca`` example) does with
+``policy_pubsub.client.PolicySubscriber``:
 
-1. subscribe: ``POST /decision/v1/subscription/{subscriber_id}`` with its topic and policy
-   filters; the answer holds the policies it starts with;
-2. long-poll ``GET /events/{topic}/{group}/{consumer}?timeout=15000``; each message is a full
-   snapshot of the policies matching its filters. Snapshots of other subscribers on a shared
-   topic, and any whose revision is not above the last one applied, are ignored;
-3. print what each new snapshot added, updated and removed;
-4. when the server cannot be reached, retry with capped exponential backoff and, once it
-   answers again, re-read the policies from the decision API (``POST /decision/v1``) before
-   polling on, so that a snapshot lost with the connection cannot leave it stale.
+1. ``async with PolicySubscriber(...)`` subscribes; ``subscriber.policies`` is what it starts
+   with (with ``--state-file``, what it had applied before it stopped);
+2. ``async for change in subscriber.changes()`` gives each change as it arrives: the policies
+   added, updated and removed, computed against what the component holds. Asking for the next
+   change marks the previous one applied (and records it in the state file);
+3. the SDK drops other subscribers' snapshots on a shared topic, duplicates and stale ones,
+   retries an unreachable server with jittered backoff and re-reads the policies before
+   polling on, so a server restart or a reply lost on the wire cannot leave it stale.
+
+``examples/httpx_component.py`` does the same with plain httpx, for comparison. A program that
+is not asyncio would call ``PolicySubscriber(...).run(handler)`` instead, which blocks and calls
+``handler(change)`` for each change.
 
 Run a server (``policy-pubsub serve``), then:
 
     python examples/component.py                         # the tca-1 defaults
-    python examples/component.py --subscriber-id vfw-1 --topic policies_vfw_1 \\
-        --policy-type onap.policies.monitoring.tcagen2
+    python examples/component.py --state-file /tmp/tca-1.json   # restarts report a true delta
     python examples/pap_push.py                          # in another shell: see it change
 
-It runs until Ctrl-C, or ``--max-changes N`` changes, or ``--exit-after SECONDS``.
+It runs until Ctrl-C, or ``--max-changes N`` changes, or ``--exit-after SECONDS``. Retries
+are logged on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import random
+import asyncio
+import logging
 import sys
-import time
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-import httpx
+from policy_pubsub.client import PolicyChange, PolicySubscriber, policy_version
+from policy_pubsub.exceptions import ClientError
 
 DEFAULT_URL = "http://127.0.0.1:6969"
-POLL_TIMEOUT_MS = 15_000  # how long the server holds a poll open (DMaaP's usual 15 s)
-READ_TIMEOUT = POLL_TIMEOUT_MS / 1000 + 15  # well above the hold time: a slow answer is no error
-FIRST_BACKOFF = 0.5  # seconds; doubles after each consecutive failure, up to --max-backoff
-
-Policies = dict[str, dict[str, Any]]
-
-
-class Fatal(Exception):
-    """An answer that retrying will not fix (e.g. a 400 for a bad filter)."""
-
-
-class Unavailable(Exception):
-    """The server could not be reached or answered 5xx: retry later."""
 
 
 def say(line: str) -> None:
     print(line, flush=True)
 
 
-def version(policy: dict[str, Any]) -> str:
-    metadata = policy.get("metadata") or {}
-    return str(metadata.get("policy-version") or policy.get("version") or "?")
+def show(change: PolicyChange) -> None:
+    """Print what a change added, updated and removed, one line each."""
+    label = f"revision {change.revision}"
+    old: Mapping[str, Any] = change.previous
+    for policy_id in sorted(change.added):
+        say(f"{label}: added {policy_id} {policy_version(change.added[policy_id])}")
+    for policy_id in sorted(change.updated):
+        before, after = policy_version(old[policy_id]), policy_version(change.updated[policy_id])
+        say(f"{label}: updated {policy_id} {before} -> {after}")
+    for policy_id in sorted(change.removed):
+        say(f"{label}: removed {policy_id}")
 
 
-@dataclass
-class Component:
-    """The component's view: the policies it holds and the revision they reflect."""
-
-    http: httpx.Client
-    subscriber_id: str
-    topic: str
-    group: str
-    consumer: str
-    onap: dict[str, str]
-    filters: list[dict[str, Any]]
-    policies: Policies = field(default_factory=dict)
-    revision: int = -1  # of the last snapshot applied
-    changes: int = 0
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; its JSON answer, ``Unavailable`` to retry, or ``Fatal``."""
-        try:
-            answer = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise Unavailable(f"{type(exc).__name__}: {exc}") from None
-        if answer.status_code >= 500 or answer.status_code == 404:
-            # 404: the topic is not there (yet), e.g. a server restored from an old backup.
-            raise Unavailable(f"{method} {path} answered {answer.status_code}")
-        if not answer.is_success:
-            raise Fatal(f"{method} {path} answered {answer.status_code}: {answer.text[:300]}")
-        return answer.json()
-
-    def subscribe(self) -> None:
-        body = {
-            "subscriber_topic": self.topic,
-            "action": "configure",
-            **self.onap,
-            "policy-filters": self.filters,
-            "return-policies": True,
-        }
-        answer = self.call("POST", f"/decision/v1/subscription/{self.subscriber_id}", json=body)
-        self.revision = int(answer["revision"])
-        self.policies = answer.get("policies") or {}
-        say(
-            f"subscribed {self.subscriber_id} on topic {self.topic} at revision "
-            f"{self.revision}: {len(self.policies)} policies"
-        )
-        for policy_id in sorted(self.policies):
-            say(f"  {policy_id} {version(self.policies[policy_id])}")
-
-    def resync(self) -> None:
-        """Re-read the policies from the decision API (it carries no revision: keep ours)."""
-        body = {"action": "configure", **self.onap, "policy-filters": self.filters}
-        answer = self.call("POST", "/decision/v1", json=body)
-        policies: Policies = answer.get("policies") or {}
-        if not self.apply("resync", policies):
-            say(f"resync: {len(policies)} policies, no change")
-
-    def poll(self, timeout_ms: int) -> None:
-        path = f"/events/{self.topic}/{self.group}/{self.consumer}"
-        messages = self.call("GET", path, params={"timeout": timeout_ms})
-        for text in messages:
-            try:
-                snapshot = json.loads(text)
-            except ValueError:
-                continue  # not a snapshot: someone else's message on a shared topic
-            if not isinstance(snapshot, dict):
-                continue
-            if snapshot.get("subscriber_id") != self.subscriber_id:
-                continue  # another component's snapshot on a shared topic
-            revision = snapshot.get("revision")
-            if not isinstance(revision, int) or revision <= self.revision:
-                continue  # a duplicate, or older than what we hold
-            self.revision = revision
-            self.apply(f"revision {revision}", snapshot.get("policies") or {})
-
-    def apply(self, label: str, new: Policies) -> bool:
-        """Take ``new`` as the policies held; print the delta; True if anything changed."""
-        old = self.policies
-        lines = [f"{label}: added {pid} {version(new[pid])}" for pid in sorted(new.keys() - old)]
-        lines += [
-            f"{label}: updated {pid} {version(old[pid])} -> {version(new[pid])}"
-            for pid in sorted(new.keys() & old.keys())
-            if new[pid] != old[pid]
-        ]
-        lines += [f"{label}: removed {pid}" for pid in sorted(old.keys() - new)]
-        self.policies = new
-        for line in lines:
-            say(line)
-        if lines:
-            self.changes += 1
-        return bool(lines)
-
-
-def run(
-    component: Component, max_changes: int | None, exit_after: float | None, max_backoff: float
+async def run(
+    subscriber: PolicySubscriber, max_changes: int | None, exit_after: float | None
 ) -> int:
-    started = time.monotonic()
-    subscribed = False
-    resync_needed = False
-    failures = 0
-
-    def remaining() -> float:
-        return float("inf") if exit_after is None else started + exit_after - time.monotonic()
-
-    while remaining() > 0:
-        if max_changes is not None and component.changes >= max_changes:
-            say(f"stopping: {component.changes} changes applied (--max-changes)")
-            return 0
-        step = "subscribe" if not subscribed else "resync" if resync_needed else "poll"
-        try:
-            if step == "subscribe":
-                component.subscribe()
-                subscribed = True
-            elif step == "resync":
-                component.resync()
-                resync_needed = False
-            else:
-                component.poll(int(min(POLL_TIMEOUT_MS, remaining() * 1000)))
-            failures = 0
-        except Unavailable as exc:
-            delay = min(max_backoff, FIRST_BACKOFF * 2**failures) * random.uniform(0.5, 1.0)
-            failures += 1
-            resync_needed = subscribed
-            say(f"{step} failed ({exc}); retrying in {delay:.2f} s")
-            time.sleep(max(0.0, min(delay, remaining())))
+    async with subscriber:
+        policies = subscriber.policies
+        say(
+            f"subscribed {subscriber.subscriber_id} on topic {subscriber.subscriber_topic} "
+            f"at revision {subscriber.revision}: {len(policies)} policies"
+        )
+        for policy_id in sorted(policies):
+            say(f"  {policy_id} {policy_version(policies[policy_id])}")
+        if exit_after is not None:
+            # stop() ends changes() at once, even in the middle of a long-poll.
+            asyncio.get_running_loop().call_later(exit_after, subscriber.stop)
+        applied = 0
+        async for change in subscriber.changes():
+            show(change)  # a real component would reconfigure itself here
+            applied += 1
+            if max_changes is not None and applied >= max_changes:
+                await subscriber.ack()  # leaving the loop does not apply the last change
+                say(f"stopping: {applied} changes applied (--max-changes)")
+                return 0
     say(f"exiting after {exit_after:g} s")
     return 0
 
@@ -188,7 +87,7 @@ def run(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="A component that subscribes to its policies on a policy-pubsub server "
-        "and prints every change it receives by long-polling its topic.",
+        "with the policy_pubsub.client SDK and prints every change it receives.",
         epilog="Without --policy-id or --policy-type it asks for onap.scaleout.tca and "
         "onap.restart.tca, as the ONAP tca example does.",
     )
@@ -219,12 +118,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--onap-component", default="tca", metavar="NAME", help="default tca")
     parser.add_argument("--onap-instance", default="tca-1", metavar="NAME", help="default tca-1")
     parser.add_argument("--group", help="consumer group (default: the subscriber id)")
-    parser.add_argument("--consumer", default="1", help="consumer id in the group (default 1)")
+    parser.add_argument("--consumer", help="consumer id in the group (default: the subscriber id)")
     parser.add_argument(
-        "--max-changes",
-        type=int,
-        metavar="N",
-        help="exit 0 once N snapshots (or re-reads) changed its policies",
+        "--state-file",
+        metavar="PATH",
+        help="keep the applied policies here, so that a restart reports a true delta",
+    )
+    parser.add_argument(
+        "--max-changes", type=int, metavar="N", help="exit 0 once N changes were applied"
     )
     parser.add_argument(
         "--exit-after", type=float, metavar="SECONDS", help="exit 0 after this long"
@@ -241,6 +142,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     filters: list[dict[str, Any]] = []
     if args.policy_id:
         filters.append({"policy-id": args.policy_id})
@@ -248,29 +150,35 @@ def main(argv: list[str] | None = None) -> int:
         filters.append({"policy-type": args.policy_type})
     if not filters:
         filters = [{"policy-id": ["onap.scaleout.tca", "onap.restart.tca"]}]
-    onap = {
-        "ONAPName": args.onap_name,
-        "ONAPComponent": args.onap_component,
-        "ONAPInstance": args.onap_instance,
-    }
-    timeout = httpx.Timeout(10.0, read=READ_TIMEOUT)
-    with httpx.Client(base_url=args.url, timeout=timeout) as http:
-        component = Component(
-            http,
-            args.subscriber_id,
-            args.topic,
-            args.group or args.subscriber_id,
-            args.consumer,
-            onap,
-            filters,
-        )
-        try:
-            return run(component, args.max_changes, args.exit_after, args.max_backoff)
-        except Fatal as exc:
-            print(f"component: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 130
+    try:
+        subscriber = make_subscriber(args, filters)
+    except ValueError as exc:
+        print(f"component: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run(subscriber, args.max_changes, args.exit_after))
+    except ClientError as exc:
+        print(f"component: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def make_subscriber(args: argparse.Namespace, filters: list[dict[str, Any]]) -> PolicySubscriber:
+    return PolicySubscriber(
+        args.url,
+        subscriber_id=args.subscriber_id,
+        subscriber_topic=args.topic,
+        policy_filters=filters,
+        onap_name=args.onap_name,
+        onap_component=args.onap_component,
+        onap_instance=args.onap_instance,
+        consumer_group=args.group,
+        consumer_id=args.consumer,
+        state_file=args.state_file,
+        backoff_initial=min(0.5, args.max_backoff),
+        backoff_max=args.max_backoff,
+    )
 
 
 if __name__ == "__main__":

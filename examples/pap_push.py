@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     unchanged = len(policies) - len(result["deployed"])
     print(
         f"revision {result['revision']}: {len(result['deployed'])} deployed, "
-        f"{unchanged} already deployed, {result['notified']} subscribers notified"
+        f"{unchanged} already deployed, {result['notified']} "
+        f"{'subscriber' if result['notified'] == 1 else 'subscribers'} notified"
     )
     return 0
 

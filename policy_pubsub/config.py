@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from policy_pubsub import constants
+from policy_pubsub import constants, models
 
 
 class Settings(BaseSettings):
@@ -29,7 +29,73 @@ class Settings(BaseSettings):
     max_poll_timeout_ms: int = Field(constants.MAX_POLL_TIMEOUT_MS, ge=0)
     shutdown_grace_seconds: float = Field(5.0, ge=0)
 
+    # Limits under abuse (README "Observability and limits"). A long-poll's timeout is
+    # clamped into [min_poll_timeout_ms, max_poll_timeout_ms]; min > 0 slows busy pollers.
+    min_poll_timeout_ms: int = Field(0, ge=0)
+    # Most policies one push may carry (POST /pap/v1/policies, each list of a PDP_UPDATE).
+    max_policies_per_push: int = Field(10_000, ge=1, le=models.MAX_POLICIES)
+    # Most policy filters one subscription or decision request may carry.
+    max_filters_per_subscription: int = Field(100, ge=1, le=models.MAX_FILTERS)
+    # Most policy ids (or types) one filter may list.
+    max_ids_per_filter: int = Field(1000, ge=1, le=models.MAX_IDS_PER_FILTER)
+    # Largest message POST /events takes, in bytes of JSON (each message of an array).
+    max_message_bytes: int = Field(1024 * 1024, ge=64)
+    # Most long-polls this server holds at once; past it, 503 with Retry-After.
+    max_held_polls: int = Field(20_000, ge=1)
+    # Most long-polls held at once for one consumer group of one topic; past it, 503.
+    max_held_polls_per_group: int = Field(100, ge=1)
+    # Empty answers a consumer may get in a minute before it is refused with 429 (0: no cap).
+    max_empty_polls_per_minute: int = Field(120, ge=0)
+
+    # Deep healthcheck: the relay is stuck (503) when the outbox's oldest message waited
+    # longer than this while the router is reachable.
+    relay_stuck_seconds: float = Field(60.0, gt=0)
+    # Unsubscribe subscriptions whose topic nobody read for this long (off when unset).
+    expire_stale_after_seconds: float | None = Field(None, gt=0)
+    # How often the stale-subscription expiry looks.
+    stale_check_interval_seconds: float = Field(60.0, gt=0)
+    # /metrics reports the consumer lag of at most this many topics (the largest), plus a total.
+    metrics_lag_topics: int = Field(50, ge=0, le=10_000)
+    # Reading the lag costs a router call per subscription topic: scrapes closer than this
+    # reuse the last reading.
+    metrics_lag_refresh_seconds: float = Field(10.0, ge=0)
+
+    # DMaaP router (router_url dmaap+http(s)://...). Basic auth for the Message Router; the
+    # URL's userinfo (dmaap+https://user:pass@mr:3905), when present, is used instead.
+    dmaap_username: str | None = None
+    dmaap_password: SecretStr | None = None
+    # A PEM bundle of the CAs to trust for the MR's certificate, instead of the system ones.
+    dmaap_ca_file: str | None = None
+    # Skip TLS certificate checks: only for test labs with self-signed MRs, never production.
+    dmaap_insecure: bool = False
+    # Create each topic (POST /topics/create) before its first publish, for an MR that does
+    # not create topics on publish; ours and a default ONAP MR do.
+    dmaap_create_topics: bool = False
+    # Connect, write and read timeout of a call to the MR; a long-poll waits this much more
+    # than its own hold time.
+    dmaap_timeout_seconds: float = Field(10.0, gt=0)
+
+    # NATS router (router_url nats://host:4222): the one JetStream stream of the deployment.
+    nats_stream: str = Field("POLICY_PUBSUB", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # How long that stream keeps a message (JetStream max_age); unset: retention_seconds.
+    nats_max_age_seconds: float | None = Field(None, gt=0)
+
+    # Security (README "Security"). Users, roles and topic patterns (TOML, examples/auth.toml);
+    # unset: no authentication, which serve allows only on a loopback address.
+    auth_file: str | None = None
+    # Serve a non-loopback address without an auth file (a proxy in front authenticates).
+    insecure: bool = False
+    # TLS: the certificate chain and its private key (PEM files); both or neither.
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # Shared secret of the PAP webhook: /pap/* must carry X-Policy-Pubsub-Signature (HMAC).
+    pap_webhook_secret: SecretStr | None = Field(None, min_length=1)
+    # GET /metrics without credentials (Prometheus scrapes); false: admin only.
+    metrics_public: bool = True
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # text: one line a record for people; json: one JSON object a line for log collectors.
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("database_url")
     @classmethod
@@ -39,3 +105,9 @@ class Settings(BaseSettings):
                 "database_url must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
             )
         return value
+
+    @model_validator(mode="after")
+    def _poll_bounds(self) -> Settings:
+        if self.min_poll_timeout_ms > self.max_poll_timeout_ms:
+            raise ValueError("min_poll_timeout_ms must not be above max_poll_timeout_ms")
+        return self

@@ -41,3 +41,4 @@ SERVICE_NAME = "policy-pubsub"
 MR_STATUS_NO_TOPIC = 3001
 MR_STATUS_BAD_REQUEST = 3002
 MR_STATUS_UNAVAILABLE = 5003
+MR_STATUS_TOO_MANY_REQUESTS = 5012  # DMaaP's answer to a consumer polling too often

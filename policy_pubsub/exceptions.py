@@ -4,7 +4,15 @@ PolicyPubSubError
 ├── InvalidRequest        the request breaks the contract; nothing was changed (400)
 ├── NotFound              no such subscriber, policy or topic (404)
 ├── StoreUnavailable      the database cannot be reached or refused the change (503)
-└── RouterUnavailable     the message router cannot be reached (503)
+├── RouterUnavailable     the message router cannot be reached (503)
+└── ClientError           raised by the component SDK (``policy_pubsub.client``)
+    ├── RequestRejected       the server answered 4xx: retrying the same request cannot help
+    │   └── SubscriptionRejected  the server refused the subscription itself
+    ├── ServerUnreachable     no answer within the caller's bound (``give_up_after``)
+    └── StateFileError        the subscriber's state file cannot be read or written
+
+The server raises the first four; the SDK raises only ``ClientError`` and its subclasses, so a
+component can catch ``ClientError`` (or ``PolicyPubSubError``) and act on the attributes.
 """
 
 from __future__ import annotations
@@ -43,3 +51,59 @@ class StoreUnavailable(PolicyPubSubError):
 
 class RouterUnavailable(PolicyPubSubError):
     """The message router cannot be reached."""
+
+
+class ClientError(PolicyPubSubError):
+    """Raised by the component SDK; the base of everything it raises."""
+
+
+class RequestRejected(ClientError):
+    """The server answered 4xx, so the same request would fail again.
+
+    ``status`` is the HTTP status, ``error`` the server's own sentence (ONAP ``error`` or
+    DMaaP ``message``), ``details`` the ONAP ``details`` list, ``method`` and ``url`` the request.
+    """
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        status: int,
+        error: str,
+        details: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(f"{method} {url} answered {status}: {error}")
+        self.method = method
+        self.url = url
+        self.status = status
+        self.error = error
+        self.details = details or []
+
+
+class SubscriptionRejected(RequestRejected):
+    """The server refused the subscription (a bad filter, topic or subscriber id, ...)."""
+
+
+class ServerUnreachable(ClientError):
+    """Requests kept failing for longer than the caller allowed (``give_up_after``).
+
+    ``url`` is the last request's URL, ``attempts`` how many failed in a row, ``reason`` the
+    last failure (e.g. ``ConnectError: [Errno 111] Connection refused`` or ``503``).
+    """
+
+    def __init__(self, url: str, attempts: int, reason: str) -> None:
+        super().__init__(f"{url} unreachable after {attempts} attempts: {reason}")
+        self.url = url
+        self.attempts = attempts
+        self.reason = reason
+
+
+class StateFileError(ClientError):
+    """The state file cannot be read, is not a state file of this subscriber, or cannot be
+    written; ``path`` names it and ``reason`` says why.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"state file {path}: {reason}")
+        self.path = path
+        self.reason = reason

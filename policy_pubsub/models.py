@@ -23,7 +23,11 @@ from pydantic import (
 
 from policy_pubsub import constants
 
+# Outer safety nets, as in schemas/v1; the settings' caps (max_filters_per_subscription,
+# max_ids_per_filter, max_policies_per_push) are checked by the API and may only be lower.
 MAX_IDS_PER_FILTER = 10_000
+MAX_FILTERS = 1000
+MAX_POLICIES = 100_000
 MAX_TEXT = 1024
 
 
@@ -91,7 +95,7 @@ def _as_list(value: str | list[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else list(value)
 
 
-FilterList = Annotated[list[PolicyFilter], Field(min_length=1, max_length=1000)]
+FilterList = Annotated[list[PolicyFilter], Field(min_length=1, max_length=MAX_FILTERS)]
 
 
 class PolicyMetadata(BaseModel):
@@ -134,7 +138,7 @@ class ToscaPolicy(BaseModel):
         return None if self.version is None else str(self.version)
 
 
-PolicyList = Annotated[list[ToscaPolicy], Field(max_length=100_000)]
+PolicyList = Annotated[list[ToscaPolicy], Field(max_length=MAX_POLICIES)]
 
 
 def _no_duplicate_ids(policies: list[ToscaPolicy] | None) -> list[ToscaPolicy] | None:
@@ -205,6 +209,9 @@ class PolicyIdent(_Strict):
     version: Version | None = None
 
 
+IdentList = Annotated[list[PolicyIdent], Field(max_length=MAX_POLICIES)]
+
+
 class PdpUpdate(BaseModel):
     """An ONAP PDP_UPDATE: a delta (``policiesToBeDeployed``/``policiesToBeUndeployed``) or the
     complete desired set (El Alto's ``policies``). The PAP's other fields are accepted and ignored.
@@ -217,9 +224,7 @@ class PdpUpdate(BaseModel):
     name: StrictStr | None = None
     policies: PolicyList | None = None
     policies_to_be_deployed: PolicyList | None = Field(None, alias="policiesToBeDeployed")
-    policies_to_be_undeployed: Annotated[list[PolicyIdent], Field(max_length=100_000)] | None = (
-        Field(None, alias="policiesToBeUndeployed")
-    )
+    policies_to_be_undeployed: IdentList | None = Field(None, alias="policiesToBeUndeployed")
 
     _unique = field_validator("policies", "policies_to_be_deployed")(_no_duplicate_ids)
 

@@ -48,6 +48,8 @@ def build_server(settings: Settings, **uvicorn_options: Any) -> Server:
         log_level=settings.log_level,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
         lifespan="on",
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
         **uvicorn_options,
     )
     return Server(config, app)

@@ -22,7 +22,9 @@ import orjson
 from policy_pubsub import constants
 from policy_pubsub.exceptions import NotFound
 from policy_pubsub.matching import PolicyIndex, Selector, SubscriptionIndex
+from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PdpUpdate, PolicyFilter, SubscriptionRequest, ToscaPolicy
+from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.routers import Router
 from policy_pubsub.store import (
     OutMessage,
@@ -34,6 +36,7 @@ from policy_pubsub.store import (
     now_ms,
 )
 from policy_pubsub.store.database import load_all
+from policy_pubsub.store.notify import REVISION_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -155,23 +158,36 @@ def rfc3339(ms: int | None) -> str | None:
 class PolicyService:
     """The server's use cases over a store and a router."""
 
-    def __init__(self, store: Store, router: Router) -> None:
-        if not router.in_store:
-            raise ValueError("this server version publishes through the embedded router only")
+    def __init__(
+        self,
+        store: Store,
+        router: Router,
+        relay: OutboxRelay | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        if not router.in_store and relay is None:
+            raise ValueError("a router outside the store needs an outbox relay")
+        self._metrics = metrics or Metrics()  # times matching and commits
         self._store = store
         self._router = router
+        self._relay = relay
         self._revision = -1
         self._policies: PolicyIndex[Policy] = PolicyIndex()
         self._subscriptions: dict[str, Subscription] = {}
         self._index = SubscriptionIndex()
         # Held from a change's first statement until the indexes reflect its commit.
         self._write_lock = asyncio.Lock()
+        self._stale = False
 
     @property
     def revision(self) -> int:
         return self._revision
 
     async def start(self) -> None:
+        notifications = self._store.notifications
+        if notifications is not None:
+            notifications.on(REVISION_CHANNEL, self._revision_committed)
+            notifications.on_reconnect(self._mark_stale)
         self._rebuild(await self._store.load())
         log.info(
             "store at revision %d: %d policies, %d subscriptions",
@@ -192,6 +208,27 @@ class PolicyService:
         self._policies, self._subscriptions, self._index = policies, subscriptions, index
         self._revision = snapshot.revision
 
+    def _revision_committed(self, payload: str) -> None:
+        """Another writer (perhaps another replica) committed a revision."""
+        if any(int(item) > self._revision for item in payload.split(",") if item.isdigit()):
+            self._stale = True
+
+    def _mark_stale(self) -> None:
+        self._stale = True
+
+    async def fresh(self) -> None:
+        """Make the indexes reflect the store before a read. With one process (SQLite) they
+        always do; replicas sharing a store re-read it when a notification says it moved on,
+        and check its revision on every read while notifications are not arriving.
+        """
+        notifications = self._store.notifications
+        if notifications is None or (notifications.connected and not self._stale):
+            return
+        async with self._write_lock:
+            self._stale = False
+            if await self._store.revision() != self._revision:
+                self._rebuild(await self._store.load())
+
     async def _begin(self, tx: WriteTx) -> int:
         """Take the next revision; first catch up if another writer moved the store on."""
         revision = await tx.next_revision()
@@ -209,8 +246,6 @@ class PolicyService:
 
     async def undeploy(self, policy_id: str) -> ChangeResult:
         """Undeploy one policy; ``NotFound`` if it is not deployed."""
-        if policy_id not in self._policies:
-            raise NotFound("policy", policy_id)
         return await self._change_policies(undeploy=[(policy_id, None)], require=policy_id)
 
     async def pdp_update(self, update: PdpUpdate) -> ChangeResult:
@@ -269,11 +304,14 @@ class PolicyService:
                     ]
                 )
                 await tx.delete_policies(pid for pid, (_, new) in changes.items() if new is None)
-                messages, notified = self._snapshots_for_change(changes, revision, at)
-                heads = await tx.append(messages, at)
+                with self._metrics.matching_seconds.time():
+                    messages, notified = self._snapshots_for_change(changes, revision, at)
+                heads = await self._emit(tx, messages, at)
                 await tx.mark_published(notified, revision, at)
+                committing = time.perf_counter()
         except _NoChange:
             return ChangeResult(self._revision, [], [], 0)
+        self._metrics.commit_seconds.observe(time.perf_counter() - committing)
         self._revision = revision
         for policy_id, (_, new) in changes.items():
             if new is None:
@@ -369,10 +407,23 @@ class PolicyService:
                     current, last_revision=revision, last_published_at=at
                 )
 
+    async def _emit(self, tx: WriteTx, messages: Sequence[OutMessage], at: int) -> dict[str, int]:
+        """Write the messages in the change's transaction: onto the topics themselves when the
+        router keeps them in the store, else into the outbox for the relay.
+        """
+        if self._router.in_store:
+            return await tx.append(messages, at)
+        await tx.outbox_add(messages, at)
+        # The topic exists from now on, for readers, though the relay publishes a moment later.
+        for topic in {m.topic for m in messages}:
+            await tx.create_topic(topic, at)
+        return {}
+
     def _router_committed(self, heads: Mapping[str, int]) -> None:
-        committed = getattr(self._router, "committed", None)
-        if committed is not None:
-            committed(heads)
+        if self._relay is not None:
+            self._relay.wake()
+        else:
+            self._router.committed(heads)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -418,16 +469,19 @@ class PolicyService:
                     None,
                 )
             )
-            policies = self._policies_for(subscription.selector)
-            message = _snapshot(
-                subscription,
-                revision,
-                constants.EVENT_SUBSCRIBE,
-                rfc3339(at) or "",
-                orjson.dumps(policies),
-            )
-            heads = await tx.append([message], at)
+            with self._metrics.matching_seconds.time():
+                policies = self._policies_for(subscription.selector)
+                message = _snapshot(
+                    subscription,
+                    revision,
+                    constants.EVENT_SUBSCRIBE,
+                    rfc3339(at) or "",
+                    orjson.dumps(policies),
+                )
+            heads = await self._emit(tx, [message], at)
             await tx.mark_published([subscriber_id], revision, at)
+            committing = time.perf_counter()
+        self._metrics.commit_seconds.observe(time.perf_counter() - committing)
         self._revision = revision
         self._subscriptions[subscriber_id] = subscription
         self._index.put(subscriber_id, subscription.selector)
@@ -453,19 +507,23 @@ class PolicyService:
             if subscriber_id not in self._subscriptions:
                 raise NotFound("subscription", subscriber_id)
             await tx.delete_subscription(subscriber_id)
+            committing = time.perf_counter()
+        self._metrics.commit_seconds.observe(time.perf_counter() - committing)
         self._revision = revision
         del self._subscriptions[subscriber_id]
         self._index.remove(subscriber_id)
         log.info("revision %d: subscription %s removed", revision, subscriber_id)
         return revision
 
-    def subscription(self, subscriber_id: str) -> Subscription:
+    async def subscription(self, subscriber_id: str) -> Subscription:
+        await self.fresh()
         found = self._subscriptions.get(subscriber_id)
         if found is None:
             raise NotFound("subscription", subscriber_id)
         return found
 
-    def subscriptions(self, topic: str | None = None) -> list[Subscription]:
+    async def subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        await self.fresh()
         return sorted(
             (s for s in self._subscriptions.values() if topic is None or s.topic == topic),
             key=lambda s: s.subscriber_id,
@@ -496,14 +554,17 @@ class PolicyService:
 
     # -- decisions and reads ----------------------------------------------------------------
 
-    def decide(self, filters: Sequence[PolicyFilter]) -> dict[str, Any]:
+    async def decide(self, filters: Sequence[PolicyFilter]) -> dict[str, Any]:
         """Every deployed policy that any of the filters matches, by policy id."""
+        await self.fresh()
         return self._policies_for(Selector.from_filters(f.to_wire() for f in filters))
 
-    def policies(self) -> list[Policy]:
+    async def policies(self) -> list[Policy]:
+        await self.fresh()
         return sorted((p for _, p in self._policies.items()), key=lambda p: p.policy_id)
 
-    def policy(self, policy_id: str) -> Policy:
+    async def policy(self, policy_id: str) -> Policy:
+        await self.fresh()
         found = self._policies.get(policy_id)
         if found is None:
             raise NotFound("policy", policy_id)
@@ -528,6 +589,7 @@ def _snapshot(
         )
     )
     return OutMessage(
+        dedup_id=f"{subscription.subscriber_id}@{revision}",
         topic=subscription.topic,
         body=body.decode(),
         key=subscription.subscriber_id,
@@ -541,8 +603,9 @@ def pdp_status(
     """The PDP_STATUS answer to a PDP_UPDATE."""
     if result.deployed or result.undeployed:
         message = (
-            f"deployed {len(result.deployed)} and undeployed {len(result.undeployed)} policies "
-            f"at revision {result.revision}; {result.notified} subscribers notified"
+            f"deployed {_count(len(result.deployed), 'policy', 'policies')} and undeployed "
+            f"{_count(len(result.undeployed), 'policy', 'policies')} at revision "
+            f"{result.revision}; {_count(result.notified, 'subscriber', 'subscribers')} notified"
         )
     else:
         message = f"no change; revision {result.revision}"
@@ -568,3 +631,7 @@ def pdp_status(
         if isinstance(extra.get(key), str):
             status[key] = extra[key]
     return status
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

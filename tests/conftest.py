@@ -1,20 +1,22 @@
-"""Fixtures: a real server on a free loopback port, backed by a fresh SQLite file."""
+"""Fixtures: real servers on free loopback ports, on fresh SQLite files or PostgreSQL databases."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
+from sqlalchemy.engine import make_url
 
 from policy_pubsub.config import Settings
-from policy_pubsub.server import Server, build_server
+from policy_pubsub.testing import LiveServer, start_server, stop_server
 
 POLICIES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 
@@ -42,32 +44,6 @@ async def wait_for(
         await asyncio.sleep(every)
 
 
-@dataclass
-class LiveServer:
-    """A running server: its URL, its app (for looking inside), and its uvicorn server."""
-
-    url: str
-    app: Starlette
-    server: Server
-    settings: Settings
-
-
-async def start_server(settings: Settings) -> tuple[LiveServer, asyncio.Task[None]]:
-    server = build_server(settings)
-    task = asyncio.create_task(server.serve())
-    await wait_for(lambda: server.started or task.done(), timeout=15)
-    if task.done():
-        task.result()
-        pytest.fail("the server stopped during start-up")
-    live = LiveServer(f"http://127.0.0.1:{server.port}", server.app, server, settings)
-    return live, task
-
-
-async def stop_server(live: LiveServer, task: asyncio.Task[None]) -> None:
-    live.server.should_exit = True
-    await asyncio.wait_for(task, timeout=15)
-
-
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "host": "127.0.0.1",
@@ -81,9 +57,44 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return make_settings(tmp_path)
+POSTGRES_URL = os.environ.get(
+    "POLICY_PUBSUB_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+
+
+@asynccontextmanager
+async def postgres_database() -> AsyncIterator[str]:
+    """A new, empty PostgreSQL database on the machine's server, dropped afterwards; its URL.
+
+    Skips the test when PostgreSQL is not reachable, unless running in CI.
+    """
+    import asyncpg  # type: ignore[import-untyped]
+
+    base = make_url(POSTGRES_URL)
+    dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL is not reachable at {base.render_as_string()}: {exc}")
+    name = f"pp_test_{uuid.uuid4().hex[:16]}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def settings(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Settings]:
+    """Server settings on each store: a SQLite file, and a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path)
+        return
+    async with postgres_database() as url:
+        yield make_settings(tmp_path, database_url=url)
 
 
 @pytest.fixture

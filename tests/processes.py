@@ -43,7 +43,7 @@ class ServerProcess:
 
     def __init__(
         self,
-        database: Path,
+        database: Path | str,
         log: Path,
         *,
         port: int | None = None,
@@ -58,6 +58,13 @@ class ServerProcess:
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._process: asyncio.subprocess.Process | None = None
         self.starts = 0
+
+    @property
+    def database_url(self) -> str:
+        """A SQLite file path, or a database URL given as a string (e.g. PostgreSQL)."""
+        if isinstance(self.database, str):
+            return self.database
+        return f"sqlite+aiosqlite:///{self.database}"
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -90,7 +97,7 @@ class ServerProcess:
             "--port",
             str(self.port),
             "--database-url",
-            f"sqlite+aiosqlite:///{self.database}",
+            self.database_url,
             *self._args,
         ]
         self.starts += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -12,10 +13,18 @@ from starlette.middleware import Middleware
 
 from policy_pubsub import routers
 from policy_pubsub.api import decision, errors, events, health, openapi, pap, subscriptions
+from policy_pubsub.api.access import AccessMiddleware
+from policy_pubsub.api.limits import Limits
 from policy_pubsub.api.middleware import RequestIdMiddleware
+from policy_pubsub.auth import load_auth_file
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
+from policy_pubsub.logs import RequestLogMiddleware
+from policy_pubsub.metrics import Metrics
+from policy_pubsub.metrics import routes as metrics_routes
+from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.service import PolicyService
+from policy_pubsub.stale import StaleExpiry
 from policy_pubsub.store import Store
 
 log = logging.getLogger(__name__)
@@ -24,24 +33,41 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Starlette:
     """The ASGI application; the store opens (and migrates) when the lifespan starts."""
     settings = settings or Settings()
+    # Read once, here, so that serve refuses to start on a bad file (AuthFileError).
+    authenticator = load_auth_file(settings.auth_file) if settings.auth_file else None
+    metrics = Metrics(
+        lag_topics=settings.metrics_lag_topics,
+        lag_refresh_seconds=settings.metrics_lag_refresh_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         store = Store(settings.database_url)
         await store.open()
         router = routers.from_url(settings.router_url, store, settings)
-        service = PolicyService(store, router)
+        relay = None if router.in_store else OutboxRelay(store, router)
+        service = PolicyService(store, router, relay, metrics=metrics)
+        expiry = _stale_expiry(settings, service, metrics)
+        app.state.relay = relay
         try:
             await router.start()
             await service.start()
+            if relay is not None:
+                relay.start()
+            if expiry is not None:
+                expiry.start()
             app.state.store, app.state.router, app.state.service = store, router, service
             log.info(
                 "serving with store %s and router %s",
                 _safe(settings.database_url),
-                settings.router_url,
+                _safe(settings.router_url),
             )
             yield
         finally:
+            if expiry is not None:
+                await expiry.close()
+            if relay is not None:
+                await relay.close()
             await router.close()
             await store.close()
             log.info("store closed")
@@ -54,8 +80,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *events.routes,
             *health.routes,
             *openapi.routes,
+            *metrics_routes,
         ],
-        middleware=[Middleware(RequestIdMiddleware)],
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(RequestLogMiddleware, metrics=metrics),
+            Middleware(AccessMiddleware, settings=settings, authenticator=authenticator),
+        ],
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
             PolicyPubSubError: errors.handle_domain_error,
@@ -65,14 +96,30 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.limits = Limits(settings, metrics)
     return app
+
+
+def _stale_expiry(
+    settings: Settings, service: PolicyService, metrics: Metrics
+) -> StaleExpiry | None:
+    """The expiry of stale subscriptions, when ``expire_stale_after_seconds`` is set."""
+    after = settings.expire_stale_after_seconds
+    if after is None:
+        return None
+    return StaleExpiry(
+        service, after=after, interval=settings.stale_check_interval_seconds, metrics=metrics
+    )
 
 
 def _safe(url: str) -> str:
     """The URL without its password, for logs."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).render_as_string(hide_password=True)
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 __all__ = ["create_app"]

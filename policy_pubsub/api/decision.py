@@ -11,17 +11,22 @@ from starlette.routing import Route
 from policy_pubsub import constants
 from policy_pubsub.api.body import flag, read_model
 from policy_pubsub.api.errors import ApiError, json_response
+from policy_pubsub.api.limits import limits
 from policy_pubsub.models import DecisionRequest
 from policy_pubsub.service import PolicyService
 
 
 async def decide(request: Request) -> Response:
     decision = await read_model(request, DecisionRequest)
+    if decision.resource is not None:
+        limits(request).check_filters([decision.resource], "resource", single=True)
+    else:
+        limits(request).check_filters(decision.filters(), "policy-filters")
     if decision.action != constants.ACTION_CONFIGURE:
         raise ApiError(400, f"No application for action {decision.action}")
     abbrev = flag(request, "abbrev")
     service: PolicyService = request.app.state.service
-    policies = service.decide(decision.filters())
+    policies = await service.decide(decision.filters())
     if abbrev:
         policies = {pid: _abbreviate(body) for pid, body in policies.items()}
     return json_response({"policies": policies})

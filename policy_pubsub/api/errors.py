@@ -31,6 +31,7 @@ CODES = {
     409: "CONFLICT",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
+    429: "TOO_MANY_REQUESTS",
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
@@ -39,6 +40,7 @@ MR_STATUS = {
     404: constants.MR_STATUS_NO_TOPIC,
     413: constants.MR_STATUS_BAD_REQUEST,
     415: constants.MR_STATUS_BAD_REQUEST,
+    429: constants.MR_STATUS_TOO_MANY_REQUESTS,
     503: constants.MR_STATUS_UNAVAILABLE,
 }
 ROUTER_PREFIXES = ("/events", "/topics")
@@ -140,6 +142,9 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
 async def handle_domain_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, PolicyPubSubError):  # pragma: no cover
         raise exc
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.domain_error(exc)
     return error_response(request.url.path, from_domain(exc))
 
 

@@ -16,6 +16,7 @@ from policy_pubsub import constants
 from policy_pubsub.api import validation
 from policy_pubsub.api.body import read_json
 from policy_pubsub.api.errors import ApiError, json_response
+from policy_pubsub.api.limits import limits
 from policy_pubsub.routers import Router
 from policy_pubsub.service import rfc3339
 from policy_pubsub.store import OutMessage
@@ -36,8 +37,11 @@ async def publish(request: Request) -> Response:
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise ApiError(400, f"Message {index} is not a JSON object.")
+    bodies = [orjson.dumps(item) for item in items]
+    for index, encoded in enumerate(bodies):
+        limits(request).check_message(index, len(encoded))
     await _router(request.app.state).publish(
-        [OutMessage(topic=topic, body=orjson.dumps(item).decode()) for item in items]
+        [OutMessage(topic=topic, body=encoded.decode()) for encoded in bodies]
     )
     elapsed = int((time.perf_counter() - started) * 1000)
     return json_response({"count": len(items), "serverTimeMs": elapsed})
@@ -56,14 +60,15 @@ class Subscribe:
         topic = validation.topic(params["topic"])
         group = validation.consumer(params["consumer_group"], "consumer_group")
         consumer = validation.consumer(params["consumer_id"], "consumer_id")
-        settings = request.app.state.settings
+        poll_limits = limits(request)
         timeout_ms = validation.int_param(
             request, "timeout", constants.DEFAULT_POLL_TIMEOUT_MS, 0, 10**9
         )
-        timeout_ms = min(timeout_ms, settings.max_poll_timeout_ms)
+        timeout_ms = poll_limits.poll_timeout_ms(timeout_ms)
         limit = validation.int_param(
             request, "limit", constants.DEFAULT_POLL_LIMIT, 1, constants.MAX_POLL_LIMIT
         )
+        release = poll_limits.admit_poll(topic, group, consumer)
         gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
@@ -88,7 +93,9 @@ class Subscribe:
                 )
                 if not gone.done():
                     await delivery.ack()
+                    poll_limits.answered(topic, group, consumer, len(delivery.messages))
         finally:
+            release()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

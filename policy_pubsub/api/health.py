@@ -1,9 +1,10 @@
-"""``GET /healthcheck``: is the store reachable, is the router reachable."""
+"""``GET /healthcheck``: is the store reachable, is the router reachable, is the relay moving."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,6 +12,8 @@ from starlette.routing import Route
 
 from policy_pubsub import constants
 from policy_pubsub.api.errors import json_response
+from policy_pubsub.exceptions import StoreUnavailable
+from policy_pubsub.relay import OutboxRelay
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
@@ -28,23 +31,63 @@ async def _check(probe: Callable[[], Awaitable[None]]) -> str | None:
 
 async def healthcheck(request: Request) -> Response:
     state = request.app.state
-    problems = {
+    problems: dict[str, str | None] = {
         "store": await _check(state.store.ping),
         "router": await _check(state.router.ping),
     }
+    outbox: dict[str, Any] | None = None
+    relay = getattr(state, "relay", None)
+    if relay is not None and not problems["store"]:
+        outbox, problems["relay"] = await _relay(
+            relay, state.settings.relay_stuck_seconds, router_up=not problems["router"]
+        )
     healthy = not any(problems.values())
     code = 200 if healthy else 503
     failing = [f"{part}: {why}" for part, why in problems.items() if why]
+    details: dict[str, Any] = {part: why or "ok" for part, why in problems.items()}
+    if outbox is not None:
+        details["outbox"] = outbox
     return json_response(
         {
             "name": constants.SERVICE_NAME,
             "healthy": healthy,
             "code": code,
             "message": "alive" if healthy else "; ".join(failing),
-            "details": {part: why or "ok" for part, why in problems.items()},
+            "details": details,
         },
         code,
     )
+
+
+async def _relay(
+    relay: OutboxRelay, stuck_seconds: float, *, router_up: bool
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The outbox's figures, and why the relay is unhealthy: stuck when the oldest outbox
+    message waited past ``stuck_seconds`` although the router answers (with the router down,
+    the router's check already says why).
+    """
+    try:
+        status = await asyncio.wait_for(relay.status(), CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return None, f"the outbox did not answer within {CHECK_TIMEOUT_SECONDS:g} s"
+    except StoreUnavailable as exc:
+        return None, f"the outbox cannot be read: {exc}"
+    outbox = {
+        "depth": status.depth,
+        "oldest_age_seconds": status.oldest_age_seconds,
+        "relay_leader": status.leader,
+        "relay_error": status.last_error,
+    }
+    age = status.oldest_age_seconds
+    if router_up and age is not None and age > stuck_seconds:
+        why = (
+            f"stuck: the oldest of {status.depth} outbox messages has waited {age:.1f} s, "
+            f"more than {stuck_seconds:g} s, while the router answers"
+        )
+        if status.last_error:
+            why += f" (last error: {status.last_error})"
+        return outbox, why
+    return outbox, None
 
 
 routes = [Route("/healthcheck", healthcheck, methods=["GET"])]

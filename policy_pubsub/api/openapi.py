@@ -51,6 +51,7 @@ class Op:
     query: tuple[str, ...] = ()  # keys of PARAMETERS
     description: str = ""
     missing: str = "The resource is unknown."  # the 404 description
+    ok_type: str = JSON  # the media type of the 2xx answers
 
     @property
     def method(self) -> str:
@@ -105,7 +106,8 @@ PARAMETERS: dict[str, Schema] = {
     ),
     "timeout": _query(
         "timeout",
-        "How long to wait for a message, in ms; capped at the server's `max_poll_timeout_ms` "
+        "How long to wait for a message, in ms; clamped into the server's "
+        "`min_poll_timeout_ms` (default 0) and `max_poll_timeout_ms` "
         f"(default {constants.MAX_POLL_TIMEOUT_MS}).",
         type="integer",
         minimum=0,
@@ -145,7 +147,10 @@ ERRORS: dict[int, str] = {
     404: "",  # Op.missing
     413: "The body is larger than the server's limit; nothing was changed.",
     415: "The Content-Type is not JSON; nothing was changed.",
-    503: "The store or the message router is unavailable; nothing was changed.",
+    429: "The consumer made more empty polls this minute than the server allows "
+    "(`max_empty_polls_per_minute`); retry after `Retry-After` seconds, with a longer timeout.",
+    503: "The store or the message router is unavailable, or the server holds as many "
+    "long-polls as it allows; nothing was changed.",
 }
 
 PUBLISH_BODY: Schema = {
@@ -274,7 +279,7 @@ OPERATIONS: tuple[Op, ...] = (
         "poll",
         "Long-poll a topic for a consumer group",
         {200: ("The messages.", MESSAGES)},
-        (400, 404, 503),
+        (400, 404, 429, 503),
         query=("timeout", "limit"),
         description="Answers as soon as a message is there, else after `timeout` ms. A new "
         "group starts at the oldest retained message. The group's position advances once a "
@@ -302,8 +307,18 @@ OPERATIONS: tuple[Op, ...] = (
         "Are the store and the router reachable",
         {
             200: ("Healthy.", ref("healthcheck")),
-            503: ("The store or the router is unreachable.", ref("healthcheck")),
+            503: (
+                "The store or the router is unreachable, or the outbox relay is stuck.",
+                ref("healthcheck"),
+            ),
         },
+    ),
+    Op(
+        "GET /metrics",
+        "metrics",
+        "Metrics in the Prometheus text format",
+        {200: ("Every metric; each name starts with `policy_pubsub_`.", {"type": "string"})},
+        ok_type="text/plain",
     ),
     Op(
         "GET /openapi.json",
@@ -332,7 +347,9 @@ TAGS = [
 ]
 
 
-def _response(description: str, schema: Schema | None, retry: bool = False) -> Schema:
+def _response(
+    description: str, schema: Schema | None, retry: bool = False, media: str = JSON
+) -> Schema:
     headers: dict[str, Schema] = {
         constants.REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}
     }
@@ -340,17 +357,20 @@ def _response(description: str, schema: Schema | None, retry: bool = False) -> S
         headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
     answer: Schema = {"description": description, "headers": headers}
     if schema is not None:
-        answer["content"] = {JSON: {"schema": schema}}
+        answer["content"] = {media: {"schema": schema}}
     return answer
 
 
 def _operation(op: Op) -> Schema:
     names = [*re.findall(r"{(\w+)}", op.path), *op.query, "RequestId"]
     envelope = ref("mr-error" if op.path.startswith(ROUTER_PREFIXES) else "error")
-    responses = {str(status): _response(text, body) for status, (text, body) in op.ok.items()}
+    responses = {
+        str(status): _response(text, body, media=op.ok_type)
+        for status, (text, body) in op.ok.items()
+    }
     for status in op.errors:
         text = op.missing if status == 404 else ERRORS[status]
-        responses[str(status)] = _response(text, envelope, retry=status == 503)
+        responses[str(status)] = _response(text, envelope, retry=status in (429, 503))
     operation: Schema = {
         "operationId": op.operation_id,
         "tags": [next(tag for prefix, tag in TAGS_BY_PREFIX if op.path.startswith(prefix))],

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from policy_pubsub.api import validation
 from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
-from policy_pubsub.api.routing import route
+from policy_pubsub.api.limits import limits
+from policy_pubsub.api.routing import Handler, route
+from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PdpUpdate, PolicyPush
-from policy_pubsub.service import PolicyService, pdp_status
+from policy_pubsub.service import ChangeResult, PolicyService, pdp_status
 
 
 def _service(request: Request) -> PolicyService:
@@ -18,21 +22,54 @@ def _service(request: Request) -> PolicyService:
     return service
 
 
+def _push(handler: Handler) -> Handler:
+    """Counts a push's outcome in ``policy_pubsub_pushes_total``."""
+
+    @functools.wraps(handler)
+    async def counted(request: Request) -> Response:
+        metrics: Metrics = request.app.state.metrics
+        try:
+            return await handler(request)
+        except Exception as exc:
+            metrics.push_failed(exc)
+            raise
+
+    return counted
+
+
+def _pushed(request: Request, result: ChangeResult) -> None:
+    metrics: Metrics = request.app.state.metrics
+    metrics.pushed(bool(result.deployed or result.undeployed), result.notified)
+
+
+@_push
 async def pdp_update(request: Request) -> Response:
     update = await read_model(request, PdpUpdate)
+    for field, listed in (
+        ("policies", update.policies),
+        ("policiesToBeDeployed", update.policies_to_be_deployed),
+        ("policiesToBeUndeployed", update.policies_to_be_undeployed),
+    ):
+        limits(request).check_policies(len(listed or ()), field)
     service = _service(request)
     result = await service.pdp_update(update)
-    return json_response(pdp_status(update, result, service.policies()))
+    _pushed(request, result)
+    return json_response(pdp_status(update, result, await service.policies()))
 
 
+@_push
 async def deploy(request: Request) -> Response:
     push = await read_model(request, PolicyPush)
+    limits(request).check_policies(len(push.policies), "policies")
     result = await _service(request).deploy(push.policies)
+    _pushed(request, result)
     return json_response(result.to_wire())
 
 
+@_push
 async def undeploy(request: Request) -> Response:
     result = await _service(request).undeploy(validation.policy_id(request))
+    _pushed(request, result)
     return json_response(result.to_wire())
 
 
@@ -46,14 +83,14 @@ async def listing(request: Request) -> Response:
                     "policy-type": p.type,
                     "policy-type-version": p.type_version,
                 }
-                for p in _service(request).policies()
+                for p in await _service(request).policies()
             ]
         }
     )
 
 
 async def show(request: Request) -> Response:
-    return json_response(_service(request).policy(validation.policy_id(request)).body)
+    return json_response((await _service(request).policy(validation.policy_id(request))).body)
 
 
 routes = [

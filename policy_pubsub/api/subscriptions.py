@@ -7,9 +7,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from policy_pubsub.api import validation
+from policy_pubsub.api import access, validation
 from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
+from policy_pubsub.api.limits import limits
 from policy_pubsub.api.routing import route
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.service import PolicyService, Subscription, rfc3339
@@ -27,7 +28,12 @@ def _record(subscription: Subscription) -> dict[str, Any]:
 async def subscribe(request: Request) -> Response:
     subscriber_id = validation.subscriber_id(request)
     body = await read_model(request, SubscriptionRequest)
+    limits(request).check_filters(body.policy_filters, "policy-filters")
+    # A component: the requested topic, and the topic of the one it would update, are its own.
+    access.require_topic(request, body.subscriber_topic)
+    await access.require_subscription(request, _service(request), subscriber_id, must_exist=False)
     result = await _service(request).subscribe(subscriber_id, body)
+    request.app.state.metrics.snapshots.labels("subscribe").inc()
     answer = _record(result.subscription)
     if body.return_policies:
         answer["policies"] = result.policies
@@ -36,7 +42,8 @@ async def subscribe(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     service = _service(request)
-    subscription = service.subscription(validation.subscriber_id(request))
+    subscription = await service.subscription(validation.subscriber_id(request))
+    access.require_topic(request, subscription.topic)
     answer = _record(subscription)
     answer["status"] = {
         "last_revision": subscription.last_revision,
@@ -47,7 +54,9 @@ async def show(request: Request) -> Response:
 
 
 async def unsubscribe(request: Request) -> Response:
-    await _service(request).unsubscribe(validation.subscriber_id(request))
+    subscriber_id = validation.subscriber_id(request)
+    await access.require_subscription(request, _service(request), subscriber_id)
+    await _service(request).unsubscribe(subscriber_id)
     return Response(status_code=204)
 
 
@@ -56,8 +65,10 @@ async def listing(request: Request) -> Response:
     topic = request.query_params.get("topic")
     if topic is not None:
         validation.topic(topic)
+        access.require_topic(request, topic)
     stale = validation.seconds_param(request, "stale")
-    found = service.subscriptions(topic)
+    # A component sees only the subscriptions on its topics; an admin sees all.
+    found = [s for s in await service.subscriptions(topic) if access.may_read(request, s.topic)]
     if stale is not None:
         found = await service.stale(found, stale)
     return json_response({"subscriptions": [_record(s) for s in found]})

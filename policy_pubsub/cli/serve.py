@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import signal
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from policy_pubsub import constants
+from policy_pubsub import constants, logs
+from policy_pubsub.auth import AuthFileError
 from policy_pubsub.config import Settings
 
 log = logging.getLogger("policy_pubsub")
@@ -20,9 +23,18 @@ examples:
   policy-pubsub serve
       SQLite file ./policy-pubsub.db and the embedded router on 127.0.0.1:6969
   policy-pubsub serve --port 8080 --database-url sqlite+aiosqlite:////var/lib/pp/store.db
+  policy-pubsub serve --host 0.0.0.0 --auth-file /etc/policy-pubsub/auth.toml \
+      --ssl-certfile cert.pem --ssl-keyfile key.pem
+      on every address, with users and roles (format: examples/auth.toml), over HTTPS
 
 Every flag can also be set as an environment variable: POLICY_PUBSUB_HOST, _PORT,
-_DATABASE_URL, _ROUTER_URL, _MAX_BODY_BYTES, _RETENTION_SECONDS, _LOG_LEVEL.
+_DATABASE_URL, _ROUTER_URL, _MAX_BODY_BYTES, _RETENTION_SECONDS, _LOG_LEVEL, _AUTH_FILE.
+The PAP webhook's shared secret is only a variable: POLICY_PUBSUB_PAP_WEBHOOK_SECRET.
+Logs, limits and expiry: POLICY_PUBSUB_LOG_FORMAT, _EXPIRE_STALE_AFTER_SECONDS,
+_MAX_HELD_POLLS, _MAX_EMPTY_POLLS_PER_MINUTE; the other limits are variables only (README
+"Observability and limits"): _MAX_POLICIES_PER_PUSH, _MAX_FILTERS_PER_SUBSCRIPTION,
+_MAX_IDS_PER_FILTER, _MAX_MESSAGE_BYTES, _MAX_HELD_POLLS_PER_GROUP, _MIN_POLL_TIMEOUT_MS,
+_MAX_POLL_TIMEOUT_MS, _RELAY_STUCK_SECONDS, _STALE_CHECK_INTERVAL_SECONDS.
 """
 
 
@@ -49,7 +61,58 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument(
         "--log-level", choices=["debug", "info", "warning", "error"], help="default info"
     )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text (default), or json: one JSON object a line, one line per request",
+    )
+    serve.add_argument(
+        "--expire-stale-after",
+        dest="expire_stale_after_seconds",
+        type=float,
+        metavar="SECONDS",
+        help="unsubscribe subscriptions whose topic nobody read for this long (default: never)",
+    )
+    serve.add_argument(
+        "--max-held-polls", type=int, help="most long-polls held at once (default 20000)"
+    )
+    serve.add_argument(
+        "--max-empty-polls-per-minute",
+        type=int,
+        help="empty polls a consumer may make a minute before a 429 (default 120; 0: no cap)",
+    )
+    serve.add_argument("--auth-file", help="users and roles (TOML, see examples/auth.toml)")
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="serve a non-loopback address without --auth-file (a proxy authenticates)",
+    )
+    serve.add_argument("--ssl-certfile", help="TLS certificate chain (PEM); with --ssl-keyfile")
+    serve.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
     serve.set_defaults(run=serve_command)
+
+
+def refusal(settings: Settings) -> str | None:
+    """Why the server must not start with these settings (one line), or None."""
+    if not settings.auth_file and not settings.insecure and not _loopback(settings.host):
+        return (
+            f"refusing to serve {settings.host} without authentication: give --auth-file "
+            "(see examples/auth.toml), or --insecure if a proxy in front authenticates"
+        )
+    if (settings.ssl_certfile is None) != (settings.ssl_keyfile is None):
+        return "--ssl-certfile and --ssl-keyfile go together: give both or neither"
+    for path in (settings.ssl_certfile, settings.ssl_keyfile):
+        if path is not None and not Path(path).is_file():
+            return f"TLS file {path} does not exist"
+    return None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -65,13 +128,20 @@ def serve_command(args: argparse.Namespace) -> int:
             field = ".".join(str(p) for p in error["loc"])
             print(f"policy-pubsub: {field}: {error['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(settings.log_level, settings.log_format)
+    reason = refusal(settings)
+    if reason is not None:
+        print(f"policy-pubsub: {reason}", file=sys.stderr)
+        return 2
+    if not settings.auth_file and not _loopback(settings.host):
+        log.warning("serving %s without authentication (--insecure)", settings.host)
     from policy_pubsub.server import build_server
 
-    server = build_server(settings)
+    try:
+        server = build_server(settings, access_log=False)  # logs.RequestLogMiddleware logs
+    except AuthFileError as exc:
+        print(f"policy-pubsub: {exc.message}", file=sys.stderr)
+        return 2
     # uvicorn handles SIGTERM itself while it serves, then re-sends the signal to the handler
     # that was in place before; a no-op there makes a graceful stop exit with status 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)

@@ -1,4 +1,7 @@
-"""Message router backends, chosen by URL: ``embedded`` (in the store)."""
+"""Message router backends, chosen by URL: ``embedded`` (in the store),
+``dmaap+http(s)://[user:pass@]host:port`` (an external DMaaP Message Router),
+``nats://host:4222`` (NATS JetStream).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,24 @@ def from_url(url: str, store: Store, settings: Settings) -> Router:
             maintenance_interval_seconds=settings.maintenance_interval_seconds,
             position_flush_seconds=settings.position_flush_seconds,
         )
-    raise UnsupportedRouter(f"unsupported router URL {url!r}: this server supports 'embedded'")
+    if url.startswith(("dmaap+http://", "dmaap+https://")):
+        from policy_pubsub.routers.dmaap import DmaapRouter
+
+        return DmaapRouter.from_settings(url, settings)
+    if url.startswith("nats://"):
+        from policy_pubsub.routers.nats import NatsRouter
+
+        return NatsRouter(
+            url,
+            store,
+            stream=settings.nats_stream,
+            max_age_seconds=settings.nats_max_age_seconds or settings.retention_seconds,
+            position_flush_seconds=settings.position_flush_seconds,
+        )
+    raise UnsupportedRouter(
+        f"unsupported router URL {url!r}: use 'embedded', 'nats://HOST:PORT' "
+        "or 'dmaap+http(s)://HOST:PORT'"
+    )
 
 
 __all__ = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -112,6 +112,11 @@ class Router(ABC):
         """Messages after the group's position, oldest first, at most ``limit``. Waits up to
         ``timeout`` seconds for the first one, and returns empty early when ``gone`` completes
         (the client left) or the router drains. Raises ``NotFound`` for an unknown topic.
+        """
+
+    def committed(self, heads: Mapping[str, int]) -> None:  # noqa: B027 - optional hook
+        """Called after a store transaction that appended messages to in-store topics
+        committed, with each topic's new last offset; in-store routers wake their readers.
         """
 
     @abstractmethod

@@ -11,13 +11,18 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from policy_pubsub.exceptions import NotFound, StoreUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
 from policy_pubsub.store import GroupRow, OutMessage, Store, now_ms
+from policy_pubsub.store.database import GroupClaim
+from policy_pubsub.store.notify import TOPICS_CHANNEL
 
 log = logging.getLogger(__name__)
+
+HEADS_POLL_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -32,22 +37,42 @@ class _Group:
 
 
 class _EmbeddedDelivery(Delivery):
-    def __init__(self, router: EmbeddedRouter, group: _Group, rows: list[tuple[int, str]]) -> None:
+    """Holds the group's lock (and, on a shared store, its locked row) until ack or release."""
+
+    def __init__(
+        self,
+        router: EmbeddedRouter,
+        group: _Group,
+        rows: list[tuple[int, str]],
+        claim: tuple[AbstractAsyncContextManager[GroupClaim], GroupClaim] | None = None,
+    ) -> None:
         self._router = router
         self._group = group
         self._last = rows[-1][0]
+        self._claim = claim
         self.messages = [body for _, body in rows]
         self._open = True
 
     async def ack(self) -> None:
-        if self._open:
+        if not self._open:
+            return
+        if self._claim is None:
             await self._router._advance(self._group, self._last)
-            await self.release()
+        else:
+            at = now_ms()
+            await self._claim[1].advance(self._last, at)
+            self._group.position = self._last
+            self._group.last_consumed_at = at
+        await self.release()
 
     async def release(self) -> None:
         if self._open:
             self._open = False
-            self._group.lock.release()
+            try:
+                if self._claim is not None:
+                    await self._claim[0].__aexit__(None, None, None)
+            finally:
+                self._group.lock.release()
 
 
 class EmbeddedRouter(Router):
@@ -73,17 +98,50 @@ class EmbeddedRouter(Router):
         self._dirty: set[tuple[str, str]] = set()
         self._dirty_event = asyncio.Event()
         self._closing: asyncio.Future[None] | None = None
+        self._heads_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.held_reads = 0
 
     async def start(self) -> None:
-        loaded = await self._store.load()
-        self._heads = {t.name: t.last_offset for t in loaded.topics}
+        self._heads = await self._store.topic_heads()
         self._closing = asyncio.get_running_loop().create_future()
         self._tasks = [
             asyncio.create_task(self._flush_loop(), name="policy-pubsub positions"),
             asyncio.create_task(self._maintenance_loop(), name="policy-pubsub retention"),
         ]
+        notifications = self._store.notifications
+        if notifications is not None:
+            notifications.on(TOPICS_CHANNEL, self._topics_committed)
+            notifications.on_reconnect(self._heads_wanted.set)
+            self._tasks.append(
+                asyncio.create_task(self._heads_loop(), name="policy-pubsub topic heads")
+            )
+
+    def _topics_committed(self, payload: str) -> None:
+        """Another replica appended to topics: ``topic:last_offset`` pairs."""
+        heads = {}
+        for item in payload.split(","):
+            topic, _, last = item.rpartition(":")
+            if topic and last.isdigit():
+                heads[topic] = int(last)
+        self.committed(heads)
+
+    async def _heads_loop(self) -> None:
+        """Re-read every topic's head after notifications may have been lost, and once a
+        second while they are not arriving at all.
+        """
+        notifications = self._store.notifications
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._heads_wanted.wait(), HEADS_POLL_SECONDS)
+            connected = notifications is not None and notifications.connected
+            if connected and not self._heads_wanted.is_set():
+                continue
+            self._heads_wanted.clear()
+            try:
+                self.committed(await self._store.topic_heads())
+            except StoreUnavailable as exc:
+                log.warning("cannot read topic heads: %s", exc)
 
     async def drain(self) -> None:
         if self._closing is not None and not self._closing.done():
@@ -110,16 +168,16 @@ class EmbeddedRouter(Router):
         self.committed(heads)
 
     def committed(self, heads: Mapping[str, int]) -> None:
-        """Called after a transaction that appended messages committed: wake their readers."""
+        """Called after a transaction that appended messages committed (here or, on a shared
+        store, in another replica): wake the readers of topics that moved on.
+        """
         for topic, last in heads.items():
-            if last > self._heads.get(topic, 0):
-                self._heads[topic] = last
+            if last <= self._heads.get(topic, -1):
+                continue
+            self._heads[topic] = last
             signal = self._signals.pop(topic, None)
             if signal is not None and not signal.done():
                 signal.set_result(None)
-
-    def topic_created(self, topic: str) -> None:
-        self._heads.setdefault(topic, 0)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -165,6 +223,8 @@ class EmbeddedRouter(Router):
     async def _take(self, state: _Group, limit: int) -> Delivery | None:
         await state.lock.acquire()
         try:
+            if self._store.shared:
+                return await self._take_claimed(state, limit)
             head = self._heads[state.topic]
             if head > state.position:
                 rows = await self._store.read_messages(state.topic, state.position, limit)
@@ -175,6 +235,25 @@ class EmbeddedRouter(Router):
         except BaseException:
             state.lock.release()
             raise
+        state.lock.release()
+        return None
+
+    async def _take_claimed(self, state: _Group, limit: int) -> Delivery | None:
+        """On a shared store the position lives in the database, locked while a delivery is
+        open, so replicas serving one group never hand out the same message twice.
+        Called with the group's lock held; releases it when nothing is delivered.
+        """
+        manager = self._store.claim_group(state.topic, state.name)
+        claim = await manager.__aenter__()
+        try:
+            rows = await claim.read(limit)
+        except BaseException as exc:
+            await manager.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        if rows:
+            return _EmbeddedDelivery(self, state, rows, (manager, claim))
+        await manager.__aexit__(None, None, None)
+        state.position = max(claim.position, self._heads.get(state.topic, 0))
         state.lock.release()
         return None
 
@@ -262,9 +341,10 @@ class EmbeddedRouter(Router):
         row, count, stored_groups = details
         head = max(row.last_offset, self._heads.get(topic, 0))
         groups = {g.name: (g.position, g.last_consumed_at) for g in stored_groups}
-        for (group_topic, name), state in self._groups.items():
-            if group_topic == topic:
-                groups[name] = (state.position, state.last_consumed_at)
+        if not self._store.shared:  # here the process knows positions before the store does
+            for (group_topic, name), state in self._groups.items():
+                if group_topic == topic:
+                    groups[name] = (state.position, state.last_consumed_at)
         read_up_to = max((position for position, _ in groups.values()), default=0)
         oldest = await self._store.oldest_after(topic, read_up_to) if head > read_up_to else None
         return TopicStats(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -20,9 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.store import dialects
+from policy_pubsub.store.notify import REVISION_CHANNEL, TOPICS_CHANNEL, Notifications
 from policy_pubsub.store.tables import (
     consumer_groups,
     messages,
+    outbox,
     policies,
     store_revision,
     subscriptions,
@@ -63,12 +66,17 @@ class SubscriptionRow:
 
 @dataclass(frozen=True, slots=True)
 class OutMessage:
-    """A message to append to a topic; ``key`` and ``revision`` are set for snapshots."""
+    """A message to append to a topic; ``key`` (the subscriber id) and ``revision`` are set
+    for snapshots.
+    """
 
     topic: str
     body: str
     key: str | None = None
     revision: int | None = None
+    #: Identifies the message for de-duplication by a router that publishes at least once.
+    #: A subscriber's snapshot of one revision always gets the same id.
+    dedup_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +112,11 @@ class Store:
         self.url = url
         self._reader, self._writer = dialects.create_engines(url)
         self.dialect = self._writer.dialect.name
-        self._write_lock = asyncio.Lock()
+        #: Several processes share the store (PostgreSQL): in-process state is only a cache.
+        self.shared = self.dialect == "postgresql"
+        # SQLite has one writer connection; the database itself serialises PostgreSQL writers.
+        self._write_lock = None if self.shared else asyncio.Lock()
+        self.notifications = Notifications(url) if self.shared else None
 
     async def open(self) -> None:
         """Create or upgrade the schema to the newest migration."""
@@ -112,10 +124,14 @@ class Store:
             async with self._writer.connect() as conn:
                 await conn.run_sync(_upgrade)
                 await conn.commit()
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"cannot open the store: {exc}") from exc
+        if self.notifications is not None:
+            self.notifications.start()
 
     async def close(self) -> None:
+        if self.notifications is not None:
+            await self.notifications.close()
         await self._reader.dispose()
         if self._writer is not self._reader:
             await self._writer.dispose()
@@ -126,11 +142,11 @@ class Store:
 
         Writers within this process take turns; the database serialises them across processes.
         """
-        async with self._write_lock:
+        async with self._write_lock or contextlib.nullcontext():
             try:
                 async with self._writer.begin() as conn:
                     yield WriteTx(conn, self.dialect)
-            except SQLAlchemyError as exc:
+            except (SQLAlchemyError, OSError) as exc:
                 raise StoreUnavailable(f"store write failed: {exc}") from exc
 
     @asynccontextmanager
@@ -138,7 +154,47 @@ class Store:
         try:
             async with self._reader.begin() as conn:
                 yield conn
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+    async def revision(self) -> int:
+        async with self.read() as conn:
+            return int((await conn.execute(select(store_revision.c.revision))).scalar_one())
+
+    async def topic_heads(self) -> dict[str, int]:
+        async with self.read() as conn:
+            result = await conn.execute(select(topics.c.name, topics.c.last_offset))
+            return {name: int(last) for name, last in result}
+
+    @asynccontextmanager
+    async def claim_group(self, topic: str, name: str) -> AsyncIterator[GroupClaim]:
+        """Lock a consumer group's position until the block ends (shared stores): the claim
+        reads messages after the position and may advance it; nothing else moves it meanwhile.
+        Committed if advanced, else rolled back.
+        """
+        try:
+            async with self._writer.connect() as conn:
+                await conn.begin()
+                await conn.execute(
+                    dialects.insert_ignore(self.dialect, consumer_groups),
+                    [{"topic": topic, "name": name, "position": 0, "last_consumed_at": None}],
+                )
+                row = (
+                    await conn.execute(
+                        select(consumer_groups.c.position)
+                        .where(consumer_groups.c.topic == topic, consumer_groups.c.name == name)
+                        .with_for_update()
+                    )
+                ).one()
+                claim = GroupClaim(conn, topic, name, int(row[0]))
+                try:
+                    yield claim
+                finally:
+                    if claim.advanced:
+                        await conn.commit()
+                    else:
+                        await conn.rollback()
+        except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
 
     async def ping(self) -> None:
@@ -146,8 +202,15 @@ class Store:
             await conn.execute(select(store_revision.c.revision))
 
     async def load(self) -> Snapshot:
-        async with self.read() as conn:
-            return await load_all(conn)
+        """Everything, as of one revision (one snapshot of the database)."""
+        try:
+            async with self._reader.connect() as conn:
+                if self.shared:
+                    conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    return await load_all(conn)
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
 
     # -- the embedded router's reads -------------------------------------------------------
 
@@ -223,6 +286,7 @@ class Store:
                     consumer_groups,
                     keys=("topic", "name"),
                     update=("position", "last_consumed_at"),
+                    never_lower=("position",),
                 ),
                 [
                     {
@@ -263,6 +327,116 @@ class Store:
             )
             return int(result.rowcount or 0)
 
+    # -- the outbox ---------------------------------------------------------------------------
+
+    async def outbox_batch(self, limit: int) -> list[tuple[int, OutMessage]]:
+        """The oldest messages waiting in the outbox, in the order they were written."""
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.body,
+                    outbox.c.key,
+                    outbox.c.revision,
+                    outbox.c.dedup_id,
+                )
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            return [(row[0], OutMessage(*row[1:])) for row in result]
+
+    async def outbox_delete(self, ids: Sequence[int]) -> None:
+        if ids:
+            async with self.write() as tx:
+                await tx.conn.execute(delete(outbox).where(outbox.c.id.in_(list(ids))))
+
+    async def outbox_stats(self) -> tuple[int, int | None]:
+        """How many messages wait in the outbox, and when the oldest was written."""
+        async with self.read() as conn:
+            row = (await conn.execute(select(func.count(), func.min(outbox.c.created_at)))).one()
+            return int(row[0]), None if row[1] is None else int(row[1])
+
+    @asynccontextmanager
+    async def leadership(self, name: str) -> AsyncIterator[LeaderLock]:
+        """A lock that at most one process holds at a time, kept on its own connection."""
+        lock = LeaderLock(self, name)
+        try:
+            yield lock
+        finally:
+            await lock.release()
+
+
+class GroupClaim:
+    """A consumer group's position, locked for one delivery."""
+
+    def __init__(self, conn: AsyncConnection, topic: str, name: str, position: int) -> None:
+        self._conn = conn
+        self.topic = topic
+        self.name = name
+        self.position = position
+        self.advanced = False
+
+    async def read(self, limit: int) -> list[tuple[int, str]]:
+        result = await self._conn.execute(
+            select(messages.c.seq, messages.c.body)
+            .where(messages.c.topic == self.topic, messages.c.seq > self.position)
+            .order_by(messages.c.seq)
+            .limit(limit)
+        )
+        return [(row.seq, row.body) for row in result]
+
+    async def advance(self, position: int, at: int) -> None:
+        await self._conn.execute(
+            update(consumer_groups)
+            .where(consumer_groups.c.topic == self.topic, consumer_groups.c.name == self.name)
+            .values(position=position, last_consumed_at=at)
+        )
+        self.position = position
+        self.advanced = True
+
+
+class LeaderLock:
+    """Held through a dedicated connection: if the process dies, the database frees it."""
+
+    def __init__(self, store: Store, name: str) -> None:
+        self._store = store
+        self._key = dialects.lock_key(name)
+        self._conn: AsyncConnection | None = None
+
+    async def acquire(self) -> bool:
+        """Try to take the lock without waiting; True when this process holds it."""
+        if not self._store.shared:
+            return True  # one process owns a SQLite store
+        if self._conn is not None:
+            try:
+                await dialects.check_lock_connection(self._conn)
+                return True
+            except SQLAlchemyError:
+                log.warning("lost the connection that held the %s lock", self._key)
+                await self.release()
+        try:
+            conn = await self._store._writer.connect()
+        except SQLAlchemyError:
+            return False
+        try:
+            held = await dialects.try_lock(conn, self._key)
+        except SQLAlchemyError:
+            held = False
+        if held:
+            self._conn = conn
+        else:
+            await conn.close()
+        return held
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                await dialects.unlock(conn, self._key)
+            with contextlib.suppress(SQLAlchemyError):
+                await conn.close()
+
 
 class WriteTx:
     """The statements of one write transaction."""
@@ -281,7 +455,9 @@ class WriteTx:
             .values(revision=store_revision.c.revision + 1)
             .returning(store_revision.c.revision)
         )
-        return int(result.scalar_one())
+        revision = int(result.scalar_one())
+        await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
+        return revision
 
     async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
         if rows:
@@ -323,15 +499,6 @@ class WriteTx:
             delete(subscriptions).where(subscriptions.c.subscriber_id == subscriber_id)
         )
 
-    async def mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
-        ids = list(subscriber_ids)
-        if ids:
-            await self.conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.subscriber_id.in_(ids))
-                .values(last_revision=revision, last_published_at=at)
-            )
-
     async def create_topic(self, name: str, at: int) -> bool:
         """Create the topic unless it exists; True when it was created."""
         found = await self.conn.execute(select(topics.c.name).where(topics.c.name == name))
@@ -341,6 +508,33 @@ class WriteTx:
             insert(topics).values(name=name, last_offset=0, created_at=at, last_published_at=None)
         )
         return True
+
+    async def mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+        ids = list(subscriber_ids)
+        if ids:
+            await self.conn.execute(
+                update(subscriptions)
+                .where(subscriptions.c.subscriber_id.in_(ids))
+                .values(last_revision=revision, last_published_at=at)
+            )
+
+    async def outbox_add(self, batch: Sequence[OutMessage], at: int) -> None:
+        """Queue messages for the relay, in order."""
+        if batch:
+            await self.conn.execute(
+                insert(outbox),
+                [
+                    {
+                        "topic": m.topic,
+                        "key": m.key,
+                        "revision": m.revision,
+                        "dedup_id": m.dedup_id,
+                        "body": m.body,
+                        "created_at": at,
+                    }
+                    for m in batch
+                ],
+            )
 
     async def append(self, batch: Sequence[OutMessage], at: int) -> dict[str, int]:
         """Append messages to their topics (created as needed), in order; returns each topic's
@@ -383,6 +577,9 @@ class WriteTx:
             heads[name] = int(last)
         if rows:
             await self.conn.execute(insert(messages), rows)
+        await dialects.notify(
+            self.conn, TOPICS_CHANNEL, [f"{name}:{last}" for name, last in heads.items()]
+        )
         return heads
 
 
@@ -404,4 +601,5 @@ def _upgrade(connection: Connection) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
+    dialects.lock_for_migrations(connection)
     command.upgrade(config, "head")

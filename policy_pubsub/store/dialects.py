@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, event
+from sqlalchemy import Connection, Table, case, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
@@ -68,8 +69,17 @@ def _sqlite_setup(engine: AsyncEngine, *, begin: str) -> None:
         connection.exec_driver_sql(begin)
 
 
-def upsert(dialect: str, table: Table, *, keys: Sequence[str], update: Sequence[str]) -> Insert:
-    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of the ``update`` columns, for executemany."""
+def upsert(
+    dialect: str,
+    table: Table,
+    *,
+    keys: Sequence[str],
+    update: Sequence[str],
+    never_lower: Sequence[str] = (),
+) -> Insert:
+    """``INSERT ... ON CONFLICT (keys) DO UPDATE`` of the ``update`` columns, for executemany;
+    a column in ``never_lower`` keeps its stored value when the new one is smaller.
+    """
     stmt: Any
     if dialect == "sqlite":
         stmt = sqlite.insert(table)
@@ -77,7 +87,83 @@ def upsert(dialect: str, table: Table, *, keys: Sequence[str], update: Sequence[
         stmt = postgresql.insert(table)
     else:
         raise UnsupportedDatabase(dialect)
-    result: Insert = stmt.on_conflict_do_update(
-        index_elements=list(keys), set_={name: stmt.excluded[name] for name in update}
+    set_: dict[str, Any] = {name: stmt.excluded[name] for name in update}
+    for name in never_lower:
+        new, old = stmt.excluded[name], table.c[name]
+        set_[name] = case((new > old, new), else_=old)
+    result: Insert = stmt.on_conflict_do_update(index_elements=list(keys), set_=set_)
+    return result
+
+
+def lock_key(name: str) -> int:
+    """A stable 63-bit advisory lock key for a lock name."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
+
+
+async def try_lock(conn: AsyncConnection, key: int) -> bool:
+    """Take a session-level lock without waiting. SQLite serves one process: always True."""
+    if conn.dialect.name == "postgresql":
+        result = await conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key})
+        held = bool(result.scalar_one())
+        await conn.commit()
+        return held
+    return True
+
+
+async def unlock(conn: AsyncConnection, key: int) -> None:
+    if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        await conn.commit()
+
+
+async def check_lock_connection(conn: AsyncConnection) -> None:
+    """Raise if the connection holding a lock is gone (and the lock with it)."""
+    await conn.execute(text("SELECT 1"))
+    await conn.commit()
+
+
+NOTIFY_PAYLOAD_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
+
+
+async def notify(conn: AsyncConnection, channel: str, payloads: Sequence[str]) -> None:
+    """Queue notifications that PostgreSQL delivers only if the transaction commits.
+    Payloads are joined with commas into as few notifications as fit. SQLite: nothing.
+    """
+    if conn.dialect.name != "postgresql" or not payloads:
+        return
+    chunk: list[str] = []
+    size = 0
+    for payload in payloads:
+        if chunk and size + len(payload) + 1 > NOTIFY_PAYLOAD_LIMIT:
+            await _notify(conn, channel, ",".join(chunk))
+            chunk, size = [], 0
+        chunk.append(payload)
+        size += len(payload) + 1
+    await _notify(conn, channel, ",".join(chunk))
+
+
+async def _notify(conn: AsyncConnection, channel: str, payload: str) -> None:
+    await conn.execute(
+        text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
     )
+
+
+def lock_for_migrations(connection: Connection) -> None:
+    """Let one replica at a time migrate a shared database (held until the commit)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("policy-pubsub schema")}
+        )
+
+
+def insert_ignore(dialect: str, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING``, for executemany."""
+    stmt: Any
+    if dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table)
+    else:
+        raise UnsupportedDatabase(dialect)
+    result: Insert = stmt.on_conflict_do_nothing()
     return result

@@ -75,3 +75,18 @@ consumer_groups = Table(
     Column("position", BigInteger, nullable=False),
     Column("last_consumed_at", BigInteger, nullable=True),
 )
+
+# Messages for a router outside the store, written in the transaction of the change that causes
+# them and deleted by the relay once the router acknowledged them. Ids grow in commit order of
+# the writers, who all hold the revision lock.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("topic", String(255), nullable=False),
+    Column("key", String(255), nullable=True),
+    Column("revision", BigInteger, nullable=True),
+    Column("dedup_id", String(600), nullable=True),
+    Column("body", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)

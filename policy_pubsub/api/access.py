@@ -1,0 +1,366 @@
+"""Who may call what: the ASGI middleware in front of every route, and the one rules table.
+
+``RULES`` maps each route family (by a regular expression on the path) to the roles that may
+use it; ``admin`` may use everything. The middleware runs before any endpoint reads a body,
+also in front of the raw-ASGI long-poll:
+
+    family         paths                                   who (admin: always)
+    health         /healthcheck                            anyone, no credentials
+    openapi        /openapi.json                           anyone: it describes the contract
+    metrics        /metrics                                anyone if metrics_public, else admin
+    pap            /pap/*                                  pap (+ the webhook signature if set)
+    subscriptions  /decision/v1/subscription[/{id}]        component, on its topics (endpoint)
+    decision       /policy/pdpx/v1/decision, /decision/v1  component
+    poll           /events/{topic}/{group}/{consumer}      component, on its topics (here)
+    publish        /events/{topic}                         admin
+    topics         /topics[/{topic}]                       admin
+    other          anything else (then a 404 or 405)       any known user
+
+Missing, malformed or wrong credentials are a 401 with ``WWW-Authenticate``; a known user out
+of bounds is a 403; both in the error shape of the path (ONAP, or DMaaP on /events and /topics).
+The authenticated ``User`` is put in the request's scope state (``request.state.user``) for the
+per-topic checks of the subscription endpoints: ``require_topic``, ``require_subscription``,
+``may_read``. A component's topics are fnmatch globs matched case-sensitively.
+
+With ``pap_webhook_secret`` set, every ``/pap/*`` request must also carry
+``X-Policy-Pubsub-Signature: sha256=<hex HMAC-SHA256 of the body>``; the body is read (up to
+``max_body_bytes``) only after the credentials were accepted, and handed on unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+from base64 import b64decode
+from binascii import Error as Base64Error
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from policy_pubsub.api.errors import ApiError, error_response
+from policy_pubsub.auth import ADMIN, COMPONENT, PAP, REALM, Authenticator, User
+from policy_pubsub.config import Settings
+from policy_pubsub.exceptions import NotFound
+from policy_pubsub.service import PolicyService
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_HEADER = "X-Policy-Pubsub-Signature"
+SIGNATURE_PREFIX = "sha256="
+SIGNATURE_CHALLENGE = f'HMAC-SHA256 realm="{REALM}", header="{SIGNATURE_HEADER}"'
+MAX_AUTHORIZATION_CHARS = 4096
+
+
+def _always(settings: Settings) -> bool:
+    return True
+
+
+def _never(settings: Settings) -> bool:
+    return False
+
+
+def _metrics_public(settings: Settings) -> bool:
+    return settings.metrics_public
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One route family: the paths it covers and who may use it."""
+
+    family: str
+    path: str  # a regular expression the whole route path must match
+    roles: frozenset[str]  # the roles that may use it besides admin; empty: admin only
+    public: Callable[[Settings], bool] = _never  # open to anyone, without credentials
+    signed: bool = False  # needs the PAP webhook signature when a secret is configured
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("health", r"/healthcheck", frozenset(), public=_always),
+    Rule("openapi", r"/openapi\.json", frozenset(), public=_always),
+    Rule("metrics", r"/metrics", frozenset(), public=_metrics_public),
+    Rule("pap", r"/pap(/.*)?", frozenset({PAP}), signed=True),
+    # The endpoints check the subscription's topic against the component's patterns.
+    Rule("subscriptions", r"/decision/v1/subscription(/[^/]*)?/?", frozenset({COMPONENT})),
+    Rule("decision", r"(/policy/pdpx/v1/decision|/decision/v1)/?", frozenset({COMPONENT})),
+    # The topic is in the path, so it is checked here (named group "topic").
+    Rule("poll", r"/events/(?P<topic>[^/]+)/[^/]+/[^/]+/?", frozenset({COMPONENT})),
+    Rule("publish", r"/events(/.*)?", frozenset()),
+    Rule("topics", r"/topics(/.*)?", frozenset()),
+)
+OTHER = Rule("other", r".*", frozenset({PAP, COMPONENT}))
+_COMPILED = tuple((re.compile(rule.path), rule) for rule in RULES)
+
+
+def resolve(path: str) -> tuple[Rule, re.Match[str] | None]:
+    """The rule of a route path (``OTHER`` if none matches) and the path's match."""
+    for pattern, rule in _COMPILED:
+        match = pattern.fullmatch(path)
+        if match is not None:
+            return rule, match
+    return OTHER, None
+
+
+class AccessMiddleware:
+    """Authenticates every request (Basic or Bearer), applies ``RULES``, checks the PAP
+    webhook signature, and puts the user in the scope state. Does nothing when the server
+    has neither an auth file nor a webhook secret.
+    """
+
+    def __init__(
+        self, app: ASGIApp, settings: Settings, authenticator: Authenticator | None
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.authenticator = authenticator
+        secret = settings.pap_webhook_secret
+        self.secret = secret.get_secret_value().encode() if secret is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (self.authenticator is None and self.secret is None):
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        rule, match = resolve(path)
+        try:
+            if self.authenticator is not None and not rule.public(self.settings):
+                user = await self._authenticate(self.authenticator, scope)
+                _authorize(user, rule, match, scope)
+                scope.setdefault("state", {})["user"] = user
+            if rule.signed and self.secret is not None:
+                replay = await self._check_signature(self.secret, scope, receive)
+                if replay is None:
+                    return  # the client left while sending the body: nobody to answer
+                receive = replay
+        except ApiError as error:
+            await error_response(scope["path"], error)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _authenticate(self, authenticator: Authenticator, scope: Scope) -> User:
+        def refuse(message: str, why: str | None) -> ApiError:
+            if why is not None:
+                log.warning("failed login from %s: %s", _client(scope), why)
+            return ApiError(401, message, headers={"WWW-Authenticate": authenticator.challenge})
+
+        header = _header(scope, b"authorization")
+        if header is None or not header.strip():
+            raise refuse(
+                "Authentication is required: send HTTP Basic credentials or a Bearer token "
+                "of a user of the server's auth file.",
+                None,
+            )
+        if len(header) > MAX_AUTHORIZATION_CHARS:
+            raise refuse("The Authorization header is too long.", "an oversized header")
+        scheme, _, value = header.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() == "basic":
+            credentials = _basic(value)
+            if credentials is None:
+                raise refuse(
+                    "The Authorization header is malformed: use Basic base64(user:password).",
+                    "a malformed Basic header",
+                )
+            name, password = credentials
+            user = await authenticator.basic(name, password)
+            if user is None:
+                why = f"unknown user {name[:100]!r}"
+                if authenticator.knows(name):
+                    why = f"wrong password for user {name[:100]!r}"
+                raise refuse("The user name or password is wrong.", why)
+            return user
+        if scheme.lower() == "bearer":
+            user = authenticator.bearer(value) if value else None
+            if user is None:
+                raise refuse("The bearer token is not valid.", "an unknown bearer token")
+            return user
+        raise refuse(
+            f"The Authorization scheme {scheme[:20]!r} is not supported; use Basic or Bearer.",
+            f"an unsupported scheme {scheme[:20]!r}",
+        )
+
+    async def _check_signature(
+        self, secret: bytes, scope: Scope, receive: Receive
+    ) -> Receive | None:
+        """A ``receive`` that hands the already read body on, once the signature matched;
+        None when the client left; ``ApiError`` 401 (or 413) otherwise.
+        """
+        given = _header(scope, SIGNATURE_HEADER.lower().encode())
+        if given is None:
+            raise _unsigned(
+                f"The PAP webhook needs a {SIGNATURE_HEADER} header: {SIGNATURE_PREFIX} and "
+                "the hex HMAC-SHA256 of the body with the shared secret."
+            )
+        body = await _read_body(scope, receive, self.settings.max_body_bytes)
+        if body is None:
+            return None
+        expected = SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
+            log.warning("bad %s from %s", SIGNATURE_HEADER, _client(scope))
+            raise _unsigned(f"The {SIGNATURE_HEADER} header does not match the body.")
+        return _replay(body, receive)
+
+
+def _authorize(user: User, rule: Rule, match: re.Match[str] | None, scope: Scope) -> None:
+    """``ApiError`` 403 unless ``user`` may use the family (and the topic in the path)."""
+    if not user.has_any(rule.roles):
+        needed = " or ".join([*sorted(rule.roles), ADMIN])
+        raise ApiError(
+            403,
+            f"The {user.describe()} may not use {scope['method']} {scope['path'][:300]}; "
+            f"that needs the role {needed}.",
+        )
+    topic = match.groupdict().get("topic") if match is not None else None
+    if topic is not None and not user.may_read(topic):
+        raise ApiError(403, _topic_refusal(user, topic))
+
+
+def _topic_refusal(user: User, topic: str) -> str:
+    patterns = ", ".join(user.topics) or "none"
+    return (
+        f"The {user.describe()} may not use topic {topic[:300]!r}; "
+        f"its topic patterns are: {patterns}."
+    )
+
+
+def _unsigned(message: str) -> ApiError:
+    return ApiError(401, message, headers={"WWW-Authenticate": SIGNATURE_CHALLENGE})
+
+
+# -- per-topic checks for the endpoints -------------------------------------------------------
+
+
+def current_user(connection: HTTPConnection) -> User | None:
+    """The authenticated user of the request; None when the server has no auth file."""
+    user = connection.scope.get("state", {}).get("user")
+    return user if isinstance(user, User) else None
+
+
+def _bounded(connection: HTTPConnection) -> User | None:
+    """The user whose topic patterns bound this request: anyone authenticated but admin."""
+    user = current_user(connection)
+    return None if user is None or user.is_admin else user
+
+
+def may_read(connection: HTTPConnection, topic: str) -> bool:
+    """Whether the request's user may see subscriptions on ``topic`` and read it."""
+    user = _bounded(connection)
+    return user is None or user.may_read(topic)
+
+
+def require_topic(connection: HTTPConnection, topic: str) -> None:
+    """``ApiError`` 403 unless the request's user may use ``topic``."""
+    user = _bounded(connection)
+    if user is not None and not user.may_read(topic):
+        raise ApiError(403, _topic_refusal(user, topic))
+
+
+async def require_subscription(
+    connection: HTTPConnection,
+    service: PolicyService,
+    subscriber_id: str,
+    *,
+    must_exist: bool = True,
+) -> None:
+    """``ApiError`` 403 unless the request's user may use the stored subscription's topic;
+    ``NotFound`` when there is none and ``must_exist``. No look-up for admins or without auth.
+    """
+    if _bounded(connection) is None:
+        return
+    try:
+        existing = await service.subscription(subscriber_id)
+    except NotFound:
+        if must_exist:
+            raise
+        return
+    require_topic(connection, existing.topic)
+
+
+# -- reading the request ----------------------------------------------------------------------
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: without the ``root_path`` the app is mounted at."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            text: str = value.decode("latin-1")
+            return text
+    return None
+
+
+def _basic(value: str) -> tuple[str, str] | None:
+    """``(user, password)`` of a Basic credential, None when it is not one."""
+    try:
+        decoded = b64decode(value.encode("ascii"), validate=True).decode("utf-8")
+    except (UnicodeError, Base64Error):
+        return None
+    name, colon, password = decoded.partition(":")
+    if not colon or not name:
+        return None
+    return name, password
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    if not client:
+        return "an unknown address"
+    host, port = client[0], client[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The whole body, None if the client left; ``ApiError`` 413 past ``limit``."""
+    declared = _header(scope, b"content-length")
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"The request body is larger than the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"The request body is larger than the limit of {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that gives ``body`` first, then whatever the client sends next."""
+    given = False
+
+    async def replay() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+__all__ = [
+    "RULES",
+    "SIGNATURE_HEADER",
+    "AccessMiddleware",
+    "Rule",
+    "current_user",
+    "may_read",
+    "require_subscription",
+    "require_topic",
+    "resolve",
+]

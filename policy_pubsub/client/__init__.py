@@ -1,0 +1,31 @@
+"""The component SDK: subscribe to your policies and get each change as it arrives.
+
+```python
+from policy_pubsub.client import PolicySubscriber
+
+async with PolicySubscriber(
+    "http://127.0.0.1:6969",
+    subscriber_id="tca-1", subscriber_topic="policies_DCAE_tca_tca-1",
+    policy_filters=[{"policy-id": ["onap.scaleout.tca", "onap.restart.tca"]}],
+) as subscriber:
+    print(subscriber.policies)
+    async for change in subscriber.changes():
+        print(change.revision, change.added, change.updated, change.removed)
+```
+
+Not an asyncio program? ``PolicySubscriber(...).run(handler)`` blocks and calls ``handler``
+for each change. Errors are in ``policy_pubsub.exceptions`` (``ClientError`` and below).
+The SDK logs to the ``policy_pubsub.client`` logger, quiet unless the program configures
+logging.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from policy_pubsub.client.changes import PolicyChange, Snapshot, policy_version
+from policy_pubsub.client.subscriber import Handler, PolicySubscriber
+
+logging.getLogger("policy_pubsub.client").addHandler(logging.NullHandler())
+
+__all__ = ["Handler", "PolicyChange", "PolicySubscriber", "Snapshot", "policy_version"]

@@ -1,0 +1,247 @@
+"""The reading side of a subscriber: it learns the newest snapshot of one subscription.
+
+``Reader.latest`` is the newest snapshot known, which may be ahead of what the component has
+applied. Three things move it:
+
+- the subscribe answer, and a re-read through the decision API, are the server's word and are
+  taken as they are (even with a lower revision: the server's store was reset or restored);
+- a snapshot read from the topic is taken only when its revision is above ``latest``'s, so
+  duplicates, stale snapshots and the ``subscribe`` snapshot of our own subscribe are dropped;
+  other subscribers' snapshots on a shared topic are never looked at.
+
+After a failed request it waits (jittered exponential backoff) and then re-reads before it
+polls again, because a failed poll may be a reply the router sent and the network lost. A
+periodic re-read (``resync_interval``) is the last safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Mapping
+from typing import Any, TypeVar
+
+from policy_pubsub import constants
+from policy_pubsub.client.changes import EMPTY, Snapshot, snapshots, valid_policies
+from policy_pubsub.client.wire import Retry, Wire
+from policy_pubsub.exceptions import ServerUnreachable
+
+log = logging.getLogger("policy_pubsub.client")
+
+T = TypeVar("T")
+REREAD_ATTEMPTS = 3  # re-reads that race with a change before the looser revision is taken
+
+
+class Reader:
+    """Polls one subscriber's topic and keeps ``latest``; see the module docstring."""
+
+    def __init__(
+        self,
+        wire: Wire,
+        *,
+        subscriber_id: str,
+        topic: str,
+        consumer_group: str,
+        consumer_id: str,
+        subscribe_body: Mapping[str, Any],
+        decision_body: Mapping[str, Any],
+        poll_timeout: float,
+        poll_limit: int,
+        backoff_initial: float,
+        backoff_max: float,
+        resync_interval: float,
+        give_up_after: float | None,
+        stopped: asyncio.Event,
+    ) -> None:
+        self._wire = wire
+        self.subscriber_id = subscriber_id
+        self._topic = topic
+        self._group = consumer_group
+        self._consumer = consumer_id
+        self._subscribe_body = subscribe_body
+        self._decision_body = decision_body
+        self._poll_timeout = poll_timeout
+        self._poll_limit = poll_limit
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._resync_interval = resync_interval
+        self._give_up_after = give_up_after
+        self._stopped = stopped
+        self.latest: Snapshot = EMPTY
+        self._reread_needed = False
+        self._next_resync = 0.0
+        self._failures = 0
+        self._failing_since: float | None = None
+
+    # -- the steps ----------------------------------------------------------------------------
+
+    async def subscribe(self) -> None:
+        """Subscribe (insert or update), retrying what may heal until it works, ``stop()``,
+        or ``give_up_after`` (then ``ServerUnreachable``). A 4xx is ``SubscriptionRejected``.
+        """
+        while not self._stopped.is_set():
+            try:
+                await self._subscribe_once()
+            except Retry as exc:
+                await self._back_off("subscribe", exc)
+            else:
+                self._failures, self._failing_since = 0, None
+                return
+
+    async def step(self) -> None:
+        """One request that may learn a newer snapshot: a re-read when one is needed or due,
+        else a long-poll. A failure that may heal is logged and waited out (backoff).
+        """
+        reread = self._reread_needed or self._resync_due()
+        try:
+            if reread:
+                await self._reread()
+            else:
+                await self._poll()
+        except Retry as exc:
+            self._reread_needed = True
+            await self._back_off("re-read" if reread else "poll", exc)
+        else:
+            self._failures, self._failing_since = 0, None
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the subscriber is stopped meanwhile."""
+        if seconds <= 0:
+            await asyncio.sleep(0)
+            return
+        await self.unless_stopped(asyncio.sleep(seconds))
+
+    def backoff(self, failures: int) -> float:
+        """The wait after ``failures`` failures in a row: exponential, capped, jittered."""
+        ceiling = min(self._backoff_max, self._backoff_initial * 2.0 ** min(failures - 1, 30))
+        return ceiling * random.uniform(0.5, 1.0)
+
+    async def unless_stopped(self, awaitable: Awaitable[T]) -> T | None:
+        """Await ``awaitable``; cancel it and return None if the subscriber is stopped first."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, stop):
+                task.cancel()
+            await asyncio.gather(work, stop, return_exceptions=True)
+        if work.cancelled():
+            return None
+        return work.result()
+
+    # -- the requests -------------------------------------------------------------------------
+
+    async def _subscribe_once(self) -> None:
+        answer = await self._wire.subscribe(self.subscriber_id, self._subscribe_body)
+        policies = valid_policies(answer.get("policies"))
+        if policies is None:
+            raise Retry(self.subscriber_id, "the subscribe answer has no policies")
+        self._take(Snapshot(answer["revision"], policies, constants.EVENT_SUBSCRIBE))
+        log.info(
+            "subscribed %s on topic %s at revision %d: %d policies",
+            self.subscriber_id,
+            self._topic,
+            answer["revision"],
+            len(policies),
+        )
+
+    async def _reread(self) -> None:
+        """Read the policies through the decision API, labelled with the revision of the last
+        snapshot the server published to us, read before and after (they must agree, or the
+        policies may be newer than the label: try again, then settle for the older label).
+        """
+        revision: int | None = None
+        policies: dict[str, dict[str, Any]] | None = None
+        for _ in range(REREAD_ATTEMPTS):
+            before = await self._published_revision()
+            if before is None:
+                log.warning(
+                    "the server has no subscription %s: subscribing again", self.subscriber_id
+                )
+                await self._subscribe_once()
+                return
+            policies = valid_policies(await self._wire.decide(self._decision_body))
+            after = await self._published_revision()
+            revision = before
+            if policies is None or after == before:
+                break
+        if policies is None or revision is None:
+            raise Retry(self.subscriber_id, "the decision answer holds no valid policies")
+        self._take(Snapshot(revision, policies, constants.EVENT_RESYNC))
+        log.info(
+            "re-read %d policies of %s as of revision %d",
+            len(policies),
+            self.subscriber_id,
+            revision,
+        )
+
+    async def _published_revision(self) -> int | None:
+        record = await self._wire.subscription(self.subscriber_id)
+        if record is None:
+            return None
+        status = record.get("status")
+        last = status.get("last_revision") if isinstance(status, dict) else None
+        if isinstance(last, int) and not isinstance(last, bool):
+            return last
+        revision = record.get("revision")
+        return revision if isinstance(revision, int) else self.latest.revision
+
+    async def _poll(self) -> None:
+        hold = self._poll_timeout
+        if self._resync_interval > 0:
+            hold = min(hold, max(0.0, self._next_resync - asyncio.get_running_loop().time()))
+        messages = await self.unless_stopped(
+            self._wire.poll(
+                self._topic, self._group, self._consumer, timeout=hold, limit=self._poll_limit
+            )
+        )
+        for snapshot in snapshots(messages or [], self.subscriber_id):
+            if snapshot.revision <= self.latest.revision:
+                log.debug(
+                    "dropping %s snapshot %d of %s: not above %d",
+                    snapshot.event,
+                    snapshot.revision,
+                    self.subscriber_id,
+                    self.latest.revision,
+                )
+                continue
+            self.latest = snapshot
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _take(self, snapshot: Snapshot) -> None:
+        """Take the server's word (a subscribe answer or a re-read) as the newest snapshot."""
+        latest = self.latest
+        if latest is not EMPTY and snapshot.revision < latest.revision:
+            log.warning(
+                "the server's revision went back from %d to %d (its store was reset or "
+                "restored): taking its policies as they are",
+                latest.revision,
+                snapshot.revision,
+            )
+        if snapshot.revision != latest.revision or not snapshot.same_policies(latest):
+            self.latest = snapshot
+        self._reread_needed = False
+        loop = asyncio.get_running_loop()
+        self._next_resync = loop.time() + self._resync_interval
+
+    def _resync_due(self) -> bool:
+        if self._resync_interval <= 0:
+            return False
+        return asyncio.get_running_loop().time() >= self._next_resync
+
+    async def _back_off(self, what: str, exc: Retry) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._failing_since is None:
+            self._failing_since = now
+        self._failures += 1
+        delay = self.backoff(self._failures)
+        if self._give_up_after is not None:
+            left = self._failing_since + self._give_up_after - now
+            if left <= 0:
+                raise ServerUnreachable(exc.url, self._failures, exc.reason) from exc
+            delay = min(delay, left)
+        log.warning("%s failed (%s); retrying in %.2f s", what, exc, delay)
+        await self.sleep(delay)

@@ -1,0 +1,336 @@
+"""``GET /metrics``: the server's metrics in the Prometheus text format.
+
+Each app has its own ``CollectorRegistry`` (never prometheus-client's global one), so several
+servers in one process (the tests, an embedding program) keep separate counts. Events are
+counted where they happen (pushes, snapshots, errors, refusals, matching and commit times);
+what needs the store or the router (outbox depth and age, consumer lag) is read when
+``/metrics`` is scraped, with bounded label sets: the lag of at most ``metrics_lag_topics``
+topics (the largest) and a total. Every name starts with ``policy_pubsub_``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from policy_pubsub.exceptions import (
+    NotFound,
+    PolicyPubSubError,
+    RouterUnavailable,
+    StoreUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+PREFIX = "policy_pubsub_"
+PUSH_OUTCOMES = ("deployed", "unchanged", "rejected", "failed")
+SNAPSHOT_EVENTS = ("subscribe", "update")
+LIMITS = (
+    "policies_per_push",
+    "filters_per_subscription",
+    "ids_per_filter",
+    "message_bytes",
+    "held_polls",
+    "held_polls_per_group",
+    "empty_polls",
+)
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+# Reading consumer lag costs a router call per subscription topic: a few at a time, within a
+# time budget, and reused between scrapes closer than lag_refresh_seconds.
+LAG_CONCURRENCY = 8
+LAG_BUDGET_SECONDS = 5.0
+
+MATCHING_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
+MATCHING_BUCKETS += [0.25, 0.5, 1.0, 2.5, 5.0]
+COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+COMMIT_BUCKETS += [5.0, 10.0]
+
+
+@dataclass(slots=True)
+class _Scraped:
+    """What the last scrape read from the service, the router, the relay and the limiter."""
+
+    revision: int | None = None
+    policies: int | None = None
+    subscriptions: int | None = None
+    held_reads: int | None = None
+    active_polls: int | None = None
+    outbox: tuple[int, float, bool, bool, int] | None = None  # depth, age, leader, failing, sent
+    lag_top: list[tuple[str, int]] = field(default_factory=list)
+    lag_total: int | None = None
+    lag_topics: int | None = None
+
+
+class _ScrapeCollector(Collector):
+    """Yields the gauges read at scrape time (see :meth:`Metrics.refresh`)."""
+
+    def __init__(self) -> None:
+        self.scraped = _Scraped()
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self._families(self.scraped))
+
+    @staticmethod
+    def _families(s: _Scraped) -> Iterator[Metric]:
+        gauges: list[tuple[str, str, float | None]] = [
+            ("revision", "The store revision this server reflects.", s.revision),
+            ("policies_deployed", "Policies deployed now.", s.policies),
+            ("subscriptions", "Subscriptions now.", s.subscriptions),
+            ("long_polls_held", "Long-polls the router holds, waiting.", s.held_reads),
+            ("long_polls_active", "Long-polls this server is answering.", s.active_polls),
+            ("consumer_lag_total", "Unread messages over all subscription topics.", s.lag_total),
+            ("consumer_lag_topics", "Subscription topics whose lag was read.", s.lag_topics),
+        ]
+        for name, documentation, value in gauges:
+            if value is not None:
+                yield GaugeMetricFamily(PREFIX + name, documentation, value=value)
+        if s.lag_total is not None:
+            lag = GaugeMetricFamily(
+                PREFIX + "consumer_lag",
+                "Messages the slowest consumer group of a topic (with no group: anyone) has yet "
+                "to read; only the topics with the largest lag.",
+                labels=["topic"],
+            )
+            for topic, value in s.lag_top:
+                lag.add_metric([topic], value)
+            yield lag
+        if s.outbox is not None:
+            depth, age, leader, failing, sent = s.outbox
+            yield GaugeMetricFamily(
+                PREFIX + "outbox_depth", "Snapshots in the outbox, not yet relayed.", value=depth
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "outbox_oldest_age_seconds",
+                "How long the oldest outbox snapshot has waited (0 when empty).",
+                value=age,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "outbox_relay_leader",
+                "1 when this server's relay holds the outbox.",
+                value=int(leader),
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "outbox_relay_failing",
+                "1 while the relay's last attempt failed.",
+                value=int(failing),
+            )
+            yield CounterMetricFamily(
+                PREFIX + "outbox_relayed",
+                "Outbox rows this server's relay delivered to the router.",
+                value=sent,
+            )
+
+
+class Metrics:
+    """The metrics of one app: counters and histograms, plus gauges read at scrape time."""
+
+    def __init__(self, *, lag_topics: int = 50, lag_refresh_seconds: float = 10.0) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.pushes = Counter(
+            PREFIX + "pushes",
+            "PAP pushes (deploy, undeploy, PDP_UPDATE) by outcome: deployed (something "
+            "changed), unchanged, rejected (4xx), failed (5xx).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.snapshots = Counter(
+            PREFIX + "snapshots_published",
+            "Snapshots written for subscribers (to their topic or the outbox), by event.",
+            ["event"],
+            registry=registry,
+        )
+        self.matching_seconds = Histogram(
+            PREFIX + "matching_seconds",
+            "Time to select the affected subscribers of a change and build their snapshots.",
+            buckets=MATCHING_BUCKETS,
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            PREFIX + "commit_seconds",
+            "Time to commit the store transaction of a change.",
+            buckets=COMMIT_BUCKETS,
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            PREFIX + "store_errors",
+            "Store failures: requests answered 503, and failed metric reads.",
+            registry=registry,
+        )
+        self.router_errors = Counter(
+            PREFIX + "router_errors",
+            "Message router failures: requests answered 503, and failed metric reads.",
+            registry=registry,
+        )
+        self.refusals = Counter(
+            PREFIX + "limit_refusals",
+            "Requests refused by a configured limit, by limit.",
+            ["limit"],
+            registry=registry,
+        )
+        self.stale_expired = Counter(
+            PREFIX + "stale_subscriptions_expired",
+            "Subscriptions removed because nobody read their topic.",
+            registry=registry,
+        )
+        self.requests = Counter(
+            PREFIX + "http_requests",
+            "HTTP requests answered, by method and status.",
+            ["method", "status"],
+            registry=registry,
+        )
+        for outcome in PUSH_OUTCOMES:
+            self.pushes.labels(outcome)
+        for event in SNAPSHOT_EVENTS:
+            self.snapshots.labels(event)
+        for limit in LIMITS:
+            self.refusals.labels(limit)
+        self._scrape = _ScrapeCollector()
+        registry.register(self._scrape)
+        self._lag_topics = lag_topics
+        self._lag_refresh = lag_refresh_seconds
+        self._lag_read_at: float | None = None
+
+    # -- events -----------------------------------------------------------------------------
+
+    def pushed(self, changed: bool, notified: int) -> None:
+        """A push was applied: it changed something or nothing, and notified subscribers."""
+        self.pushes.labels("deployed" if changed else "unchanged").inc()
+        self.snapshots.labels("update").inc(notified)
+
+    def push_failed(self, exc: BaseException) -> None:
+        """A push was answered with an error: rejected (4xx) or failed (5xx)."""
+        status = getattr(exc, "status", None)  # an ApiError's HTTP status
+        if isinstance(status, int):
+            failed = status >= 500
+        else:
+            failed = isinstance(exc, (StoreUnavailable, RouterUnavailable)) or not isinstance(
+                exc, PolicyPubSubError
+            )
+        self.pushes.labels("failed" if failed else "rejected").inc()
+
+    def domain_error(self, exc: BaseException) -> None:
+        """An error reached the HTTP boundary; count those of the store and the router."""
+        if isinstance(exc, StoreUnavailable):
+            self.store_errors.inc()
+        elif isinstance(exc, RouterUnavailable):
+            self.router_errors.inc()
+
+    def request(self, method: str, status: int) -> None:
+        self.requests.labels(method if method in HTTP_METHODS else "other", str(status)).inc()
+
+    # -- scrape -----------------------------------------------------------------------------
+
+    async def refresh(self, state: Any) -> None:
+        """Read what the gauges report from the app's parts (``state``: the app's state)."""
+        scraped = self._scrape.scraped
+        service = getattr(state, "service", None)
+        router = getattr(state, "router", None)
+        limits = getattr(state, "limits", None)
+        if limits is not None:
+            scraped.active_polls = limits.active_polls
+        if service is None or router is None:
+            return  # not started (or stopping): only the counters
+        held = getattr(router, "held_reads", None)
+        scraped.held_reads = held if isinstance(held, int) else None
+        scraped.revision = service.revision
+        try:
+            subscriptions = await service.subscriptions()
+            scraped.policies = len(await service.policies())
+        except StoreUnavailable as exc:
+            self.store_errors.inc()
+            log.warning("metrics: cannot read the store: %s", exc)
+            return
+        scraped.subscriptions = len(subscriptions)
+        relay = getattr(state, "relay", None)
+        if relay is not None:
+            try:
+                status = await relay.status()
+            except StoreUnavailable as exc:
+                self.store_errors.inc()
+                log.warning("metrics: cannot read the outbox: %s", exc)
+            else:
+                scraped.outbox = (
+                    status.depth,
+                    status.oldest_age_seconds or 0.0,
+                    status.leader,
+                    status.last_error is not None,
+                    relay.published,
+                )
+        now = time.monotonic()
+        if self._lag_read_at is None or now - self._lag_read_at >= self._lag_refresh:
+            self._lag_read_at = now
+            await self._read_lag(router, sorted({s.topic for s in subscriptions}))
+
+    async def _read_lag(self, router: Any, topics: list[str]) -> None:
+        lags: dict[str, int] = {}
+        gate = asyncio.Semaphore(LAG_CONCURRENCY)
+        errors: list[BaseException] = []
+
+        async def one(topic: str) -> None:
+            async with gate:
+                if errors:
+                    return
+                try:
+                    stats = await router.stats(topic)
+                except NotFound:
+                    return  # nothing published to it yet
+                except (StoreUnavailable, RouterUnavailable) as exc:
+                    errors.append(exc)
+                    return
+                groups = stats.consumer_groups
+                lags[topic] = max((g.lag for g in groups), default=0) if groups else stats.messages
+
+        tasks = [asyncio.create_task(one(topic)) for topic in topics]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=LAG_BUDGET_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                log.warning(
+                    "metrics: consumer lag of %d of %d topics not read within %g s",
+                    len(pending),
+                    len(tasks),
+                    LAG_BUDGET_SECONDS,
+                )
+        for exc in errors[:1]:
+            (self.store_errors if isinstance(exc, StoreUnavailable) else self.router_errors).inc()
+            log.warning("metrics: cannot read consumer lag: %s", exc)
+        top = sorted(lags.items(), key=lambda item: (-item[1], item[0]))[: self._lag_topics]
+        scraped = self._scrape.scraped
+        scraped.lag_top = top
+        scraped.lag_total = sum(lags.values())
+        scraped.lag_topics = len(lags)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    await metrics.refresh(request.app.state)
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+routes = [Route("/metrics", metrics_endpoint, methods=["GET"])]
+
+
+__all__ = ["Metrics", "metrics_endpoint", "routes"]

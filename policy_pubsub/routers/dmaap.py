@@ -1,0 +1,449 @@
+"""The DMaaP router: topics live in an external DMaaP Message Router, reached over HTTP(S).
+
+Chosen by ``dmaap+http://host:port`` or ``dmaap+https://user:pass@host:port[/prefix]``. The
+server writes snapshots to its outbox and the relay hands them to :meth:`DmaapRouter.publish`;
+components long-poll the MR directly (the SDK's ``router_url``).
+
+Publishing. Each topic's messages go in order, as a JSON array in ``POST /events/{topic}``.
+The partition (the subscriber id, so one subscriber's snapshots keep their order on a Kafka
+backed MR) travels as the ``partitionKey`` query parameter, one POST per run of consecutive
+messages with the same key. The ONAP MR takes that parameter as the partition of every
+message in the request that has no ``cambria.partition`` field of its own
+(``EventsRestService.pushEvents`` -> ``CambriaJsonStreamReader``). We do not add a
+``cambria.partition`` field: the MR stores each object whole, field included, so every
+consumer would read a changed snapshot. A topic with one subscriber takes one POST per batch;
+a shared topic takes one per subscriber in the batch.
+
+Reading. ``GET /events/{topic}/{group}/{consumer}`` is a long-poll on the MR, and the MR
+moves the group past the messages when it answers: acknowledging is a no-op here, and a
+delivery that is never acknowledged is lost to the group (the contract's "a read that
+delivers nothing consumes nothing" holds only for a read cancelled before the MR answered,
+which is what ``gone`` and :meth:`drain` do).
+
+Stats. Our own MR answers ``GET /topics/{topic}`` with message counts and consumer groups; a
+real DMaaP MR answers only name, owner and ACLs, so its stats have no messages and no groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import ssl
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+from policy_pubsub.config import Settings
+from policy_pubsub.exceptions import NotFound, RouterUnavailable
+from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.store import OutMessage
+
+log = logging.getLogger(__name__)
+
+SCHEMES = {"dmaap+http": "http", "dmaap+https": "https"}
+PARTITION_PARAM = "partitionKey"
+DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_MAX_REQUEST_BYTES = 1_000_000
+
+
+class ConsumedDelivery(Delivery):
+    """Messages the MR answered a poll with. The MR counted them consumed when it answered,
+    so :meth:`ack` and :meth:`release` do nothing: what the caller fails to deliver is lost to
+    the group (the consumer's resync recovers it).
+    """
+
+    def __init__(self, messages: list[str]) -> None:
+        self.messages = messages
+
+    async def ack(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+
+class DmaapRouter(Router):
+    """A DMaaP Message Router reached over HTTP(S), with basic auth and TLS options."""
+
+    in_store = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: str | None = None,
+        insecure: bool = False,
+        create_topics: bool = False,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        poll_margin: float | None = None,
+        partition_count: int = 1,
+        replication_count: int = 1,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """``url`` is the router URL; its userinfo wins over ``username``/``password``.
+        ``timeout`` bounds connecting, writing and reading one call; a long-poll may take its
+        hold time plus ``poll_margin`` (default ``timeout``). A POST carries at most
+        ``max_request_bytes`` of messages (at least one message).
+        """
+        base_url, url_user, url_password = parse_url(url)
+        if url_user is not None:
+            username, password = url_user, url_password
+        self.url = base_url  # without credentials, for logs
+        self._timeout = timeout
+        self._poll_margin = timeout if poll_margin is None else poll_margin
+        self._create_topics = create_topics
+        self._partition_count = partition_count
+        self._replication_count = replication_count
+        self._max_request_bytes = max_request_bytes
+        https = base_url.startswith("https:")
+        if username is not None and not https:
+            log.warning("sending message router credentials over plain http to %s", base_url)
+        self._client = httpx.AsyncClient(
+            base_url=base_url,
+            auth=None if username is None else httpx.BasicAuth(username, password or ""),
+            verify=_verify(ca_file, insecure, https),
+            timeout=httpx.Timeout(timeout),
+            # Every held long-poll holds a connection; a pool cap would queue polls.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=32),
+            transport=transport,
+            headers={"accept": "application/json"},
+        )
+        self._draining = False
+        self._drained: asyncio.Future[None] | None = None
+        self._known_topics: set[str] = set()
+        #: Reads with a poll on the MR in flight (the contract tests watch it).
+        self.held_reads = 0
+
+    @classmethod
+    def from_settings(
+        cls, url: str, settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> DmaapRouter:
+        """The router the server's settings describe (``dmaap_*`` fields)."""
+        password = settings.dmaap_password
+        return cls(
+            url,
+            username=settings.dmaap_username,
+            password=None if password is None else password.get_secret_value(),
+            ca_file=settings.dmaap_ca_file,
+            insecure=settings.dmaap_insecure,
+            create_topics=settings.dmaap_create_topics,
+            timeout=settings.dmaap_timeout_seconds,
+            transport=transport,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the MR once; an MR that is down does not stop the server (the relay retries)."""
+        self._drain_signal()
+        try:
+            await self.ping()
+        except RouterUnavailable as exc:
+            log.warning("message router not reachable yet, publishing will retry: %s", exc)
+
+    async def drain(self) -> None:
+        self._draining = True
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def close(self) -> None:
+        await self.drain()
+        await self._client.aclose()
+
+    def _drain_signal(self) -> asyncio.Future[None]:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+            if self._draining:
+                self._drained.set_result(None)
+        return self._drained
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def publish(self, batch: Sequence[OutMessage]) -> None:
+        """POST each topic's messages in order, one request per run of one partition key.
+        A failure part way leaves the earlier requests published: the relay's retry
+        publishes them again, and consumers drop the duplicate revisions.
+        """
+        topics: dict[str, list[OutMessage]] = {}
+        for message in batch:
+            topics.setdefault(message.topic, []).append(message)
+        for topic, messages in topics.items():
+            if self._create_topics and topic not in self._known_topics:
+                await self.ensure_topic(topic)
+            for key, bodies in _requests(messages, self._max_request_bytes):
+                await self._post(topic, key, bodies)
+
+    async def _post(self, topic: str, key: str | None, bodies: list[str]) -> None:
+        # The bodies are JSON objects already: joined, not parsed and re-encoded. No newlines:
+        # the ONAP MR's reader ends an array at a newline between objects.
+        content = ("[" + ",".join(bodies) + "]").encode()
+        response = await self._call(
+            "POST",
+            f"/events/{_segment(topic)}",
+            content=content,
+            params=None if key is None else {PARTITION_PARAM: key},
+            headers={"content-type": "application/json"},
+        )
+        if not response.is_success:
+            raise self._refused(response, f"publish to topic {topic!r}")
+        count = _count(response)
+        if count is not None and count != len(bodies):
+            raise RouterUnavailable(
+                f"message router took {count} of {len(bodies)} messages for topic {topic!r}"
+            )
+
+    async def ensure_topic(self, topic: str) -> None:
+        """Create the topic on the MR (``POST /topics/create``); one that exists is fine."""
+        response = await self._call(
+            "POST",
+            "/topics/create",
+            json={
+                "topicName": topic,
+                "topicDescription": "policy-pubsub snapshots",
+                "partitionCount": self._partition_count,
+                "replicationCount": self._replication_count,
+                "transactionEnabled": False,
+            },
+        )
+        if not (response.is_success or response.status_code == 409):
+            raise self._refused(response, f"create topic {topic!r}")
+        self._known_topics.add(topic)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def read(
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        *,
+        timeout: float,
+        limit: int,
+        gone: asyncio.Future[None] | None = None,
+    ) -> Delivery:
+        """Poll the MR once. When ``gone`` completes or the router drains first, the poll is
+        cancelled (its connection closed), so the MR consumes nothing; what the MR answered
+        is consumed already (see :class:`ConsumedDelivery`).
+        """
+        drained = self._drain_signal()
+        if drained.done() or (gone is not None and gone.done()):
+            return EmptyDelivery()
+        path = f"/events/{_segment(topic)}/{_segment(group)}/{_segment(consumer)}"
+        params = {"timeout": max(0, round(timeout * 1000)), "limit": limit}
+        poll_timeout = httpx.Timeout(self._timeout, read=timeout + self._poll_margin)
+        poll = asyncio.create_task(self._call("GET", path, params=params, timeout=poll_timeout))
+        waits: set[asyncio.Future[Any]] = {poll, drained}
+        if gone is not None:
+            waits.add(gone)
+        self.held_reads += 1
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.held_reads -= 1
+            if not poll.done():
+                poll.cancel()
+                await asyncio.wait({poll})
+            if not poll.cancelled():
+                poll.exception()  # retrieved here, raised below unless we are cancelled
+        if poll.cancelled():
+            return EmptyDelivery()
+        response = poll.result()  # raises RouterUnavailable
+        if response.status_code == 404:
+            raise NotFound("topic", topic)
+        if not response.is_success:
+            raise self._refused(response, f"read topic {topic!r}")
+        items = _json(response)
+        if not isinstance(items, list):
+            raise RouterUnavailable(f"message router answered a read of {topic!r} with no array")
+        if not items:
+            return EmptyDelivery()
+        return ConsumedDelivery(
+            [item if isinstance(item, str) else orjson.dumps(item).decode() for item in items]
+        )
+
+    # -- topics ------------------------------------------------------------------------------
+
+    async def topics(self) -> list[str]:
+        response = await self._call("GET", "/topics")
+        if not response.is_success:
+            raise self._refused(response, "list topics")
+        data = _json(response)
+        listed = data.get("topics") if isinstance(data, dict) else None
+        if not isinstance(listed, list):
+            raise RouterUnavailable("message router answered GET /topics without a topic list")
+        # /topics lists names; /topics/listAll-style answers list objects with topicName.
+        names = [t if isinstance(t, str) else str(t.get("topicName")) for t in listed]
+        return sorted(names)
+
+    async def stats(self, topic: str) -> TopicStats:
+        """Our MR's ``GET /topics/{topic}`` mapped back. A real DMaaP MR reports no messages,
+        times or groups: those stay 0, None and empty. Without ``oldest_unread_at`` in the
+        answer, it is estimated as the last publish time when every group lags (or there is
+        no group but messages): never earlier than the true one, so a staleness check using
+        it may flag late but never wrongly.
+        """
+        response = await self._call("GET", f"/topics/{_segment(topic)}")
+        if response.status_code == 404:
+            raise NotFound("topic", topic)
+        if not response.is_success:
+            raise self._refused(response, f"describe topic {topic!r}")
+        data = _json(response)
+        if not isinstance(data, dict):
+            raise RouterUnavailable(f"message router described topic {topic!r} with no object")
+        groups = [
+            GroupStats(
+                name=str(g.get("name")),
+                position=_int(g.get("position")),
+                lag=_int(g.get("lag")),
+                last_consumed_at=_epoch_ms(g.get("last_consumed_at")),
+            )
+            for g in data.get("consumer_groups") or []
+            if isinstance(g, dict)
+        ]
+        messages = _int(data.get("messages"))
+        last_published_at = _epoch_ms(data.get("last_published_at"))
+        if "oldest_unread_at" in data:
+            oldest = _epoch_ms(data["oldest_unread_at"])
+        elif groups:
+            oldest = last_published_at if min(g.lag for g in groups) > 0 else None
+        else:
+            oldest = last_published_at if messages > 0 else None
+        return TopicStats(
+            name=str(data.get("name") or topic),
+            messages=messages,
+            last_published_at=last_published_at,
+            oldest_unread_at=oldest,
+            consumer_groups=groups,
+        )
+
+    async def ping(self) -> None:
+        response = await self._call("GET", "/topics")
+        if not response.is_success:
+            raise self._refused(response, "list topics")
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RouterUnavailable(
+                f"message router {self.url} unreachable: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _refused(self, response: httpx.Response, action: str) -> RouterUnavailable:
+        """The error for an answer other than 2xx; a 4xx is logged, as retrying will not help
+        until someone changes the request, the credentials or the MR.
+        """
+        status, message = response.status_code, _mr_message(response)
+        if status < 500:
+            log.error("message router %s refused to %s: %s %s", self.url, action, status, message)
+        return RouterUnavailable(f"message router answered {status} to {action}: {message}")
+
+
+def parse_url(url: str) -> tuple[str, str | None, str | None]:
+    """``dmaap+https://user:pass@host:port/prefix`` -> (``https://host:port/prefix``, user,
+    password), the userinfo percent-decoded.
+    """
+    parts = urlsplit(url)
+    scheme = SCHEMES.get(parts.scheme)
+    if scheme is None or not parts.hostname:
+        raise ValueError(f"not a DMaaP router URL (dmaap+http(s)://host:port): {parts.scheme}://")
+    if parts.query or parts.fragment:
+        raise ValueError("a DMaaP router URL takes no query or fragment")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    base_url = urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
+    username = None if parts.username is None else unquote(parts.username)
+    password = None if parts.password is None else unquote(parts.password)
+    return base_url, username, password
+
+
+def _verify(ca_file: str | None, insecure: bool, https: bool) -> ssl.SSLContext | bool:
+    if insecure and ca_file:
+        raise ValueError("dmaap_insecure and dmaap_ca_file exclude each other; choose one")
+    if insecure:
+        if https:
+            log.warning("TLS certificate checks of the message router are OFF (dmaap_insecure)")
+        return False
+    if ca_file:
+        try:
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"dmaap_ca_file {ca_file!r} is not a readable PEM file: {exc}"
+            ) from exc
+    return True
+
+
+def _requests(messages: list[OutMessage], max_bytes: int) -> Iterator[tuple[str | None, list[str]]]:
+    """Runs of consecutive messages with one key, each cut to at most ``max_bytes``."""
+    for key, run in itertools.groupby(messages, key=lambda m: m.key):
+        bodies: list[str] = []
+        size = 2
+        for message in run:
+            length = len(message.body.encode()) + 1
+            if bodies and size + length > max_bytes:
+                yield key, bodies
+                bodies, size = [], 2
+            bodies.append(message.body)
+            size += length
+        if bodies:
+            yield key, bodies
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _count(response: httpx.Response) -> int | None:
+    """The ``count`` of a publish answer, if it has one."""
+    with contextlib.suppress(orjson.JSONDecodeError):
+        body = orjson.loads(response.content)
+        if isinstance(body, dict) and isinstance(body.get("count"), int):
+            return int(body["count"])
+    return None
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise RouterUnavailable(
+            f"message router answered {response.status_code} with no JSON: {response.text[:200]}"
+        ) from exc
+
+
+def _mr_message(response: httpx.Response) -> str:
+    """The DMaaP error's ``message`` (``{"status", "mrstatus", "message"}``), else the text."""
+    with contextlib.suppress(orjson.JSONDecodeError):
+        body = orjson.loads(response.content)
+        if isinstance(body, dict) and isinstance(body.get("message"), str):
+            return str(body["message"])
+    return response.text[:500] or response.reason_phrase
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _epoch_ms(value: Any) -> int | None:
+    """An RFC 3339 time (or epoch milliseconds) as epoch milliseconds; None if absent or bad."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            moment = datetime.fromisoformat(value)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return round(moment.timestamp() * 1000)
+    return None

@@ -1,0 +1,127 @@
+"""Consumer group positions of the NATS router: stream sequences, kept in the store.
+
+A group's position is the stream sequence of the last message it consumed (0: none yet, so a
+new group starts at the oldest retained message). The store's ``consumer_groups`` table is the
+durable copy, shared by every replica. Each replica caches the positions it has seen: it loads
+a group once from the store, advances it on its own acks (saved within one flush interval, or
+at once when the interval is 0), and merges what the other replicas announce on core NATS, so
+a group moved on by one replica is not read again on another. Positions only grow, so every
+merge takes the larger one. When announcements may have been missed (after a reconnect), the
+cache is marked stale and each group is loaded from the store again at its next read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from policy_pubsub.exceptions import StoreUnavailable
+from policy_pubsub.store import GroupRow, Store, now_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class GroupState:
+    """One consumer group's position as this replica knows it; ``lock`` is held from a read
+    that found messages until its delivery is acknowledged or released.
+    """
+
+    topic: str
+    name: str
+    position: int = 0
+    last_consumed_at: int | None = None
+    #: The store may know a newer position (never loaded, or announcements were missed).
+    stale: bool = True
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def merge(self, position: int, at: int | None) -> None:
+        if position > self.position:
+            self.position, self.last_consumed_at = position, at
+
+
+class Positions:
+    """The positions of every consumer group this replica has seen."""
+
+    def __init__(self, store: Store, *, flush_seconds: float) -> None:
+        self._store = store
+        self._flush_interval = flush_seconds
+        self._groups: dict[tuple[str, str], GroupState] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._dirty_event = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._flusher = asyncio.create_task(self._flush_loop(), name="policy-pubsub positions")
+
+    async def close(self) -> None:
+        """Stop the flusher and save what is pending."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        try:
+            await self.flush()
+        except StoreUnavailable as exc:
+            log.warning("could not save the last consumer positions: %s", exc)
+
+    async def get(self, topic: str, name: str) -> GroupState:
+        """The group's state, loaded from the store when this replica may not be current."""
+        state = self._groups.setdefault((topic, name), GroupState(topic, name))
+        if state.stale:
+            row = await self._store.group(topic, name)
+            state.stale = False
+            if row is not None:
+                state.merge(row.position, row.last_consumed_at)
+        return state
+
+    async def advance(self, state: GroupState, position: int) -> int:
+        """This replica delivered up to ``position``; returns the time of consumption."""
+        state.position = max(state.position, position)
+        state.last_consumed_at = at = now_ms()
+        self._dirty.add((state.topic, state.name))
+        if self._flush_interval <= 0:
+            await self.flush()
+        else:
+            self._dirty_event.set()
+        return at
+
+    def merge(self, topic: str, name: str, position: int, at: int | None) -> None:
+        """Another replica moved the group to ``position``."""
+        self._groups.setdefault((topic, name), GroupState(topic, name)).merge(position, at)
+
+    def mark_stale(self) -> None:
+        for state in self._groups.values():
+            state.stale = True
+
+    def of_topic(self, topic: str) -> Iterator[GroupState]:
+        return (state for (t, _), state in self._groups.items() if t == topic)
+
+    async def flush(self) -> None:
+        if not self._dirty:
+            return
+        keys, self._dirty = self._dirty, set()
+        rows = [
+            GroupRow(g.topic, g.name, g.position, g.last_consumed_at)
+            for g in (self._groups[k] for k in keys)
+        ]
+        try:
+            await self._store.save_positions(rows)
+        except StoreUnavailable:
+            self._dirty |= keys
+            raise
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty_event.wait()
+            self._dirty_event.clear()
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self.flush()
+            except StoreUnavailable as exc:
+                log.warning("could not save consumer positions, will retry: %s", exc)
+                self._dirty_event.set()

@@ -1,0 +1,492 @@
+"""What only the NATS JetStream router does: subjects, compaction by the per-subject limit,
+de-duplication by message id, the stream's settings, replicas, and outages of the server.
+
+Runs against the NATS server on 127.0.0.1:4222 (each test on a stream of its own, deleted at
+the end) and, for outages, against a private nats-server on a free port, stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from policy_pubsub.config import Settings
+from policy_pubsub.exceptions import RouterUnavailable
+from policy_pubsub.routers import from_url
+from policy_pubsub.routers.nats import NatsRouter
+from policy_pubsub.routers.nats_subjects import Subjects, decode_token, encode_token
+from policy_pubsub.store import OutMessage, Store
+from tests.conftest import wait_for
+
+NATS_URL = os.environ.get("POLICY_PUBSUB_TEST_NATS_URL", "nats://127.0.0.1:4222")
+NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
+
+
+def skip_unless_ci(reason: str) -> None:
+    """Skip for a missing service on a developer's machine; in CI (``CI`` set) fail instead."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+class DisposableNatsRouter(NatsRouter):
+    """A router whose close() also deletes its stream, so tests leave nothing behind."""
+
+    def __init__(self, url: str, store: Store, **options: Any) -> None:
+        super().__init__(url, store, **options)
+        self.nats_url = url
+
+    async def close(self) -> None:
+        await super().close()
+        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+            await delete_stream(self.nats_url, self.stream)
+
+
+async def delete_stream(url: str, stream: str) -> None:
+    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+def unique_stream() -> str:
+    return f"PPS_TEST_{uuid.uuid4().hex[:16]}"
+
+
+async def open_nats_router(
+    tmp_path: Path,
+    *,
+    url: str = NATS_URL,
+    stream: str | None = None,
+    database: str = "router.db",
+    keep_stream: bool = False,
+    **options: Any,
+) -> tuple[NatsRouter, Store]:
+    """A started router on a fresh stream (or ``stream``) and a SQLite store in ``tmp_path``;
+    its close() deletes the stream unless ``keep_stream``. Skipped when the NATS server is
+    unreachable outside CI.
+    """
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / database}")
+    await store.open()
+    settings: dict[str, Any] = {
+        "max_age_seconds": 3600,
+        "position_flush_seconds": 0.01,
+        "request_timeout": 2.0,
+        "reconnect_wait": 0.1,
+        **options,
+    }
+    kind = NatsRouter if keep_stream else DisposableNatsRouter
+    router = kind(url, store, stream=stream or unique_stream(), **settings)
+    try:
+        await router.start()
+    except RouterUnavailable as exc:
+        await store.close()
+        skip_unless_ci(f"no NATS JetStream at {url}: {exc.message}")
+    return router, store
+
+
+@pytest.fixture
+async def nats_router(tmp_path: Path) -> AsyncIterator[NatsRouter]:
+    router, store = await open_nats_router(tmp_path)
+    try:
+        yield router
+    finally:
+        await router.close()
+        await store.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateNats:
+    """A nats-server with JetStream on a free loopback port and its own store directory."""
+
+    def __init__(self, store_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._store_dir = store_dir
+        self._process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self._process = await asyncio.create_subprocess_exec(
+            NATS_SERVER,
+            *("-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self._store_dir)),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        await wait_for(self._accepts, timeout=10, every=0.02)
+
+    async def _accepts(self) -> bool:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
+    def signal(self, signum: int) -> None:
+        if self._process is not None:
+            os.kill(self._process.pid, signum)
+
+    async def stop(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            os.kill(self._process.pid, signal.SIGCONT)  # in case a test left it stopped
+            os.kill(self._process.pid, signal.SIGTERM)
+            await asyncio.wait_for(self._process.wait(), timeout=10)
+        self._process = None
+
+
+@pytest.fixture
+async def private_nats(tmp_path: Path) -> AsyncIterator[PrivateNats]:
+    if not os.access(NATS_SERVER, os.X_OK):
+        skip_unless_ci(f"no nats-server binary at {NATS_SERVER}")
+    server = PrivateNats(tmp_path / "jetstream")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def _snapshot(topic: str, subscriber: str, revision: int) -> OutMessage:
+    return OutMessage(
+        topic=topic,
+        body=f'{{"subscriber_id":"{subscriber}","revision":{revision}}}',
+        key=subscriber,
+        revision=revision,
+        dedup_id=f"{subscriber}@{revision}",
+    )
+
+
+async def _read_all(router: NatsRouter, topic: str, group: str) -> list[str]:
+    seen: list[str] = []
+    while True:
+        async with await router.read(topic, group, "c", timeout=0, limit=1000) as delivery:
+            if not delivery.messages:
+                return seen
+            seen.extend(delivery.messages)
+            await delivery.ack()
+
+
+async def _stream_info(url: str, stream: str) -> Any:
+    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
+    try:
+        return await nc.jetstream().stream_info(stream)
+    finally:
+        await nc.close()
+
+
+# -- subjects -------------------------------------------------------------------------------
+
+
+@given(st.text())
+def test_subject_tokens_round_trip(name: str) -> None:
+    """Any name encodes to one safe subject token that decodes back to the same name."""
+    token = encode_token(name)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
+    assert decode_token(token) == name
+
+
+def test_subject_tokens_keep_names_apart() -> None:
+    """Names differing only in '.', ':' or '_' get distinct tokens; letters, digits and '-'
+    stay readable.
+    """
+    names = ["a.b", "a:b", "a_b", "a_2Eb", "ab", "a-b", "", "_"]
+    tokens = [encode_token(n) for n in names]
+    assert len(set(tokens)) == len(names)
+    assert encode_token("policies_DCAE_tca-1.x:y") == "policies_5FDCAE_5Ftca-1_2Ex_3Ay"
+
+
+@pytest.mark.parametrize("token", ["a.b", "a_2", "a_zz", "_41", "a b", "_2e", "*", ">"])
+def test_decoding_rejects_foreign_tokens(token: str) -> None:
+    """A token that encode_token cannot have made is refused, not silently mis-read."""
+    with pytest.raises(ValueError):
+        decode_token(token)
+
+
+def test_topic_subjects_do_not_overlap() -> None:
+    """A topic's filter matches its own subjects only, even when one name prefixes another."""
+    subjects = Subjects("S")
+    prefix = subjects.topic_filter("a").removesuffix(">")  # what the filter matches
+    assert prefix == "S.t.a."
+    assert subjects.snapshot("a", "x").startswith(prefix)
+    for other in ("ab", "a.b", "a-", "A"):
+        assert not subjects.snapshot(other, "x").startswith(prefix)
+    assert subjects.snapshot("a.b", "x:1") == "S.t.a_2Eb.k.x_3A1"
+    assert subjects.topic_of_wake("S.w.a_2Eb.k.x_3A1") == "a.b"
+    assert subjects.topic_of_wake("T.w.a.k.x") is None
+    assert subjects.group_of_position(subjects.position("a.b", "g:1")) == ("a.b", "g:1")
+    with pytest.raises(ValueError):
+        Subjects("bad.name")
+
+
+# -- the stream -----------------------------------------------------------------------------
+
+
+async def test_stream_has_the_configured_limits(tmp_path: Path) -> None:
+    """The stream keeps one message per subject, for max_age, and de-duplicates by msg id."""
+    router, store = await open_nats_router(tmp_path, max_age_seconds=1234)
+    try:
+        info = await _stream_info(NATS_URL, router.stream)
+        assert info.config.max_msgs_per_subject == 1
+        assert info.config.max_age == 1234
+        assert info.config.duplicate_window == 120
+        assert info.config.allow_direct
+        assert info.config.republish is not None and info.config.republish.headers_only
+    finally:
+        await router.close()
+        await store.close()
+
+
+async def test_start_updates_an_existing_stream(tmp_path: Path) -> None:
+    """A server started with another max_age brings the existing stream to it."""
+    first, store = await open_nats_router(tmp_path, max_age_seconds=100)
+    stream = first.stream
+    second = NatsRouter(
+        NATS_URL, store, stream=stream, max_age_seconds=200, position_flush_seconds=0
+    )
+    try:
+        await second.start()
+        assert (await _stream_info(NATS_URL, stream)).config.max_age == 200
+    finally:
+        await second.close()
+        await first.close()
+        await store.close()
+
+
+async def test_snapshots_are_compacted_to_the_newest_per_subscriber(
+    nats_router: NatsRouter,
+) -> None:
+    """JetStream keeps only each subscriber's newest snapshot; keyless messages all stay."""
+    await nats_router.publish([_snapshot("t", "a", 1), _snapshot("t", "b", 2)])
+    await nats_router.publish([_snapshot("t", "a", 3)])
+    await nats_router.publish([OutMessage("t", '{"raw":1}'), OutMessage("t", '{"raw":2}')])
+    assert await _read_all(nats_router, "t", "g") == [
+        '{"subscriber_id":"b","revision":2}',
+        '{"subscriber_id":"a","revision":3}',
+        '{"raw":1}',
+        '{"raw":2}',
+    ]
+    assert (await nats_router.stats("t")).messages == 4
+
+
+async def test_subscribers_are_compacted_per_topic(nats_router: NatsRouter) -> None:
+    """The same subscriber id on two topics (or ids that differ in '.' and ':') is not
+    compacted across them.
+    """
+    await nats_router.publish(
+        [_snapshot("t.1", "a.b", 1), _snapshot("t:1", "a.b", 2), _snapshot("t.1", "a:b", 3)]
+    )
+    assert await _read_all(nats_router, "t.1", "g") == [
+        '{"subscriber_id":"a.b","revision":1}',
+        '{"subscriber_id":"a:b","revision":3}',
+    ]
+    assert await _read_all(nats_router, "t:1", "g") == ['{"subscriber_id":"a.b","revision":2}']
+
+
+async def test_republished_message_ids_are_dropped(nats_router: NatsRouter) -> None:
+    """A message sent again with the same dedup_id (the relay's retry) is stored once: a group
+    that consumed the first copy does not get a second.
+    """
+    raw = OutMessage("t", '{"raw":1}', dedup_id="outbox-7")
+    await nats_router.publish([_snapshot("t", "a", 1), raw])
+    assert await _read_all(nats_router, "t", "g") == [
+        '{"subscriber_id":"a","revision":1}',
+        '{"raw":1}',
+    ]
+    await nats_router.publish([_snapshot("t", "a", 1), raw])
+    assert await _read_all(nats_router, "t", "g") == []
+    await nats_router.publish([OutMessage("t", '{"raw":1}', dedup_id="outbox-8")])
+    assert await _read_all(nats_router, "t", "g") == ['{"raw":1}']
+
+
+async def test_publish_is_refused_when_the_stream_is_gone(nats_router: NatsRouter) -> None:
+    """A publish JetStream does not store raises RouterUnavailable, not a nats exception."""
+    await nats_router.publish([OutMessage("t", "{}")])
+    await delete_stream(NATS_URL, nats_router.stream)
+    with pytest.raises(RouterUnavailable):
+        await nats_router.publish([OutMessage("t", "{}")])
+    with pytest.raises(RouterUnavailable):
+        await nats_router.ping()
+
+
+# -- replicas -------------------------------------------------------------------------------
+
+
+async def test_positions_survive_a_restart(tmp_path: Path) -> None:
+    """A group resumes after its last acknowledged message when the replica starts again."""
+    router, store = await open_nats_router(tmp_path, keep_stream=True)
+    stream = router.stream
+    await router.publish([OutMessage("t", f'{{"n":{n}}}') for n in range(3)])
+    async with await router.read("t", "g", "c", timeout=0, limit=2) as delivery:
+        await delivery.ack()
+    await router.close()
+    await store.close()
+    again, store = await open_nats_router(tmp_path, stream=stream)
+    try:
+        assert await _read_all(again, "t", "g") == ['{"n":2}']
+        [group] = (await again.stats("t")).consumer_groups
+        assert (group.name, group.lag) == ("g", 0)
+    finally:
+        await again.close()
+        await store.close()
+
+
+async def test_a_publish_on_one_replica_wakes_a_read_held_on_another(tmp_path: Path) -> None:
+    """Replicas sharing a store and a stream serve the same topics and groups: a read held on
+    one is answered by a publish on the other, and what one replica delivered the other does
+    not deliver again, long before the position reaches the store.
+    """
+    one, store_one = await open_nats_router(tmp_path, position_flush_seconds=60)
+    two, store_two = await open_nats_router(
+        tmp_path, stream=one.stream, keep_stream=True, position_flush_seconds=60
+    )
+    try:
+        await one.publish([OutMessage("t", '{"n":0}')])
+        assert await _read_all(two, "t", "g") == ['{"n":0}']
+        await wait_for(_lag_is(one, "t", "g", 0))
+        reader = asyncio.create_task(two.read("t", "g", "c", timeout=30, limit=10))
+        await wait_for(lambda: two.held_reads > 0)
+        await one.publish([OutMessage("t", '{"n":1}')])
+        async with await asyncio.wait_for(reader, timeout=5) as delivery:
+            assert list(delivery.messages) == ['{"n":1}']
+            await delivery.ack()
+        await wait_for(_lag_is(one, "t", "g", 0))
+        assert await _read_all(one, "t", "g") == []
+        assert await store_one.group("t", "g") is None  # nothing flushed yet: NATS told one
+    finally:
+        await two.close()
+        await one.close()
+        await store_two.close()
+        await store_one.close()
+
+
+def _lag_is(router: NatsRouter, topic: str, group: str, lag: int) -> Any:
+    async def check() -> bool:
+        stats = await router.stats(topic)
+        return any(g.name == group and g.lag == lag for g in stats.consumer_groups)
+
+    return check
+
+
+# -- outages --------------------------------------------------------------------------------
+
+
+async def test_start_fails_cleanly_without_a_server(tmp_path: Path) -> None:
+    """Starting against a port where nothing listens raises RouterUnavailable promptly."""
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'router.db'}")
+    await store.open()
+    router = NatsRouter(
+        f"nats://127.0.0.1:{free_port()}",
+        store,
+        max_age_seconds=60,
+        position_flush_seconds=0,
+        request_timeout=1.0,
+    )
+    try:
+        with pytest.raises(RouterUnavailable):
+            await router.start()
+    finally:
+        await router.close()
+        await store.close()
+
+
+async def test_outage_fails_cleanly_and_recovers(tmp_path: Path, private_nats: PrivateNats) -> None:
+    """While the server is down publish, read and ping raise RouterUnavailable; after it
+    restarts they work again, a read held across the outage is answered, nothing is lost.
+    """
+    router, store = await open_nats_router(tmp_path, url=private_nats.url)
+    try:
+        await router.publish([OutMessage("t", '{"n":0}')])
+        assert await _read_all(router, "t", "g") == ['{"n":0}']
+        held = asyncio.create_task(router.read("t", "g", "c", timeout=30, limit=10))
+        await wait_for(lambda: router.held_reads > 0)
+        await private_nats.stop()
+        await wait_for(lambda: not router.connected)
+        with pytest.raises(RouterUnavailable):
+            await router.publish([OutMessage("t", '{"n":1}')])
+        with pytest.raises(RouterUnavailable):
+            await router.read("t", "other", "c", timeout=0, limit=10)
+        with pytest.raises(RouterUnavailable):
+            await router.ping()
+        await private_nats.start()
+        await wait_for(_pings(router), timeout=10)
+        await router.publish([OutMessage("t", '{"n":2}')])
+        async with await asyncio.wait_for(held, timeout=5) as delivery:
+            assert list(delivery.messages) == ['{"n":2}']
+            await delivery.ack()
+        assert await _read_all(router, "t", "other") == ['{"n":0}', '{"n":2}']
+    finally:
+        await router.close()
+        await store.close()
+
+
+async def test_unacknowledged_publish_times_out(tmp_path: Path, private_nats: PrivateNats) -> None:
+    """A publish the server does not acknowledge within the timeout raises RouterUnavailable."""
+    router, store = await open_nats_router(tmp_path, url=private_nats.url, request_timeout=0.3)
+    try:
+        private_nats.signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(RouterUnavailable):
+                await router.publish([OutMessage("t", "{}")])
+        finally:
+            private_nats.signal(signal.SIGCONT)
+        await wait_for(_pings(router), timeout=10)
+        await router.publish([OutMessage("t", '{"n":1}')])
+        assert '{"n":1}' in await _read_all(router, "t", "g")
+    finally:
+        await router.close()
+        await store.close()
+
+
+def _pings(router: NatsRouter) -> Any:
+    async def check() -> bool:
+        try:
+            await router.ping()
+        except RouterUnavailable:
+            return False
+        return True
+
+    return check
+
+
+# -- configuration --------------------------------------------------------------------------
+
+
+async def test_from_url_builds_a_nats_router(tmp_path: Path) -> None:
+    """`--router nats://...` builds the NATS router with the configured stream and max_age,
+    which defaults to the retention.
+    """
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    settings = Settings(nats_stream="PP_X", retention_seconds=99)
+    router = from_url("nats://127.0.0.1:4222", store, settings)
+    assert isinstance(router, NatsRouter)
+    config = router.stream_config()
+    assert (config.name, config.max_age) == ("PP_X", 99)
+    other = from_url("nats://h:4222", store, Settings(nats_max_age_seconds=7))
+    assert isinstance(other, NatsRouter)
+    assert other.stream_config().max_age == 7
+    await store.close()
