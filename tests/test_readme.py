@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -10,12 +11,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, wait_for
+from tests.conftest import LiveServer, load_policy, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -34,7 +37,11 @@ def _blocks(section: str | None = None) -> list[str]:
 
 async def _run(command: str, **env: str) -> str:
     process = await asyncio.create_subprocess_exec(
-        "bash", "-euo", "pipefail", "-c", command,
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        command,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -86,7 +93,8 @@ async def test_walkthrough_works_as_written(server: LiveServer) -> None:
     [status] = _docs(await _run(pdp_update))
     assert isinstance(status, dict)
     assert (status["messageName"], status["response"]["responseStatus"]) == (
-        "PDP_STATUS", "SUCCESS",
+        "PDP_STATUS",
+        "SUCCESS",
     )
 
     [decision] = _docs(await _run(decide))
@@ -116,7 +124,10 @@ def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None
     copy = tmp_path / "checkout"
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     for name in files:
         if (ROOT / name).is_file():
@@ -165,3 +176,54 @@ async def _until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
         await wait_for(healthy, timeout=240, every=0.2)
 
 
+async def test_sdk_snippet_works_as_written(server: LiveServer, tmp_path: Path) -> None:
+    """The README's SDK example, run as a script, prints each change a push and a delete
+    make, and after a restart reports only what changed while it was down.
+    """
+    [snippet] = re.findall(
+        r"```python\n(.*?)```", README[README.index("## For component authors") :], re.DOTALL
+    )
+    script = tmp_path / "component.py"
+    script.write_text(snippet.replace(DEFAULT_URL, server.url))
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        restart = load_policy("onap.restart.tca")
+        scaleout = load_policy("onap.scaleout.tca")
+        async with _running(script) as lines:
+            await http.post("/pap/v1/policies", json={"policies": [restart]})
+            assert await _next(lines) == f"{await _revision(http)} ['onap.restart.tca'] [] []"
+        await http.post("/pap/v1/policies", json={"policies": [scaleout]})
+        await http.delete("/pap/v1/policies/onap.restart.tca")
+        down_at = await _revision(http)
+        async with _running(script) as lines:
+            revision, _, rest = (await _next(lines)).partition(" ")
+            # The restart re-subscribes, which takes a revision of its own.
+            assert int(revision) > down_at
+            assert rest == "['onap.scaleout.tca'] [] ['onap.restart.tca']"
+
+
+async def _revision(http: httpx.AsyncClient) -> int:
+    status = (await http.get("/decision/v1/subscription/tca-1")).json()["status"]
+    revision: int = status["last_revision"]
+    return revision
+
+
+@contextlib.asynccontextmanager
+async def _running(script: Path) -> AsyncIterator[asyncio.StreamReader]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(script),
+        cwd=script.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert process.stdout is not None
+    try:
+        yield process.stdout
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=15)
+
+
+async def _next(lines: asyncio.StreamReader) -> str:
+    line = await asyncio.wait_for(lines.readline(), timeout=20)
+    return line.decode().strip()

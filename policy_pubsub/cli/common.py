@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import getpass
+import hashlib
+import hmac
 import json
 import os
 import sys
@@ -25,6 +28,11 @@ from policy_pubsub import constants
 
 DEFAULT_URL = f"http://{constants.DEFAULT_HOST}:{constants.DEFAULT_PORT}"
 URL_ENV = "POLICY_PUBSUB_URL"
+USER_ENV = "POLICY_PUBSUB_USER"
+PASSWORD_ENV = "POLICY_PUBSUB_PASSWORD"
+TOKEN_ENV = "POLICY_PUBSUB_TOKEN"
+SECRET_ENV = "POLICY_PUBSUB_PAP_WEBHOOK_SECRET"
+SIGNATURE_HEADER = "X-Policy-Pubsub-Signature"
 DEFAULT_TIMEOUT = 30.0
 
 EXIT_OK = 0
@@ -34,7 +42,9 @@ EXIT_USAGE = 2
 HELP_WIDTH = 90
 
 EXIT_CODES = f"""\
-The server is --url, else ${URL_ENV}, else {DEFAULT_URL}.
+The server is --url, else ${URL_ENV}, else {DEFAULT_URL}. Credentials: --user (or
+${USER_ENV}) with the password in ${PASSWORD_ENV} (asked for on a terminal), or a token in
+${TOKEN_ENV}; /pap requests are signed when ${SECRET_ENV} is set.
 exit status: 0 done; 1 the server refused the request or could not be reached;
 2 bad usage or input. Every failure is one line on stderr."""
 
@@ -85,8 +95,44 @@ def add_command(
         metavar="SECONDS",
         help=f"how long to wait for the server's answer (default {DEFAULT_TIMEOUT:g})",
     )
+    common.add_argument(
+        "--user",
+        help=f"log in as this user (env {USER_ENV}); the password comes from ${PASSWORD_ENV} "
+        "or a prompt",
+    )
     parser.set_defaults(run=_reporting(run))
     return parser
+
+
+def credentials(args: argparse.Namespace) -> tuple[str, str] | str | None:
+    """``(user, password)`` for HTTP Basic, a bearer token, or None. Passwords and tokens
+    come from the environment or a prompt, never from the command line (``ps`` shows that).
+    """
+    user = getattr(args, "user", None) or os.environ.get(USER_ENV)
+    token = os.environ.get(TOKEN_ENV)
+    if user and token:
+        raise UsageError(f"give a user or ${TOKEN_ENV}, not both")
+    if token:
+        return token
+    if not user:
+        return None
+    password = os.environ.get(PASSWORD_ENV)
+    if password is None:
+        if not sys.stdin.isatty():
+            raise UsageError(f"--user {user}: set ${PASSWORD_ENV} (no terminal to ask on)")
+        password = getpass.getpass(f"password for {user}: ")
+    return user, password
+
+
+def httpx_auth(found: tuple[str, str] | str | None) -> httpx.Auth | None:
+    """The credentials as an ``httpx.Auth``."""
+    if found is None:
+        return None
+    if isinstance(found, str):
+        from policy_pubsub.client.wire import BearerAuth
+
+        return BearerAuth(found)
+    return httpx.BasicAuth(*found)
 
 
 def _reporting(run: Run) -> Run:
@@ -154,14 +200,27 @@ class Answer:
 class Api:
     """A synchronous client of one server; every failure becomes a CommandError."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        *,
+        auth: httpx.Auth | None = None,
+        pap_secret: str | None = None,
+    ) -> None:
         self.url = url
         self.timeout = timeout
-        self._http = httpx.Client(base_url=url, timeout=timeout)
+        self._pap_secret = pap_secret
+        self._http = httpx.Client(base_url=url, timeout=timeout, auth=auth)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Api:
-        return cls(server_url(args), args.timeout)
+        return cls(
+            server_url(args),
+            args.timeout,
+            auth=httpx_auth(credentials(args)),
+            pap_secret=os.environ.get(SECRET_ENV) or None,
+        )
 
     def __enter__(self) -> Api:
         return self
@@ -179,11 +238,17 @@ class Api:
         timeout: float | None = None,
     ) -> Answer:
         """Send one request; the answer if it is a 2xx, else a CommandError saying why."""
+        content = b"" if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if self._pap_secret and path.startswith("/pap/"):
+            digest = hmac.new(self._pap_secret.encode(), content, hashlib.sha256).hexdigest()
+            headers[SIGNATURE_HEADER] = f"sha256={digest}"
         try:
             response = self._http.request(
                 method,
                 path,
-                json=body,
+                content=content or None,
+                headers=headers,
                 params=params,
                 timeout=self.timeout if timeout is None else timeout,
             )

@@ -24,6 +24,8 @@ from policy_pubsub.cli.common import (
     Commands,
     UsageError,
     add_command,
+    credentials,
+    httpx_auth,
     parse_filters,
     plural,
     positive_float,
@@ -126,7 +128,8 @@ def watch_command(args: argparse.Namespace) -> int:
 
 async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any]]) -> int:
     subscriber_id: str = args.subscriber_id
-    async with httpx.AsyncClient(timeout=args.timeout) as http:
+    found = credentials(args)
+    async with httpx.AsyncClient(timeout=args.timeout, auth=httpx_auth(found)) as http:
         record = await _record(http, url, subscriber_id, args.timeout)
         if record is None and not filters:
             raise CommandError(
@@ -148,6 +151,8 @@ async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any
                 consumer_id="watch",
                 request_timeout=args.timeout,
                 give_up_after=args.give_up_after,
+                auth=found if isinstance(found, tuple) else None,
+                token=found if isinstance(found, str) else None,
                 http=http,
             )
         except ValueError as exc:
