@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -47,10 +48,19 @@ def _filter_value(value: Any) -> str | list[str]:
     )
 
 
+def _no_nul(value: str) -> str:
+    """Refuses U+0000 in a string the store keeps in a column: PostgreSQL text cannot hold it,
+    so it is refused on every store alike (as in schemas/v1).
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (U+0000)")
+    return value
+
+
 def _version(value: Any) -> str | int:
     """ONAP sends policy versions as strings or integers; either is kept as given."""
     if isinstance(value, str) and 0 < len(value) <= 255:
-        return value
+        return _no_nul(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     raise ValueError("must be a non-empty string or an integer")
@@ -61,6 +71,7 @@ FilterValue = Annotated[str | list[str], PlainValidator(_filter_value)]
 PolicyId = Annotated[StrictStr, StringConstraints(pattern=constants.POLICY_ID_PATTERN)]
 Topic = Annotated[StrictStr, StringConstraints(pattern=constants.TOPIC_PATTERN)]
 Version = Annotated[str | int, PlainValidator(_version)]
+ColumnStr = Annotated[StrictStr, AfterValidator(_no_nul)]
 
 
 class _Strict(BaseModel):
@@ -110,8 +121,8 @@ class ToscaPolicy(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: NonEmptyStr
-    type_version: StrictStr | None = None
+    type: Annotated[NonEmptyStr, AfterValidator(_no_nul)]
+    type_version: ColumnStr | None = None
     name: PolicyId | None = None
     version: Version | None = None
     metadata: PolicyMetadata | None = None

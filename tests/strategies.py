@@ -131,3 +131,46 @@ def tosca_policies(
         }
 
     return build()
+
+
+#: Strings that break encoders and databases, drawn often rather than by luck.
+TRICKY_STRINGS = (
+    "",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "x\udfff",
+    "\u2028",
+    "\ufeff",
+    "\U0001d54b",
+    '"\\',
+)
+#: Integers at and past the 64-bit edges.
+EDGE_INTEGERS = (2**63 - 1, -(2**63), 2**63, -(2**63) - 1, 2**64, 10**30, -(10**30))
+
+
+def any_json(keys: st.SearchStrategy[str] | None = None) -> st.SearchStrategy[Any]:
+    """Any JSON value, for fuzzing: nested objects and arrays; strings of any code points,
+    NUL and lone surrogates included (``json.dumps`` writes them as ``\\ud800``); integers
+    past 64 bits; floats including NaN and infinities (written as ``NaN``/``Infinity``, which
+    is not JSON); booleans, null. Object keys are drawn from ``keys`` (e.g. the request
+    schemas' field names) or any text.
+    """
+    text = st.text(st.characters(), max_size=20) | st.sampled_from(TRICKY_STRINGS)
+    names = text if keys is None else keys | text
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.sampled_from(EDGE_INTEGERS)
+        | st.integers(min_value=10**18, max_value=2**63 - 1)  # 19 digits, within 64 bits
+        | st.floats()
+        | text
+    )
+    return st.recursive(
+        scalars,
+        lambda children: (
+            st.lists(children, max_size=5) | st.dictionaries(names, children, max_size=6)
+        ),
+        max_leaves=30,
+    )

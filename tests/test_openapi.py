@@ -16,6 +16,7 @@ from referencing.jsonschema import DRAFT202012
 from starlette.routing import Route
 
 from policy_pubsub import constants, schemas
+from policy_pubsub.api.access import SIGNATURE_HEADER
 from policy_pubsub.api.openapi import component
 from tests.conftest import LiveServer, load_policy
 
@@ -271,3 +272,34 @@ async def test_real_answers_match_the_document(client: httpx.AsyncClient) -> Non
     answered = {(status, method) for method, _, status in c.seen}
     assert {("201", "post"), ("204", "delete"), ("404", "get"), ("415", "post")} <= answered
     assert {template for _, template, _ in c.seen} == set(c.document["paths"])
+
+
+async def test_authentication_is_documented(client: httpx.AsyncClient) -> None:
+    """Basic and Bearer are required everywhere but /healthcheck and /openapi.json; every
+    other operation documents 401 (with WWW-Authenticate) and 403 in its path's error shape,
+    and the /pap operations take the webhook signature header, optionally.
+    """
+    document = await fetch(client)
+    schemes = document["components"]["securitySchemes"]
+    assert {name: (s["type"], s["scheme"]) for name, s in schemes.items()} == {
+        "basic": ("http", "basic"),
+        "bearer": ("http", "bearer"),
+    }
+    assert document["security"] == [{"basic": []}, {"bearer": []}]
+    for path, method, operation in operations(document):
+        where = f"{method} {path}"
+        responses = operation["responses"]
+        if path in ("/healthcheck", "/openapi.json"):
+            assert operation["security"] == [], where
+            assert not {"401", "403"} & set(responses), where
+        else:
+            assert "security" not in operation, where
+            shape = "MrError" if path.startswith(("/events", "/topics")) else "Error"
+            for status in ("401", "403"):
+                schema = responses[status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": f"#/components/schemas/{shape}"}, where
+            assert "WWW-Authenticate" in responses["401"]["headers"], where
+        parameters = [resolve(document, p["$ref"]) for p in operation["parameters"]]
+        signed = [p for p in parameters if p["name"] == SIGNATURE_HEADER]
+        assert len(signed) == path.startswith("/pap/"), where
+        assert all(p["in"] == "header" and not p["required"] for p in signed), where

@@ -53,8 +53,35 @@ def _parse(raw: bytes) -> Any:
     if _LONG_NUMBER.search(raw):
         # orjson reads integers past 64 bits as floats; read such bodies exactly, and
         # refuse integers that the store's JSON encoder could not write back.
-        return json.loads(raw, parse_int=_int64, parse_float=_finite, parse_constant=_no_constant)
+        body = json.loads(raw, parse_int=_int64, parse_float=_finite, parse_constant=_no_constant)
+        _no_surrogates(body)
+        return body
     return orjson.loads(raw)
+
+
+def _no_surrogates(value: Any) -> None:
+    """``ValueError`` for a lone surrogate (``"\\ud800"``), which the stdlib reads but no
+    UTF-8 encoder (orjson, the store drivers) can write; orjson refuses it on reading.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            strings: Any = (item,)
+        elif isinstance(item, dict):
+            strings = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in strings:
+            if not text.isascii():
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    raise ValueError("str is not valid UTF-8: surrogates not allowed") from None
 
 
 # orjson writes at most 254 levels; a body within this limit fits, with the snapshot's envelope.

@@ -2,7 +2,8 @@
 
 The operations are data (``OPERATIONS``); the message schemas are the hand-written JSON Schemas
 of ``schemas/v1``, embedded under ``components/schemas`` with their ``$ref``s rewritten to
-point inside the document.
+point inside the document. Who needs credentials (the security requirements, 401/403, the
+PAP webhook signature) follows ``policy_pubsub.api.access.RULES``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from policy_pubsub import constants, schemas
+from policy_pubsub.api import access
 from policy_pubsub.api.errors import ROUTER_PREFIXES
 
 JSON = "application/json"
@@ -128,6 +130,15 @@ PARAMETERS: dict[str, Schema] = {
         "description": "Echoed on the answer; one is made up when absent.",
         "schema": {"type": "string"},
     },
+    "Signature": {
+        "name": access.SIGNATURE_HEADER,
+        "in": "header",
+        "required": False,
+        "description": f"`{access.SIGNATURE_PREFIX}` and the hex HMAC-SHA256 of the body with "
+        "the shared secret; required (else 401) only when the server has a "
+        "`pap_webhook_secret`.",
+        "schema": {"type": "string"},
+    },
 }
 
 HEADERS: dict[str, Schema] = {
@@ -139,11 +150,35 @@ HEADERS: dict[str, Schema] = {
         "description": "Seconds to wait before retrying.",
         "schema": {"type": "integer", "minimum": 0},
     },
+    "WWWAuthenticate": {
+        "description": "The accepted schemes: Basic, Bearer, or the PAP webhook's HMAC-SHA256.",
+        "schema": {"type": "string"},
+    },
 }
+
+# Authentication applies only when the server has an auth file (``--auth-file``); without
+# one, no operation needs credentials. The rules table is policy_pubsub.api.access.RULES.
+SECURITY_SCHEMES: dict[str, Schema] = {
+    "basic": {
+        "type": "http",
+        "scheme": "basic",
+        "description": "A user of the server's auth file and its password.",
+    },
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The `token` of a user of the server's auth file.",
+    },
+}
+SECURITY: list[Schema] = [{"basic": []}, {"bearer": []}]
+OPEN_FAMILIES = frozenset({"health", "openapi"})  # never need credentials
 
 ERRORS: dict[int, str] = {
     400: "Malformed JSON, an invalid field, or an invalid path or query parameter; "
     "nothing was changed.",
+    401: "Missing, malformed or wrong credentials (when the server has an auth file), or a "
+    "missing or wrong PAP webhook signature (when it has a webhook secret); nothing was changed.",
+    403: "The user's roles or topic patterns do not allow this request; nothing was changed.",
     404: "",  # Op.missing
     413: "The body is larger than the server's limit; nothing was changed.",
     415: "The Content-Type is not JSON; nothing was changed.",
@@ -348,13 +383,19 @@ TAGS = [
 
 
 def _response(
-    description: str, schema: Schema | None, retry: bool = False, media: str = JSON
+    description: str,
+    schema: Schema | None,
+    retry: bool = False,
+    media: str = JSON,
+    challenge: bool = False,
 ) -> Schema:
     headers: dict[str, Schema] = {
         constants.REQUEST_ID_HEADER: {"$ref": "#/components/headers/RequestId"}
     }
     if retry:
         headers["Retry-After"] = {"$ref": "#/components/headers/RetryAfter"}
+    if challenge:
+        headers["WWW-Authenticate"] = {"$ref": "#/components/headers/WWWAuthenticate"}
     answer: Schema = {"description": description, "headers": headers}
     if schema is not None:
         answer["content"] = {media: {"schema": schema}}
@@ -362,15 +403,21 @@ def _response(
 
 
 def _operation(op: Op) -> Schema:
+    rule, _ = access.resolve(op.path)
     names = [*re.findall(r"{(\w+)}", op.path), *op.query, "RequestId"]
+    if rule.signed:
+        names.append("Signature")
     envelope = ref("mr-error" if op.path.startswith(ROUTER_PREFIXES) else "error")
     responses = {
         str(status): _response(text, body, media=op.ok_type)
         for status, (text, body) in op.ok.items()
     }
-    for status in op.errors:
+    errors = op.errors if rule.family in OPEN_FAMILIES else (401, 403, *op.errors)
+    for status in errors:
         text = op.missing if status == 404 else ERRORS[status]
-        responses[str(status)] = _response(text, envelope, retry=status in (429, 503))
+        responses[str(status)] = _response(
+            text, envelope, retry=status in (429, 503), challenge=status == 401
+        )
     operation: Schema = {
         "operationId": op.operation_id,
         "tags": [next(tag for prefix, tag in TAGS_BY_PREFIX if op.path.startswith(prefix))],
@@ -378,6 +425,8 @@ def _operation(op: Op) -> Schema:
         "parameters": [{"$ref": f"#/components/parameters/{name}"} for name in names],
         "responses": dict(sorted(responses.items())),
     }
+    if rule.family in OPEN_FAMILIES:
+        operation["security"] = []  # open to anyone, also with an auth file
     if op.description:
         operation["description"] = op.description
     if op.body is not None:
@@ -438,15 +487,20 @@ def document() -> dict[str, Any]:
             "description": "ONAP's decision API and PAP webhook, subscriptions that receive "
             "full policy snapshots on a topic, and a DMaaP Message Router compatible API. "
             "Errors outside `/events` and `/topics` have the ONAP shape (Error); those "
-            "routes answer in the DMaaP shape (MrError).",
+            "routes answer in the DMaaP shape (MrError). When the server has an auth file, "
+            "every operation but /healthcheck and /openapi.json needs HTTP Basic or Bearer "
+            "credentials (401 without, 403 when the user's roles or topics do not allow it; "
+            "/metrics is open with `metrics_public`).",
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
         },
         "tags": TAGS,
+        "security": SECURITY,
         "paths": paths,
         "components": {
             "schemas": {component(name): _embed(name) for name in schemas.names()},
             "parameters": PARAMETERS,
             "headers": HEADERS,
+            "securitySchemes": SECURITY_SCHEMES,
         },
     }
 
