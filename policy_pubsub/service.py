@@ -108,6 +108,24 @@ class Subscription:
             **kwargs,
         )
 
+    def published(self, revision: int, at: int) -> Subscription:
+        """A copy that records a snapshot published at ``revision``. (The constructor, not
+        ``dataclasses.replace``: a push can touch 10,000 subscriptions, and replace costs
+        half as much again.)
+        """
+        return Subscription(
+            subscriber_id=self.subscriber_id,
+            topic=self.topic,
+            record=self.record,
+            selector=self.selector,
+            revision=self.revision,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            last_revision=revision,
+            last_published_at=at,
+            envelope=self.envelope,
+        )
+
     @classmethod
     def from_row(cls, row: SubscriptionRow) -> Subscription:
         return cls.make(
@@ -319,7 +337,7 @@ class PolicyService:
             else:
                 self._policies.put(policy_id, new.type, new)
         self._mark_published(notified, revision, at)
-        self._router_committed(heads)
+        self._router_committed(heads, messages)
         deployed = [new.ident() for _, new in changes.values() if new is not None]
         undeployed = [old.ident() for old, new in changes.values() if new is None and old]
         log.info(
@@ -400,12 +418,11 @@ class PolicyService:
         return found
 
     def _mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+        subscriptions = self._subscriptions
         for subscriber_id in subscriber_ids:
-            current = self._subscriptions.get(subscriber_id)
+            current = subscriptions.get(subscriber_id)
             if current is not None:
-                self._subscriptions[subscriber_id] = replace(
-                    current, last_revision=revision, last_published_at=at
-                )
+                subscriptions[subscriber_id] = current.published(revision, at)
 
     async def _emit(self, tx: WriteTx, messages: Sequence[OutMessage], at: int) -> dict[str, int]:
         """Write the messages in the change's transaction: onto the topics themselves when the
@@ -419,11 +436,13 @@ class PolicyService:
             await tx.create_topic(topic, at)
         return {}
 
-    def _router_committed(self, heads: Mapping[str, int]) -> None:
+    def _router_committed(
+        self, heads: Mapping[str, int], messages: Sequence[OutMessage] = ()
+    ) -> None:
         if self._relay is not None:
             self._relay.wake()
         else:
-            self._router.committed(heads)
+            self._router.committed(heads, messages)
 
     # -- subscriptions ----------------------------------------------------------------------
 
@@ -485,7 +504,7 @@ class PolicyService:
         self._revision = revision
         self._subscriptions[subscriber_id] = subscription
         self._index.put(subscriber_id, subscription.selector)
-        self._router_committed(heads)
+        self._router_committed(heads, [message])
         log.info(
             "revision %d: %s subscription %s on topic %s (%d policies)",
             revision,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import logging
 import signal
@@ -146,7 +145,9 @@ def serve_command(args: argparse.Namespace) -> int:
     # that was in place before; a no-op there makes a graceful stop exit with status 0.
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     try:
-        asyncio.run(server.serve())
+        # uvicorn's own run, not asyncio.run: it takes the event loop from the config, so
+        # uvloop serves when installed (the "speed" extra; see BENCHMARKS.md for the gain).
+        server.run()
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C
         return 130
     if not server.started:

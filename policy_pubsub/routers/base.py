@@ -114,9 +114,12 @@ class Router(ABC):
         (the client left) or the router drains. Raises ``NotFound`` for an unknown topic.
         """
 
-    def committed(self, heads: Mapping[str, int]) -> None:  # noqa: B027 - optional hook
+    def committed(  # noqa: B027 - optional hook
+        self, heads: Mapping[str, int], messages: Sequence[OutMessage] = ()
+    ) -> None:
         """Called after a store transaction that appended messages to in-store topics
-        committed, with each topic's new last offset; in-store routers wake their readers.
+        committed, with each topic's new last offset and, when the caller has them, the
+        messages it appended (in order); in-store routers wake their readers.
         """
 
     @abstractmethod

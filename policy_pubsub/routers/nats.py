@@ -20,7 +20,7 @@ in :mod:`policy_pubsub.routers.nats_subjects`. The stream is configured for this
 
 Reading: consumer groups are read *by sequence*, not through a durable consumer each. A group's
 position is the stream sequence of the last message it consumed, kept in the store's
-``consumer_groups`` table and cached by each replica (:mod:`.nats_positions`); a read takes the
+``consumer_groups`` table and cached by each replica (:mod:`.positions`); a read takes the
 messages after it with direct gets filtered on the topic's subjects (one get per message, and
 one that finds nothing). Measured with ``python bench/nats_consumers.py`` (nats-server 2.9.10,
 2 vCPU Xeon), one group per topic:
@@ -61,9 +61,9 @@ from nats.js.api import PubAck, StreamConfig
 
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
-from policy_pubsub.routers.nats_positions import GroupState, Positions
 from policy_pubsub.routers.nats_stream import TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
+from policy_pubsub.routers.positions import GroupState, Positions
 from policy_pubsub.store import OutMessage, Store, now_ms
 
 log = logging.getLogger(__name__)

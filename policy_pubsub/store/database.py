@@ -15,7 +15,17 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, and_, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,6 +45,7 @@ from policy_pubsub.store.tables import (
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+TOPIC_CHUNK = 1000  # topic names per statement when a push appends to many topics
 
 
 def now_ms() -> int:
@@ -546,23 +557,32 @@ class WriteTx:
             by_topic[message.topic].append(message)
         heads: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
-        for name in sorted(by_topic):
-            items = by_topic[name]
+        names = sorted(by_topic)
+        # A push can touch thousands of topics: read and lock their rows a chunk of names at
+        # a time, in name order (so concurrent writers lock in one order), then advance them
+        # all in one executemany, rather than one UPDATE ... RETURNING round trip per topic.
+        current: dict[str, int] = {}
+        for start in range(0, len(names), TOPIC_CHUNK):
+            chunk = names[start : start + TOPIC_CHUNK]
             result = await self.conn.execute(
-                update(topics)
-                .where(topics.c.name == name)
-                .values(last_offset=topics.c.last_offset + len(items), last_published_at=at)
-                .returning(topics.c.last_offset)
+                select(topics.c.name, topics.c.last_offset)
+                .where(topics.c.name.in_(chunk))
+                .order_by(dialects.byte_order(self.dialect, topics.c.name))
+                .with_for_update()
             )
-            last = result.scalar_one_or_none()
-            if last is None:
-                last = len(items)
-                await self.conn.execute(
-                    insert(topics).values(
-                        name=name, last_offset=last, created_at=at, last_published_at=at
-                    )
+            current.update((name, int(last)) for name, last in result)
+        created: list[dict[str, Any]] = []
+        advanced: list[dict[str, Any]] = []
+        for name in names:
+            items = by_topic[name]
+            last = current.get(name, 0) + len(items)
+            if name in current:
+                advanced.append({"b_name": name, "b_last": last})
+            else:
+                created.append(
+                    {"name": name, "last_offset": last, "created_at": at, "last_published_at": at}
                 )
-            first = int(last) - len(items) + 1
+            first = last - len(items) + 1
             rows.extend(
                 {
                     "topic": name,
@@ -574,7 +594,16 @@ class WriteTx:
                 }
                 for i, m in enumerate(items)
             )
-            heads[name] = int(last)
+            heads[name] = last
+        if advanced:
+            await self.conn.execute(
+                update(topics)
+                .where(topics.c.name == bindparam("b_name"))
+                .values(last_offset=bindparam("b_last"), last_published_at=at),
+                advanced,
+            )
+        if created:
+            await self.conn.execute(insert(topics), created)
         if rows:
             await self.conn.execute(insert(messages), rows)
         await dialects.notify(

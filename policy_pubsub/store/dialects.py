@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, case, event, text
+from sqlalchemy import ColumnElement, Connection, Table, case, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -167,3 +167,10 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
         raise UnsupportedDatabase(dialect)
     result: Insert = stmt.on_conflict_do_nothing()
     return result
+
+
+def byte_order(dialect: str, column: ColumnElement[str]) -> ColumnElement[str]:
+    """The column for ORDER BY in code point order (Python's ``sorted``), whatever the
+    database's collation: SQLite compares bytes already; PostgreSQL needs ``COLLATE "C"``.
+    """
+    return column.collate("C") if dialect == "postgresql" else column

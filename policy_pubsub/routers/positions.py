@@ -1,13 +1,14 @@
-"""Consumer group positions of the NATS router: stream sequences, kept in the store.
+"""Consumer group positions kept by a router process, with the store as their durable copy.
 
-A group's position is the stream sequence of the last message it consumed (0: none yet, so a
-new group starts at the oldest retained message). The store's ``consumer_groups`` table is the
-durable copy, shared by every replica. Each replica caches the positions it has seen: it loads
-a group once from the store, advances it on its own acks (saved within one flush interval, or
-at once when the interval is 0), and merges what the other replicas announce on core NATS, so
-a group moved on by one replica is not read again on another. Positions only grow, so every
-merge takes the larger one. When announcements may have been missed (after a reconnect), the
-cache is marked stale and each group is loaded from the store again at its next read.
+A group's position is the offset (embedded router) or stream sequence (NATS router) of the
+last message it consumed (0: none yet, so a new group starts at the oldest retained message).
+The store's ``consumer_groups`` table is the durable copy, shared by every replica. Each process
+caches the positions it has seen: it loads a group once from the store, advances it on its own
+acks (saved within one flush interval, or at once when the interval is 0; a crash in between
+hands the group its last messages again, which the revision check makes harmless), and may
+merge positions other replicas announce. Positions only grow, so every merge takes the larger
+one. When announcements may have been missed, the cache is marked stale and each group is
+loaded from the store again at its next read.
 """
 
 from __future__ import annotations

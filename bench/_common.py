@@ -1,0 +1,410 @@
+"""What the benchmarks share: the machine line, result files, servers run as child processes
+(always stopped by their pid), store seeding by bulk insert, and a minimal HTTP/1.1 client.
+
+The client is plain asyncio streams on purpose: one keep-alive connection per simulated
+component, no pool, so a run measures the server and not a client library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+PYTHON = str(ROOT / ".venv" / "bin" / "python")
+PACKAGES = (
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "starlette",
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "orjson",
+    "nats-py",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{name} -")
+    return (
+        f"nproc {os.cpu_count()}, {cpu}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; " + ", ".join(versions)
+    )
+
+
+def header() -> dict[str, str]:
+    """Print the exact command and the machine; return both for the result line."""
+    command = shlex.join([sys.executable, *sys.argv])
+    where = machine()
+    print("command:", command)
+    print("machine:", where)
+    sys.stdout.flush()
+    return {"command": command, "machine": where}
+
+
+def save(name: str, head: dict[str, str], rows: Sequence[dict[str, Any]]) -> None:
+    """Append one JSON line to bench/results/<name>.jsonl (git-ignored)."""
+    RESULTS.mkdir(exist_ok=True)
+    line = {"at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **head, "rows": list(rows)}
+    with (RESULTS / f"{name}.jsonl").open("a") as out:
+        out.write(json.dumps(line) + "\n")
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    print()
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column, "-")
+            cells.append(f"{value:.3g}" if isinstance(value, float) else str(value))
+        print("| " + " | ".join(cells) + " |")
+    sys.stdout.flush()
+
+
+def raise_nofile(wanted: int = 1 << 16) -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pct(samples: Sequence[float], q: float) -> float:
+    ordered = sorted(samples)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def median(values: Sequence[float]) -> float:
+    return pct(values, 0.5)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Child:
+    """A child process (a server or a client worker), stopped by its pid."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+        pipe: bool = False,
+        cwd: Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        out = subprocess.PIPE if pipe else (open(log, "ab") if log else subprocess.DEVNULL)  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE if pipe else subprocess.DEVNULL,
+            stdout=out,
+            stderr=out if not pipe else (open(log, "ab") if log else subprocess.DEVNULL),  # noqa: SIM115
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            text=pipe,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def children() -> Iterator[list[Child]]:
+    started: list[Child] = []
+    try:
+        yield started
+    finally:
+        for child in reversed(started):
+            child.stop()
+
+
+def wait_http(port: int, path: str = "/", timeout: float = 60.0) -> None:
+    """Until the server on the port answers ``path`` with any status."""
+    deadline = time.monotonic() + timeout
+
+    async def once() -> None:
+        conn = await Conn.open(port)
+        try:
+            await conn.request("GET", path)
+        finally:
+            await conn.close()
+
+    while True:
+        try:
+            asyncio.run(once())
+            return
+        except (OSError, asyncio.IncompleteReadError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing answers on port {port}") from None
+            time.sleep(0.05)
+
+
+def serve_policy_pubsub(
+    port: int,
+    database_url: str,
+    log: Path,
+    *,
+    loop: str = "auto",
+    log_level: str = "info",
+    extra: Sequence[str] = (),
+) -> Child:
+    """The policy-pubsub server as ``serve`` runs it, plus the benchmark probes."""
+    child = Child(
+        [
+            PYTHON,
+            str(BENCH / "_serve.py"),
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+            "--loop",
+            loop,
+            "--log-level",
+            log_level,
+            *extra,
+        ],
+        log=log,
+    )
+    wait_http(port, "/healthcheck")
+    return child
+
+
+# -- a minimal HTTP/1.1 client over asyncio streams ------------------------------------------
+
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection; one request at a time."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.host = f"127.0.0.1:{port}".encode()
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
+        return cls(reader, writer, port)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        lines = [f"{method} {path} HTTP/1.1".encode(), b"host: " + self.host]
+        for name, value in headers:
+            lines.append(f"{name}: {value}".encode())
+        if body is not None:
+            lines.append(b"content-type: application/json")
+            lines.append(b"content-length: " + str(len(body)).encode())
+        self.writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + (body or b""))
+
+    async def response(self) -> tuple[int, bytes]:
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head[:-4].split(b"\r\n")
+        status = int(status_line.split(b" ", 2)[1])
+        length = None
+        chunked = False
+        for line in header_lines:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        if chunked:
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)
+                if size == 0:
+                    await self.reader.readuntil(b"\r\n")
+                    break
+                parts.append(await self.reader.readexactly(size))
+                await self.reader.readexactly(2)
+            return status, b"".join(parts)
+        return status, await self.reader.readexactly(length or 0)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> tuple[int, bytes]:
+        self.send(method, path, body, headers)
+        return await self.response()
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+# -- seeding a store by bulk insert ------------------------------------------------------------
+
+
+def policy(policy_id: str, policy_type: str, value: int) -> dict[str, Any]:
+    return {
+        "type": policy_type,
+        "type_version": "1.0.0",
+        "version": "1.0.0",
+        "metadata": {"policy-id": policy_id, "policy-version": "1.0.0"},
+        "properties": {
+            "threshold": value,
+            "domain": "measurementsForVfScaling",
+            "description": "benchmark policy " + "x" * 100,
+        },
+    }
+
+
+async def seed(
+    database_url: str,
+    subscriptions: Sequence[tuple[str, str, list[dict[str, Any]]]],
+    policies: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Insert subscriptions (id, topic, filters), their topics and policies in bulk, as
+    ``subscribe`` would have left them (without the starting snapshots), at revision 1.
+    """
+    import orjson
+    from sqlalchemy import insert, update
+
+    sys.path.insert(0, str(ROOT))
+    from policy_pubsub.store import Store
+    from policy_pubsub.store.tables import policies as policies_table
+    from policy_pubsub.store.tables import store_revision, topics
+    from policy_pubsub.store.tables import subscriptions as subscriptions_table
+
+    store = Store(database_url)
+    await store.open()
+    at = int(time.time() * 1000)
+    try:
+        async with store.write() as tx:
+            await tx.conn.execute(update(store_revision).values(revision=1))
+            rows = [
+                {
+                    "subscriber_id": sid,
+                    "topic": topic,
+                    "body": orjson.dumps(
+                        {
+                            "subscriber_id": sid,
+                            "subscriber_topic": topic,
+                            "action": "configure",
+                            "ONAPName": "DCAE",
+                            "ONAPComponent": "tca",
+                            "ONAPInstance": sid,
+                            "policy-filters": filters,
+                        }
+                    ).decode(),
+                    "revision": 1,
+                    "created_at": at,
+                    "updated_at": at,
+                    "last_revision": None,
+                    "last_published_at": None,
+                }
+                for sid, topic, filters in subscriptions
+            ]
+            for start in range(0, len(rows), 5000):
+                await tx.conn.execute(insert(subscriptions_table), rows[start : start + 5000])
+            names = sorted({topic for _, topic, _ in subscriptions})
+            for start in range(0, len(names), 5000):
+                await tx.conn.execute(
+                    insert(topics),
+                    [
+                        {"name": n, "last_offset": 0, "created_at": at, "last_published_at": None}
+                        for n in names[start : start + 5000]
+                    ],
+                )
+            if policies:
+                await tx.conn.execute(
+                    insert(policies_table),
+                    [
+                        {
+                            "policy_id": p["metadata"]["policy-id"],
+                            "policy_version": "1.0.0",
+                            "policy_type": p["type"],
+                            "policy_type_version": "1.0.0",
+                            "body": orjson.dumps(p).decode(),
+                            "revision": 1,
+                            "deployed_at": at,
+                        }
+                        for p in policies
+                    ],
+                )
+    finally:
+        await store.close()
+
+
+def pg_database(name: str) -> str:
+    """(Re)create a scratch PostgreSQL database; return its URL."""
+    for argv in (
+        ["dropdb", "--if-exists", "-h", "127.0.0.1", "-U", "postgres", name],
+        ["createdb", "-h", "127.0.0.1", "-U", "postgres", name],
+    ):
+        subprocess.run(argv, check=True, capture_output=True)
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
+def pg_drop(name: str) -> None:
+    subprocess.run(
+        ["dropdb", "--if-exists", "-h", "127.0.0.1", "-U", "postgres", name],
+        check=False,
+        capture_output=True,
+    )

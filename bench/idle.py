@@ -1,0 +1,155 @@
+"""Idle long-polls: N (10,000) held by one policy-pubsub server, then one push to all of them.
+
+    .venv/bin/python bench/idle.py [--n 10000] [--workers 5] [--rounds 3]
+
+The N subscriptions (SQLite, embedded router) are seeded by bulk insert, each on its own topic.
+``--workers`` client processes hold one keep-alive HTTP/1.1 connection per component (the
+asyncio-streams client of bench/propagation.py; the file-descriptor limit is raised). Figures:
+server RSS before the polls and with all N held; event-loop lag (a 5 ms timer in the server,
+bench/_serve.py) p99 and max while idle and during the push window (from the push until the
+last component has its answer); and the push-to-all time, median over rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    PYTHON,
+    children,
+    free_port,
+    header,
+    median,
+    pct,
+    policy,
+    raise_nofile,
+    rss_mb,
+    save,
+    seed,
+    serve_policy_pubsub,
+    table,
+)
+from propagation import Workers, _request, _split, _wait_held
+
+
+def _lag(port: int, since: float) -> list[float]:
+    status, body = asyncio.run(_request(port, "GET", f"/_bench/lag?since={since}"))
+    return list(json.loads(body)["lag_ms"]) if status == 200 else []
+
+
+def run(n: int, nworkers: int, rounds: int, tmp: Path, loop: str) -> dict[str, Any]:
+    url = f"sqlite+aiosqlite:///{tmp / 'idle.db'}"
+    subs = [(f"comp-{i}", f"comp-{i}", [{"policy-id": ["bench.idle"]}]) for i in range(n)]
+    asyncio.run(seed(url, subs, [policy("bench.idle", "bench.type", 0)]))
+    port = free_port()
+    with children() as started:
+        server = serve_policy_pubsub(port, url, tmp / "server.log", loop=loop)
+        started.append(server)
+        time.sleep(1)
+        rss_start = rss_mb(server.pid)
+        workers = Workers(
+            [
+                [
+                    PYTHON,
+                    str(Path(__file__).parent / "propagation.py"),
+                    "--worker",
+                    "http",
+                    "--port",
+                    str(port),
+                    "--first",
+                    str(f),
+                    "--count",
+                    str(c),
+                    "--path",
+                    "/events/comp-{i}/g/c?timeout={timeout}",
+                ]
+                for f, c in _split(n, nworkers)
+            ],
+            tmp / "workers.log",
+        )
+        started.extend(workers.children)
+        workers.expect("ready")
+        alls, push_p99, push_max, idle_p99, rss_held = [], [], [], [], []
+        for r in range(rounds):
+            workers.ask(f"poll {r + 1}")
+            workers.expect("sent")
+            _wait_held(port, n)
+            idle_from = time.monotonic()
+            time.sleep(2)
+            rss_held.append(rss_mb(server.pid))
+            idle_p99.append(pct(_lag(port, idle_from), 0.99))
+            pushed = time.monotonic()
+            status, body = asyncio.run(
+                _request(
+                    port,
+                    "POST",
+                    "/pap/v1/policies",
+                    {"policies": [policy("bench.idle", "bench.type", r + 1)]},
+                )
+            )
+            if status != 200:
+                raise RuntimeError(f"push failed: {status} {body[:200]!r}")
+            workers.ask("collect")
+            answers = workers.expect("arrived")
+            arrived = [a for answer in answers for a in answer["arrived"] if a]
+            done = max(arrived)
+            alls.append(done - pushed if len(arrived) == n else float("inf"))
+            window = [v for v in _lag(port, pushed)][: int((done - pushed) / 0.005) + 2]
+            push_p99.append(pct(window, 0.99))
+            push_max.append(max(window, default=float("nan")))
+        return {
+            "n": n,
+            "loop": loop,
+            "rss_start_mb": rss_start,
+            "rss_held_mb": max(rss_held),
+            "idle_lag_p99_ms": median(idle_p99),
+            "push_lag_p99_ms": median(push_p99),
+            "push_lag_max_ms": median(push_max),
+            "push_to_all_s": median(alls),
+            "all_rounds_s": [round(a, 3) for a in alls],
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--workers", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--loop", nargs="+", default=["auto"], choices=["auto", "asyncio", "uvloop"]
+    )
+    args = parser.parse_args()
+    print("file descriptors:", raise_nofile(4 * args.n))
+    head = header()
+    rows = []
+    for loop in args.loop:
+        with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
+            rows.append(run(args.n, args.workers, args.rounds, Path(tmp), loop))
+        print(json.dumps(rows[-1]), flush=True)
+    table(
+        rows,
+        [
+            "n",
+            "loop",
+            "rss_start_mb",
+            "rss_held_mb",
+            "idle_lag_p99_ms",
+            "push_lag_p99_ms",
+            "push_lag_max_ms",
+            "push_to_all_s",
+        ],
+    )
+    save("idle", head, rows)
+
+
+if __name__ == "__main__":
+    main()

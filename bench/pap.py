@@ -1,0 +1,131 @@
+"""PAP throughput: acknowledged (durable) pushes per second through HTTP.
+
+    .venv/bin/python bench/pap.py [--db sqlite postgres] [--subs 10 1000] [--clients 4] \
+        [--seconds 5]
+
+``--clients`` keep-alive connections each send ``POST /pap/v1/policies`` one after the other
+for ``--seconds`` (each push deploys a new version of that client's own policy, of the type
+every subscriber filters on, so every push notifies all ``--subs`` subscribers). A push counts
+once its 200 arrived, i.e. once the change and its snapshots are committed. The server is the
+one ``serve`` runs (bench/_serve.py), on SQLite or a scratch PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    Conn,
+    children,
+    free_port,
+    header,
+    pct,
+    pg_database,
+    pg_drop,
+    policy,
+    save,
+    seed,
+    serve_policy_pubsub,
+    table,
+)
+
+
+async def _drive(port: int, clients: int, seconds: float) -> tuple[int, int, list[float]]:
+    deadline = time.monotonic() + seconds
+    latencies: list[float] = []
+    failed = 0
+
+    async def client(c: int) -> int:
+        nonlocal failed
+        conn = await Conn.open(port)
+        done = 0
+        try:
+            while time.monotonic() < deadline:
+                body = json.dumps({"policies": [policy(f"bench.pap{c}", "bench.pap", done)]})
+                started = time.monotonic()
+                status, _ = await conn.request("POST", "/pap/v1/policies", body.encode())
+                latencies.append(time.monotonic() - started)
+                if status == 200:
+                    done += 1
+                else:
+                    failed += 1
+        finally:
+            await conn.close()
+        return done
+
+    counts = await asyncio.gather(*(client(c) for c in range(clients)))
+    return sum(counts), failed, latencies
+
+
+def run(db: str, subs: int, clients: int, seconds: float, tmp: Path) -> dict[str, Any]:
+    url = f"sqlite+aiosqlite:///{tmp / 'pap.db'}" if db == "sqlite" else pg_database("pp_bench_pap")
+    try:
+        asyncio.run(
+            seed(url, [(f"s-{i}", f"t-{i}", [{"policy-type": ["bench.pap"]}]) for i in range(subs)])
+        )
+        port = free_port()
+        with children() as started:
+            started.append(serve_policy_pubsub(port, url, tmp / "server.log"))
+            started_at = time.monotonic()
+            done, failed, latencies = asyncio.run(_drive(port, clients, seconds))
+            elapsed = time.monotonic() - started_at
+    finally:
+        if db == "postgres":
+            pg_drop("pp_bench_pap")
+    return {
+        "db": db,
+        "subs": subs,
+        "clients": clients,
+        "pushes": done,
+        "failed": failed,
+        "pushes_per_s": done / elapsed,
+        "snapshots_per_s": done * subs / elapsed,
+        "p50_ms": pct(latencies, 0.5) * 1000,
+        "p99_ms": pct(latencies, 0.99) * 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--db", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"]
+    )
+    parser.add_argument("--subs", type=int, nargs="+", default=[10, 1000])
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    head = header()
+    rows = []
+    for db in args.db:
+        for subs in args.subs:
+            with tempfile.TemporaryDirectory(prefix="bench-pap-") as tmp:
+                rows.append(run(db, subs, args.clients, args.seconds, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+    table(
+        rows,
+        [
+            "db",
+            "subs",
+            "clients",
+            "pushes",
+            "failed",
+            "pushes_per_s",
+            "snapshots_per_s",
+            "p50_ms",
+            "p99_ms",
+        ],
+    )
+    save("pap", head, rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""Propagation: N components long-poll their own topics; one PAP push matches all of them.
+
+    .venv/bin/python bench/propagation.py [--n 100 1000 5000] [--rounds 5] \
+        [--systems pubsub bare opal] [--workers 2]
+
+Each component is one keep-alive HTTP/1.1 connection driven by a minimal asyncio-streams
+client, spread over ``--workers`` client processes. Per round: every component sends its
+long-poll, the driver waits until the server holds all N, then pushes one policy that matches
+them all and each client records when its answer arrived. Figures: the time from the push to
+the p50, p99 and last (all-N) component; the median of each over the rounds.
+
+- ``pubsub``: policy-pubsub (SQLite file, embedded router, the server of ``serve``), the N
+  subscriptions seeded by bulk insert, each on its own topic; the push is
+  ``POST /pap/v1/policies``, acknowledged only after the N snapshots are committed.
+- ``bare``: bench/_bare.py, an in-memory long-poll Starlette app on the same uvicorn, with the
+  same clients: the ceiling for this stack.
+- ``opal``: OPAL 0.9.9 (bench/.venv-opal; ``make -C bench opal-venv`` or the pip line in
+  BENCHMARKS.md): opal-server on loopback with its repo watcher off, N websocket subscribers
+  (fastapi_websocket_pubsub clients, as opal-client uses) on one data topic, and
+  ``POST /data/config`` with inline data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (
+    BENCH,
+    PYTHON,
+    Child,
+    Conn,
+    children,
+    free_port,
+    header,
+    median,
+    pct,
+    policy,
+    raise_nofile,
+    save,
+    seed,
+    serve_policy_pubsub,
+    table,
+    wait_http,
+)
+
+OPAL_PYTHON = BENCH / ".venv-opal" / "bin" / "python"
+OPAL_TOPIC = "policy_data"
+POLL_TIMEOUT_MS = 120_000
+
+
+# -- the client workers ---------------------------------------------------------------------
+
+
+async def _stdin_lines() -> asyncio.Queue[str]:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def reader() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line.strip())
+        loop.call_soon_threadsafe(queue.put_nowait, "quit")
+
+    loop.run_in_executor(None, reader)
+    return queue
+
+
+def _say(**message: Any) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def http_worker(port: int, first: int, count: int, path: str) -> None:
+    """Components ``first .. first+count-1``, one connection each."""
+    commands = await _stdin_lines()
+    conns: list[Conn] = []
+    for start in range(0, count, 200):
+        conns += await asyncio.gather(
+            *(Conn.open(port) for _ in range(start, min(count, start + 200)))
+        )
+    _say(ready=True)
+    while True:
+        command = await commands.get()
+        if command == "quit":
+            break
+        # "poll": send every long-poll, then report the arrival time of each answer.
+        arrived: list[float] = [0.0] * count
+
+        async def one(i: int, conn: Conn, arrived: list[float] = arrived) -> int:
+            status, body = await conn.response()
+            arrived[i] = time.monotonic()
+            return status if body not in (b"[]", b"") else -1
+
+        for i, conn in enumerate(conns):
+            conn.send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
+        tasks = [asyncio.create_task(one(i, conn)) for i, conn in enumerate(conns)]
+        _say(sent=True)
+        await commands.get()  # "collect", after the push
+        statuses = await asyncio.gather(*tasks)
+        bad = sum(1 for s in statuses if s != 200)
+        _say(arrived=arrived, bad=bad)
+    for conn in conns:
+        await conn.close()
+
+
+async def opal_worker(port: int, count: int) -> None:
+    """``count`` websocket subscribers of OPAL's data topic."""
+    from fastapi_websocket_pubsub import PubSubClient
+
+    commands = await _stdin_lines()
+    arrived: list[float] = [0.0] * count
+    expected = {"round": -1}
+    clients = []
+
+    def callback_for(i: int) -> Any:
+        async def callback(data: Any = None, topic: str = "") -> None:
+            if json.dumps(data, default=str).find(f'"round": {expected["round"]}') >= 0:
+                arrived[i] = time.monotonic()
+
+        return callback
+
+    for i in range(count):
+        client = PubSubClient()
+        client.subscribe(OPAL_TOPIC, callback_for(i))
+        client.start_client(f"ws://127.0.0.1:{port}/ws")
+        clients.append(client)
+    await asyncio.gather(*(c.wait_until_ready() for c in clients))
+    _say(ready=True)
+    while True:
+        command = await commands.get()
+        if command == "quit":
+            break
+        word, _, value = command.partition(" ")
+        if word == "poll":
+            expected["round"] = int(value)
+            for i in range(count):
+                arrived[i] = 0.0
+            _say(sent=True)
+        elif word == "collect":
+            deadline = time.monotonic() + 60
+            while not all(arrived) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            _say(arrived=list(arrived), bad=sum(1 for a in arrived if not a))
+    for client in clients:
+        await client.disconnect()
+
+
+# -- the driver ---------------------------------------------------------------------------
+
+
+class Workers:
+    def __init__(self, argvs: list[list[str]], log: Path) -> None:
+        self.children = [Child(argv, pipe=True, log=log) for argv in argvs]
+
+    def ask(self, line: str) -> None:
+        for child in self.children:
+            assert child.process.stdin is not None
+            child.process.stdin.write(line + "\n")
+            child.process.stdin.flush()
+
+    def expect(self, key: str) -> list[dict[str, Any]]:
+        answers = []
+        for child in self.children:
+            assert child.process.stdout is not None
+            line = child.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"a client worker died (exit {child.process.poll()})")
+            answer = json.loads(line)
+            if key not in answer:
+                raise RuntimeError(f"unexpected worker answer {answer}")
+            answers.append(answer)
+        return answers
+
+
+async def _request(port: int, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+    conn = await Conn.open(port)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        return await conn.request(method, path, payload)
+    finally:
+        await conn.close()
+
+
+def _held(port: int) -> int:
+    status, body = asyncio.run(_request(port, "GET", "/_bench/held"))
+    return int(json.loads(body)["held"]) if status == 200 else -1
+
+
+def _wait_held(port: int, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while _held(port) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server holds {_held(port)} of {n} long-polls")
+        time.sleep(0.02)
+    time.sleep(0.1)  # let the last ones settle
+
+
+def _split(n: int, workers: int) -> list[tuple[int, int]]:
+    share, extra = divmod(n, workers)
+    parts, first = [], 0
+    for w in range(workers):
+        count = share + (1 if w < extra else 0)
+        parts.append((first, count))
+        first += count
+    return parts
+
+
+def _rounds(
+    workers: Workers, n: int, rounds: int, held_port: int | None, push: Any
+) -> dict[str, Any]:
+    p50s, p99s, alls, bads = [], [], [], 0
+    for r in range(rounds):
+        workers.ask(f"poll {r + 1}")
+        workers.expect("sent")
+        if held_port is not None:
+            _wait_held(held_port, n)
+        else:
+            time.sleep(0.5)
+        started = time.monotonic()
+        push(r + 1)
+        workers.ask("collect")
+        answers = workers.expect("arrived")
+        arrived = [a for answer in answers for a in answer["arrived"]]
+        bads += sum(answer["bad"] for answer in answers)
+        latencies = [a - started for a in arrived if a]
+        p50s.append(pct(latencies, 0.5))
+        p99s.append(pct(latencies, 0.99))
+        alls.append(max(latencies) if len(latencies) == n else float("inf"))
+    return {
+        "p50_s": median(p50s),
+        "p99_s": median(p99s),
+        "all_s": median(alls),
+        "all_rounds_s": [round(a, 4) for a in alls],
+        "missed": bads,
+    }
+
+
+def run_pubsub(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+    url = f"sqlite+aiosqlite:///{tmp / 'prop.db'}"
+    subs = [(f"comp-{i}", f"comp-{i}", [{"policy-id": ["bench.prop"]}]) for i in range(n)]
+    asyncio.run(seed(url, subs, [policy("bench.prop", "bench.type", 0)]))
+    port = free_port()
+    with children() as started:
+        started.append(serve_policy_pubsub(port, url, tmp / "server.log"))
+        path = "/events/comp-{i}/g/c?timeout={timeout}"
+        workers = Workers(
+            [
+                [
+                    PYTHON,
+                    __file__,
+                    "--worker",
+                    "http",
+                    "--port",
+                    str(port),
+                    "--first",
+                    str(f),
+                    "--count",
+                    str(c),
+                    "--path",
+                    path,
+                ]
+                for f, c in _split(n, nworkers)
+            ],
+            tmp / "workers.log",
+        )
+        started.extend(workers.children)
+        workers.expect("ready")
+
+        def push(r: int) -> None:
+            status, body = asyncio.run(
+                _request(
+                    port,
+                    "POST",
+                    "/pap/v1/policies",
+                    {"policies": [policy("bench.prop", "bench.type", r)]},
+                )
+            )
+            if status != 200 or json.loads(body)["notified"] != n:
+                raise RuntimeError(f"push failed: {status} {body[:200]!r}")
+
+        return _rounds(workers, n, rounds, port, push)
+
+
+def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+    port = free_port()
+    with children() as started:
+        started.append(
+            Child([PYTHON, str(BENCH / "_bare.py"), "--port", str(port)], log=tmp / "bare.log")
+        )
+        wait_http(port, "/healthcheck")
+        path = "/events/comp-{i}/g/c?timeout={timeout}"
+        workers = Workers(
+            [
+                [
+                    PYTHON,
+                    __file__,
+                    "--worker",
+                    "http",
+                    "--port",
+                    str(port),
+                    "--first",
+                    str(f),
+                    "--count",
+                    str(c),
+                    "--path",
+                    path,
+                ]
+                for f, c in _split(n, nworkers)
+            ],
+            tmp / "workers.log",
+        )
+        started.extend(workers.children)
+        workers.expect("ready")
+
+        def push(r: int) -> None:
+            status, _ = asyncio.run(
+                _request(port, "POST", "/push", policy("bench.prop", "bench.type", r))
+            )
+            if status != 200:
+                raise RuntimeError(f"push failed: {status}")
+
+        return _rounds(workers, n, rounds, port, push)
+
+
+def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+    if not OPAL_PYTHON.exists():
+        raise RuntimeError(f"{OPAL_PYTHON} is missing: see BENCHMARKS.md for the pip line")
+    port = free_port()
+    # Worked out from opal_server/config.py and opal_common/config.py of 0.9.9: no policy
+    # repo and its watcher off; no broadcaster (one process, in-memory pub/sub); no auth keys,
+    # so the JWT verifier is disabled and /ws and /data/config are open; no statistics.
+    env = {
+        "OPAL_REPO_WATCHER_ENABLED": "false",
+        "OPAL_POLICY_REPO_URL": "",
+        "OPAL_BROADCAST_URI": "",
+        "OPAL_STATISTICS_ENABLED": "false",
+        "OPAL_DATA_CONFIG_SOURCES": json.dumps({"config": {"entries": []}}),
+        "OPAL_LOG_LEVEL": "WARNING",
+        "OPAL_LOG_FORMAT_INCLUDE_PID": "false",
+    }
+    with children() as started:
+        started.append(
+            Child(
+                [
+                    str(OPAL_PYTHON),
+                    "-m",
+                    "uvicorn",
+                    "opal_server.main:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                log=tmp / "opal.log",
+                env=env,
+                cwd=tmp,  # OPAL writes its jwks_dir into the working directory
+            )
+        )
+        wait_http(port, "/healthcheck")
+        workers = Workers(
+            [
+                [
+                    str(OPAL_PYTHON),
+                    __file__,
+                    "--worker",
+                    "opal",
+                    "--port",
+                    str(port),
+                    "--count",
+                    str(c),
+                ]
+                for _, c in _split(n, nworkers)
+            ],
+            tmp / "workers.log",
+        )
+        started.extend(workers.children)
+        workers.expect("ready")
+
+        def push(r: int) -> None:
+            update = {
+                "entries": [
+                    {
+                        "url": "",
+                        "data": {"round": r, "policy": policy("bench.prop", "bench.type", r)},
+                        "topics": [OPAL_TOPIC],
+                        "dst_path": "/bench",
+                    }
+                ],
+                "reason": "benchmark",
+            }
+            status, body = asyncio.run(_request(port, "POST", "/data/config", update))
+            if status != 200:
+                raise RuntimeError(f"OPAL push failed: {status} {body[:300]!r}")
+
+        return _rounds(workers, n, rounds, None, push)
+
+
+RUNNERS = {"pubsub": run_pubsub, "bare": run_bare, "opal": run_opal}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[100, 1000, 5000])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--systems", nargs="+", default=["pubsub", "bare", "opal"], choices=list(RUNNERS)
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--worker", choices=["http", "opal"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--path", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    raise_nofile()
+    if args.worker is not None:
+        try:
+            import uvloop
+
+            runner: Any = uvloop.run
+        except ImportError:
+            runner = asyncio.run
+        if args.worker == "http":
+            runner(http_worker(args.port, args.first, args.count, args.path))
+        else:
+            asyncio.run(opal_worker(args.port, args.count))
+        return
+    head = header()
+    rows = []
+    for n in args.n:
+        for system in args.systems:
+            with tempfile.TemporaryDirectory(prefix="bench-prop-") as tmp:
+                try:
+                    row = {
+                        "system": system,
+                        "n": n,
+                        **RUNNERS[system](n, args.rounds, args.workers, Path(tmp)),
+                    }
+                except Exception as exc:  # report and go on with the other systems
+                    row = {"system": system, "n": n, "error": str(exc)[:300]}
+                    logs = list(Path(tmp).glob("*.log"))
+                    for log in logs:
+                        tail = log.read_text(errors="replace")[-1500:]
+                        print(f"--- {log.name} ---\n{tail}", file=sys.stderr)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    table(rows, ["system", "n", "p50_s", "p99_s", "all_s", "missed", "error"])
+    save("propagation", head, rows)
+
+
+if __name__ == "__main__":
+    main()
