@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from policy_pubsub.client import PolicyChange, PolicySubscriber
 from policy_pubsub.relay import newest_per_subscriber
 from policy_pubsub.store import OutMessage
 from tests.conftest import (
@@ -256,3 +257,57 @@ async def test_nats_down_then_back_delivers_every_snapshot_in_order(tmp_path: Pa
         assert seen[-1] == revisions[-1]
     newest = [s for s in snapshots if s["revision"] == revisions[-1]]
     assert {s["policies"]["p1"]["version"] for s in newest} == {"5.0.0"}
+
+
+async def test_a_component_reading_the_mr_sees_each_change_once_across_an_outage(
+    setup: Setup,
+) -> None:
+    """A component long-polling the MR through the SDK while the MR goes down and comes back
+    (pushes acknowledged meanwhile, snapshots relayed later, perhaps twice) applies each
+    change once: strictly increasing revisions, no empty change, ending at the newest policy.
+    """
+    mr, server = setup.mr, setup.server
+    changes: list[PolicyChange] = []
+    subscriber = PolicySubscriber(
+        server.url,
+        router_url=mr.url,
+        subscriber_id="c1",
+        subscriber_topic="c1-topic",
+        policy_filters=[{"policy-id": "p*"}],
+        backoff_initial=0.01,
+        backoff_max=0.1,
+        poll_timeout=1.0,
+        request_timeout=5.0,
+        resync_interval=0,
+    )
+
+    async def consume() -> None:
+        async for change in subscriber.changes():
+            changes.append(change)
+
+    def newest() -> str | None:
+        policy = subscriber.policies.get("p1")
+        return None if policy is None else str(policy["version"])
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http, subscriber:
+        consuming = asyncio.create_task(consume())
+        try:
+            await http.post("/pap/v1/policies", json={"policies": [_policy("p1", 1)]})
+            await wait_for(lambda: newest() == "1.0.0", timeout=20)
+            port = int(mr.url.rsplit(":", 1)[1])
+            await stop_server(mr, setup.mr_task)
+            for version in range(2, 6):
+                r = await http.post("/pap/v1/policies", json={"policies": [_policy("p1", version)]})
+                assert r.status_code == 200, r.text
+            setup.mr, setup.mr_task = await start_server(
+                mr.settings.model_copy(update={"port": port})
+            )
+            await wait_for(lambda: _drained(http, server), timeout=20)
+            await wait_for(lambda: newest() == "5.0.0", timeout=20)
+        finally:
+            subscriber.stop()
+            await asyncio.wait_for(consuming, timeout=10)
+    revisions = [change.revision for change in changes]
+    assert revisions == sorted(set(revisions)), revisions
+    assert all(change.added or change.updated or change.removed for change in changes)
+    assert changes[-1].policies["p1"]["version"] == "5.0.0"
