@@ -16,7 +16,7 @@ from policy_pubsub import constants
 from policy_pubsub.api import validation
 from policy_pubsub.api.body import read_json
 from policy_pubsub.api.errors import ApiError, json_response
-from policy_pubsub.api.limits import limits
+from policy_pubsub.api.limits import Limits, limits
 from policy_pubsub.routers import Router
 from policy_pubsub.service import rfc3339
 from policy_pubsub.store import OutMessage
@@ -55,24 +55,14 @@ class Subscribe:
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope)
-        params = scope["path_params"]
-        topic = validation.topic(params["topic"])
-        group = validation.consumer(params["consumer_group"], "consumer_group")
-        consumer = validation.consumer(params["consumer_id"], "consumer_id")
-        poll_limits = limits(request)
-        timeout_ms = validation.int_param(
-            request, "timeout", constants.DEFAULT_POLL_TIMEOUT_MS, 0, 10**9
-        )
-        timeout_ms = poll_limits.poll_timeout_ms(timeout_ms)
-        limit = validation.int_param(
-            request, "limit", constants.DEFAULT_POLL_LIMIT, 1, constants.MAX_POLL_LIMIT
-        )
+        state = scope["app"].state
+        poll_limits: Limits = state.limits
+        topic, group, consumer, timeout_ms, limit = _poll_params(scope, poll_limits)
         release = poll_limits.admit_poll(topic, group, consumer)
         gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         watcher = asyncio.create_task(_watch_disconnect(receive, gone))
         try:
-            delivery = await _router(request.app.state).read(
+            delivery = await _router(state).read(
                 topic, group, consumer, timeout=timeout_ms / 1000, limit=limit, gone=gone
             )
             async with delivery:
@@ -99,6 +89,24 @@ class Subscribe:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+def _poll_params(scope: Scope, poll_limits: Limits) -> tuple[str, str, str, int, int]:
+    """Topic, group, consumer, hold time (ms) and limit of a poll; ``ApiError`` 400 if bad.
+    The ``Request`` lives only here, not for as long as the poll is held.
+    """
+    params = scope["path_params"]
+    topic = validation.topic(params["topic"])
+    group = validation.consumer(params["consumer_group"], "consumer_group")
+    consumer = validation.consumer(params["consumer_id"], "consumer_id")
+    request = Request(scope)
+    timeout_ms = validation.int_param(
+        request, "timeout", constants.DEFAULT_POLL_TIMEOUT_MS, 0, 10**9
+    )
+    limit = validation.int_param(
+        request, "limit", constants.DEFAULT_POLL_LIMIT, 1, constants.MAX_POLL_LIMIT
+    )
+    return topic, group, consumer, poll_limits.poll_timeout_ms(timeout_ms), limit
 
 
 async def _watch_disconnect(receive: Receive, gone: asyncio.Future[None]) -> None:

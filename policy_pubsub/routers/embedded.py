@@ -1,14 +1,16 @@
 """The embedded router: topics, messages and consumer positions in the store itself.
 
 Messages are appended inside the transaction of the change that causes them, so a change and
-its notifications commit together. Held reads wait on one future per topic, which the writer
-completes after its commit: an idle read costs a suspended coroutine, nothing polls.
+its notifications commit together. A held read waits on a future of its own, kept in its
+topic's set, which the writer completes after its commit: an idle read costs a suspended
+coroutine, that future and its timer, and nothing polls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -28,7 +30,8 @@ HEADS_POLL_SECONDS = 1.0
 # the tail does not cover goes to the store, which stays the source of truth.
 TAIL_MESSAGES = 16
 TAIL_CHARS = 64 * 2**20  # all tails together; the least recently appended topics go first
-WAKE_BATCH = 100  # readers woken per event-loop turn (each answer costs about 0.1-0.3 ms)
+WAKE_BATCH = 50  # readers woken per event-loop turn (each answer costs about 0.1-0.3 ms;
+# with 100 the lag p99 during a push to 10,000 was 51 ms, with 50 42-46 ms: BENCHMARKS.md 2)
 
 
 class _EmbeddedDelivery(Delivery):
@@ -88,7 +91,7 @@ class EmbeddedRouter(Router):
         self._maintenance_interval = maintenance_interval_seconds
         self._positions = Positions(store, flush_seconds=position_flush_seconds)
         self._heads: dict[str, int] = {}
-        self._signals: dict[str, asyncio.Future[None]] = {}
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # topic -> held reads
         self._tails: dict[str, list[tuple[int, str]]] = {}  # topic -> contiguous (seq, body)
         self._tail_chars = 0
         self._closing: asyncio.Future[None] | None = None
@@ -140,6 +143,9 @@ class EmbeddedRouter(Router):
     async def drain(self) -> None:
         if self._closing is not None and not self._closing.done():
             self._closing.set_result(None)
+        held = [waiter for waiters in self._waiters.values() for waiter in waiters]
+        self._waiters.clear()
+        _wake(held)
 
     async def close(self) -> None:
         await self.drain()
@@ -169,9 +175,9 @@ class EmbeddedRouter(Router):
             if last <= self._heads.get(topic, -1):
                 continue
             self._heads[topic] = last
-            signal = self._signals.pop(topic, None)
-            if signal is not None:
-                woken.append(signal)
+            waiters = self._waiters.pop(topic, None)
+            if waiters is not None:
+                woken.extend(waiters)
         _wake(woken)
 
     def _remember(self, heads: Mapping[str, int], messages: Sequence[OutMessage]) -> None:
@@ -253,16 +259,37 @@ class EmbeddedRouter(Router):
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closing is None or self._closing.done():
                 return EmptyDelivery()
-            waits: set[asyncio.Future[None]] = {self._signal(topic), self._closing}
+            if gone is not None and gone.done():
+                return EmptyDelivery()
+            if self._heads[topic] > state.position:
+                continue  # a commit landed while _take was awaiting: look again, not wait
+            # Wait until the topic moves on, the deadline passes, the client leaves (``gone``)
+            # or the router drains: on a future of this read's own, completed by whichever
+            # comes first. Not ``asyncio.wait`` (a set, a waiter and a callback per future, on
+            # every held read) and no callback on a future all reads share (removing 10,000
+            # of those one by one is quadratic).
+            waiter: asyncio.Future[None] = loop.create_future()
+            waiters = self._waiters.get(topic)
+            if waiters is None:
+                waiters = self._waiters[topic] = set()
+            waiters.add(waiter)
+            timer = loop.call_at(deadline, _release, waiter)
+            on_gone = functools.partial(_release, waiter)
             if gone is not None:
-                if gone.done():
-                    return EmptyDelivery()
-                waits.add(gone)
+                gone.add_done_callback(on_gone)
             self.held_reads += 1
             try:
-                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                await waiter
             finally:
                 self.held_reads -= 1
+                timer.cancel()
+                if gone is not None:
+                    gone.remove_done_callback(on_gone)
+                waiters = self._waiters.get(topic)
+                if waiters is not None:
+                    waiters.discard(waiter)
+                    if not waiters:
+                        del self._waiters[topic]
             if gone is not None and gone.done():
                 return EmptyDelivery()
 
@@ -304,13 +331,6 @@ class EmbeddedRouter(Router):
         state.position = max(claim.position, self._heads.get(state.topic, 0))
         state.lock.release()
         return None
-
-    def _signal(self, topic: str) -> asyncio.Future[None]:
-        signal = self._signals.get(topic)
-        if signal is None:
-            signal = asyncio.get_running_loop().create_future()
-            self._signals[topic] = signal
-        return signal
 
     async def _advance(self, state: GroupState, position: int) -> None:
         await self._positions.advance(state, position)
@@ -364,12 +384,18 @@ class EmbeddedRouter(Router):
         await self._store.ping()
 
 
-def _wake(signals: Sequence[asyncio.Future[None]]) -> None:
-    """Complete the signals a batch per event-loop turn: a push that wakes 10,000 held reads
-    then lets timers and other requests run between batches instead of after all of them.
+def _release(waiter: asyncio.Future[None], _: object = None) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _wake(waiters: Sequence[asyncio.Future[None]]) -> None:
+    """Complete the held reads' futures a batch per event-loop turn: a push that wakes 10,000
+    held reads then lets timers and other requests run between batches instead of after all
+    of them.
     """
-    for signal in signals[:WAKE_BATCH]:
-        if not signal.done():
-            signal.set_result(None)
-    if len(signals) > WAKE_BATCH:
-        asyncio.get_running_loop().call_soon(_wake, signals[WAKE_BATCH:])
+    for waiter in waiters[:WAKE_BATCH]:
+        if not waiter.done():
+            waiter.set_result(None)
+    if len(waiters) > WAKE_BATCH:
+        asyncio.get_running_loop().call_soon(_wake, waiters[WAKE_BATCH:])
