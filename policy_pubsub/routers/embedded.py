@@ -17,7 +17,7 @@ from contextlib import AbstractAsyncContextManager
 
 from policy_pubsub.exceptions import NotFound, StoreUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
-from policy_pubsub.routers.positions import GroupState, Positions
+from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
 from policy_pubsub.store import OutMessage, Store, now_ms
 from policy_pubsub.store.database import GroupClaim
 from policy_pubsub.store.notify import TOPICS_CHANNEL
@@ -34,43 +34,32 @@ WAKE_BATCH = 50  # readers woken per event-loop turn (each answer costs about 0.
 # with 100 the lag p99 during a push to 10,000 was 51 ms, with 50 42-46 ms: BENCHMARKS.md 2)
 
 
-class _EmbeddedDelivery(Delivery):
-    """Holds the group's lock (and, on a shared store, its locked row) until ack or release."""
+class _ClaimedDelivery(GroupDelivery):
+    """On a shared store: also holds the group's row, locked in the database, until ack or
+    release; acknowledging moves the position there.
+    """
 
     def __init__(
         self,
-        router: EmbeddedRouter,
         group: GroupState,
         rows: list[tuple[int, str]],
-        claim: tuple[AbstractAsyncContextManager[GroupClaim], GroupClaim] | None = None,
+        claim: tuple[AbstractAsyncContextManager[GroupClaim], GroupClaim],
     ) -> None:
-        self._router = router
-        self._group = group
-        self._last = rows[-1][0]
+        super().__init__(_no_advance, group, rows)
         self._claim = claim
-        self.messages = [body for _, body in rows]
-        self._open = True
 
-    async def ack(self) -> None:
-        if not self._open:
-            return
-        if self._claim is None:
-            await self._router._advance(self._group, self._last)
-        else:
-            at = now_ms()
-            await self._claim[1].advance(self._last, at)
-            self._group.position = self._last
-            self._group.last_consumed_at = at
-        await self.release()
+    async def _advance(self) -> None:
+        at = now_ms()
+        await self._claim[1].advance(self._last, at)
+        self._group.position = self._last
+        self._group.last_consumed_at = at
 
-    async def release(self) -> None:
-        if self._open:
-            self._open = False
-            try:
-                if self._claim is not None:
-                    await self._claim[0].__aexit__(None, None, None)
-            finally:
-                self._group.lock.release()
+    async def _close(self) -> None:
+        await self._claim[0].__aexit__(None, None, None)
+
+
+async def _no_advance(_group: GroupState, _position: int) -> None:
+    return None
 
 
 class EmbeddedRouter(Router):
@@ -304,7 +293,7 @@ class EmbeddedRouter(Router):
                 if not rows:
                     rows = await self._store.read_messages(state.topic, state.position, limit)
                 if rows:
-                    return _EmbeddedDelivery(self, state, rows)
+                    return GroupDelivery(self._advance, state, rows)
                 # Everything up to the head was expired or compacted away: nothing to consume.
                 state.position = head
         except BaseException:
@@ -326,7 +315,7 @@ class EmbeddedRouter(Router):
             await manager.__aexit__(type(exc), exc, exc.__traceback__)
             raise
         if rows:
-            return _EmbeddedDelivery(self, state, rows, (manager, claim))
+            return _ClaimedDelivery(state, rows, (manager, claim))
         await manager.__aexit__(None, None, None)
         state.position = max(claim.position, self._heads.get(state.topic, 0))
         state.lock.release()

@@ -63,7 +63,7 @@ from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
 from policy_pubsub.routers.nats_stream import TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
-from policy_pubsub.routers.positions import GroupState, Positions
+from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
 from policy_pubsub.store import OutMessage, Store, now_ms
 
 log = logging.getLogger(__name__)
@@ -79,27 +79,6 @@ def _unavailable(action: str) -> Iterator[None]:
         yield
     except (nats.errors.Error, TimeoutError, OSError) as exc:
         raise RouterUnavailable(f"NATS JetStream: {action} failed: {exc!r}") from exc
-
-
-class _NatsDelivery(Delivery):
-    def __init__(self, router: NatsRouter, group: GroupState, rows: list[tuple[int, str]]) -> None:
-        self._router = router
-        self._group = group
-        self._last = rows[-1][0]
-        self.messages = [body for _, body in rows]
-        self._open = True
-
-    async def ack(self) -> None:
-        if self._open:
-            try:
-                await self._router._advance(self._group, self._last)
-            finally:
-                await self.release()
-
-    async def release(self) -> None:
-        if self._open:
-            self._open = False
-            self._group.lock.release()
 
 
 class NatsRouter(Router):
@@ -336,7 +315,7 @@ class NatsRouter(Router):
             state.lock.release()
             raise
         if rows:
-            return _NatsDelivery(self, state, rows)
+            return GroupDelivery(self._advance, state, rows)
         state.lock.release()
         return None
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
 from policy_pubsub.exceptions import StoreUnavailable
+from policy_pubsub.routers.base import Delivery
 from policy_pubsub.store import GroupRow, Store, now_ms
 
 log = logging.getLogger(__name__)
@@ -126,3 +127,42 @@ class Positions:
             except StoreUnavailable as exc:
                 log.warning("could not save consumer positions, will retry: %s", exc)
                 self._dirty_event.set()
+
+
+class GroupDelivery(Delivery):
+    """Messages read for a group whose lock is held until :meth:`ack` or :meth:`release`;
+    acknowledging hands the last message's position to ``advance``.
+    """
+
+    def __init__(
+        self,
+        advance: Callable[[GroupState, int], Awaitable[None]],
+        group: GroupState,
+        rows: list[tuple[int, str]],
+    ) -> None:
+        self._advance_to = advance
+        self._group = group
+        self._last = rows[-1][0]
+        self.messages = [body for _, body in rows]
+        self._open = True
+
+    async def ack(self) -> None:
+        if self._open:
+            try:
+                await self._advance()
+            finally:
+                await self.release()
+
+    async def release(self) -> None:
+        if self._open:
+            self._open = False
+            try:
+                await self._close()
+            finally:
+                self._group.lock.release()
+
+    async def _advance(self) -> None:
+        await self._advance_to(self._group, self._last)
+
+    async def _close(self) -> None:
+        """Anything to let go of besides the group's lock."""
