@@ -38,6 +38,8 @@ class Notifications:
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
         self.connected = False
+        #: How many times the listening connection has been (re-)established.
+        self.connections = 0
 
     def on(self, channel: str, callback: Callback) -> None:
         self._callbacks[channel].append(callback)
@@ -74,6 +76,7 @@ class Notifications:
                 backoff = min(self._max_backoff, backoff * 2)
                 continue
             self.connected = True
+            self.connections += 1
             backoff = 0.1
             if not first:
                 log.info("listening for store notifications again")

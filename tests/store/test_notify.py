@@ -84,11 +84,13 @@ async def test_a_lost_notification_connection_is_re_established(
     and a commit on one still wakes a poll on the other; reads see the other's changes.
     """
     a, b = two_replicas
-    notifications = [_store(s).notifications for s in (a, b)]
-    assert all(n is not None and n.connected for n in notifications)
+    notifications = [n for n in (_store(s).notifications for s in (a, b)) if n is not None]
+    assert len(notifications) == 2
+    assert all(n.connected and n.connections == 1 for n in notifications)
     assert await _terminate_listeners(_store(a)) >= 2
-    await wait_for(lambda: not all(n is not None and n.connected for n in notifications))
-    await wait_for(lambda: all(n is not None and n.connected for n in notifications), timeout=15)
+    await wait_for(
+        lambda: all(n.connected and n.connections == 2 for n in notifications), timeout=15
+    )
     await _long_poll_woken_across(a, b, "t2")
     async with httpx.AsyncClient(timeout=30) as http:
         policy = {"type": "t", "name": "p1", "version": "1"}
