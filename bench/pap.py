@@ -1,9 +1,9 @@
 """PAP throughput: acknowledged (durable) pushes per second through HTTP.
 
-    .venv/bin/python bench/pap.py [--db sqlite postgres] [--subs 10 1000] [--clients 4] \
+    .venv/bin/python bench/pap.py [--db sqlite postgres] [--subs 10 1000] [--clients 4 32] \
         [--seconds 5]
 
-``--clients`` keep-alive connections each send ``POST /pap/v1/policies`` one after the other
+For each number in ``--clients``, that many keep-alive connections each send ``POST /pap/v1/policies`` one after the other
 for ``--seconds`` (each push deploys a new version of that client's own policy, of the type
 every subscriber filters on, so every push notifies all ``--subs`` subscribers). A push counts
 once its 200 arrived, i.e. once the change and its snapshots are committed. The server is the
@@ -100,16 +100,17 @@ def main() -> None:
         "--db", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"]
     )
     parser.add_argument("--subs", type=int, nargs="+", default=[10, 1000])
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, nargs="+", default=[4, 32])
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     head = header()
     rows = []
     for db in args.db:
         for subs in args.subs:
-            with tempfile.TemporaryDirectory(prefix="bench-pap-") as tmp:
-                rows.append(run(db, subs, args.clients, args.seconds, Path(tmp)))
-            print(json.dumps(rows[-1]), flush=True)
+            for clients in args.clients:
+                with tempfile.TemporaryDirectory(prefix="bench-pap-") as tmp:
+                    rows.append(run(db, subs, clients, args.seconds, Path(tmp)))
+                print(json.dumps(rows[-1]), flush=True)
     table(
         rows,
         [

@@ -61,6 +61,7 @@ MATCHING_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 MATCHING_BUCKETS += [0.25, 0.5, 1.0, 2.5, 5.0]
 COMMIT_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 COMMIT_BUCKETS += [5.0, 10.0]
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 @dataclass(slots=True)
@@ -167,6 +168,12 @@ class Metrics:
             PREFIX + "commit_seconds",
             "Time to commit the store transaction of a change.",
             buckets=COMMIT_BUCKETS,
+            registry=registry,
+        )
+        self.changes_per_commit = Histogram(
+            PREFIX + "changes_per_commit",
+            "PAP changes committed together in one store transaction (group commit).",
+            buckets=BATCH_BUCKETS,
             registry=registry,
         )
         self.store_errors = Counter(

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from policy_pubsub import constants
-from policy_pubsub.exceptions import NotFound
+from policy_pubsub.exceptions import NotFound, PolicyPubSubError, StoreUnavailable
 from policy_pubsub.matching import PolicyIndex, Selector, SubscriptionIndex
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PdpUpdate, PolicyFilter, SubscriptionRequest, ToscaPolicy
@@ -39,6 +39,9 @@ from policy_pubsub.store.database import load_all
 from policy_pubsub.store.notify import REVISION_CHANNEL
 
 log = logging.getLogger(__name__)
+
+# Policy changes committed together at most, when they queue up behind a transaction.
+MAX_CHANGES_PER_COMMIT = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +165,73 @@ class SubscribeResult:
     policies: dict[str, Any]
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A policy change waiting for a transaction, and the future its caller awaits."""
+
+    wanted: Sequence[Policy]
+    undeploy: Sequence[tuple[str, str | None]]
+    replace_all: bool
+    require: str | None
+    answer: asyncio.Future[ChangeResult]
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """One change of a transaction: its revision, net change and snapshots."""
+
+    revision: int
+    changes: Mapping[str, tuple[Policy | None, Policy | None]]
+    messages: list[OutMessage]
+    notified: list[str]
+
+    def result(self) -> ChangeResult:
+        changes = self.changes.values()
+        deployed = [new.ident() for _, new in changes if new is not None]
+        undeployed = [old.ident() for old, new in changes if new is None and old is not None]
+        return ChangeResult(self.revision, deployed, undeployed, len(self.notified))
+
+
+class _Overlay:
+    """The deployed policies as a transaction's changes so far leave them: the committed
+    index with those changes laid over it. The index itself changes only after the commit.
+    """
+
+    def __init__(self, committed: PolicyIndex[Policy]) -> None:
+        self._committed = committed
+        self.changed: dict[str, Policy | None] = {}  # policy id -> after the transaction
+        self.revisions: dict[str, int] = {}  # policy id -> revision of its last change
+        self._added: PolicyIndex[Policy] = PolicyIndex()
+
+    def get(self, policy_id: str) -> Policy | None:
+        if policy_id in self.changed:
+            return self.changed[policy_id]
+        return self._committed.get(policy_id)
+
+    def apply(self, policy_id: str, policy: Policy | None, revision: int) -> None:
+        self.changed[policy_id] = policy
+        self.revisions[policy_id] = revision
+        if policy is None:
+            self._added.remove(policy_id)
+        else:
+            self._added.put(policy_id, policy.type, policy)
+
+    def ids(self) -> Iterator[str]:
+        for policy_id, _ in self._committed.items():
+            if policy_id not in self.changed:
+                yield policy_id
+        for policy_id, policy in self.changed.items():
+            if policy is not None:
+                yield policy_id
+
+    def select(self, selector: Selector) -> set[str]:
+        found = self._committed.select(selector)
+        if self.changed:
+            found.difference_update(self.changed)
+            found |= self._added.select(selector)
+        return found
+
+
 class _NoChange(Exception):
     """Raised inside a write transaction to roll it back: the request changes nothing."""
 
@@ -195,6 +265,7 @@ class PolicyService:
         self._index = SubscriptionIndex()
         # Held from a change's first statement until the indexes reflect its commit.
         self._write_lock = asyncio.Lock()
+        self._queue: list[_Pending] = []  # policy changes waiting for the next transaction
         self._stale = False
 
     @property
@@ -286,26 +357,79 @@ class PolicyService:
         replace_all: bool = False,
         require: str | None = None,
     ) -> ChangeResult:
-        wanted = [Policy.from_model(model) for model in deploy]
-        async with self._write_lock:
-            return await self._change_policies_locked(wanted, undeploy, replace_all, require)
+        """Queue the change and commit it with whatever else is queued (group commit).
 
-    async def _change_policies_locked(
-        self,
-        wanted: Sequence[Policy],
-        undeploy: Sequence[tuple[str, str | None]],
-        replace_all: bool,
-        require: str | None,
-    ) -> ChangeResult:
+        Changes that arrive while a transaction is committing wait for the write lock; the
+        first of them to get it commits every queued change in one transaction, each with its
+        own revision in arrival order and its own snapshots, so one commit (one fsync on
+        SQLite) acknowledges them all.
+        """
+        wanted = [Policy.from_model(model) for model in deploy]
+        pending = _Pending(
+            wanted, undeploy, replace_all, require, asyncio.get_running_loop().create_future()
+        )
+        self._queue.append(pending)
+        try:
+            async with self._write_lock:
+                if not pending.answer.done():
+                    batch = self._queue[:MAX_CHANGES_PER_COMMIT]
+                    del self._queue[:MAX_CHANGES_PER_COMMIT]
+                    await self._commit_changes(batch)
+        except asyncio.CancelledError:
+            if pending in self._queue:
+                self._queue.remove(pending)
+            raise
+        return pending.answer.result()
+
+    async def _commit_changes(self, batch: Sequence[_Pending]) -> None:
+        """Apply the queued changes in one transaction and answer each one's future."""
+        try:
+            await self._commit_changes_unguarded(batch)
+        except BaseException as exc:
+            failure: Exception = (
+                exc
+                if isinstance(exc, Exception)
+                else StoreUnavailable("the transaction was interrupted; nothing was changed")
+            )
+            for pending in batch:
+                if not pending.answer.done():
+                    pending.answer.set_exception(failure)
+            if not isinstance(exc, Exception):
+                raise
+
+    async def _commit_changes_unguarded(self, batch: Sequence[_Pending]) -> None:
+        done: list[tuple[_Pending, _Planned | PolicyPubSubError | None]] = []
+        messages: list[OutMessage] = []
+        latest: dict[str, int] = {}  # subscriber id -> revision of its newest snapshot
         try:
             async with self._store.write() as tx:
-                revision = await self._begin(tx)
-                if require is not None and require not in self._policies:
-                    raise NotFound("policy", require)
-                changes = self._diff(wanted, undeploy, replace_all)
-                if not changes:
-                    raise _NoChange
+                first = await self._begin(tx)
+                overlay = _Overlay(self._policies)  # _begin may have rebuilt the index
+                revision = first - 1
                 at = now_ms()
+                for pending in batch:
+                    if pending.require is not None and overlay.get(pending.require) is None:
+                        done.append((pending, NotFound("policy", pending.require)))
+                        continue
+                    changes = self._diff(
+                        overlay, pending.wanted, pending.undeploy, pending.replace_all
+                    )
+                    if not changes:
+                        done.append((pending, None))
+                        continue
+                    revision += 1
+                    for policy_id, (_, new) in changes.items():
+                        overlay.apply(policy_id, new, revision)
+                    with self._metrics.matching_seconds.time():
+                        planned = self._snapshots_for_change(changes, revision, at, overlay)
+                    messages.extend(planned.messages)
+                    for subscriber_id in planned.notified:
+                        latest[subscriber_id] = revision
+                    done.append((pending, planned))
+                if revision < first:
+                    raise _NoChange
+                if revision > first:
+                    await tx.advance_revision(revision)
                 await tx.put_policies(
                     [
                         PolicyRow(
@@ -314,43 +438,61 @@ class PolicyService:
                             new.type,
                             new.type_version,
                             orjson.dumps(new.body).decode(),
-                            revision,
+                            overlay.revisions[policy_id],
                             at,
                         )
-                        for _, new in changes.values()
+                        for policy_id, new in overlay.changed.items()
                         if new is not None
                     ]
                 )
-                await tx.delete_policies(pid for pid, (_, new) in changes.items() if new is None)
-                with self._metrics.matching_seconds.time():
-                    messages, notified = self._snapshots_for_change(changes, revision, at)
+                await tx.delete_policies(
+                    policy_id for policy_id, new in overlay.changed.items() if new is None
+                )
                 heads = await self._emit(tx, messages, at)
-                await tx.mark_published(notified, revision, at)
+                by_revision: dict[int, list[str]] = {}
+                for subscriber_id, published in latest.items():
+                    by_revision.setdefault(published, []).append(subscriber_id)
+                for published, subscriber_ids in sorted(by_revision.items()):
+                    await tx.mark_published(subscriber_ids, published, at)
                 committing = time.perf_counter()
         except _NoChange:
-            return ChangeResult(self._revision, [], [], 0)
+            for pending, outcome in done:
+                if isinstance(outcome, PolicyPubSubError):
+                    pending.answer.set_exception(outcome)
+                else:
+                    pending.answer.set_result(ChangeResult(self._revision, [], [], 0))
+            return
         self._metrics.commit_seconds.observe(time.perf_counter() - committing)
+        self._metrics.changes_per_commit.observe(revision - first + 1)
         self._revision = revision
-        for policy_id, (_, new) in changes.items():
+        for policy_id, new in overlay.changed.items():
             if new is None:
                 self._policies.remove(policy_id)
             else:
                 self._policies.put(policy_id, new.type, new)
-        self._mark_published(notified, revision, at)
+        self._mark_published(latest, at)
         self._router_committed(heads, messages)
-        deployed = [new.ident() for _, new in changes.values() if new is not None]
-        undeployed = [old.ident() for old, new in changes.values() if new is None and old]
-        log.info(
-            "revision %d: deployed %s, undeployed %s; %d snapshots published",
-            revision,
-            [d["policy-id"] for d in deployed],
-            [u["policy-id"] for u in undeployed],
-            len(notified),
-        )
-        return ChangeResult(revision, deployed, undeployed, len(notified))
+        unchanged_at = first - 1
+        for pending, outcome in done:
+            if isinstance(outcome, PolicyPubSubError):
+                pending.answer.set_exception(outcome)
+            elif outcome is None:
+                pending.answer.set_result(ChangeResult(unchanged_at, [], [], 0))
+            else:
+                unchanged_at = outcome.revision
+                result = outcome.result()
+                log.info(
+                    "revision %d: deployed %s, undeployed %s; %d snapshots published",
+                    result.revision,
+                    [d["policy-id"] for d in result.deployed],
+                    [u["policy-id"] for u in result.undeployed],
+                    result.notified,
+                )
+                pending.answer.set_result(result)
 
     def _diff(
         self,
+        current: _Overlay,
         wanted: Sequence[Policy],
         undeploy: Sequence[tuple[str, str | None]],
         replace_all: bool,
@@ -360,16 +502,16 @@ class PolicyService:
         """
         after: dict[str, Policy | None] = {}
         if replace_all:
-            after = {policy_id: None for policy_id, _ in self._policies.items()}
+            after = {policy_id: None for policy_id in current.ids()}
         for policy_id, version in undeploy:
-            current = self._policies.get(policy_id)
-            if current is not None and (version is None or current.version == version):
+            deployed = current.get(policy_id)
+            if deployed is not None and (version is None or deployed.version == version):
                 after[policy_id] = None
         for policy in wanted:
             after[policy.policy_id] = policy
         changes: dict[str, tuple[Policy | None, Policy | None]] = {}
         for policy_id, new in after.items():
-            old = self._policies.get(policy_id)
+            old = current.get(policy_id)
             if old is None and new is None:
                 continue
             if old is not None and new is not None and old.canonical == new.canonical:
@@ -378,8 +520,13 @@ class PolicyService:
         return changes
 
     def _snapshots_for_change(
-        self, changes: Mapping[str, tuple[Policy | None, Policy | None]], revision: int, at: int
-    ) -> tuple[list[OutMessage], list[str]]:
+        self,
+        changes: Mapping[str, tuple[Policy | None, Policy | None]],
+        revision: int,
+        at: int,
+        deployed: _Overlay,
+    ) -> _Planned:
+        """The snapshots of one change: ``deployed`` is the policy set with it applied."""
         affected: set[Selector] = set()
         for old, new in changes.values():
             for policy in (old, new):
@@ -389,15 +536,9 @@ class PolicyService:
         notified: list[str] = []
         stamp = rfc3339(at) or ""
         for selector in affected:
-            ids = self._policies.select(selector)
-            for policy_id, (_, new) in changes.items():
-                ids.discard(policy_id)
-                if new is not None and selector.matches(new.policy_id, new.type):
-                    ids.add(policy_id)
             policies = {}
-            for policy_id in sorted(ids):
-                change = changes.get(policy_id)
-                policy = change[1] if change is not None else self._policies.get(policy_id)
+            for policy_id in sorted(deployed.select(selector)):
+                policy = deployed.get(policy_id)
                 if policy is not None:
                     policies[policy_id] = policy.body
             fragment = orjson.dumps(policies)
@@ -407,7 +548,7 @@ class PolicyService:
                     _snapshot(subscription, revision, constants.EVENT_UPDATE, stamp, fragment)
                 )
                 notified.append(subscriber_id)
-        return messages, notified
+        return _Planned(revision, changes, messages, notified)
 
     def _policies_for(self, selector: Selector) -> dict[str, Any]:
         found = {}
@@ -417,9 +558,10 @@ class PolicyService:
                 found[policy_id] = policy.body
         return found
 
-    def _mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+    def _mark_published(self, revisions: Mapping[str, int], at: int) -> None:
+        """Record in memory what the transaction recorded: subscriber id -> revision."""
         subscriptions = self._subscriptions
-        for subscriber_id in subscriber_ids:
+        for subscriber_id, revision in revisions.items():
             current = subscriptions.get(subscriber_id)
             if current is not None:
                 subscriptions[subscriber_id] = current.published(revision, at)

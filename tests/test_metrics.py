@@ -24,6 +24,7 @@ EXPECTED_FAMILIES = {
     "policy_pubsub_snapshots_published",
     "policy_pubsub_matching_seconds",
     "policy_pubsub_commit_seconds",
+    "policy_pubsub_changes_per_commit",
     "policy_pubsub_store_errors",
     "policy_pubsub_router_errors",
     "policy_pubsub_limit_refusals",

@@ -470,6 +470,15 @@ class WriteTx:
         await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
         return revision
 
+    async def advance_revision(self, revision: int) -> None:
+        """Move the revision taken by :meth:`next_revision` on to ``revision``: a transaction
+        that commits several changes gives each its own revision, in order.
+        """
+        await self.conn.execute(
+            update(store_revision).where(store_revision.c.id == 1).values(revision=revision)
+        )
+        await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
+
     async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
         if rows:
             await self.conn.execute(
