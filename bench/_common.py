@@ -329,7 +329,7 @@ async def seed(
     sys.path.insert(0, str(ROOT))
     from policy_pubsub.store import Store
     from policy_pubsub.store.tables import policies as policies_table
-    from policy_pubsub.store.tables import store_revision, topics
+    from policy_pubsub.store.tables import store_revision, subscription_marks, topics
     from policy_pubsub.store.tables import subscriptions as subscriptions_table
 
     store = Store(database_url)
@@ -356,13 +356,18 @@ async def seed(
                     "revision": 1,
                     "created_at": at,
                     "updated_at": at,
-                    "last_revision": None,
-                    "last_published_at": None,
                 }
                 for sid, topic, filters in subscriptions
             ]
             for start in range(0, len(rows), 5000):
                 await tx.conn.execute(insert(subscriptions_table), rows[start : start + 5000])
+                await tx.conn.execute(
+                    insert(subscription_marks),
+                    [
+                        {"subscriber_id": row["subscriber_id"], "last_revision": None}
+                        for row in rows[start : start + 5000]
+                    ],
+                )
             names = sorted({topic for _, topic, _ in subscriptions})
             for start in range(0, len(names), 5000):
                 await tx.conn.execute(

@@ -10,7 +10,11 @@ own topic, plus one subscription alone on ``bench.single``, and ten base policie
 - push affecting 10% (``bench.type.0``: with the defaults 1,000 filter sets, 10,000
   subscribers): the whole ``deploy`` call (until every snapshot is committed), the part spent
   matching and building the snapshots, the part spent in the SQL statements and the commit,
-  and snapshots per second;
+  and snapshots per second; then (unless ``--no-breakdown``) the same push again, split into
+  its steps: matching, the store's statements (``put_policies``, ``append``,
+  ``mark_published``, ``outbox_add``), the commit, the router's ``committed`` after it (waking
+  readers, keeping the topics' tails), and the rest (``other``: revision, diff, the service's
+  own bookkeeping);
 - push affecting one subscriber (``bench.single``), with ``--subs`` subscriptions and with 10.
 
 PostgreSQL runs in a scratch database (created, then dropped).
@@ -47,6 +51,9 @@ from policy_pubsub.models import ToscaPolicy
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service import PolicyService
 from policy_pubsub.store import Store
+from policy_pubsub.store.database import WriteTx
+
+STEPS = ("put_policies", "append", "mark_published", "outbox_add")
 
 
 def _subscriptions(n: int, sets: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -79,7 +86,88 @@ class Timed:
         service._snapshots_for_change = timed  # type: ignore[method-assign]
 
 
-async def _one(url: str, n: int, sets: int, rounds: int) -> list[dict[str, Any]]:
+class Steps:
+    """Times the store's write statements, the commit and the router's ``committed``, while
+    in use as a context manager.
+    """
+
+    def __init__(self, service: PolicyService, router: EmbeddedRouter) -> None:
+        self.seconds: dict[str, float] = {}
+        self._service = service
+        self._router = router
+        self._originals = {name: getattr(WriteTx, name) for name in STEPS}
+
+    def __enter__(self) -> Steps:
+        for name, inner in self._originals.items():
+            setattr(WriteTx, name, self._timed_async(name, inner))
+        self._router.committed = self._timed("committed", self._router.committed)  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, inner in self._originals.items():
+            setattr(WriteTx, name, inner)
+        del self._router.committed
+
+    def _timed(self, name: str, inner: Any) -> Any:
+        seconds = self.seconds
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+
+        return timed
+
+    def _timed_async(self, name: str, inner: Any) -> Any:
+        seconds = self.seconds
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await inner(*args, **kwargs)
+            finally:
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+
+        return timed
+
+    def commit_seconds(self) -> float:
+        found = self._service._metrics.registry.get_sample_value("policy_pubsub_commit_seconds_sum")
+        return float(found or 0.0)
+
+
+async def _steps(
+    service: PolicyService, router: EmbeddedRouter, timed: Timed, n: int, rounds: int
+) -> dict[str, Any]:
+    """The push affecting many again, timed step by step (medians over the rounds)."""
+    samples: dict[str, list[float]] = {}
+    for r in range(rounds):
+        push = ToscaPolicy.model_validate(policy("bench.push", "bench.type.0", 1000 + r))
+        with Steps(service, router) as steps:
+            timed.matching = 0.0
+            committed_before = steps.commit_seconds()
+            started = time.perf_counter()
+            await service.deploy([push])
+            total = time.perf_counter() - started
+            commit = steps.commit_seconds() - committed_before
+        parts = {
+            "matching": timed.matching,
+            **{name: steps.seconds.get(name, 0.0) for name in STEPS},
+            "commit": commit,
+            "committed": steps.seconds.get("committed", 0.0),
+        }
+        found = {"total": total, **parts, "other": total - sum(parts.values())}
+        for name, seconds in found.items():
+            samples.setdefault(name, []).append(seconds)
+    return {
+        "case": "push affecting many: steps",
+        "subs": n + 1,
+        **{f"{name}_ms": median(values) * 1000 for name, values in samples.items()},
+    }
+
+
+async def _one(url: str, n: int, sets: int, rounds: int, breakdown: bool) -> list[dict[str, Any]]:
     base = [policy(f"bench.base{k}", f"bench.type.{k}", k) for k in range(10)]
     started = time.perf_counter()
     await seed(url, _subscriptions(n, sets), base)
@@ -120,6 +208,8 @@ async def _one(url: str, n: int, sets: int, rounds: int) -> list[dict[str, Any]]
                 "load_s": loaded,
             }
         )
+        if breakdown:
+            rows.append(await _steps(service, router, timed, n, rounds))
         singles = []
         for r in range(max(20, rounds)):
             push = ToscaPolicy.model_validate(policy("bench.single", "bench.other", r))
@@ -149,6 +239,12 @@ async def main() -> None:
     parser.add_argument("--subs", type=int, default=100_000)
     parser.add_argument("--sets", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-breakdown",
+        dest="breakdown",
+        action="store_false",
+        help="skip the step-by-step timing of the push affecting many",
+    )
     args = parser.parse_args()
     head = header()
     rows = []
@@ -160,7 +256,7 @@ async def main() -> None:
                 else:
                     url = pg_database("pp_bench_fanout")
                 try:
-                    found = await _one(url, n, sets, args.rounds)
+                    found = await _one(url, n, sets, args.rounds, args.breakdown)
                 finally:
                     if db == "postgres":
                         pg_drop("pp_bench_fanout")
@@ -184,6 +280,20 @@ async def main() -> None:
             "load_s",
         ],
     )
+    steps = [row for row in rows if row["case"] == "push affecting many: steps"]
+    if steps:
+        table(
+            steps,
+            [
+                "db",
+                "total_ms",
+                "matching_ms",
+                *(f"{name}_ms" for name in STEPS),
+                "commit_ms",
+                "committed_ms",
+                "other_ms",
+            ],
+        )
     save("fanout", head, rows)
 
 

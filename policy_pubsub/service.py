@@ -574,8 +574,7 @@ class PolicyService:
             return await tx.append(messages, at)
         await tx.outbox_add(messages, at)
         # The topic exists from now on, for readers, though the relay publishes a moment later.
-        for topic in {m.topic for m in messages}:
-            await tx.create_topic(topic, at)
+        await tx.create_topics((m.topic for m in messages), at)
         return {}
 
     def _router_committed(

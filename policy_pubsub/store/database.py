@@ -16,13 +16,14 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    BigInteger,
     Connection,
     and_,
-    bindparam,
     delete,
     exists,
     func,
     insert,
+    literal,
     select,
     update,
 )
@@ -38,6 +39,7 @@ from policy_pubsub.store.tables import (
     outbox,
     policies,
     store_revision,
+    subscription_marks,
     subscriptions,
     topics,
 )
@@ -45,7 +47,10 @@ from policy_pubsub.store.tables import (
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-TOPIC_CHUNK = 1000  # topic names per statement when a push appends to many topics
+MESSAGE_COLUMNS = ("topic", "seq", "key", "revision", "body", "created_at")
+TOPIC_COLUMNS = ("name", "last_offset", "created_at", "last_published_at")
+OUTBOX_COLUMNS = ("topic", "key", "revision", "dedup_id", "body", "created_at")
+SUBSCRIPTION_COLUMNS = ("subscriber_id", "topic", "body", "revision", "created_at", "updated_at")
 
 
 def now_ms() -> int:
@@ -377,6 +382,32 @@ class Store:
         finally:
             await lock.release()
 
+    async def outbox_batch_after(self, after: int, limit: int) -> list[tuple[int, OutMessage]]:
+        """Like :meth:`outbox_batch`, for the messages with an id above ``after``: the relay
+        reads its next batch while the previous one is still being published.
+        """
+        async with self.read() as conn:
+            result = await conn.execute(
+                select(
+                    outbox.c.id,
+                    outbox.c.topic,
+                    outbox.c.body,
+                    outbox.c.key,
+                    outbox.c.revision,
+                    outbox.c.dedup_id,
+                )
+                .where(outbox.c.id > after)
+                .order_by(outbox.c.id)
+                .limit(limit)
+            )
+            return [(row[0], OutMessage(*row[1:])) for row in result]
+
+    async def groups(self) -> list[GroupRow]:
+        """Every consumer group's position (a router loads them all when it starts)."""
+        async with self.read() as conn:
+            result = await conn.execute(select(consumer_groups))
+            return [GroupRow(*row) for row in result]
+
 
 class GroupClaim:
     """A consumer group's position, locked for one delivery."""
@@ -504,6 +535,9 @@ class WriteTx:
             await self.conn.execute(delete(policies).where(policies.c.policy_id.in_(ids)))
 
     async def put_subscription(self, row: SubscriptionRow) -> None:
+        """Insert or update a subscription. A new one gets its mark (what was last published
+        to it) from ``row``; an existing one keeps its mark (see :meth:`mark_published`).
+        """
         await self.conn.execute(
             dialects.upsert(
                 self.dialect,
@@ -511,12 +545,26 @@ class WriteTx:
                 keys=("subscriber_id",),
                 update=("topic", "body", "revision", "updated_at"),
             ),
-            [_asdict(row)],
+            [{name: getattr(row, name) for name in SUBSCRIPTION_COLUMNS}],
+        )
+        await self.conn.execute(
+            dialects.insert_ignore(self.dialect, subscription_marks),
+            [
+                {
+                    "subscriber_id": row.subscriber_id,
+                    "last_revision": row.last_revision,
+                    "last_published_at": row.last_published_at,
+                }
+            ],
         )
 
     async def delete_subscription(self, subscriber_id: str) -> None:
+        """Delete a subscription and its mark."""
         await self.conn.execute(
             delete(subscriptions).where(subscriptions.c.subscriber_id == subscriber_id)
+        )
+        await self.conn.execute(
+            delete(subscription_marks).where(subscription_marks.c.subscriber_id == subscriber_id)
         )
 
     async def create_topic(self, name: str, at: int) -> bool:
@@ -529,32 +577,59 @@ class WriteTx:
         )
         return True
 
+    async def create_topics(self, names: Iterable[str], at: int) -> None:
+        """Create those of the topics that do not exist yet (a replica creating the same topic
+        at the same moment is no error).
+        """
+        wanted = sorted(set(names))
+        if not wanted:
+            return
+        found = await self.conn.execute(
+            select(topics.c.name).where(dialects.among(self.dialect, topics.c.name, wanted))
+        )
+        existing = {name for (name,) in found}
+        missing = [
+            {"name": name, "last_offset": 0, "created_at": at, "last_published_at": None}
+            for name in wanted
+            if name not in existing
+        ]
+        if missing:
+            await self.conn.execute(dialects.insert_ignore(self.dialect, topics), missing)
+
     async def mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+        """Record that a snapshot of ``revision`` was published at ``at`` to each of the
+        subscribers; ids with no subscription are left out.
+        """
         ids = list(subscriber_ids)
-        if ids:
+        if not ids:
+            return
+        result = await self.conn.execute(
+            update(subscription_marks)
+            .where(dialects.among(self.dialect, subscription_marks.c.subscriber_id, ids))
+            .values(last_revision=revision, last_published_at=at)
+        )
+        if (result.rowcount or 0) < len(ids):
+            # A subscription written without its mark (put_subscription writes one with every
+            # subscription): give it one now.
             await self.conn.execute(
-                update(subscriptions)
-                .where(subscriptions.c.subscriber_id.in_(ids))
-                .values(last_revision=revision, last_published_at=at)
+                dialects.insert_ignore(self.dialect, subscription_marks).from_select(
+                    ["subscriber_id", "last_revision", "last_published_at"],
+                    select(
+                        subscriptions.c.subscriber_id,
+                        literal(revision, BigInteger),
+                        literal(at, BigInteger),
+                    ).where(dialects.among(self.dialect, subscriptions.c.subscriber_id, ids)),
+                )
             )
 
     async def outbox_add(self, batch: Sequence[OutMessage], at: int) -> None:
         """Queue messages for the relay, in order."""
-        if batch:
-            await self.conn.execute(
-                insert(outbox),
-                [
-                    {
-                        "topic": m.topic,
-                        "key": m.key,
-                        "revision": m.revision,
-                        "dedup_id": m.dedup_id,
-                        "body": m.body,
-                        "created_at": at,
-                    }
-                    for m in batch
-                ],
-            )
+        await dialects.bulk_insert(
+            self.conn,
+            outbox,
+            OUTBOX_COLUMNS,
+            [(m.topic, m.key, m.revision, m.dedup_id, m.body, at) for m in batch],
+        )
 
     async def append(self, batch: Sequence[OutMessage], at: int) -> dict[str, int]:
         """Append messages to their topics (created as needed), in order; returns each topic's
@@ -564,57 +639,26 @@ class WriteTx:
         by_topic: dict[str, list[OutMessage]] = defaultdict(list)
         for message in batch:
             by_topic[message.topic].append(message)
-        heads: dict[str, int] = {}
-        rows: list[dict[str, Any]] = []
+        if not by_topic:
+            return {}
         names = sorted(by_topic)
-        # A push can touch thousands of topics: read and lock their rows a chunk of names at
-        # a time, in name order (so concurrent writers lock in one order), then advance them
-        # all in one executemany, rather than one UPDATE ... RETURNING round trip per topic.
-        current: dict[str, int] = {}
-        for start in range(0, len(names), TOPIC_CHUNK):
-            chunk = names[start : start + TOPIC_CHUNK]
-            result = await self.conn.execute(
-                select(topics.c.name, topics.c.last_offset)
-                .where(topics.c.name.in_(chunk))
-                .order_by(dialects.byte_order(self.dialect, topics.c.name))
-                .with_for_update()
-            )
-            current.update((name, int(last)) for name, last in result)
-        created: list[dict[str, Any]] = []
-        advanced: list[dict[str, Any]] = []
-        for name in names:
+        counts = {name: len(by_topic[name]) for name in names}
+        advanced = await dialects.advance_topics(self.conn, counts, at)
+        heads = {name: advanced.get(name, counts[name]) for name in names}
+        await dialects.bulk_insert(
+            self.conn,
+            topics,
+            TOPIC_COLUMNS,
+            [(name, last, at, at) for name, last in heads.items() if name not in advanced],
+        )
+        rows: list[tuple[str, int, str | None, int | None, str, int]] = []
+        for name, last in heads.items():
             items = by_topic[name]
-            last = current.get(name, 0) + len(items)
-            if name in current:
-                advanced.append({"b_name": name, "b_last": last})
-            else:
-                created.append(
-                    {"name": name, "last_offset": last, "created_at": at, "last_published_at": at}
-                )
-            first = last - len(items) + 1
             rows.extend(
-                {
-                    "topic": name,
-                    "seq": first + i,
-                    "key": m.key,
-                    "revision": m.revision,
-                    "body": m.body,
-                    "created_at": at,
-                }
-                for i, m in enumerate(items)
+                (name, seq, m.key, m.revision, m.body, at)
+                for seq, m in enumerate(items, last - len(items) + 1)
             )
-            heads[name] = last
-        if advanced:
-            await self.conn.execute(
-                update(topics)
-                .where(topics.c.name == bindparam("b_name"))
-                .values(last_offset=bindparam("b_last"), last_published_at=at),
-                advanced,
-            )
-        if created:
-            await self.conn.execute(insert(topics), created)
-        if rows:
-            await self.conn.execute(insert(messages), rows)
+        await dialects.bulk_insert(self.conn, messages, MESSAGE_COLUMNS, rows)
         await dialects.notify(
             self.conn, TOPICS_CHANNEL, [f"{name}:{last}" for name, last in heads.items()]
         )
@@ -624,7 +668,14 @@ class WriteTx:
 async def load_all(conn: AsyncConnection) -> Snapshot:
     revision = (await conn.execute(select(store_revision.c.revision))).scalar_one()
     policy_rows = [PolicyRow(*row) for row in await conn.execute(select(policies))]
-    subscription_rows = [SubscriptionRow(*row) for row in await conn.execute(select(subscriptions))]
+    columns: list[Any] = [subscriptions.c[name] for name in SUBSCRIPTION_COLUMNS]
+    columns += [subscription_marks.c.last_revision, subscription_marks.c.last_published_at]
+    joined = subscriptions.outerjoin(
+        subscription_marks, subscription_marks.c.subscriber_id == subscriptions.c.subscriber_id
+    )
+    subscription_rows = [
+        SubscriptionRow(*row) for row in await conn.execute(select(*columns).select_from(joined))
+    ]
     topic_rows = [TopicRow(*row) for row in await conn.execute(select(topics))]
     return Snapshot(int(revision), policy_rows, subscription_rows, topic_rows)
 

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Table, case, event, text
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    any_,
+    bindparam,
+    case,
+    event,
+    func,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
+
+from policy_pubsub.store.tables import topics
 
 SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -127,25 +143,30 @@ NOTIFY_PAYLOAD_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 
 async def notify(conn: AsyncConnection, channel: str, payloads: Sequence[str]) -> None:
     """Queue notifications that PostgreSQL delivers only if the transaction commits.
-    Payloads are joined with commas into as few notifications as fit. SQLite: nothing.
+    Payloads are joined with commas into as few notifications as fit, queued in order by one
+    statement. SQLite: nothing.
     """
     if conn.dialect.name != "postgresql" or not payloads:
         return
+    notes: list[str] = []
     chunk: list[str] = []
     size = 0
     for payload in payloads:
         if chunk and size + len(payload) + 1 > NOTIFY_PAYLOAD_LIMIT:
-            await _notify(conn, channel, ",".join(chunk))
+            notes.append(",".join(chunk))
             chunk, size = [], 0
         chunk.append(payload)
         size += len(payload) + 1
-    await _notify(conn, channel, ",".join(chunk))
-
-
-async def _notify(conn: AsyncConnection, channel: str, payload: str) -> None:
-    await conn.execute(
-        text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": payload}
-    )
+    notes.append(",".join(chunk))
+    if len(notes) == 1:
+        await conn.execute(
+            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": notes[0]}
+        )
+    else:
+        await conn.execute(
+            text("SELECT pg_notify(:channel, note) FROM unnest(CAST(:notes AS text[])) AS note"),
+            {"channel": channel, "notes": notes},
+        )
 
 
 def lock_for_migrations(connection: Connection) -> None:
@@ -154,6 +175,19 @@ def lock_for_migrations(connection: Connection) -> None:
         connection.execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key("policy-pubsub schema")}
         )
+
+
+def set_fillfactor(connection: Connection, table: str, fillfactor: int | None) -> None:
+    """Have PostgreSQL leave free space in the table's pages (``None``: its default, full
+    pages), for the pages written from now on. SQLite: nothing.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    name = connection.dialect.identifier_preparer.quote(table)
+    if fillfactor is None:
+        connection.execute(text(f"ALTER TABLE {name} RESET (fillfactor)"))
+    else:
+        connection.execute(text(f"ALTER TABLE {name} SET (fillfactor = {int(fillfactor)})"))
 
 
 def insert_ignore(dialect: str, table: Table) -> Insert:
@@ -174,3 +208,105 @@ def byte_order(dialect: str, column: ColumnElement[str]) -> ColumnElement[str]:
     database's collation: SQLite compares bytes already; PostgreSQL needs ``COLLATE "C"``.
     """
     return column.collate("C") if dialect == "postgresql" else column
+
+
+def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
+    """``column IN values`` with all the values in one bound parameter (an array on
+    PostgreSQL, a JSON array read by ``json_each`` on SQLite): one parameter to process and
+    one statement to cache however many values there are.
+    """
+    if dialect == "postgresql":
+        array = bindparam(None, list(values), type_=postgresql.ARRAY(column.type))
+        return column == any_(array)
+    if dialect == "sqlite":
+        listed = func.json_each(orjson.dumps(list(values)).decode()).table_valued("value")
+        return column.in_(select(listed.c.value))
+    raise UnsupportedDatabase(dialect)
+
+
+async def advance_topics(
+    conn: AsyncConnection, counts: Mapping[str, int], at: int
+) -> dict[str, int]:
+    """Move each existing topic named in ``counts`` on by that many offsets, published at
+    ``at``; return their new last offsets (topics that do not exist are left out). Their rows
+    stay locked until commit. PostgreSQL locks them first, in code-point order of the names,
+    so that concurrent writers lock in one order and cannot deadlock; SQLite, which has one
+    writer at a time, reads and advances them in one statement.
+    """
+    if not counts:
+        return {}
+    if conn.dialect.name == "postgresql":
+        result = await conn.execute(
+            select(topics.c.name, topics.c.last_offset)
+            .where(among("postgresql", topics.c.name, list(counts)))
+            .order_by(byte_order("postgresql", topics.c.name))
+            .with_for_update()
+        )
+        heads = {name: int(last) + counts[name] for name, last in result}
+        # One statement per distinct count (most pushes add one message to each topic).
+        by_count: dict[int, list[str]] = {}
+        for name in heads:
+            by_count.setdefault(counts[name], []).append(name)
+        for count, names in by_count.items():
+            await conn.execute(
+                update(topics)
+                .where(among("postgresql", topics.c.name, names))
+                .values(last_offset=topics.c.last_offset + count, last_published_at=at)
+            )
+        return heads
+    if conn.dialect.name == "sqlite":
+        result = await conn.exec_driver_sql(
+            "UPDATE topics SET last_offset = topics.last_offset + counts.value, "
+            "last_published_at = ? FROM json_each(?) AS counts WHERE topics.name = counts.key "
+            "RETURNING name, last_offset",
+            (at, orjson.dumps(dict(counts)).decode()),
+        )
+        return {str(row[0]): int(row[1]) for row in result}
+    raise UnsupportedDatabase(conn.dialect.name)
+
+
+async def bulk_insert(
+    conn: AsyncConnection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (tuples of the ``columns``' values) in order, without SQLAlchemy's
+    per-row parameter processing: COPY on PostgreSQL, one executemany on SQLite. Values of
+    columns left out come from their defaults in row order (e.g. ascending ids).
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        import asyncpg  # type: ignore[import-untyped]
+
+        driver = await _driver_in_transaction(conn)
+        try:
+            await driver.copy_records_to_table(
+                table.name, records=rows, columns=list(columns), schema_name=table.schema
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # As SQLAlchemy's own statements raise it (the store answers StoreUnavailable).
+            raise DBAPIError(f"COPY {table.name}", None, exc) from exc
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(name) for name in columns)
+    marks = ", ".join("?" for _ in columns)
+    await conn.exec_driver_sql(
+        f"INSERT INTO {_table_name(conn, table)} ({names}) VALUES ({marks})", list(rows)
+    )
+
+
+def _table_name(conn: AsyncConnection, table: Table) -> str:
+    name: str = conn.dialect.identifier_preparer.format_table(table)
+    return name
+
+
+async def _driver_in_transaction(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``, inside the transaction SQLAlchemy began (the
+    driver starts it at the first statement, so one runs first if none has yet).
+    """
+    raw = await conn.get_raw_connection()
+    driver = raw.driver_connection
+    if driver is None:
+        raise UnsupportedDatabase("no driver connection")
+    if not driver.is_in_transaction():
+        await conn.execute(text("SELECT 1"))
+    return driver

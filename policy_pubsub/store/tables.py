@@ -9,6 +9,11 @@ from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Tab
 
 metadata = MetaData()
 
+# PostgreSQL: how full to pack the pages of the tables whose rows a push rewrites by the
+# thousand. The free space lets an update write the new row version on the same page, without
+# a new index entry (a heap-only tuple).
+UPDATED_EVERY_PUSH_FILLFACTOR = 50
+
 # One row (id = 1): the store revision. Every committed change takes the next value, and
 # incrementing it locks the row, so revisions are handed out in commit order.
 store_revision = Table(
@@ -39,8 +44,18 @@ subscriptions = Table(
     Column("revision", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("updated_at", BigInteger, nullable=False),
+)
+
+# What was last published to each subscriber, apart from the subscriptions' wide rows: a push
+# marks thousands of subscribers, and rewriting only these narrow rows is what keeps it cheap.
+# Every subscription has one, written with it and deleted with it.
+subscription_marks = Table(
+    "subscription_marks",
+    metadata,
+    Column("subscriber_id", String(255), primary_key=True),
     Column("last_revision", BigInteger, nullable=True),  # revision of the newest snapshot
     Column("last_published_at", BigInteger, nullable=True),
+    postgresql_with={"fillfactor": UPDATED_EVERY_PUSH_FILLFACTOR},
 )
 
 # The embedded router: topics hold messages at increasing offsets; a consumer group's position
@@ -52,6 +67,7 @@ topics = Table(
     Column("last_offset", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("last_published_at", BigInteger, nullable=True),
+    postgresql_with={"fillfactor": UPDATED_EVERY_PUSH_FILLFACTOR},
 )
 
 messages = Table(

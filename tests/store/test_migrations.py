@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
-from policy_pubsub.store import Store
+from policy_pubsub.store import Store, SubscriptionRow
 from policy_pubsub.store.database import MIGRATIONS
 from policy_pubsub.store.tables import metadata
+from tests.conftest import postgres_database
 
 
 def _script() -> ScriptDirectory:
@@ -79,3 +84,150 @@ async def test_opening_twice_is_harmless(tmp_path: Path) -> None:
         await store.open()
         await store.close()
     assert _current(tmp_path / "store.db") == _script().get_current_head()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'store.db'}"
+        return
+    async with postgres_database() as url:
+        yield url
+
+
+async def _migrate(url: str, revision: str, *, down: bool = False) -> None:
+    """Upgrade (or downgrade) the database to ``revision``, as the store would."""
+    from alembic import command
+
+    def run(conn: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = conn
+        (command.downgrade if down else command.upgrade)(config, revision)
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(run)
+    finally:
+        await engine.dispose()
+
+
+async def _query(url: str, sql: str) -> list[tuple[Any, ...]]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(sql))
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+async def _columns(url: str, table: str) -> set[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            found = await conn.run_sync(lambda c: inspect(c).get_columns(table))
+            return {column["name"] for column in found}
+    finally:
+        await engine.dispose()
+
+
+SUBSCRIPTIONS_AT_0002 = (
+    "INSERT INTO subscriptions (subscriber_id, topic, body, revision, created_at, updated_at, "
+    "last_revision, last_published_at) VALUES "
+    "('a', 't-a', '{}', 3, 10, 11, 5, 50), "
+    "('b', 't-b', '{}', 4, 12, 13, 9, 90), "
+    "('c', 't-c', '{}', 6, 14, 15, NULL, NULL)"
+)
+
+
+async def test_marks_move_out_of_the_subscriptions_and_are_kept(database_url: str) -> None:
+    """A store at 0002 whose subscriptions hold marks opens with the same subscriptions and
+    marks, now in subscription_marks, one row per subscription.
+    """
+    await _migrate(database_url, "0002")
+    await _query(database_url, SUBSCRIPTIONS_AT_0002)
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        loaded = sorted((await store.load()).subscriptions, key=lambda s: s.subscriber_id)
+        async with store.write() as tx:
+            await tx.mark_published(["c"], 20, 200)
+        marked = {s.subscriber_id: s.last_revision for s in (await store.load()).subscriptions}
+    finally:
+        await store.close()
+    assert loaded == [
+        SubscriptionRow("a", "t-a", "{}", 3, 10, 11, 5, 50),
+        SubscriptionRow("b", "t-b", "{}", 4, 12, 13, 9, 90),
+        SubscriptionRow("c", "t-c", "{}", 6, 14, 15, None, None),
+    ]
+    assert marked == {"a": 5, "b": 9, "c": 20}
+    assert sorted(await _query(database_url, "SELECT * FROM subscription_marks")) == [
+        ("a", 5, 50),
+        ("b", 9, 90),
+        ("c", 20, 200),
+    ]
+    assert await _columns(database_url, "subscriptions") == {
+        "subscriber_id",
+        "topic",
+        "body",
+        "revision",
+        "created_at",
+        "updated_at",
+    }
+
+
+async def test_the_marks_migration_goes_back(database_url: str) -> None:
+    """Downgrading from 0003 puts the marks back into the subscriptions' rows."""
+    await _migrate(database_url, "0002")
+    await _query(database_url, SUBSCRIPTIONS_AT_0002)
+    await _migrate(database_url, "0003")
+    await _migrate(database_url, "0002", down=True)
+    rows = await _query(
+        database_url,
+        "SELECT subscriber_id, topic, revision, last_revision, last_published_at "
+        "FROM subscriptions ORDER BY subscriber_id",
+    )
+    assert rows == [("a", "t-a", 3, 5, 50), ("b", "t-b", 4, 9, 90), ("c", "t-c", 6, None, None)]
+    assert "subscription_marks" not in await _tables(database_url)
+
+
+async def _tables(url: str) -> set[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_new_postgresql_store_matches_the_tables() -> None:
+    """On PostgreSQL too the migrations build what tables.py declares, and the tables every
+    push updates leave room in their pages.
+    """
+    async with postgres_database() as url:
+        store = Store(url)
+        await store.open()
+        await store.close()
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                diff = await conn.run_sync(
+                    lambda c: compare_metadata(MigrationContext.configure(c), metadata)
+                )
+        finally:
+            await engine.dispose()
+        options = await _query(
+            url,
+            "SELECT relname, reloptions FROM pg_class "
+            "WHERE relname IN ('topics', 'subscription_marks', 'subscriptions')",
+        )
+    assert diff == []
+    assert sorted(options) == [
+        ("subscription_marks", ["fillfactor=50"]),
+        ("subscriptions", None),
+        ("topics", ["fillfactor=50"]),
+    ]
