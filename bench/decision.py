@@ -49,7 +49,7 @@ REQUEST = {
 }
 
 
-def _wrk(port: int, seconds: float, connections: int, threads: int, tmp: Path) -> dict[str, Any]:
+def _wrk(port: int, seconds: int, connections: int, threads: int, tmp: Path) -> dict[str, Any]:
     script = tmp / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -99,7 +99,7 @@ async def _check(port: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-level", default="info", help="policy-pubsub's (default info)")

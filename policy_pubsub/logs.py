@@ -3,23 +3,26 @@
 ``configure`` sets the process's root handler once (``serve`` calls it). In the JSON format
 every record is one JSON object on one line, with the request's fields (``method``, ``path``,
 ``status``, ``duration_ms``, ``request_id``, ``client``) as keys of their own on the request
-lines. The request lines come from :class:`RequestLogMiddleware`, a plain ASGI middleware
-(never ``BaseHTTPMiddleware``: it would buffer the long-polls), so uvicorn's own access log is
+lines. The request lines come from :func:`log_request`, called by the request middleware
+(:mod:`policy_pubsub.api.middleware`) once a request is over, so uvicorn's own access log is
 turned off.
+
+Which level a request line gets (:func:`request_level`): INFO for what an operator needs to
+see (every change: PAP pushes, subscribe and unsubscribe, publishes; every answer from 400 up,
+and 499 when the client left first; any read slower than ``SLOW_SECONDS``), DEBUG for the
+reads that went well (``GET``, the decision API, each answered long-poll), which on a busy
+server are nearly all requests. The metrics count every request whatever its level.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from policy_pubsub.metrics import Metrics
+from starlette.types import Scope
 
 ACCESS_LOGGER = "policy_pubsub.access"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -27,6 +30,13 @@ REQUEST_FIELDS = ("method", "path", "status", "duration_ms", "request_id", "clie
 # The status logged when no answer was started: the client left (a long-poll it gave up on)
 # or the server stopped first; nginx's "client closed request".
 NO_ANSWER = 499
+# A read that took this long logs its line at INFO, as changes and errors do.
+SLOW_SECONDS = 1.0
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The scope-state key an endpoint sets (``mark_request``) and its values.
+REQUEST_KIND = "request_kind"
+READ = "read"
+LONG_POLL = "long-poll"
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -73,65 +83,74 @@ def configure(
     root.setLevel(level.upper())
 
 
-class RequestLogMiddleware:
-    """Logs one line per HTTP request once it is answered: method, path, status, duration in
-    ms, the ``X-ONAP-RequestID`` (set in the scope's state by ``RequestIdMiddleware``, which
-    must come first) and the client's address; and counts it in the metrics.
+def mark_request(scope: Scope, kind: str) -> None:
+    """Tell how the request's line is logged: ``READ`` for an endpoint that changes nothing
+    whatever its method, ``LONG_POLL`` for a long-poll.
     """
-
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 0
-
-        async def send_noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_noting_status)
-        except Exception:
-            status = status or 500
-            raise
-        finally:
-            self._log(scope, status or NO_ANSWER, time.perf_counter() - started)
-
-    def _log(self, scope: Scope, status: int, seconds: float) -> None:
-        method = str(scope.get("method", ""))
-        if self.metrics is not None:
-            self.metrics.request(method, status)
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        path = str(scope.get("path", ""))
-        duration_ms = round(seconds * 1000, 3)
-        request_id = scope.get("state", {}).get("request_id")
-        client = scope.get("client")
-        address = f"{client[0]}:{client[1]}" if client else None
-        access_log.info(
-            '%s "%s %s" %d %.1f ms request_id=%s',
-            address or "-",
-            method,
-            path,
-            status,
-            duration_ms,
-            request_id or "-",
-            extra={
-                "method": method,
-                "path": path,
-                "status": status,
-                "duration_ms": duration_ms,
-                "request_id": request_id,
-                "client": address,
-            },
-        )
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    state[REQUEST_KIND] = kind
 
 
-__all__ = ["JsonFormatter", "RequestLogMiddleware", "configure", "formatter"]
+def request_level(method: str, status: int, seconds: float, kind: str | None) -> int:
+    """The level of a request's line: INFO for a change, an error (any status from 400, 499
+    included) or a slow read; DEBUG for the rest, the reads that went well (among them every
+    answered long-poll, whose duration is mostly its hold, and the decision API).
+    """
+    if status >= 400:
+        return logging.INFO
+    if kind == LONG_POLL:
+        return logging.DEBUG
+    if seconds >= SLOW_SECONDS:
+        return logging.INFO
+    if kind == READ or method in READ_METHODS:
+        return logging.DEBUG
+    return logging.INFO
+
+
+def log_request(scope: Scope, status: int, seconds: float) -> None:
+    """The line of an answered request (``status`` 499 when it was not): method, path,
+    status, duration in ms, the ``X-ONAP-RequestID`` (from the scope's state) and the client's
+    address, at the level :func:`request_level` gives.
+    """
+    method = str(scope.get("method", ""))
+    state = scope.get("state") or {}
+    level = request_level(method, status, seconds, state.get(REQUEST_KIND))
+    if not access_log.isEnabledFor(level):
+        return
+    path = str(scope.get("path", ""))
+    duration_ms = round(seconds * 1000, 3)
+    request_id = state.get("request_id")
+    client = scope.get("client")
+    address = f"{client[0]}:{client[1]}" if client else None
+    access_log.log(
+        level,
+        '%s "%s %s" %d %.1f ms request_id=%s',
+        address or "-",
+        method,
+        path,
+        status,
+        duration_ms,
+        request_id or "-",
+        extra={
+            "method": method,
+            "path": path,
+            "status": status,
+            "duration_ms": duration_ms,
+            "request_id": request_id,
+            "client": address,
+        },
+    )
+
+
+__all__ = [
+    "LONG_POLL",
+    "READ",
+    "JsonFormatter",
+    "configure",
+    "formatter",
+    "log_request",
+    "mark_request",
+    "request_level",
+]

@@ -1,5 +1,6 @@
-"""Logs: one request line per HTTP request, after the answer, with its fields; and the JSON
-format, one JSON object per line, from ``serve --log-format json``.
+"""Logs: one request line per HTTP request, after the answer, with its fields, at INFO for
+changes, errors and slow reads and at DEBUG for the other reads; and the JSON format, one JSON
+object per line, from ``serve --log-format json``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,17 @@ import httpx
 import pytest
 
 from policy_pubsub import constants
-from policy_pubsub.logs import ACCESS_LOGGER, NO_ANSWER, JsonFormatter
+from policy_pubsub.logs import (
+    ACCESS_LOGGER,
+    LONG_POLL,
+    NO_ANSWER,
+    READ,
+    SLOW_SECONDS,
+    JsonFormatter,
+    request_level,
+)
 from policy_pubsub.testing import start_server, stop_server
+from tests.api.helpers import tosca
 from tests.conftest import make_settings, wait_for
 from tests.processes import ServerProcess
 
@@ -28,10 +38,11 @@ def _request_lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
 async def test_each_request_logs_one_line_with_its_fields(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each request logs exactly one line, at INFO, with method, path, status, duration,
-    the X-ONAP-RequestID and the client address; in JSON each is a key of the object.
+    """Each request logs exactly one line, with method, path, status, duration, the
+    X-ONAP-RequestID and the client address; in JSON each is a key of the object. A read that
+    went well logs at DEBUG, an error at INFO.
     """
-    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    caplog.set_level(logging.DEBUG, logger=ACCESS_LOGGER)
     live, task = await start_server(make_settings(tmp_path))
     try:
         async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
@@ -46,7 +57,7 @@ async def test_each_request_logs_one_line_with_its_fields(
         ("/decision/v1/subscription/nobody", 404),
     ]
     first, second = lines
-    assert first.levelno == logging.INFO
+    assert (first.levelno, second.levelno) == (logging.DEBUG, logging.INFO)
     assert first.__dict__["request_id"] == "rid-1"
     assert second.__dict__["request_id"] == missing.headers[constants.REQUEST_ID_HEADER]
     document = json.loads(JsonFormatter().format(first))
@@ -54,6 +65,82 @@ async def test_each_request_logs_one_line_with_its_fields(
     assert document["method"] == "GET" and document["duration_ms"] >= 0
     assert document["client"].startswith("127.0.0.1:")
     assert document["logger"] == ACCESS_LOGGER and "rid-1" in document["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "seconds", "kind", "level"),
+    [
+        ("POST", 200, 0.01, None, logging.INFO),  # a change: a PAP push, a subscribe
+        ("DELETE", 204, 0.01, None, logging.INFO),
+        ("GET", 200, 0.01, None, logging.DEBUG),  # a read that went well
+        ("HEAD", 200, 0.01, None, logging.DEBUG),
+        ("POST", 200, 0.01, READ, logging.DEBUG),  # the decision API
+        ("GET", 200, SLOW_SECONDS, None, logging.INFO),  # a slow read
+        ("POST", 200, SLOW_SECONDS, READ, logging.INFO),
+        ("GET", 200, 0.01, LONG_POLL, logging.DEBUG),  # an answered long-poll
+        ("GET", 200, 100.0, LONG_POLL, logging.DEBUG),  # held long: never slow
+        ("GET", 404, 0.01, None, logging.INFO),  # every error
+        ("POST", 400, 0.01, READ, logging.INFO),
+        ("GET", 429, 0.01, LONG_POLL, logging.INFO),
+        ("GET", NO_ANSWER, 30.0, LONG_POLL, logging.INFO),  # the client left
+        ("GET", 503, 0.01, None, logging.INFO),
+    ],
+)
+def test_request_level(method: str, status: int, seconds: float, kind: str, level: int) -> None:
+    """Changes, errors and slow reads log at INFO; reads that went well, answered long-polls
+    whatever their hold among them, at DEBUG.
+    """
+    assert request_level(method, status, seconds, kind) == level
+
+
+async def test_at_info_reads_are_quiet_and_changes_are_logged_and_everything_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At INFO a PAP push, a publish and a subscribe log their lines, an answered long-poll,
+    a decision and a GET log none; the metrics count every one of them.
+    """
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    live, task = await start_server(make_settings(tmp_path))
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+            subscribe = await http.post(
+                "/decision/v1/subscription/s1",
+                json={"subscriber_topic": "t1", "policy-filters": [{"policy-id": "p1"}]},
+            )
+            push = await http.post("/pap/v1/policies", json={"policies": [tosca("p1")]})
+            publish = await http.post("/events/t2", json={"n": 1})
+            poll = await http.get("/events/t1/g/c", params={"timeout": 0})
+            decision = await http.post(
+                "/decision/v1", json={"action": "configure", "resource": {"policy-id": "p1"}}
+            )
+            listed = await http.get("/pap/v1/policies")
+            metrics = (await http.get("/metrics")).text
+    finally:
+        await stop_server(live, task)
+    assert [r.status_code for r in (subscribe, push, publish, poll, decision, listed)] == [
+        201,
+        200,
+        200,
+        200,
+        200,
+        200,
+    ]
+    assert len(poll.json()) == 2  # the subscribe snapshot and the push's
+    logged = [(r.__dict__["method"], r.__dict__["path"]) for r in _request_lines(caplog)]
+    assert logged == [
+        ("POST", "/decision/v1/subscription/s1"),
+        ("POST", "/pap/v1/policies"),
+        ("POST", "/events/t2"),
+    ]
+    assert all(r.levelno == logging.INFO for r in _request_lines(caplog))
+    counted = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line.startswith("policy_pubsub_http_requests_total{")
+    }
+    assert counted['policy_pubsub_http_requests_total{method="POST",status="200"}'] == 3
+    assert counted['policy_pubsub_http_requests_total{method="POST",status="201"}'] == 1
+    assert counted['policy_pubsub_http_requests_total{method="GET",status="200"}'] == 2
 
 
 async def test_an_abandoned_long_poll_logs_no_answer(
@@ -90,8 +177,10 @@ async def test_serve_log_format_json_writes_one_object_per_line(tmp_path: Path) 
         args=["--log-format", "json", "--log-level", "info"],
     )
     async with server, httpx.AsyncClient(base_url=server.url, timeout=10) as http:
-        r = await http.get("/pap/v1/policies", headers={constants.REQUEST_ID_HEADER: "json-1"})
-        assert r.status_code == 200
+        r = await http.get(
+            "/pap/v1/policies/absent", headers={constants.REQUEST_ID_HEADER: "json-1"}
+        )
+        assert r.status_code == 404  # logged at INFO, as every error is
 
         def logged() -> bool:
             return '"json-1"' in server.log.read_text()
@@ -116,7 +205,7 @@ async def test_serve_log_format_json_writes_one_object_per_line(tmp_path: Path) 
     assert set(mine[0]) >= FIELDS
     assert (mine[0]["method"], mine[0]["path"], mine[0]["status"]) == (
         "GET",
-        "/pap/v1/policies",
-        200,
+        "/pap/v1/policies/absent",
+        404,
     )
     assert not [d for d in documents if d["logger"] == "uvicorn.access"]

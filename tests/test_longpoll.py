@@ -73,9 +73,7 @@ async def test_abandoned_poll_consumes_nothing(
     assert await _drain(client, "t", "g") == ['{"n":1}']
 
 
-async def test_many_held_polls_are_all_woken(
-    server: LiveServer, client: httpx.AsyncClient
-) -> None:
+async def test_many_held_polls_are_all_woken(server: LiveServer, client: httpx.AsyncClient) -> None:
     """Every group holding a poll on a topic gets the one message published to it."""
     await _publish(client, "t", 0)
     groups = [f"g{i}" for i in range(20)]

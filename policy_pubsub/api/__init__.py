@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,11 +16,10 @@ from policy_pubsub import routers
 from policy_pubsub.api import decision, errors, events, health, openapi, pap, subscriptions
 from policy_pubsub.api.access import AccessMiddleware
 from policy_pubsub.api.limits import Limits
-from policy_pubsub.api.middleware import RequestIdMiddleware
-from policy_pubsub.auth import load_auth_file
+from policy_pubsub.api.middleware import RequestMiddleware
+from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
-from policy_pubsub.logs import RequestLogMiddleware
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.metrics import routes as metrics_routes
 from policy_pubsub.relay import OutboxRelay
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         service = PolicyService(store, router, relay, metrics=metrics)
         expiry = _stale_expiry(settings, service, metrics)
         app.state.relay = relay
+        tuned = False
         try:
             await router.start()
             await service.start()
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if expiry is not None:
                 expiry.start()
             app.state.store, app.state.router, app.state.service = store, router, service
+            _collect_for_serving()
+            tuned = True
             log.info(
                 "serving with store %s and router %s",
                 _safe(settings.database_url),
@@ -64,6 +67,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             )
             yield
         finally:
+            if tuned:
+                _collect_as_before()
             if expiry is not None:
                 await expiry.close()
             if relay is not None:
@@ -82,11 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *openapi.routes,
             *metrics_routes,
         ],
-        middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(RequestLogMiddleware, metrics=metrics),
-            Middleware(AccessMiddleware, settings=settings, authenticator=authenticator),
-        ],
+        middleware=_middleware(settings, metrics, authenticator),
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
             PolicyPubSubError: errors.handle_domain_error,
@@ -99,6 +100,54 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.metrics = metrics
     app.state.limits = Limits(settings, metrics)
     return app
+
+
+# The collector's thresholds while serving (Python's are 700, 10, 10): a push to 10,000 held
+# long-polls made several full collections, each walking every held poll's objects (0.3-0.5 s
+# of a stalled event loop, BENCHMARKS.md 2); with these, about one in a run of three pushes.
+GC_THRESHOLDS = (50_000, 20, 20)
+_serving = 0  # apps of this process between start-up and shut-down
+_thresholds_before: tuple[int, int, int] = (700, 10, 10)
+
+
+def _collect_for_serving() -> None:
+    """Tune the cyclic garbage collector for serving, once start-up is done.
+
+    What start-up made (the policies and subscriptions loaded from the store, everything the
+    modules built) lives as long as the server: it is frozen out of full collections, which
+    would walk all of it each time (with a thousand subscriptions, about 70 ms in the middle
+    of a push: BENCHMARKS.md 1); start-up leaves next to no garbage, so none is collected
+    first. Collections run less often (``GC_THRESHOLDS``). Undone when the last app of the
+    process stops.
+    """
+    global _serving, _thresholds_before
+    if _serving == 0:
+        _thresholds_before = gc.get_threshold()
+        gc.set_threshold(*GC_THRESHOLDS)
+    _serving += 1
+    gc.freeze()
+
+
+def _collect_as_before() -> None:
+    global _serving
+    _serving -= 1
+    if _serving == 0:
+        gc.unfreeze()
+        gc.set_threshold(*_thresholds_before)
+
+
+def _middleware(
+    settings: Settings, metrics: Metrics, authenticator: Authenticator | None
+) -> list[Middleware]:
+    """The request middleware; the access rules when there are any to apply (an auth file or
+    a webhook secret: without them that layer would only pass every request on); and the
+    long-polls, answered in front of the router.
+    """
+    stack = [Middleware(RequestMiddleware, metrics=metrics)]
+    if authenticator is not None or settings.pap_webhook_secret is not None:
+        stack.append(Middleware(AccessMiddleware, settings=settings, authenticator=authenticator))
+    stack.append(Middleware(events.LongPolls))
+    return stack
 
 
 def _stale_expiry(

@@ -123,7 +123,7 @@ class AccessMiddleware:
         if scope["type"] != "http" or (self.authenticator is None and self.secret is None):
             await self.app(scope, receive, send)
             return
-        path = _route_path(scope)
+        path = route_path(scope)
         rule, match = resolve(path)
         try:
             if self.authenticator is not None and not rule.public(self.settings):
@@ -282,7 +282,7 @@ async def require_subscription(
 # -- reading the request ----------------------------------------------------------------------
 
 
-def _route_path(scope: Scope) -> str:
+def route_path(scope: Scope) -> str:
     """The path the router matches: without the ``root_path`` the app is mounted at."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
@@ -363,4 +363,5 @@ __all__ = [
     "require_subscription",
     "require_topic",
     "resolve",
+    "route_path",
 ]

@@ -12,11 +12,13 @@ from policy_pubsub import constants
 from policy_pubsub.api.body import flag, read_model
 from policy_pubsub.api.errors import ApiError, json_response
 from policy_pubsub.api.limits import limits
+from policy_pubsub.logs import READ, mark_request
 from policy_pubsub.models import DecisionRequest
 from policy_pubsub.service import PolicyService
 
 
 async def decide(request: Request) -> Response:
+    mark_request(request.scope, READ)  # a POST that changes nothing: logged as a read
     decision = await read_model(request, DecisionRequest)
     if decision.resource is not None:
         limits(request).check_filters([decision.resource], "resource", single=True)

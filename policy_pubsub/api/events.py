@@ -3,23 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
+from collections.abc import Generator
+from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policy_pubsub import constants
 from policy_pubsub.api import validation
+from policy_pubsub.api.access import route_path
 from policy_pubsub.api.body import read_json
-from policy_pubsub.api.errors import ApiError, json_response
+from policy_pubsub.api.errors import ApiError, error_response, from_domain, json_response
 from policy_pubsub.api.limits import Limits, limits
+from policy_pubsub.exceptions import PolicyPubSubError
+from policy_pubsub.logs import LONG_POLL, mark_request
+from policy_pubsub.metrics import Metrics
 from policy_pubsub.routers import Router
 from policy_pubsub.service import rfc3339
 from policy_pubsub.store import OutMessage
+
+log = logging.getLogger(__name__)
 
 
 def _router(app_state: object) -> Router:
@@ -47,75 +56,204 @@ async def publish(request: Request) -> Response:
     return json_response({"count": len(items), "serverTimeMs": elapsed})
 
 
+POLL_PATH = "/events/{topic}/{consumer_group}/{consumer_id}"
+
+
 class Subscribe:
-    """``GET /events/{topic}/{consumer_group}/{consumer_id}``: the long-poll.
+    """``GET /events/{topic}/{consumer_group}/{consumer_id}``: the long-poll, as a route.
 
     A plain ASGI endpoint, so it can watch for the client leaving while it waits, and mark
-    the messages consumed only after the reply carrying them was handed to the server.
+    the messages consumed only after the reply carrying them was handed to the server. The
+    app answers it in front of its router (:class:`LongPolls`); the route stays for the
+    other methods (405) and for an app assembled without that middleware.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope["app"].state
-        poll_limits: Limits = state.limits
-        topic, group, consumer, timeout_ms, limit = _poll_params(scope, poll_limits)
+        params = scope["path_params"]
+        path = (params["topic"], params["consumer_group"], params["consumer_id"])
+        await long_poll(scope, receive, send, path)
+
+
+_POLL_ROUTE = Route(POLL_PATH, Subscribe(), methods=["GET"])
+
+
+class LongPolls:
+    """The innermost middleware: answers ``GET`` on the long-poll route itself, in front of
+    Starlette's exception middleware and router.
+
+    A held long-poll keeps every frame between the server and its endpoint for as long as it
+    is held, and those two layers add nothing it needs: it matches one pattern and answers
+    its own errors. Every other request goes on to the router.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _POLL_METHODS:
+            match = _POLL_ROUTE.path_regex.match(route_path(scope))
+            if match is not None:
+                path = (match["topic"], match["consumer_group"], match["consumer_id"])
+                await long_poll(scope, receive, send, path)
+                return
+        await self.app(scope, receive, send)
+
+
+_POLL_METHODS = frozenset(_POLL_ROUTE.methods or ())
+
+
+async def long_poll(scope: Scope, receive: Receive, send: Send, path: tuple[str, str, str]) -> None:
+    """Answer one long-poll of ``path`` (its topic, consumer group and consumer id), errors
+    included: 400 for bad parameters, 429 and 503 from the limits, 404 for an unknown topic,
+    503 when the store or router is down; all in the DMaaP shape.
+    """
+    mark_request(scope, LONG_POLL)
+    state = scope["app"].state
+    poll_limits: Limits = state.limits
+    try:
+        topic, group, consumer, timeout_ms, limit = _poll_params(scope, path, poll_limits)
         release = poll_limits.admit_poll(topic, group, consumer)
-        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+    except ApiError as error:
+        await error_response(scope["path"], error)(scope, receive, send)
+        return
+    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    watch = DisconnectWatch(receive, gone)
+    try:
         try:
             delivery = await _router(state).read(
                 topic, group, consumer, timeout=timeout_ms / 1000, limit=limit, gone=gone
             )
-            async with delivery:
-                if gone.done():
-                    return  # the client left: consume nothing, answer no one
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 200,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
-                )
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": orjson.dumps(list(delivery.messages)),
-                    }
-                )
-                if not gone.done():
+        except PolicyPubSubError as exc:
+            metrics: Metrics | None = getattr(state, "metrics", None)
+            if metrics is not None:
+                metrics.domain_error(exc)
+            await error_response(scope["path"], from_domain(exc))(scope, receive, send)
+            return
+        async with delivery:
+            if gone.done():
+                return  # the client left: consume nothing, answer no one
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": orjson.dumps(list(delivery.messages)),
+                }
+            )
+            # Checked before anything can suspend: the server marks the response complete in
+            # that last ``send``, which ends the watch's ``receive`` a loop turn later.
+            if not gone.done():
+                try:
                     await delivery.ack()
-                    poll_limits.answered(topic, group, consumer, len(delivery.messages))
-        finally:
-            release()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                except PolicyPubSubError as exc:
+                    # Answered already: the group gets these messages again at its next read.
+                    log.warning("could not mark %s/%s consumed: %s", topic, group, exc)
+                    return
+                poll_limits.answered(topic, group, consumer, len(delivery.messages))
+    finally:
+        watch.close()
+        release()
 
 
-def _poll_params(scope: Scope, poll_limits: Limits) -> tuple[str, str, str, int, int]:
-    """Topic, group, consumer, hold time (ms) and limit of a poll; ``ApiError`` 400 if bad.
-    The ``Request`` lives only here, not for as long as the poll is held.
+class DisconnectWatch:
+    """Completes ``gone`` once ``receive`` gives ``http.disconnect`` (the client left, or the
+    answer is complete), until :meth:`close`.
+
+    It steps the ``receive()`` calls itself, from the callbacks of the futures they wait on,
+    as a task would step them, rather than in a task of its own: a held long-poll then costs
+    no task (its object, its frame, its entry in the loop's set of tasks), and ending the
+    watch is a call, not a cancellation to wait for. What a task would do besides (a current
+    task, cancelling) ``receive`` does not need: it waits on futures of the running loop,
+    nothing else, as uvicorn's does.
     """
-    params = scope["path_params"]
-    topic = validation.topic(params["topic"])
-    group = validation.consumer(params["consumer_group"], "consumer_group")
-    consumer = validation.consumer(params["consumer_id"], "consumer_id")
-    request = Request(scope)
-    timeout_ms = validation.int_param(
-        request, "timeout", constants.DEFAULT_POLL_TIMEOUT_MS, 0, 10**9
-    )
-    limit = validation.int_param(
-        request, "limit", constants.DEFAULT_POLL_LIMIT, 1, constants.MAX_POLL_LIMIT
-    )
+
+    __slots__ = ("_coro", "_gone", "_open", "_receive")
+
+    def __init__(self, receive: Receive, gone: asyncio.Future[None]) -> None:
+        self._receive = receive
+        self._gone = gone
+        self._coro: Generator[Any, None, Message] | None = None
+        self._open = True
+        self._step()
+
+    def close(self) -> None:
+        """Stop watching; the ``receive()`` under way, if any, is closed (so it stops waiting)."""
+        self._open = False
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            coro.close()
+
+    def _wakeup(self, future: asyncio.Future[Any]) -> None:
+        try:
+            future.result()
+        except BaseException as exc:  # handed on to the coroutine, as a task does
+            self._step(exc)
+        else:
+            self._step()
+
+    def _step(self, error: BaseException | None = None) -> None:
+        while self._open:
+            coro = self._coro
+            if coro is None:
+                coro = self._coro = self._receive().__await__()
+            try:
+                awaited = coro.send(None) if error is None else coro.throw(error)
+            except StopIteration as done:
+                self._coro, error = None, None
+                if done.value.get("type") == "http.disconnect":
+                    self._left()
+                    return
+                continue  # the request's body (a long-poll has none): receive again
+            except (Exception, asyncio.CancelledError):
+                log.exception("receiving from the client failed; taking it as gone")
+                self._coro = None
+                self._left()
+                return
+            if awaited is None:  # a bare yield (``asyncio.sleep(0)``): step again next turn
+                asyncio.get_running_loop().call_soon(self._step)
+            elif getattr(awaited, "_asyncio_future_blocking", False):
+                awaited._asyncio_future_blocking = False
+                awaited.add_done_callback(self._wakeup)
+            else:
+                error = RuntimeError(f"receive() awaited {awaited!r}, not an asyncio future")
+                continue
+            return
+
+    def _left(self) -> None:
+        self._open = False
+        if not self._gone.done():
+            self._gone.set_result(None)
+
+
+def _poll_params(
+    scope: Scope, path: tuple[str, str, str], poll_limits: Limits
+) -> tuple[str, str, str, int, int]:
+    """Topic, group, consumer, hold time (ms) and limit of a poll; ``ApiError`` 400 if bad."""
+    topic = validation.topic(path[0])
+    group = validation.consumer(path[1], "consumer_group")
+    consumer = validation.consumer(path[2], "consumer_id")
+    query: bytes = scope.get("query_string", b"")
+    params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
+    timeout_ms = _int_param(params, "timeout", constants.DEFAULT_POLL_TIMEOUT_MS, 0, 10**9)
+    limit = _int_param(params, "limit", constants.DEFAULT_POLL_LIMIT, 1, constants.MAX_POLL_LIMIT)
     return topic, group, consumer, poll_limits.poll_timeout_ms(timeout_ms), limit
 
 
-async def _watch_disconnect(receive: Receive, gone: asyncio.Future[None]) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            if not gone.done():
-                gone.set_result(None)
-            return
+def _int_param(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    """As :func:`validation.int_param`, from the parsed query string (a poll builds no
+    ``Request``: parsing its two parameters is a good part of its cost).
+    """
+    value = params.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        raise ApiError(400, f"{name}: must be an integer from {low} to {high}, not {value[:50]!r}.")
+    return int(value)
 
 
 async def topics(request: Request) -> Response:
@@ -145,7 +283,7 @@ async def topic_details(request: Request) -> Response:
 
 routes = [
     Route("/events/{topic}", publish, methods=["POST"]),
-    Route("/events/{topic}/{consumer_group}/{consumer_id}", Subscribe(), methods=["GET"]),
+    _POLL_ROUTE,
     Route("/topics", topics, methods=["GET"]),
     Route("/topics/{topic}", topic_details, methods=["GET"]),
 ]

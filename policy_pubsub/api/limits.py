@@ -131,7 +131,7 @@ class Limits:
         settings = self._settings
         return max(settings.min_poll_timeout_ms, min(asked, settings.max_poll_timeout_ms))
 
-    def admit_poll(self, topic: str, group: str, consumer: str) -> Callable[[], None]:
+    def admit_poll(self, topic: str, group: str, consumer: str) -> PollRelease:
         """Count a long-poll in, or refuse it: 429 for a consumer past its empty polls of the
         minute, 503 when the server or the group holds too many. Returns the release to call
         once the poll is answered.
@@ -158,21 +158,15 @@ class Limits:
             )
         self.active_polls += 1
         self._per_group[key] = held + 1
-        released = False
+        return PollRelease(self, key)
 
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
-            self.active_polls -= 1
-            left = self._per_group[key] - 1
-            if left:
-                self._per_group[key] = left
-            else:
-                del self._per_group[key]
-
-        return release
+    def _release_poll(self, key: tuple[str, str]) -> None:
+        self.active_polls -= 1
+        left = self._per_group[key] - 1
+        if left:
+            self._per_group[key] = left
+        else:
+            del self._per_group[key]
 
     def answered(self, topic: str, group: str, consumer: str, delivered: int) -> None:
         """A long-poll's reply was written: an empty one counts, one with messages resets."""
@@ -224,10 +218,27 @@ class Limits:
         return len(self._empty)
 
 
+class PollRelease:
+    """Counts one admitted long-poll out, the first time it is called (an object rather than
+    a closure: every held poll keeps one).
+    """
+
+    __slots__ = ("_key", "_limits")
+
+    def __init__(self, limits: Limits, key: tuple[str, str]) -> None:
+        self._limits: Limits | None = limits
+        self._key = key
+
+    def __call__(self) -> None:
+        limits, self._limits = self._limits, None
+        if limits is not None:
+            limits._release_poll(self._key)
+
+
 def limits(request: Request) -> Limits:
     """The app's limits."""
     found: Limits = request.app.state.limits
     return found
 
 
-__all__ = ["Limits", "limits"]
+__all__ = ["Limits", "PollRelease", "limits"]

@@ -137,7 +137,7 @@ def serve_command(args: argparse.Namespace) -> int:
     from policy_pubsub.server import build_server
 
     try:
-        server = build_server(settings, access_log=False)  # logs.RequestLogMiddleware logs
+        server = build_server(settings, access_log=False)  # api.middleware.RequestMiddleware logs
     except AuthFileError as exc:
         print(f"policy-pubsub: {exc.message}", file=sys.stderr)
         return 2

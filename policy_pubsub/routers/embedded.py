@@ -3,7 +3,8 @@
 Messages are appended inside the transaction of the change that causes them, so a change and
 its notifications commit together. A held read waits on a future of its own, kept in its
 topic's set, which the writer completes after its commit: an idle read costs a suspended
-coroutine, that future and its timer, and nothing polls.
+coroutine and that future (its timeout shares one timer with the reads ending in the same
+``EXPIRY_SLOT``), and nothing polls.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -30,6 +32,9 @@ HEADS_POLL_SECONDS = 1.0
 # the tail does not cover goes to the store, which stays the source of truth.
 TAIL_MESSAGES = 16
 TAIL_CHARS = 64 * 2**20  # all tails together; the least recently appended topics go first
+# Held reads time out at their deadline or up to this much later, all those of one slot by one
+# timer: a timer per held read cost about 0.6 KB each (BENCHMARKS.md 2).
+EXPIRY_SLOT = 0.05  # seconds
 WAKE_BATCH = 50  # readers woken per event-loop turn (each answer costs about 0.1-0.3 ms;
 # with 100 the lag p99 during a push to 10,000 was 51 ms, with 50 42-46 ms: BENCHMARKS.md 2)
 
@@ -81,6 +86,8 @@ class EmbeddedRouter(Router):
         self._positions = Positions(store, flush_seconds=position_flush_seconds)
         self._heads: dict[str, int] = {}
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # topic -> held reads
+        # deadline slot -> its timer and the held reads that end in it
+        self._expiries: dict[int, tuple[asyncio.TimerHandle, set[asyncio.Future[None]]]] = {}
         self._tails: dict[str, list[tuple[int, str]]] = {}  # topic -> contiguous (seq, body)
         self._tail_chars = 0
         self._closing: asyncio.Future[None] | None = None
@@ -90,6 +97,9 @@ class EmbeddedRouter(Router):
 
     async def start(self) -> None:
         self._heads = await self._store.topic_heads()
+        # On a shared store the positions loaded are where groups stood at least: each read
+        # claims its group's row, so a position that moved on elsewhere costs one empty claim.
+        await self._positions.load(advisory=True)
         self._closing = asyncio.get_running_loop().create_future()
         self._positions.start()
         self._tasks = [
@@ -134,6 +144,9 @@ class EmbeddedRouter(Router):
             self._closing.set_result(None)
         held = [waiter for waiters in self._waiters.values() for waiter in waiters]
         self._waiters.clear()
+        for timer, _ in self._expiries.values():
+            timer.cancel()
+        self._expiries.clear()
         _wake(held)
 
     async def close(self) -> None:
@@ -262,17 +275,18 @@ class EmbeddedRouter(Router):
             if waiters is None:
                 waiters = self._waiters[topic] = set()
             waiters.add(waiter)
-            timer = loop.call_at(deadline, _release, waiter)
-            on_gone = functools.partial(_release, waiter)
+            expiring = self._expire_at(loop, deadline, waiter)
+            on_gone = None
             if gone is not None:
+                on_gone = functools.partial(_release, waiter)
                 gone.add_done_callback(on_gone)
             self.held_reads += 1
             try:
                 await waiter
             finally:
                 self.held_reads -= 1
-                timer.cancel()
-                if gone is not None:
+                expiring.discard(waiter)
+                if on_gone is not None and gone is not None:
                     gone.remove_done_callback(on_gone)
                 waiters = self._waiters.get(topic)
                 if waiters is not None:
@@ -281,6 +295,26 @@ class EmbeddedRouter(Router):
                         del self._waiters[topic]
             if gone is not None and gone.done():
                 return EmptyDelivery()
+
+    def _expire_at(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, waiter: asyncio.Future[None]
+    ) -> set[asyncio.Future[None]]:
+        """Have ``waiter`` completed at ``deadline``, or up to ``EXPIRY_SLOT`` later: with the
+        other reads whose deadlines fall in the same slot, by one timer, rather than a timer
+        per held read. Returns the slot's set, which the read leaves when it is over.
+        """
+        slot = math.ceil(deadline / EXPIRY_SLOT)
+        entry = self._expiries.get(slot)
+        if entry is None:
+            timer = loop.call_at(slot * EXPIRY_SLOT, self._expire, slot)
+            entry = self._expiries[slot] = (timer, set())
+        entry[1].add(waiter)
+        return entry[1]
+
+    def _expire(self, slot: int) -> None:
+        entry = self._expiries.pop(slot, None)
+        if entry is not None:
+            _wake(list(entry[1]))
 
     async def _take(self, state: GroupState, limit: int) -> Delivery | None:
         await state.lock.acquire()

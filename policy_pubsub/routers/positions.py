@@ -3,12 +3,13 @@
 A group's position is the offset (embedded router) or stream sequence (NATS router) of the
 last message it consumed (0: none yet, so a new group starts at the oldest retained message).
 The store's ``consumer_groups`` table is the durable copy, shared by every replica. Each process
-caches the positions it has seen: it loads a group once from the store, advances it on its own
-acks (saved within one flush interval, or at once when the interval is 0; a crash in between
-hands the group its last messages again, which the revision check makes harmless), and may
-merge positions other replicas announce. Positions only grow, so every merge takes the larger
-one. When announcements may have been missed, the cache is marked stale and each group is
-loaded from the store again at its next read.
+caches the positions it has seen: it loads them all from the store when its router starts, or a
+group once, at its first read; advances them on its own acks (saved within one flush interval,
+or at once when the interval is 0; a crash in between hands the group its last messages again,
+which the revision check makes harmless), and may merge positions other replicas announce.
+Positions only grow, so every merge takes the larger one. When announcements may have been
+missed, the cache is marked stale and each group is loaded from the store again at its next
+read.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ class Positions:
         self._store = store
         self._flush_interval = flush_seconds
         self._groups: dict[tuple[str, str], GroupState] = {}
+        #: Every group the store holds is in ``_groups``: one that is not is new (position 0).
+        self._all_loaded = False
         self._dirty: set[tuple[str, str]] = set()
         self._dirty_event = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
@@ -71,9 +74,32 @@ class Positions:
         except StoreUnavailable as exc:
             log.warning("could not save the last consumer positions: %s", exc)
 
+    async def load(self, *, advisory: bool = False) -> None:
+        """Load every group's position at once, before the first read (one query, where each
+        new group would otherwise cost one at its first read).
+
+        On a store this process alone uses, positions move only here: a group the store does
+        not hold is new, and starts at 0 without a look-up. On a shared store other replicas
+        move positions and create groups: there positions are loaded only when ``advisory``
+        (the embedded router claims a group's row in the store for each read, so a position
+        known here only spares a claim that would find nothing), and a group not loaded is
+        still looked up at its first read.
+        """
+        shared = self._store.shared
+        if shared and not advisory:
+            return
+        for row in await self._store.groups():
+            state = self._state(row.topic, row.name)
+            state.merge(row.position, row.last_consumed_at)
+            state.stale = False
+        self._all_loaded = not shared
+
     async def get(self, topic: str, name: str) -> GroupState:
         """The group's state, loaded from the store when this replica may not be current."""
-        state = self._groups.setdefault((topic, name), GroupState(topic, name))
+        state = self._groups.get((topic, name))
+        if state is None:
+            state = self._state(topic, name)
+            state.stale = not self._all_loaded
         if state.stale:
             row = await self._store.group(topic, name)
             state.stale = False
@@ -94,11 +120,21 @@ class Positions:
 
     def merge(self, topic: str, name: str, position: int, at: int | None) -> None:
         """Another replica moved the group to ``position``."""
-        self._groups.setdefault((topic, name), GroupState(topic, name)).merge(position, at)
+        self._state(topic, name).merge(position, at)
 
     def mark_stale(self) -> None:
+        """The store may know newer positions, and groups not seen here: look each up again."""
+        self._all_loaded = False
         for state in self._groups.values():
             state.stale = True
+
+    def _state(self, topic: str, name: str) -> GroupState:
+        """The group's entry, made (stale) if there is none."""
+        key = (topic, name)
+        state = self._groups.get(key)
+        if state is None:
+            state = self._groups[key] = GroupState(topic, name)
+        return state
 
     def of_topic(self, topic: str) -> Iterator[GroupState]:
         return (state for (t, _), state in self._groups.items() if t == topic)

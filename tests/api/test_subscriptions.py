@@ -23,7 +23,7 @@ from tests.api.helpers import (
     tosca,
     undeploy,
 )
-from tests.conftest import LiveServer, load_policy
+from tests.conftest import LiveServer, load_policy, wait_for
 
 RESTART = {"policy-id": "onap.restart.tca"}
 SCALEOUT = {"policy-id": "onap.scaleout.tca"}
@@ -138,6 +138,14 @@ async def test_get_one_with_status(client: httpx.AsyncClient) -> None:
     pushed = await push(client, load_policy("onap.restart.tca"))
     await push(client, load_policy("onap.scaleout.tca"))  # not this subscriber's
     assert len(await poll(client, "t1")) == 2
+
+    async def consumed() -> bool:
+        status = (await client.get(f"{SUBSCRIPTIONS}/tca-1")).json()["status"]
+        return status["last_consumed_at"] is not None
+
+    # The group's position moves once the answer is written: on a shared store it is
+    # committed just after, so a request racing the answer may not see it yet.
+    await wait_for(consumed)
     status = (await client.get(f"{SUBSCRIPTIONS}/tca-1")).json()["status"]
     assert status["last_revision"] == pushed["revision"]
     assert RFC3339.match(status["last_published_at"])

@@ -218,16 +218,14 @@ async def test_drain_answers_held_reads(router: Router) -> None:
     await router.publish([_msg("t", 0)])
     await _read_all(router, "t", "g")
     readers = [
-        asyncio.create_task(router.read("t", f"g{i}", "c", timeout=30, limit=10))
-        for i in range(3)
+        asyncio.create_task(router.read("t", f"g{i}", "c", timeout=30, limit=10)) for i in range(3)
     ]
     # Groups g0..g2 are new, so each first takes the retained message; read again to wait.
     for reader in readers:
         async with await reader as delivery:
             await delivery.ack()
     waiting = [
-        asyncio.create_task(router.read("t", f"g{i}", "c", timeout=30, limit=10))
-        for i in range(3)
+        asyncio.create_task(router.read("t", f"g{i}", "c", timeout=30, limit=10)) for i in range(3)
     ]
     await wait_for(lambda: getattr(router, "held_reads", 3) >= 3)
     await router.drain()

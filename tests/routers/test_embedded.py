@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import OutMessage, Store, now_ms
+from policy_pubsub.store import GroupRow, OutMessage, Store, now_ms
 from tests.conftest import wait_for
 
 
@@ -98,5 +100,60 @@ async def test_reading_past_compacted_messages_moves_on(tmp_path: Path) -> None:
         await router.maintain()
         async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
             assert list(delivery.messages) == ['{"subscriber_id":"a","revision":3}']
+    finally:
+        await _close(router, store)
+
+
+async def test_positions_are_loaded_at_start_not_looked_up_per_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a restart every group resumes where it stood, from the positions the router
+    loaded at start, without one store look-up per group.
+    """
+    path = tmp_path / "db"
+    router, store = await _open(path)
+    await router.publish([OutMessage(topic=t, body=f'{{"n":{n}}}') for t in "ab" for n in range(3)])
+    for topic, consumed in (("a", 2), ("b", 1)):
+        async with await router.read(topic, "g", "c", timeout=0, limit=consumed) as delivery:
+            await delivery.ack()
+    await _close(router, store)
+
+    router, store = await _open(path)
+    looked_up: list[tuple[str, str]] = []
+    real_group = store.group
+
+    async def group(topic: str, name: str) -> GroupRow | None:
+        looked_up.append((topic, name))
+        return await real_group(topic, name)
+
+    monkeypatch.setattr(store, "group", group)
+    try:
+        for topic, rest in (("a", ['{"n":2}']), ("b", ['{"n":1}', '{"n":2}'])):
+            async with await router.read(topic, "g", "c", timeout=0, limit=10) as delivery:
+                assert list(delivery.messages) == rest
+        assert looked_up == []
+    finally:
+        await _close(router, store)
+
+
+async def test_a_group_new_after_start_starts_at_the_oldest_without_a_look_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a store this process alone uses, a group the store did not hold at start is new:
+    it reads from the oldest retained message, and nothing is asked of the store about it.
+    """
+    router, store = await _open(tmp_path / "db")
+
+    async def group(topic: str, name: str) -> GroupRow | None:
+        raise AssertionError(f"looked up {topic}/{name}")
+
+    monkeypatch.setattr(store, "group", group)
+    try:
+        await router.publish([OutMessage(topic="t", body=f'{{"n":{n}}}') for n in range(2)])
+        async with await router.read("t", "late", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == ['{"n":0}', '{"n":1}']
+            await delivery.ack()
+        async with await router.read("t", "late", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == []
     finally:
         await _close(router, store)
