@@ -7,6 +7,12 @@ de-duplication id lets the router drop the copy). One relay at a time holds the 
 a lock in the database, so snapshots leave in the order they were written: a subscriber never
 gets an older snapshot after a newer one. Within a batch only each subscriber's newest snapshot
 is published; the older ones are superseded.
+
+The relay works in batches, in a pipeline: while the router publishes one batch, the next one
+is read and the one before is deleted. A batch is handed to the router only once the previous
+one was acknowledged in full: if a publish fails half-way (the router stored some messages and
+not others), nothing newer has been sent, and the retry, which starts again from the oldest
+row, cannot put an older snapshot of a subscriber after a newer one.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
 from policy_pubsub.routers import Router
@@ -57,6 +65,11 @@ class OutboxRelay:
         self.last_error: str | None = None
         self.published = 0
 
+    @property
+    def batch_size(self) -> int:
+        """The most outbox rows one batch takes."""
+        return self._batch_size
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="policy-pubsub outbox relay")
 
@@ -87,7 +100,7 @@ class OutboxRelay:
                     if not self._leader:
                         await self._sleep(self._poll_interval * 4)
                         continue
-                    moved = await self.relay_once()
+                    await self.relay_pending(lock.acquire)
                 except (RouterUnavailable, StoreUnavailable) as exc:
                     if self.last_error is None:
                         log.warning("outbox relay paused, will retry: %s", exc)
@@ -99,8 +112,7 @@ class OutboxRelay:
                     log.info("outbox relay resumed")
                     self.last_error = None
                 backoff = 0.0
-                if moved < self._batch_size:
-                    await self._sleep(self._poll_interval)
+                await self._sleep(self._poll_interval)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, but wake at once when a change writes to the outbox."""
@@ -108,15 +120,64 @@ class OutboxRelay:
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
 
-    async def relay_once(self) -> int:
-        """Publish one batch and delete it; returns how many outbox rows it took."""
+    async def relay_pending(self, leading: Callable[[], Awaitable[bool]] | None = None) -> int:
+        """Publish and delete what waits in the outbox, batch after batch, until a batch comes
+        back short or ``leading()`` (asked before each batch after the first) says this relay
+        lost the lead; returns how many outbox rows it took.
+        """
+        moved = 0
+        acknowledged: list[int] = []  # rows the router holds: deleted while the next batch goes
         batch = await self._store.outbox_batch(self._batch_size)
-        if not batch:
-            return 0
-        await self._router.publish(newest_per_subscriber([m for _, m in batch]))
-        await self._store.outbox_delete([row_id for row_id, _ in batch])
-        self.published += len(batch)
-        return len(batch)
+        while batch:
+            reading = asyncio.create_task(self._following(batch, leading))
+            deleting = asyncio.create_task(self._delete(acknowledged))
+            try:
+                await self._router.publish(newest_per_subscriber([m for _, m in batch]))
+            except BaseException:
+                await _discard(reading)
+                await _settle(deleting)  # the publish failure is the one to report
+                raise
+            try:
+                await deleting
+            except BaseException:
+                await _discard(reading)
+                raise
+            acknowledged = [row_id for row_id, _ in batch]
+            moved += len(batch)
+            batch = await reading
+        await self._delete(acknowledged)
+        return moved
+
+    async def _following(
+        self, batch: list[tuple[int, OutMessage]], leading: Callable[[], Awaitable[bool]] | None
+    ) -> list[tuple[int, OutMessage]]:
+        """The batch after ``batch``; none when it came back short (the outbox was empty) or
+        the lead is lost.
+        """
+        if len(batch) < self._batch_size:
+            return []
+        if leading is not None and not await leading():
+            self._leader = False
+            return []
+        return await self._store.outbox_batch_after(batch[-1][0], self._batch_size)
+
+    async def _delete(self, row_ids: list[int]) -> None:
+        if row_ids:
+            await self._store.outbox_delete(row_ids)
+            self.published += len(row_ids)
+
+
+async def _discard(task: asyncio.Task[Any]) -> None:
+    """Cancel a task and wait until it ended, without raising what it raised."""
+    task.cancel()
+    await _settle(task)
+
+
+async def _settle(task: asyncio.Task[Any]) -> None:
+    """Wait until a task ended, without raising what it raised."""
+    await asyncio.wait((task,))
+    if not task.cancelled():
+        task.exception()  # retrieved, so asyncio does not report it
 
 
 def newest_per_subscriber(batch: list[OutMessage]) -> list[OutMessage]:
@@ -127,8 +188,4 @@ def newest_per_subscriber(batch: list[OutMessage]) -> list[OutMessage]:
     for index, message in enumerate(batch):
         if message.key is not None:
             last[(message.topic, message.key)] = index
-    return [
-        m
-        for i, m in enumerate(batch)
-        if m.key is None or last[(m.topic, m.key)] == i
-    ]
+    return [m for i, m in enumerate(batch) if m.key is None or last[(m.topic, m.key)] == i]

@@ -40,9 +40,11 @@ gets, so consumers are used only to count messages for ``stats``.
 
 Topics are recorded in the store's ``topics`` table at their first publish, so every replica
 lists them and a topic whose messages all expired still exists, as with the embedded router.
-A publish is pipelined on one connection (stored in the order sent) and returns once
-JetStream acknowledged every message; otherwise, and whenever the connection is down, calls
-raise ``RouterUnavailable`` at once or within ``request_timeout``. nats-py reconnects for
+A publish is pipelined on one connection (stored in the order sent; see
+:class:`~policy_pubsub.routers.nats_stream.Publisher`) and returns once JetStream acknowledged
+every message. It raises ``RouterUnavailable`` at once while the connection is down, at the
+first message JetStream refuses, and when no acknowledgement came for ``request_timeout``;
+other calls raise it at once or within ``request_timeout``. nats-py reconnects for
 ever; after a reconnect held reads look again and positions are re-read from the store.
 """
 
@@ -57,18 +59,17 @@ import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import PubAck, StreamConfig
+from nats.js.api import StreamConfig
 
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
-from policy_pubsub.routers.nats_stream import TopicStream
+from policy_pubsub.routers.nats_stream import Publisher, Refused, TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
 from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
 from policy_pubsub.store import OutMessage, Store, now_ms
 
 log = logging.getLogger(__name__)
 
-MSG_ID_HEADER = "Nats-Msg-Id"
 DEFAULT_STREAM = "POLICY_PUBSUB"
 
 
@@ -108,6 +109,7 @@ class NatsRouter(Router):
             duplicate_window=duplicate_window_seconds,
             replicas=replicas,
         )
+        self._publisher = Publisher(self._stream)
         self._timeout = request_timeout
         self._reconnect_wait = reconnect_wait
         self._positions = Positions(store, flush_seconds=position_flush_seconds)
@@ -147,6 +149,7 @@ class NatsRouter(Router):
             self._nc = nc
             self._js = nc.jetstream(timeout=self._timeout)
             await self._stream.ensure(self._js)
+            await self._publisher.start(nc)
             await nc.subscribe(self._subjects.wake_subjects, cb=self._on_stored)
             await nc.subscribe(self._subjects.position_subjects, cb=self._on_position)
             await nc.flush(timeout=max(1, int(self._timeout)))
@@ -155,6 +158,7 @@ class NatsRouter(Router):
             self._nc = self._js = None
             message = f"cannot start the NATS router on {self._url}: {exc!r}"
             raise RouterUnavailable(message) from exc
+        await self._positions.load()  # on a store this process alone uses
         self._positions.start()
 
     async def drain(self) -> None:
@@ -224,31 +228,13 @@ class NatsRouter(Router):
     async def publish(self, batch: Sequence[OutMessage]) -> None:
         if not batch:
             return
-        js = self._jetstream()
+        self._jetstream()  # RouterUnavailable at once while not connected
         await self._register(list(dict.fromkeys(m.topic for m in batch)))
-        # Pipelined on one connection: the server stores them in the order they were sent.
-        acks: list[asyncio.Future[PubAck]] = []
         try:
             with _unavailable("publish"):
-                async with asyncio.timeout(self._timeout):
-                    for message in batch:
-                        headers = None
-                        if message.dedup_id is not None:
-                            headers = {MSG_ID_HEADER: message.dedup_id}
-                        future = await js.publish_async(
-                            self._stream.subject_of(message),
-                            message.body.encode(),
-                            wait_stall=self._timeout,
-                            headers=headers,
-                        )
-                        acks.append(future)
-                    results = await asyncio.gather(*acks, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise RouterUnavailable(f"JetStream refused a message: {result!r}") from result
-        finally:
-            for ack in acks:
-                ack.cancel()  # no-op for those done; frees the client's slots for the rest
+                await self._publisher.publish(batch, self._timeout)
+        except Refused as exc:
+            raise RouterUnavailable(str(exc)) from exc
 
     async def _register(self, topics: list[str]) -> None:
         """Record new topics in the store, where every replica sees them and where they stay

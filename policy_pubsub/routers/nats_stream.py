@@ -1,4 +1,5 @@
-"""The NATS router's JetStream stream: its configuration and the queries made on it.
+"""The NATS router's JetStream stream: its configuration, the queries made on it, and the
+pipelined publisher that writes to it.
 
 Every query reads one topic through its subject filter (``<stream>.t.<topic>.>``) and names
 messages by stream sequence. Callers pass the JetStream context and translate errors.
@@ -6,13 +7,19 @@ messages by stream sequence. Callers pass the JetStream context and translate er
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import itertools
+import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -34,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: How long a counting consumer lives if its deletion is lost.
 COUNTER_TTL_SECONDS = 30.0
+
+MSG_ID_HEADER = "Nats-Msg-Id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +198,130 @@ class TopicStream:
             oldest_after=None if oldest is None else epoch_ms(oldest),
             lags=lags,
         )
+
+
+class Refused(Exception):
+    """JetStream answered a publish with an error, or no stream took the subject."""
+
+
+def _refusal(data: bytes) -> str | None:
+    """Why a JetStream publish acknowledgement is not a success, or None for a success (a
+    stored message, or a duplicate JetStream already holds).
+    """
+    # The server writes {"stream":...,"seq":...[,"duplicate":true]} for a success and
+    # {"error":{...}} for a refusal; only the unusual is parsed.
+    if data.startswith(b'{"stream":') and b'"seq":' in data and b'"error":' not in data:
+        return None
+    if not data:
+        return "no stream answered (no responders)"
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        return f"not a JetStream acknowledgement: {data[:200]!r}"
+    if not isinstance(answer, dict):
+        return f"not a JetStream acknowledgement: {data[:200]!r}"
+    if "error" in answer:
+        return f"JetStream refused a message: {answer['error']}"
+    if "seq" not in answer:
+        return f"not a JetStream acknowledgement: {data[:200]!r}"
+    return None
+
+
+class _Window:
+    """The acknowledgements one publish call waits for, by message index."""
+
+    __slots__ = ("done", "failure", "missing", "waiting")
+
+    def __init__(self, size: int, done: asyncio.Future[None]) -> None:
+        self.waiting = bytearray(b"\x01") * size
+        self.missing = size
+        self.failure: str | None = None
+        self.done = done
+
+    def answer(self, index: int, data: bytes) -> None:
+        if not 0 <= index < len(self.waiting) or not self.waiting[index] or self.done.done():
+            return
+        self.waiting[index] = 0
+        refusal = _refusal(data)
+        if refusal is not None:
+            self.failure = refusal
+            self.done.set_result(None)
+            return
+        self.missing -= 1
+        if not self.missing:
+            self.done.set_result(None)
+
+
+class Publisher:
+    """Publishes batches into the stream, pipelined on one connection.
+
+    Each message goes out on core NATS with a reply subject of this publisher,
+    ``<inbox>.<window>.<index>``, where JetStream answers once it stored the message (or
+    refused it); one subscription collects every answer. A message costs one publish and one
+    callback, with no future of its own (nats-py's ``publish_async`` makes one, and a task
+    besides when given ``wait_stall``), and nothing between two publishes yields to the event
+    loop, so the client writes the batch to the socket in a few large writes rather than one
+    per message. The server stores the messages of one connection in the order they were sent.
+
+    ``publish`` returns once JetStream acknowledged every message of the batch, and raises
+    :class:`Refused` at the first refusal and ``TimeoutError`` when no acknowledgement came for
+    ``timeout`` seconds. Several calls may run at once; each waits for its own messages only.
+    """
+
+    def __init__(self, stream: TopicStream) -> None:
+        self._stream = stream
+        self._nc: Client | None = None
+        self._prefix = ""
+        self._windows: dict[str, _Window] = {}
+        self._ids = itertools.count()
+
+    async def start(self, nc: Client) -> None:
+        """Subscribe to the acknowledgements (nats-py subscribes again after a reconnect)."""
+        self._nc = nc
+        self._prefix = f"{nc.new_inbox()}."
+        await nc.subscribe(f"{self._prefix}*.*", cb=self._on_answer)
+
+    async def _on_answer(self, msg: Msg) -> None:
+        window_id, _, index = msg.subject[len(self._prefix) :].partition(".")
+        window = self._windows.get(window_id)
+        if window is not None:
+            with contextlib.suppress(ValueError):
+                window.answer(int(index), msg.data)
+
+    async def publish(self, messages: Sequence[OutMessage], timeout: float) -> None:
+        nc = self._nc
+        if nc is None:
+            raise RuntimeError("the publisher is not started")
+        if not messages:
+            return
+        window_id = str(next(self._ids))
+        window = _Window(len(messages), asyncio.get_running_loop().create_future())
+        self._windows[window_id] = window
+        reply = f"{self._prefix}{window_id}."
+        subject_of = self._stream.subject_of
+        try:
+            async with asyncio.timeout(timeout):
+                for index, message in enumerate(messages):
+                    if window.done.done():
+                        break  # refused: the rest would be sent in vain
+                    headers = None
+                    if message.dedup_id is not None:
+                        headers = {MSG_ID_HEADER: message.dedup_id}
+                    await nc.publish(
+                        subject_of(message),
+                        message.body.encode(),
+                        reply=f"{reply}{index}",
+                        headers=headers,
+                    )
+            while not window.done.done():
+                missing = window.missing
+                await asyncio.wait((window.done,), timeout=timeout)
+                if not window.done.done() and window.missing == missing:
+                    raise TimeoutError(
+                        f"JetStream acknowledged no message for {timeout} s "
+                        f"({missing} of {len(messages)} waiting)"
+                    )
+        finally:
+            del self._windows[window_id]
+        if window.failure is not None:
+            raise Refused(window.failure)

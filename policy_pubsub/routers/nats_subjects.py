@@ -25,7 +25,10 @@ from dataclasses import dataclass
 
 _SAFE = frozenset(string.ascii_letters + string.digits + "-")
 _TOKEN = re.compile(r"^(?:[A-Za-z0-9-]|_[0-9A-F]{2})+$")
+_ESCAPE = re.compile(rb"_([0-9A-F]{2})")
 STREAM_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Every ASCII character to its token text, for str.translate (the common case, in C).
+_ASCII_TOKENS = {code: chr(code) if chr(code) in _SAFE else f"_{code:02X}" for code in range(128)}
 
 KIND_SNAPSHOT = "k"
 KIND_DEDUP = "d"
@@ -36,6 +39,8 @@ def encode_token(name: str) -> str:
     """One subject token that stands for ``name``; :func:`decode_token` gives it back."""
     if not name:
         return "_"
+    if name.isascii():
+        return name.translate(_ASCII_TOKENS)
     parts: list[str] = []
     for char in name:
         if char in _SAFE:
@@ -51,16 +56,10 @@ def decode_token(token: str) -> str:
         return ""
     if not _TOKEN.match(token):
         raise ValueError(f"not an encoded subject token: {token!r}")
-    out = bytearray()
-    index = 0
-    while index < len(token):
-        if token[index] == "_":
-            out.append(int(token[index + 1 : index + 3], 16))
-            index += 3
-        else:
-            out.extend(token[index].encode())
-            index += 1
-    decoded = out.decode()  # UnicodeDecodeError is a ValueError
+    if "_" not in token:
+        return token  # letters, digits and '-' only: the token is the name
+    raw = _ESCAPE.sub(lambda m: bytes((int(m[1], 16),)), token.encode())
+    decoded = raw.decode()  # UnicodeDecodeError is a ValueError
     if encode_token(decoded) != token:
         raise ValueError(f"not the canonical encoding of {decoded!r}: {token!r}")
     return decoded
