@@ -3,11 +3,13 @@
     .venv/bin/python bench/pap.py [--db sqlite postgres] [--subs 10 1000] [--clients 4 32] \
         [--seconds 5]
 
-For each number in ``--clients``, that many keep-alive connections each send ``POST /pap/v1/policies`` one after the other
-for ``--seconds`` (each push deploys a new version of that client's own policy, of the type
-every subscriber filters on, so every push notifies all ``--subs`` subscribers). A push counts
-once its 200 arrived, i.e. once the change and its snapshots are committed. The server is the
-one ``serve`` runs (bench/_serve.py), on SQLite or a scratch PostgreSQL database.
+For each number in ``--clients``, that many keep-alive connections each send
+``POST /pap/v1/policies`` one after the other for ``--seconds`` (each push deploys a new
+version of that client's own policy, of the type every subscriber filters on, so every push
+notifies all ``--subs`` subscribers). A push counts once its 200 arrived, i.e. once the change
+and its snapshots are committed. The server is the one ``serve`` runs (bench/_serve.py), on
+SQLite or a scratch PostgreSQL database. Pushes that arrive while a transaction commits share
+the next one (group commit), so more clients give more pushes per commit.
 """
 
 from __future__ import annotations
