@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -88,7 +89,8 @@ class EmbeddedRouter(Router):
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # topic -> held reads
         # deadline slot -> its timer and the held reads that end in it
         self._expiries: dict[int, tuple[asyncio.TimerHandle, set[asyncio.Future[None]]]] = {}
-        self._tails: dict[str, list[tuple[int, str]]] = {}  # topic -> contiguous (seq, body)
+        # topic -> contiguous (seq, body), least recently appended first
+        self._tails: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
         self._tail_chars = 0
         self._closing: asyncio.Future[None] | None = None
         self._heads_wanted = asyncio.Event()
@@ -200,23 +202,24 @@ class EmbeddedRouter(Router):
             if last is None:
                 continue
             first = last - len(bodies) + 1
-            tail = tails.pop(topic, None)  # re-inserted last: the dict is in LRU order
+            tail = tails.get(topic)
             if tail and tail[-1][0] != first - 1:  # a gap: restart from these messages
                 added -= sum(len(body) for _, body in tail)
                 tail = None
             if tail is None:
                 tail = list(zip(range(first, last + 1), bodies, strict=True))
+                tails[topic] = tail
             else:
                 tail.extend(zip(range(first, last + 1), bodies, strict=True))
+            tails.move_to_end(topic)  # most recently appended last: evicted last
             for body in bodies:
                 added += len(body)
             if len(tail) > TAIL_MESSAGES:
                 added -= sum(len(body) for _, body in tail[:-TAIL_MESSAGES])
                 del tail[:-TAIL_MESSAGES]
-            tails[topic] = tail
         self._tail_chars += added
-        while self._tail_chars > TAIL_CHARS and self._tails:
-            evicted = self._tails.pop(next(iter(self._tails)))
+        while self._tail_chars > TAIL_CHARS and tails:
+            _, evicted = tails.popitem(last=False)
             self._tail_chars -= sum(len(body) for _, body in evicted)
 
     def _from_tail(self, topic: str, position: int, head: int, limit: int) -> list[tuple[int, str]]:

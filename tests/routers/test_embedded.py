@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from policy_pubsub.routers import embedded
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.store import GroupRow, OutMessage, Store, now_ms
 from tests.conftest import wait_for
@@ -155,5 +156,28 @@ async def test_a_group_new_after_start_starts_at_the_oldest_without_a_look_up(
             await delivery.ack()
         async with await router.read("t", "late", "c", timeout=0, limit=10) as delivery:
             assert list(delivery.messages) == []
+    finally:
+        await _close(router, store)
+
+
+async def test_tails_evict_the_least_recently_appended_topics_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the memory cap the topics appended to longest ago lose their tails first; a topic
+    appended to again moves to the back; reads of an evicted topic come from the store.
+    """
+    monkeypatch.setattr(embedded, "TAIL_CHARS", 350)
+    router, store = await _open(tmp_path / "db")
+    try:
+        body = "x" * 100
+        for topic in ("a", "b", "c"):
+            await router.publish([OutMessage(topic=topic, body=body)])
+        await router.publish([OutMessage(topic="a", body="y" * 10)])  # a: most recent
+        assert list(router._tails) == ["b", "c", "a"]
+        await router.publish([OutMessage(topic="d", body=body)])  # over the cap: b goes
+        assert list(router._tails) == ["c", "a", "d"]
+        assert router._tail_chars == sum(len(b) for t in router._tails.values() for _, b in t)
+        async with await router.read("b", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == [body]
     finally:
         await _close(router, store)
