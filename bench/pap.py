@@ -1,12 +1,14 @@
 """PAP throughput: acknowledged (durable) pushes per second through HTTP.
 
     .venv/bin/python bench/pap.py [--db sqlite postgres] [--subs 10 1000] [--clients 4 32] \
-        [--seconds 5]
+        [--policies 4] [--seconds 5]
 
 For each number in ``--clients``, that many keep-alive connections each send
-``POST /pap/v1/policies`` one after the other for ``--seconds`` (each push deploys a new
-version of that client's own policy, of the type every subscriber filters on, so every push
-notifies all ``--subs`` subscribers). A push counts once its 200 arrived, i.e. once the change
+``POST /pap/v1/policies`` one after the other for ``--seconds``; each push changes one of
+``--policies`` policies (client c changes policy c modulo ``--policies``, with a new
+threshold each time), of the type every subscriber filters on, so every push notifies all
+``--subs`` subscribers and every snapshot holds ``--policies`` policies whatever the number
+of clients. A push counts once its 200 arrived, i.e. once the change
 and its snapshots are committed. The server is the one ``serve`` runs (bench/_serve.py), on
 SQLite or a scratch PostgreSQL database. Pushes that arrive while a transaction commits share
 the next one (group commit), so more clients give more pushes per commit.
@@ -41,7 +43,9 @@ from _common import (
 )
 
 
-async def _drive(port: int, clients: int, seconds: float) -> tuple[int, int, list[float]]:
+async def _drive(
+    port: int, clients: int, policies: int, seconds: float
+) -> tuple[int, int, list[float]]:
     deadline = time.monotonic() + seconds
     latencies: list[float] = []
     failed = 0
@@ -52,7 +56,9 @@ async def _drive(port: int, clients: int, seconds: float) -> tuple[int, int, lis
         done = 0
         try:
             while time.monotonic() < deadline:
-                body = json.dumps({"policies": [policy(f"bench.pap{c}", "bench.pap", done)]})
+                # A new threshold each time: every push changes its policy.
+                changed = policy(f"bench.pap{c % policies}", "bench.pap", c * 1_000_000 + done)
+                body = json.dumps({"policies": [changed]})
                 started = time.monotonic()
                 status, _ = await conn.request("POST", "/pap/v1/policies", body.encode())
                 latencies.append(time.monotonic() - started)
@@ -68,7 +74,9 @@ async def _drive(port: int, clients: int, seconds: float) -> tuple[int, int, lis
     return sum(counts), failed, latencies
 
 
-def run(db: str, subs: int, clients: int, seconds: float, tmp: Path) -> dict[str, Any]:
+def run(
+    db: str, subs: int, clients: int, policies: int, seconds: float, tmp: Path
+) -> dict[str, Any]:
     url = f"sqlite+aiosqlite:///{tmp / 'pap.db'}" if db == "sqlite" else pg_database("pp_bench_pap")
     try:
         asyncio.run(
@@ -78,7 +86,7 @@ def run(db: str, subs: int, clients: int, seconds: float, tmp: Path) -> dict[str
         with children() as started:
             started.append(serve_policy_pubsub(port, url, tmp / "server.log"))
             started_at = time.monotonic()
-            done, failed, latencies = asyncio.run(_drive(port, clients, seconds))
+            done, failed, latencies = asyncio.run(_drive(port, clients, policies, seconds))
             elapsed = time.monotonic() - started_at
     finally:
         if db == "postgres":
@@ -87,6 +95,7 @@ def run(db: str, subs: int, clients: int, seconds: float, tmp: Path) -> dict[str
         "db": db,
         "subs": subs,
         "clients": clients,
+        "policies": policies,
         "pushes": done,
         "failed": failed,
         "pushes_per_s": done / elapsed,
@@ -103,6 +112,9 @@ def main() -> None:
     )
     parser.add_argument("--subs", type=int, nargs="+", default=[10, 1000])
     parser.add_argument("--clients", type=int, nargs="+", default=[4, 32])
+    parser.add_argument(
+        "--policies", type=int, default=4, help="policies the clients take turns to change"
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
     head = header()
@@ -111,7 +123,7 @@ def main() -> None:
         for subs in args.subs:
             for clients in args.clients:
                 with tempfile.TemporaryDirectory(prefix="bench-pap-") as tmp:
-                    rows.append(run(db, subs, clients, args.seconds, Path(tmp)))
+                    rows.append(run(db, subs, clients, args.policies, args.seconds, Path(tmp)))
                 print(json.dumps(rows[-1]), flush=True)
     table(
         rows,
@@ -119,6 +131,7 @@ def main() -> None:
             "db",
             "subs",
             "clients",
+            "policies",
             "pushes",
             "failed",
             "pushes_per_s",
