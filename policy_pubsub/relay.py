@@ -159,7 +159,7 @@ class OutboxRelay:
         if leading is not None and not await leading():
             self._leader = False
             return []
-        return await self._store.outbox_batch_after(batch[-1][0], self._batch_size)
+        return await self._store.outbox_batch(self._batch_size, after=batch[-1][0])
 
     async def _delete(self, row_ids: list[int]) -> None:
         if row_ids:

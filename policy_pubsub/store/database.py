@@ -345,8 +345,10 @@ class Store:
 
     # -- the outbox ---------------------------------------------------------------------------
 
-    async def outbox_batch(self, limit: int) -> list[tuple[int, OutMessage]]:
-        """The oldest messages waiting in the outbox, in the order they were written."""
+    async def outbox_batch(self, limit: int, after: int = 0) -> list[tuple[int, OutMessage]]:
+        """The oldest messages waiting in the outbox with an id above ``after``, in the order
+        they were written (the relay reads its next batch while the one before is published).
+        """
         async with self.read() as conn:
             result = await conn.execute(
                 select(
@@ -357,6 +359,7 @@ class Store:
                     outbox.c.revision,
                     outbox.c.dedup_id,
                 )
+                .where(outbox.c.id > after)
                 .order_by(outbox.c.id)
                 .limit(limit)
             )
@@ -381,26 +384,6 @@ class Store:
             yield lock
         finally:
             await lock.release()
-
-    async def outbox_batch_after(self, after: int, limit: int) -> list[tuple[int, OutMessage]]:
-        """Like :meth:`outbox_batch`, for the messages with an id above ``after``: the relay
-        reads its next batch while the previous one is still being published.
-        """
-        async with self.read() as conn:
-            result = await conn.execute(
-                select(
-                    outbox.c.id,
-                    outbox.c.topic,
-                    outbox.c.body,
-                    outbox.c.key,
-                    outbox.c.revision,
-                    outbox.c.dedup_id,
-                )
-                .where(outbox.c.id > after)
-                .order_by(outbox.c.id)
-                .limit(limit)
-            )
-            return [(row[0], OutMessage(*row[1:])) for row in result]
 
     async def groups(self) -> list[GroupRow]:
         """Every consumer group's position (a router loads them all when it starts)."""

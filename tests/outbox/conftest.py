@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from policy_pubsub.store import OutMessage, Store
-from tests.routers.test_nats import NATS_SERVER, PrivateNats, skip_unless_ci
+from tests.routers.test_nats import private_nats  # noqa: F401  (the fixture, shared)
 
 
 @pytest.fixture
@@ -20,19 +19,6 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
         yield opened
     finally:
         await opened.close()
-
-
-@pytest.fixture
-async def private_nats(tmp_path: Path) -> AsyncIterator[PrivateNats]:
-    """A nats-server with JetStream of this test's own, which it may stop and restart."""
-    if not os.access(NATS_SERVER, os.X_OK):
-        skip_unless_ci(f"no nats-server binary at {NATS_SERVER}")
-    server = PrivateNats(tmp_path / "jetstream")
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 def snapshot(subscriber: int, revision: int, topics: int = 10) -> OutMessage:

@@ -91,9 +91,10 @@ class CountingStore(Store):
 
     following_reads = 0
 
-    async def outbox_batch_after(self, after: int, limit: int) -> list[tuple[int, OutMessage]]:
-        rows = await super().outbox_batch_after(after, limit)
-        self.following_reads += 1
+    async def outbox_batch(self, limit: int, after: int = 0) -> list[tuple[int, OutMessage]]:
+        rows = await super().outbox_batch(limit, after)
+        if after:
+            self.following_reads += 1
         return rows
 
 
