@@ -243,8 +243,7 @@ class NatsRouter(Router):
         new = [t for t in topics if t not in self._topics]
         if new:
             async with self._store.write() as tx:
-                for topic in new:
-                    await tx.create_topic(topic, now_ms())
+                await tx.create_topics(new, now_ms())
             self._topics.update(new)
 
     # -- reading ----------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from sqlalchemy import (
     delete,
     exists,
     func,
-    insert,
     literal,
     select,
     update,
@@ -549,16 +548,6 @@ class WriteTx:
         await self.conn.execute(
             delete(subscription_marks).where(subscription_marks.c.subscriber_id == subscriber_id)
         )
-
-    async def create_topic(self, name: str, at: int) -> bool:
-        """Create the topic unless it exists; True when it was created."""
-        found = await self.conn.execute(select(topics.c.name).where(topics.c.name == name))
-        if found.first() is not None:
-            return False
-        await self.conn.execute(
-            insert(topics).values(name=name, last_offset=0, created_at=at, last_published_at=None)
-        )
-        return True
 
     async def create_topics(self, names: Iterable[str], at: int) -> None:
         """Create those of the topics that do not exist yet (a replica creating the same topic

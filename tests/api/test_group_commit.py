@@ -16,6 +16,7 @@ from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.service import PolicyService
 from policy_pubsub.store import WriteTx
 from tests.api.helpers import (
+    PDP_UPDATE,
     POLICIES,
     TCA_TYPE,
     assert_no_message,
@@ -134,6 +135,37 @@ async def test_each_queued_change_is_answered_on_its_own(
     assert [(p.policy_id, p.revision) for p in stored.policies] == [("p2", start + 3)]
     listing = (await client.get(POLICIES)).json()["policies"]
     assert [p["policy-id"] for p in listing] == ["p2"]
+
+
+async def test_a_complete_set_sees_the_changes_queued_before_it(
+    server: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """A complete-set PDP_UPDATE queued behind deploys replaces what they deployed too: the
+    policies deployed earlier in the same transaction and not listed are undeployed.
+    """
+    await subscribe(client, "s1", "t1", [{"policy-type": [TCA_TYPE]}])
+    await client.post(POLICIES, json={"policies": [tosca("p0")]})
+    await poll(client, "t1")
+    start = revision(server)
+    update = {"messageName": "PDP_UPDATE", "requestId": "r1", "policies": [tosca("p9")]}
+    sends = [
+        _deploy(client, tosca("p1")),
+        _deploy(client, tosca("p2")),
+        lambda: client.post(PDP_UPDATE, json=update),
+    ]
+    async with _queued(server, sends) as tasks:
+        pass
+    answers = [task.result() for task in tasks]
+    assert [a.json()["revision"] for a in answers] == [start + 1, start + 2, start + 3]
+    assert {p["name"] for p in answers[2].json()["policies"]} == {"p9"}
+    snapshots = await poll(client, "t1")
+    assert [(s["revision"], sorted(s["policies"])) for s in snapshots] == [
+        (start + 1, ["p0", "p1"]),
+        (start + 2, ["p0", "p1", "p2"]),
+        (start + 3, ["p9"]),
+    ]
+    listing = (await client.get(POLICIES)).json()["policies"]
+    assert [p["policy-id"] for p in listing] == ["p9"]
 
 
 async def test_a_failed_transaction_fails_every_queued_change_and_changes_nothing(

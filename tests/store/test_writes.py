@@ -66,7 +66,7 @@ async def test_append_numbers_each_topics_messages_in_order(store: Store) -> Non
     new topics start at 1, and existing topics (empty or not) continue after their head.
     """
     async with store.write() as tx:
-        assert await tx.create_topic("empty", 100)
+        await tx.create_topics(["empty"], 100)
         assert await tx.append([OutMessage("older", "o1"), OutMessage("older", "o2")], 200) == {
             "older": 2
         }
@@ -125,7 +125,7 @@ async def test_a_failed_append_leaves_nothing_and_the_store_works_on(store: Stor
     reports itself unavailable, the transaction leaves no trace, and the next one works.
     """
     async with store.write() as tx:
-        await tx.create_topic("taken", 1)
+        await tx.create_topics(["taken"], 1)
         await tx.conn.execute(
             insert(messages).values(topic="taken", seq=1, body="squatter", created_at=1)
         )
