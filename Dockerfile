@@ -15,7 +15,7 @@ RUN python -m build --wheel --outdir /wheels
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /data --create-home policy-pubsub
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir "$(ls /wheels/*.whl)[speed]" && rm -rf /wheels
+RUN python -m pip install --no-cache-dir "$(ls /wheels/*.whl)" && rm -rf /wheels
 USER policy-pubsub
 WORKDIR /data
 VOLUME ["/data"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -22,6 +23,21 @@ class Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
         super().__init__(config)
         self.app = app
+
+    async def startup(self, sockets: list[Any] | None = None) -> None:
+        if not self.config.loaded:
+            self.config.load()
+        log.info("event loop %s, HTTP parser %s", *self.runtime())
+        await super().startup(sockets)
+
+    def runtime(self) -> tuple[str, str]:
+        """The event loop and HTTP parser this server runs on, e.g. ``("uvloop", "httptools")``;
+        call it on the loop once the config is loaded. uvicorn picks uvloop and httptools when
+        they are installed (dependencies where the platform has wheels), else asyncio and h11.
+        """
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        parser = self.config.http_protocol_class.__module__.rsplit(".", 1)[-1]
+        return loop, parser.removesuffix("_impl")
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         router = getattr(self.app.state, "router", None)

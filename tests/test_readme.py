@@ -118,7 +118,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None:
     """The README's first command installs the package from a clean copy of the tree into a
-    new virtualenv and starts a server that answers its health check.
+    new virtualenv and starts a server that answers its health check, on uvloop and httptools.
     """
     command = _blocks()[0].strip()
     copy = tmp_path / "checkout"
@@ -160,6 +160,7 @@ def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None
     output = (tmp_path / "serve.log").read_text()
     assert process.returncode == 0, output[-2000:]
     assert "store closed" in output
+    assert "event loop uvloop, HTTP parser httptools" in output, output[-2000:]
 
 
 async def _until_healthy(url: str, process: subprocess.Popen[bytes]) -> None:

@@ -146,7 +146,7 @@ def serve_command(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     try:
         # uvicorn's own run, not asyncio.run: it takes the event loop from the config, so
-        # uvloop serves when installed (the "speed" extra; see BENCHMARKS.md for the gain).
+        # uvloop serves when installed (a dependency; see BENCHMARKS.md for the gain).
         server.run()
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C
         return 130
