@@ -120,11 +120,15 @@ class ScryptHash:
         return cls(n, r, p, salt, digest)
 
     def verify(self, password: str) -> bool:
-        """Whether ``password`` hashes to this hash (a constant-time comparison)."""
+        """Whether ``password`` hashes to this hash (a constant-time comparison).
+
+        A password holding NUL never matches: scrypt keys HMAC with the password, and HMAC
+        pads a short key with zero bytes, so ``"pw"`` and ``"pw\\0"`` would hash alike.
+        """
         if len(password) > MAX_PASSWORD_CHARS:
             return False
         computed = _scrypt(password.encode(), self.salt, self.n, self.r, self.p, len(self.digest))
-        return hmac.compare_digest(computed, self.digest)
+        return hmac.compare_digest(computed, self.digest) and "\0" not in password
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -371,17 +375,20 @@ class Authenticator:
         return f'{basic}, Bearer realm="{REALM}"' if self._tokens else basic
 
     async def basic(self, name: str, password: str) -> User | None:
-        """The user whose name and password these are, else None."""
+        """The user whose name and password these are, else None.
+
+        Every refusal costs one scrypt check, whether the name is unknown, the user has a
+        token only or a plain password, or the password is wrong, so the time an answer
+        takes does not tell which users exist or how they log in.
+        """
         found = self._users.get(name)
-        if found is None:
-            # As slow as a wrong password, so timing does not tell which names exist.
+        if found is not None and found.password is not None:
+            if hmac.compare_digest(password.encode(), found.password):
+                return found.user
+            found = None
+        if found is None or found.password_hash is None:
             await self._verify(self._dummy, password)
             return None
-        if found.password is not None:
-            ok = hmac.compare_digest(password.encode(), found.password)
-            return found.user if ok else None
-        if found.password_hash is None:
-            return None  # a token-only user
         key = hmac.digest(self._cache_key, f"{name}\0{password}".encode(), "sha256")
         if key in self._cache:
             self._cache.move_to_end(key)

@@ -40,6 +40,23 @@ LONG_POLL = "long-poll"
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
+# Control characters a client can put in a path, an id or a header (a %0A in a path arrives
+# as a newline) and their escapes, so no one can forge a line in the text log.
+_ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+class TextFormatter(logging.Formatter):
+    """The text format, one line per record: control characters in the message are escaped
+    (``\\n``, ``\\x00``); a traceback, when there is one, follows on lines of its own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).translate(_ESCAPES)
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time (UTC, RFC 3339), level, logger, message, the request
@@ -67,7 +84,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def formatter(log_format: Literal["text", "json"]) -> logging.Formatter:
-    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
 def configure(
@@ -148,6 +165,7 @@ __all__ = [
     "LONG_POLL",
     "READ",
     "JsonFormatter",
+    "TextFormatter",
     "configure",
     "formatter",
     "log_request",

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from policy_pubsub import auth
 from policy_pubsub.auth import (
     AuthFileError,
     ScryptHash,
@@ -307,3 +308,47 @@ def test_tls_needs_both_files_and_they_must_exist(tmp_path: Path) -> None:
     missing = refusal(Settings(ssl_certfile=str(cert), ssl_keyfile=str(tmp_path / "key.pem")))
     assert missing == f"TLS file {tmp_path / 'key.pem'} does not exist"
     assert refusal(Settings(ssl_certfile=str(cert), ssl_keyfile=str(cert))) is None
+
+
+def test_a_password_with_nul_appended_does_not_match() -> None:
+    """scrypt keys HMAC with the password and HMAC pads short keys with zero bytes, so
+    "s3cret" and "s3cret\\0" hash alike; the check compares the exact password nonetheless.
+    """
+    stored = hash_password("s3cret", n=16)
+    assert verify_password("s3cret", stored)
+    assert not verify_password("s3cret\0", stored)
+    assert not verify_password("s3cret\0\0", stored)
+
+
+async def test_every_failed_login_costs_one_scrypt_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unknown user, a token-only user, a plain-password user and a hashed-password user
+    with a wrong password each cost exactly one scrypt check, so how long a refusal takes does
+    not tell which users exist or how they log in.
+    """
+    model = auth.AuthFileModel.model_validate(
+        {
+            "users": {
+                "hashed": {"roles": ["pap"], "password_hash": hash_password("right", n=16)},
+                "plain": {"roles": ["pap"], "password": "right-plain"},
+                "robot": {"roles": ["pap"], "token": "t" * 32},
+            }
+        }
+    )
+    authenticator = auth.Authenticator.from_model(model)
+    checks = 0
+    real = auth._scrypt
+
+    def counting(password: bytes, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
+        nonlocal checks
+        checks += 1
+        return real(password, salt, n, r, p, length)
+
+    monkeypatch.setattr(auth, "_scrypt", counting)
+    for name in ("nobody", "robot", "plain", "hashed"):
+        checks = 0
+        assert await authenticator.basic(name, "wrong") is None, name
+        assert checks == 1, name
+    assert await authenticator.basic("plain", "right-plain") is not None
+    assert await authenticator.basic("hashed", "right") is not None

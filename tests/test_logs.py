@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,7 @@ from policy_pubsub.logs import (
     READ,
     SLOW_SECONDS,
     JsonFormatter,
+    TextFormatter,
     request_level,
 )
 from policy_pubsub.testing import start_server, stop_server
@@ -209,3 +211,24 @@ async def test_serve_log_format_json_writes_one_object_per_line(tmp_path: Path) 
         404,
     )
     assert not [d for d in documents if d["logger"] == "uvicorn.access"]
+
+
+def test_text_log_escapes_control_characters_so_no_line_can_be_forged() -> None:
+    """A request path with an encoded newline (``%0A`` arrives decoded) or other control
+    characters gives one text line with the characters escaped; a traceback keeps its lines.
+    """
+    path = "/pap/v1/policies\n2026-01-01 00:00:00,000 INFO forged: \x00\x1b[31m\r\t"
+    record = logging.LogRecord(
+        ACCESS_LOGGER, logging.INFO, __file__, 1, '"GET %s" %d', (path, 404), None
+    )
+    line = TextFormatter().format(record)
+    assert "\n" not in line and "\r" not in line and "\x00" not in line and "\x1b" not in line
+    assert line.endswith('"GET /pap/v1/policies\\n2026-01-01 00:00:00,000 INFO forged: '
+                         '\\x00\\x1b[31m\\r\\t" 404')
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failed = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    text = TextFormatter().format(failed)
+    assert text.splitlines()[0].endswith("x: failed")
+    assert text.splitlines()[-1] == "ValueError: boom"
