@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     max_held_polls: int = Field(20_000, ge=1)
     # Most long-polls held at once for one consumer group of one topic; past it, 503.
     max_held_polls_per_group: int = Field(100, ge=1)
+    # Slow clients (README "Security"): a connection must send its request's headers within
+    # header_timeout_seconds of opening (or of its next request's first byte) and its body
+    # within body_timeout_seconds after that, else 408 and closed; at most
+    # max_incomplete_requests connections may be sending a request at once, past it the one
+    # that has waited longest is closed. Held long-polls are complete requests: not affected.
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(30.0, gt=0)
+    max_incomplete_requests: int = Field(1000, ge=1)
     # Empty answers a consumer may get in a minute before it is refused with 429 (0: no cap).
     max_empty_polls_per_minute: int = Field(120, ge=0)
 

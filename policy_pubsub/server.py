@@ -8,9 +8,11 @@ from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from policy_pubsub.api import create_app
 from policy_pubsub.config import Settings
+from policy_pubsub.connections import ConnectionLimits, GuardedProtocol, guarded
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,10 @@ class Server(uvicorn.Server):
         they are installed (dependencies where the platform has wheels), else asyncio and h11.
         """
         loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
-        parser = self.config.http_protocol_class.__module__.rsplit(".", 1)[-1]
+        protocol = self.config.http_protocol_class
+        if issubclass(protocol, GuardedProtocol):
+            protocol = protocol.http_protocol_class
+        parser = protocol.__module__.rsplit(".", 1)[-1]
         return loop, parser.removesuffix("_impl")
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
@@ -54,10 +59,21 @@ class Server(uvicorn.Server):
         return port
 
 
-def build_server(settings: Settings, **uvicorn_options: Any) -> Server:
+def build_server(
+    settings: Settings, http: type[asyncio.Protocol] = AutoHTTPProtocol, **uvicorn_options: Any
+) -> Server:
+    """The server of ``settings``: uvicorn running the app with ``http`` (httptools when it is
+    installed, else h11) under the settings' deadlines for slow clients.
+    """
     app = create_app(settings)
+    limits = ConnectionLimits(
+        header_seconds=settings.header_timeout_seconds,
+        body_seconds=settings.body_timeout_seconds,
+        max_incomplete=settings.max_incomplete_requests,
+    )
     config = uvicorn.Config(
         app,
+        http=guarded(http, limits),
         host=settings.host,
         port=settings.port,
         log_config=None,

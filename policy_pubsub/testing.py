@@ -46,11 +46,14 @@ class LiveServer:
     settings: Settings
 
 
-async def start_server(settings: Settings) -> tuple[LiveServer, asyncio.Task[None]]:
+async def start_server(
+    settings: Settings, **options: Any
+) -> tuple[LiveServer, asyncio.Task[None]]:
     """Start a server with ``settings`` in this event loop; return once it accepts requests.
-    Stop it with ``stop_server`` (``RuntimeError`` if it does not start).
+    Stop it with ``stop_server`` (``RuntimeError`` if it does not start). ``options`` go to
+    :func:`policy_pubsub.server.build_server`.
     """
-    server = build_server(settings)
+    server = build_server(settings, **options)
     task = asyncio.create_task(server.serve())
     loop = asyncio.get_running_loop()
     deadline = loop.time() + START_TIMEOUT
