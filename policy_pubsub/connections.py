@@ -127,9 +127,8 @@ def guarded(base: type[asyncio.Protocol], limits: ConnectionLimits) -> type[Guar
             self.timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            if not isinstance(transport, asyncio.Transport):
-                raise TypeError(f"an HTTP connection needs a stream transport, not {transport}")
-            self.transport = transport
+            # uvloop's TCP transport is not an asyncio.Transport subclass but has its methods.
+            self.transport = cast(asyncio.Transport, transport)
             self.inner.connection_made(transport)
             self._enter(_Phase.HEADERS)
 

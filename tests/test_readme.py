@@ -116,6 +116,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # a fresh virtualenv and pip install, then _until_healthy's 240 s
 def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None:
     """The README's first command installs the package from a clean copy of the tree into a
     new virtualenv and starts a server that answers its health check, on uvloop and httptools.

@@ -17,6 +17,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from policy_pubsub.testing import LiveServer, start_server, stop_server
 from tests.conftest import make_settings, wait_for
+from tests.processes import ServerProcess
 
 HEADER_SECONDS = 0.5
 BODY_SECONDS = 0.5
@@ -132,3 +133,21 @@ async def test_held_long_polls_and_keep_alive_requests_are_not_cut_off(live: Liv
         assert held >= HEADER_SECONDS * 2
         again = await client.get("/healthcheck")
         assert again.status_code == 200
+
+
+async def test_serve_on_its_default_loop_cuts_off_a_silent_connection(tmp_path: Path) -> None:
+    """``policy-pubsub serve`` as users run it (uvloop where installed, whose transports are
+    not asyncio's classes) answers requests and gives a silent connection its 408.
+    """
+    async with ServerProcess(
+        tmp_path / "store.db",
+        tmp_path / "server.log",
+        env={"POLICY_PUBSUB_HEADER_TIMEOUT_SECONDS": str(HEADER_SECONDS)},
+    ) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        answer = await _answer(reader)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            assert (await client.get("/healthcheck")).status_code == 200
+        assert "Traceback" not in server.log.read_text()
