@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -37,6 +35,7 @@ from policy_pubsub.store import (
 )
 from policy_pubsub.store.database import load_all
 from policy_pubsub.store.notify import REVISION_CHANNEL
+from policy_pubsub.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +148,6 @@ class ChangeResult:
     undeployed: list[dict[str, str]]
     notified: int
 
-    def to_wire(self) -> dict[str, Any]:
-        return {
-            "revision": self.revision,
-            "deployed": self.deployed,
-            "undeployed": self.undeployed,
-            "notified": self.notified,
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class SubscribeResult:
@@ -234,13 +225,6 @@ class _Overlay:
 
 class _NoChange(Exception):
     """Raised inside a write transaction to roll it back: the request changes nothing."""
-
-
-def rfc3339(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
 class PolicyService:
@@ -755,43 +739,3 @@ def _snapshot(
         key=subscription.subscriber_id,
         revision=revision,
     )
-
-
-def pdp_status(
-    update: PdpUpdate, result: ChangeResult, deployed: Sequence[Policy]
-) -> dict[str, Any]:
-    """The PDP_STATUS answer to a PDP_UPDATE."""
-    if result.deployed or result.undeployed:
-        message = (
-            f"deployed {_count(len(result.deployed), 'policy', 'policies')} and undeployed "
-            f"{_count(len(result.undeployed), 'policy', 'policies')} at revision "
-            f"{result.revision}; {_count(result.notified, 'subscriber', 'subscribers')} notified"
-        )
-    else:
-        message = f"no change; revision {result.revision}"
-    status: dict[str, Any] = {
-        "messageName": "PDP_STATUS",
-        "requestId": str(uuid.uuid4()),
-        "timestampMs": int(time.time() * 1000),
-        "name": update.name or constants.SERVICE_NAME,
-        "pdpType": constants.PDP_TYPE,
-        "state": "ACTIVE",
-        "healthy": "HEALTHY",
-        "policies": [{"name": p.policy_id, "version": p.version} for p in deployed],
-        "response": {
-            "responseTo": update.request_id,
-            "responseStatus": "SUCCESS",
-            "responseMessage": message,
-        },
-        "revision": result.revision,
-        "notified": result.notified,
-    }
-    extra = update.model_extra or {}
-    for key in ("pdpGroup", "pdpSubgroup"):
-        if isinstance(extra.get(key), str):
-            status[key] = extra[key]
-    return status
-
-
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
