@@ -16,8 +16,8 @@ from policy_pubsub.models import SubscriptionRequest, ToscaPolicy
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service import Outlet, PolicyService, Written
 from policy_pubsub.store import OutMessage, Store, WriteTx
-
-TCA_TYPE = "onap.policies.monitoring.tcagen2"
+from tests.api import helpers
+from tests.api.helpers import TCA_TYPE
 
 
 class RecordingOutlet(Outlet):
@@ -45,21 +45,9 @@ class RecordingOutlet(Outlet):
         self.handed_on.clear()
 
 
-def tosca(
-    policy_id: str, version: str = "1.0.0", policy_type: str = TCA_TYPE, **extra: Any
-) -> ToscaPolicy:
-    """A small ToscaPolicy with the given identity."""
-    return ToscaPolicy.model_validate(
-        {
-            "type": policy_type,
-            "type_version": "1.0.0",
-            "properties": {"threshold": 1},
-            "name": policy_id,
-            "version": version,
-            "metadata": {"policy-id": policy_id, "policy-version": version},
-            **extra,
-        }
-    )
+def tosca(policy_id: str, version: str = "1.0.0", policy_type: str = TCA_TYPE) -> ToscaPolicy:
+    """A small ToscaPolicy with the given identity, as the PAP would push it."""
+    return ToscaPolicy.model_validate(helpers.tosca(policy_id, version, policy_type))
 
 
 def request(topic: str, *filters: dict[str, Any]) -> SubscriptionRequest:
@@ -69,19 +57,23 @@ def request(topic: str, *filters: dict[str, Any]) -> SubscriptionRequest:
     )
 
 
+def embedded_router(store: Store) -> EmbeddedRouter:
+    """An embedded router over the store, not started."""
+    return EmbeddedRouter(
+        store,
+        retention_seconds=3600,
+        maintenance_interval_seconds=3600,
+        position_flush_seconds=0.05,
+    )
+
+
 async def open_service(
     store: Store, outlet: Outlet, metrics: Metrics | None = None
 ) -> PolicyService:
     """A started service over the store. Its router only answers delivery statistics, which
     these tests do not ask for, so it is never started.
     """
-    router = EmbeddedRouter(
-        store,
-        retention_seconds=3600,
-        maintenance_interval_seconds=3600,
-        position_flush_seconds=0.05,
-    )
-    service = PolicyService(store, router, outlet, metrics=metrics or Metrics())
+    service = PolicyService(store, embedded_router(store), outlet, metrics=metrics or Metrics())
     await service.start()
     return service
 

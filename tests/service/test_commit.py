@@ -12,8 +12,9 @@ from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PdpUpdate
 from policy_pubsub.service import ChangeResult, PolicyService
 from policy_pubsub.store import Store
+from tests.api.helpers import TCA_TYPE
 from tests.conftest import wait_for
-from tests.service.conftest import TCA_TYPE, RecordingOutlet, request, tosca
+from tests.service.conftest import RecordingOutlet, request, tosca
 
 
 def _commits(metrics: Metrics) -> tuple[float, float]:

@@ -14,17 +14,12 @@ from policy_pubsub.routers.dmaap import DmaapRouter
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service import InStoreOutlet, OutboxOutlet, outlet_for
 from policy_pubsub.store import Store
-from tests.service.conftest import open_service, request, tosca
+from tests.service.conftest import embedded_router, open_service, request, tosca
 
 
 @pytest.fixture
 async def router(store: Store) -> AsyncIterator[EmbeddedRouter]:
-    started = EmbeddedRouter(
-        store,
-        retention_seconds=3600,
-        maintenance_interval_seconds=3600,
-        position_flush_seconds=0.05,
-    )
+    started = embedded_router(store)
     await started.start()
     try:
         yield started

@@ -10,7 +10,8 @@ from policy_pubsub.exceptions import NotFound
 from policy_pubsub.models import PolicyFilter
 from policy_pubsub.service import PolicyService
 from policy_pubsub.store import Store
-from tests.service.conftest import TCA_TYPE, RecordingOutlet, request, tosca
+from tests.api.helpers import TCA_TYPE
+from tests.service.conftest import RecordingOutlet, request, tosca
 
 OTHER_TYPE = "onap.policies.controlloop.operational.common.Drools"
 
