@@ -1,4 +1,4 @@
-"""Fan-out at scale, in process: PolicyService over a Store with the embedded router.
+"""Fan-out at scale, in process: the service core over a Store with the embedded router.
 
     .venv/bin/python bench/fanout.py [--db sqlite postgres] [--subs 100000] [--sets 10000] \
         [--rounds 3]
@@ -10,11 +10,12 @@ own topic, plus one subscription alone on ``bench.single``, and ten base policie
 - push affecting 10% (``bench.type.0``: with the defaults 1,000 filter sets, 10,000
   subscribers): the whole ``deploy`` call (until every snapshot is committed), the part spent
   matching and building the snapshots, the part spent in the SQL statements and the commit,
-  and snapshots per second; then (unless ``--no-breakdown``) the same push again, split into
-  its steps: matching, the store's statements (``put_policies``, ``append``,
-  ``mark_published``, ``outbox_add``), the commit, the router's ``committed`` after it (waking
-  readers, keeping the topics' tails), and the rest (``other``: revision, diff, the service's
-  own bookkeeping);
+  and snapshots per second; then (unless ``--no-breakdown``) the same push again, committed
+  through the steps of ``GroupCommit`` one by one and timed: ``revision`` (take the next
+  one), ``plan`` (diff, and ``matching``: matching and building the snapshots), ``write``
+  (the store's statements, of which ``put_policies``, ``append`` and ``mark_published`` are
+  timed apart), ``commit``, and ``apply`` (the in-memory state takes the
+  change in; the outlet wakes the router's readers, keeping the topics' tails);
 - push affecting one subscriber (``bench.single``), with ``--subs`` subscriptions and with 10.
 
 PostgreSQL runs in a scratch database (created, then dropped).
@@ -24,9 +25,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +50,23 @@ from _common import (
 
 sys.path.insert(0, str(ROOT))
 
+from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import ToscaPolicy
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.service import PolicyService
-from policy_pubsub.store import Store
-from policy_pubsub.store.database import WriteTx
+from policy_pubsub.service import (
+    ChangeResult,
+    GroupCommit,
+    InStoreOutlet,
+    Policy,
+    PolicyChange,
+    State,
+)
+from policy_pubsub.store import OutMessage, PolicyRow, Store, WriteTx, now_ms
 
-STEPS = ("put_policies", "append", "mark_published", "outbox_add")
+# The store calls timed apart within the write step.
+STATEMENTS = ("put_policies", "append", "mark_published")
+# The commit's steps, in order (GroupCommit.commit runs them the same way).
+STEPS = ("revision", "plan", "write", "commit", "apply")
 
 
 def _subscriptions(n: int, sets: int) -> list[tuple[str, str, list[dict[str, Any]]]]:
@@ -69,97 +82,92 @@ def _subscriptions(n: int, sets: int) -> list[tuple[str, str, list[dict[str, Any
     return subs
 
 
-class Timed:
-    """Wraps the service's matching step to time it apart from the SQL work."""
+class TimedTx(WriteTx):
+    """The transaction of a commit, timing the store calls of its write step."""
 
-    def __init__(self, service: PolicyService) -> None:
-        self.matching = 0.0
-        inner = service._snapshots_for_change
+    def __init__(self, tx: WriteTx, seconds: dict[str, float]) -> None:
+        super().__init__(tx.conn, tx.dialect)
+        self.seconds = seconds
 
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                self.matching += time.perf_counter() - started
+    @contextlib.contextmanager
+    def _timing(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
 
-        service._snapshots_for_change = timed  # type: ignore[method-assign]
+    async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
+        with self._timing("put_policies"):
+            await super().put_policies(rows)
+
+    async def append(self, batch: Sequence[OutMessage], at: int) -> dict[str, int]:
+        with self._timing("append"):
+            return await super().append(batch, at)
+
+    async def mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+        with self._timing("mark_published"):
+            await super().mark_published(subscriber_ids, revision, at)
 
 
-class Steps:
-    """Times the store's write statements, the commit and the router's ``committed``, while
-    in use as a context manager.
-    """
+class Core:
+    """The service core over the store and the embedded router, driven without HTTP."""
 
-    def __init__(self, service: PolicyService, router: EmbeddedRouter) -> None:
-        self.seconds: dict[str, float] = {}
-        self._service = service
-        self._router = router
-        self._originals = {name: getattr(WriteTx, name) for name in STEPS}
+    def __init__(self, store: Store, router: EmbeddedRouter) -> None:
+        self.store = store
+        self.metrics = Metrics()
+        self.state = State(store)
+        self.commits = GroupCommit(self.state, store, InStoreOutlet(router), self.metrics)
 
-    def __enter__(self) -> Steps:
-        for name, inner in self._originals.items():
-            setattr(WriteTx, name, self._timed_async(name, inner))
-        self._router.committed = self._timed("committed", self._router.committed)  # type: ignore[method-assign]
-        return self
+    async def deploy(self, push: dict[str, Any]) -> ChangeResult:
+        """The push as the PAP webhook commits it."""
+        return await self.commits.submit(_change(push))
 
-    def __exit__(self, *exc: object) -> None:
-        for name, inner in self._originals.items():
-            setattr(WriteTx, name, inner)
-        del self._router.committed
-
-    def _timed(self, name: str, inner: Any) -> Any:
-        seconds = self.seconds
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return inner(*args, **kwargs)
-            finally:
-                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-
-        return timed
-
-    def _timed_async(self, name: str, inner: Any) -> Any:
-        seconds = self.seconds
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await inner(*args, **kwargs)
-            finally:
-                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-
-        return timed
-
-    def commit_seconds(self) -> float:
-        found = self._service._metrics.registry.get_sample_value("policy_pubsub_commit_seconds_sum")
+    def matching_seconds(self) -> float:
+        """Matching and snapshot building so far (the service's own histogram)."""
+        found = self.metrics.registry.get_sample_value("policy_pubsub_matching_seconds_sum")
         return float(found or 0.0)
 
+    async def deploy_by_steps(self, push: dict[str, Any]) -> dict[str, float]:
+        """The push committed step by step, as GroupCommit.commit does it, timing each step
+        and the store calls of the write step.
+        """
+        seconds: dict[str, float] = {}
+        change = _change(push)
+        laps = [time.perf_counter()]
 
-async def _steps(
-    service: PolicyService, router: EmbeddedRouter, timed: Timed, n: int, rounds: int
-) -> dict[str, Any]:
-    """The push affecting many again, timed step by step (medians over the rounds)."""
+        def lap(name: str) -> None:
+            laps.append(time.perf_counter())
+            seconds[name] = laps[-1] - laps[-2]
+
+        async with self.state.writing:
+            async with self.store.write() as tx:
+                first = await self.state.take_revision(tx)
+                lap("revision")
+                matching = self.matching_seconds()
+                plan = self.commits.plan([change], first, now_ms())
+                seconds["matching"] = self.matching_seconds() - matching
+                lap("plan")
+                written = await self.commits.write(TimedTx(tx, seconds), plan)
+                lap("write")
+            lap("commit")
+            self.commits.apply(plan, written)
+            lap("apply")
+        seconds["total"] = laps[-1] - laps[0]
+        return seconds
+
+
+def _change(push: dict[str, Any]) -> PolicyChange:
+    return PolicyChange(wanted=[Policy.from_model(ToscaPolicy.model_validate(push))])
+
+
+async def _steps(core: Core, n: int, rounds: int) -> dict[str, Any]:
+    """The push affecting many again, step by step (medians over the rounds)."""
     samples: dict[str, list[float]] = {}
     for r in range(rounds):
-        push = ToscaPolicy.model_validate(policy("bench.push", "bench.type.0", 1000 + r))
-        with Steps(service, router) as steps:
-            timed.matching = 0.0
-            committed_before = steps.commit_seconds()
-            started = time.perf_counter()
-            await service.deploy([push])
-            total = time.perf_counter() - started
-            commit = steps.commit_seconds() - committed_before
-        parts = {
-            "matching": timed.matching,
-            **{name: steps.seconds.get(name, 0.0) for name in STEPS},
-            "commit": commit,
-            "committed": steps.seconds.get("committed", 0.0),
-        }
-        found = {"total": total, **parts, "other": total - sum(parts.values())}
-        for name, seconds in found.items():
-            samples.setdefault(name, []).append(seconds)
+        found = await core.deploy_by_steps(policy("bench.push", "bench.type.0", 1000 + r))
+        for name in ("total", "matching", *STEPS, *STATEMENTS):
+            samples.setdefault(name, []).append(found.get(name, 0.0))
     return {
         "case": "push affecting many: steps",
         "subs": n + 1,
@@ -177,22 +185,21 @@ async def _one(url: str, n: int, sets: int, rounds: int, breakdown: bool) -> lis
     router = EmbeddedRouter(
         store, retention_seconds=3600, maintenance_interval_seconds=3600, position_flush_seconds=0.2
     )
-    service = PolicyService(store, router)
+    core = Core(store, router)
     rows = []
     try:
         await router.start()
         started = time.perf_counter()
-        await service.start()
+        await core.state.load()
         loaded = time.perf_counter() - started
-        timed = Timed(service)
         totals, matchings, notified = [], [], 0
         for r in range(rounds):
-            push = ToscaPolicy.model_validate(policy("bench.push", "bench.type.0", r))
-            timed.matching = 0.0
+            push = policy("bench.push", "bench.type.0", r)
+            matched = core.matching_seconds()
             started = time.perf_counter()
-            result = await service.deploy([push])
+            result = await core.deploy(push)
             totals.append(time.perf_counter() - started)
-            matchings.append(timed.matching)
+            matchings.append(core.matching_seconds() - matched)
             notified = result.notified
         total, matching = median(totals), median(matchings)
         rows.append(
@@ -209,12 +216,11 @@ async def _one(url: str, n: int, sets: int, rounds: int, breakdown: bool) -> lis
             }
         )
         if breakdown:
-            rows.append(await _steps(service, router, timed, n, rounds))
+            rows.append(await _steps(core, n, rounds))
         singles = []
         for r in range(max(20, rounds)):
-            push = ToscaPolicy.model_validate(policy("bench.single", "bench.other", r))
             started = time.perf_counter()
-            result = await service.deploy([push])
+            result = await core.deploy(policy("bench.single", "bench.other", r))
             singles.append(time.perf_counter() - started)
         rows.append(
             {
@@ -287,11 +293,9 @@ async def main() -> None:
             [
                 "db",
                 "total_ms",
-                "matching_ms",
                 *(f"{name}_ms" for name in STEPS),
-                "commit_ms",
-                "committed_ms",
-                "other_ms",
+                "matching_ms",
+                *(f"{name}_ms" for name in STATEMENTS),
             ],
         )
     save("fanout", head, rows)

@@ -68,7 +68,7 @@ from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.routers.nats import NatsRouter
 from policy_pubsub.routers.nats_stream import MSG_ID_HEADER, TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
-from policy_pubsub.service import PolicyService
+from policy_pubsub.service import OutboxOutlet, PolicyService
 from policy_pubsub.store import OutMessage, Store
 
 PUSH_TYPE = "bench.type"
@@ -143,7 +143,7 @@ async def _relay_rounds(
     router = routers.from_url(nats_url, store, settings)
     assert isinstance(router, NatsRouter)
     relay = OutboxRelay(store, router)
-    service = PolicyService(store, router, relay)
+    service = PolicyService(store, router, OutboxOutlet(relay))
     probe = Probe(relay, router)
     nc = await nats.connect(nats_url)
     js = nc.jetstream()

@@ -22,8 +22,7 @@ from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.metrics import routes as metrics_routes
-from policy_pubsub.relay import OutboxRelay
-from policy_pubsub.service import PolicyService
+from policy_pubsub.service import PolicyService, outlet_for
 from policy_pubsub.stale import StaleExpiry
 from policy_pubsub.store import Store
 
@@ -45,8 +44,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         store = Store(settings.database_url)
         await store.open()
         router = routers.from_url(settings.router_url, store, settings)
-        relay = None if router.in_store else OutboxRelay(store, router)
-        service = PolicyService(store, router, relay, metrics=metrics)
+        # Where snapshots go, chosen once: the store's topics, or the outbox and its relay.
+        outlet, relay = outlet_for(store, router)
+        service = PolicyService(store, router, outlet, metrics=metrics)
         expiry = _stale_expiry(settings, service, metrics)
         app.state.relay = relay
         tuned = False

@@ -12,9 +12,10 @@ from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.routing import Handler, route
+from policy_pubsub.api.wire import change_result, pdp_status
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PdpUpdate, PolicyPush
-from policy_pubsub.service import ChangeResult, PolicyService, pdp_status
+from policy_pubsub.service import ChangeResult, PolicyService
 
 
 def _service(request: Request) -> PolicyService:
@@ -63,14 +64,14 @@ async def deploy(request: Request) -> Response:
     limits(request).check_policies(len(push.policies), "policies")
     result = await _service(request).deploy(push.policies)
     _pushed(request, result)
-    return json_response(result.to_wire())
+    return json_response(change_result(result))
 
 
 @_push
 async def undeploy(request: Request) -> Response:
     result = await _service(request).undeploy(validation.policy_id(request))
     _pushed(request, result)
-    return json_response(result.to_wire())
+    return json_response(change_result(result))
 
 
 async def listing(request: Request) -> Response:

@@ -13,7 +13,8 @@ from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.routing import route
 from policy_pubsub.models import SubscriptionRequest
-from policy_pubsub.service import PolicyService, Subscription, rfc3339
+from policy_pubsub.service import PolicyService, Subscription
+from policy_pubsub.timestamps import rfc3339
 
 
 def _service(request: Request) -> PolicyService:

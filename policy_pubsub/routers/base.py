@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -76,10 +76,6 @@ class EmptyDelivery(Delivery):
 class Router(ABC):
     """A message router backend, chosen by URL (see :func:`policy_pubsub.routers.from_url`)."""
 
-    #: True when messages are written in the store, inside the transaction of the change that
-    #: causes them; otherwise the service puts them in the outbox for a relay to publish.
-    in_store: bool = False
-
     @abstractmethod
     async def start(self) -> None:
         """Connect and start background work; after it returns the router serves reads."""
@@ -112,14 +108,6 @@ class Router(ABC):
         """Messages after the group's position, oldest first, at most ``limit``. Waits up to
         ``timeout`` seconds for the first one, and returns empty early when ``gone`` completes
         (the client left) or the router drains. Raises ``NotFound`` for an unknown topic.
-        """
-
-    def committed(  # noqa: B027 - optional hook
-        self, heads: Mapping[str, int], messages: Sequence[OutMessage] = ()
-    ) -> None:
-        """Called after a store transaction that appended messages to in-store topics
-        committed, with each topic's new last offset and, when the caller has them, the
-        messages it appended (in order); in-store routers wake their readers.
         """
 
     @abstractmethod

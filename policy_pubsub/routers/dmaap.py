@@ -71,8 +71,6 @@ class ConsumedDelivery(Delivery):
 class DmaapRouter(Router):
     """A DMaaP Message Router reached over HTTP(S), with basic auth and TLS options."""
 
-    in_store = False
-
     def __init__(
         self,
         url: str,

@@ -71,8 +71,6 @@ async def _no_advance(_group: GroupState, _position: int) -> None:
 class EmbeddedRouter(Router):
     """DMaaP-style topics kept in the store (SQLite or PostgreSQL)."""
 
-    in_store = True
-
     def __init__(
         self,
         store: Store,
@@ -122,7 +120,7 @@ class EmbeddedRouter(Router):
             topic, _, last = item.rpartition(":")
             if topic and last.isdigit():
                 heads[topic] = int(last)
-        self.committed(heads)
+        self.wake_readers(heads)
 
     async def _heads_loop(self) -> None:
         """Re-read every topic's head after notifications may have been lost, and once a
@@ -137,7 +135,7 @@ class EmbeddedRouter(Router):
                 continue
             self._heads_wanted.clear()
             try:
-                self.committed(await self._store.topic_heads())
+                self.wake_readers(await self._store.topic_heads())
             except StoreUnavailable as exc:
                 log.warning("cannot read topic heads: %s", exc)
 
@@ -166,11 +164,15 @@ class EmbeddedRouter(Router):
     async def publish(self, batch: Sequence[OutMessage]) -> None:
         async with self._store.write() as tx:
             heads = await tx.append(batch, now_ms())
-        self.committed(heads, batch)
+        self.wake_readers(heads, batch)
 
-    def committed(self, heads: Mapping[str, int], messages: Sequence[OutMessage] = ()) -> None:
-        """Called after a transaction that appended messages committed (here or, on a shared
-        store, in another replica): wake the readers of topics that moved on.
+    def wake_readers(
+        self, heads: Mapping[str, int], messages: Sequence[OutMessage] = ()
+    ) -> None:
+        """Wake the held reads of the topics that moved on, after a transaction that appended
+        to them committed (here, or on a shared store in another replica): ``heads`` holds
+        each topic's new last offset and ``messages``, when the caller has them, what was
+        appended, in order (kept in memory to answer the woken reads).
         """
         if messages and not self._store.shared:
             self._remember(heads, messages)

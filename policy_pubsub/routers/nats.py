@@ -85,8 +85,6 @@ def _unavailable(action: str) -> Iterator[None]:
 class NatsRouter(Router):
     """DMaaP-style topics in one JetStream stream; group positions in the store."""
 
-    in_store = False
-
     def __init__(
         self,
         url: str,

@@ -483,6 +483,10 @@ class WriteTx:
         await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
         return revision
 
+    async def rollback(self) -> None:
+        """End the transaction here, writing nothing; the block then ends without a commit."""
+        await self.conn.rollback()
+
     async def advance_revision(self, revision: int) -> None:
         """Move the revision taken by :meth:`next_revision` on to ``revision``: a transaction
         that commits several changes gives each its own revision, in order.

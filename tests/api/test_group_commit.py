@@ -50,10 +50,10 @@ async def _queued(server: LiveServer, sends: list[Send]) -> AsyncIterator[list[a
     """
     service = _service(server)
     tasks: list[asyncio.Task[Any]] = []
-    async with service._write_lock:
+    async with service.writes_held():
         for n, send in enumerate(sends, start=1):
             tasks.append(asyncio.create_task(send()))
-            await wait_for(lambda n=n: len(service._queue) == n)  # type: ignore[misc]
+            await wait_for(lambda n=n: service.queued_changes == n)  # type: ignore[misc]
         yield tasks
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
 

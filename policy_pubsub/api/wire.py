@@ -1,0 +1,66 @@
+"""The answers of the PAP webhook as they go on the wire: a change's result, and the
+PDP_STATUS that answers a PDP_UPDATE.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from policy_pubsub import constants
+from policy_pubsub.models import PdpUpdate
+from policy_pubsub.service import ChangeResult, Policy
+
+__all__ = ["change_result", "pdp_status"]
+
+
+def change_result(result: ChangeResult) -> dict[str, Any]:
+    """The answer to a push or a delete: the revision, what changed, how many were notified."""
+    return {
+        "revision": result.revision,
+        "deployed": result.deployed,
+        "undeployed": result.undeployed,
+        "notified": result.notified,
+    }
+
+
+def pdp_status(
+    update: PdpUpdate, result: ChangeResult, deployed: Sequence[Policy]
+) -> dict[str, Any]:
+    """The PDP_STATUS answer to a PDP_UPDATE."""
+    if result.deployed or result.undeployed:
+        message = (
+            f"deployed {_count(len(result.deployed), 'policy', 'policies')} and undeployed "
+            f"{_count(len(result.undeployed), 'policy', 'policies')} at revision "
+            f"{result.revision}; {_count(result.notified, 'subscriber', 'subscribers')} notified"
+        )
+    else:
+        message = f"no change; revision {result.revision}"
+    status: dict[str, Any] = {
+        "messageName": "PDP_STATUS",
+        "requestId": str(uuid.uuid4()),
+        "timestampMs": int(time.time() * 1000),
+        "name": update.name or constants.SERVICE_NAME,
+        "pdpType": constants.PDP_TYPE,
+        "state": "ACTIVE",
+        "healthy": "HEALTHY",
+        "policies": [{"name": p.policy_id, "version": p.version} for p in deployed],
+        "response": {
+            "responseTo": update.request_id,
+            "responseStatus": "SUCCESS",
+            "responseMessage": message,
+        },
+        "revision": result.revision,
+        "notified": result.notified,
+    }
+    extra = update.model_extra or {}
+    for key in ("pdpGroup", "pdpSubgroup"):
+        if isinstance(extra.get(key), str):
+            status[key] = extra[key]
+    return status
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"

@@ -1,0 +1,175 @@
+"""The use cases: subscribe, unsubscribe, deploy, undeploy, decide, and the snapshots they cause.
+
+Every change runs in one store transaction that takes the next store revision, writes the
+change and writes a full snapshot for each affected subscriber through the outlet. The core,
+read top to bottom:
+
+- :mod:`~policy_pubsub.service.state`: the policies and subscriptions in memory, indexed,
+  and catching up with the store when another replica changed it;
+- :mod:`~policy_pubsub.service.commit`: group commit of policy changes (queue, plan, one
+  transaction, apply, answer);
+- :mod:`~policy_pubsub.service.subscriptions`: subscribe, unsubscribe, and their reads;
+- :mod:`~policy_pubsub.service.snapshots`: a subscriber's snapshot message;
+- :mod:`~policy_pubsub.service.outlets`: where snapshots go (the store's topics, or the
+  outbox), chosen once when the server is wired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from policy_pubsub.exceptions import NotFound
+from policy_pubsub.matching import Selector
+from policy_pubsub.metrics import Metrics
+from policy_pubsub.models import PdpUpdate, PolicyFilter, SubscriptionRequest, ToscaPolicy
+from policy_pubsub.routers import Router
+from policy_pubsub.service.commit import ChangeResult, GroupCommit, PolicyChange
+from policy_pubsub.service.outlets import (
+    InStoreOutlet,
+    OutboxOutlet,
+    Outlet,
+    Written,
+    outlet_for,
+)
+from policy_pubsub.service.snapshots import matching_policies
+from policy_pubsub.service.state import Policy, State, Subscription
+from policy_pubsub.service.subscriptions import SubscribeResult, Subscriptions
+from policy_pubsub.store import Store
+
+__all__ = [
+    "ChangeResult",
+    "GroupCommit",
+    "InStoreOutlet",
+    "OutboxOutlet",
+    "Outlet",
+    "Policy",
+    "PolicyChange",
+    "PolicyService",
+    "State",
+    "SubscribeResult",
+    "Subscription",
+    "Subscriptions",
+    "Written",
+    "outlet_for",
+]
+
+
+class PolicyService:
+    """The server's use cases over a store, a router (for delivery statistics) and the
+    outlet its snapshots go through.
+    """
+
+    def __init__(
+        self, store: Store, router: Router, outlet: Outlet, *, metrics: Metrics | None = None
+    ) -> None:
+        metrics = metrics or Metrics()  # times matching and commits
+        self._state = State(store)
+        self._commits = GroupCommit(self._state, store, outlet, metrics)
+        self._subscriptions = Subscriptions(self._state, store, router, outlet, metrics)
+
+    @property
+    def revision(self) -> int:
+        """The store revision the service's state reflects."""
+        return self._state.revision
+
+    async def start(self) -> None:
+        """Load the policies and subscriptions from the store."""
+        await self._state.load()
+
+    async def catch_up(self) -> None:
+        """Make the state reflect the store (see :meth:`State.catch_up`)."""
+        await self._state.catch_up()
+
+    # -- policies ---------------------------------------------------------------------------
+
+    async def deploy(self, policies: Sequence[ToscaPolicy]) -> ChangeResult:
+        """Deploy (insert or replace) policies; identical ones change nothing."""
+        return await self._commits.submit(PolicyChange(wanted=_policies(policies)))
+
+    async def undeploy(self, policy_id: str) -> ChangeResult:
+        """Undeploy one policy; ``NotFound`` if it is not deployed."""
+        return await self._commits.submit(
+            PolicyChange(undeploy=[(policy_id, None)], require=policy_id)
+        )
+
+    async def pdp_update(self, update: PdpUpdate) -> ChangeResult:
+        """Apply a PDP_UPDATE: a delta, or (El Alto) the complete desired set."""
+        if update.policies is not None:
+            change = PolicyChange(wanted=_policies(update.policies), replace_all=True)
+        else:
+            change = PolicyChange(
+                wanted=_policies(update.policies_to_be_deployed or ()),
+                undeploy=[
+                    (ident.name, None if ident.version is None else str(ident.version))
+                    for ident in update.policies_to_be_undeployed or ()
+                ],
+            )
+        return await self._commits.submit(change)
+
+    async def decide(self, filters: Sequence[PolicyFilter]) -> dict[str, Any]:
+        """Every deployed policy that any of the filters matches, by policy id."""
+        await self._state.catch_up()
+        selector = Selector.from_filters(f.to_wire() for f in filters)
+        return matching_policies(self._state.policies, selector)
+
+    async def policies(self) -> list[Policy]:
+        """Every deployed policy, by policy id."""
+        await self._state.catch_up()
+        return sorted(self._state.deployed(), key=lambda p: p.policy_id)
+
+    async def policy(self, policy_id: str) -> Policy:
+        """A deployed policy; ``NotFound`` if it is not deployed."""
+        await self._state.catch_up()
+        found = self._state.policies.get(policy_id)
+        if found is None:
+            raise NotFound("policy", policy_id)
+        return found
+
+    # -- subscriptions ----------------------------------------------------------------------
+
+    async def subscribe(self, subscriber_id: str, request: SubscriptionRequest) -> SubscribeResult:
+        """Insert or update a subscription and publish its starting snapshot."""
+        return await self._subscriptions.subscribe(subscriber_id, request)
+
+    async def unsubscribe(self, subscriber_id: str) -> int:
+        """Delete a subscription; ``NotFound`` if unknown. Returns the new revision."""
+        return await self._subscriptions.unsubscribe(subscriber_id)
+
+    async def subscription(self, subscriber_id: str) -> Subscription:
+        """A subscription; ``NotFound`` if unknown."""
+        return await self._subscriptions.get(subscriber_id)
+
+    async def subscriptions(self, topic: str | None = None) -> list[Subscription]:
+        """Every subscription, or those on ``topic``, by subscriber id."""
+        return await self._subscriptions.listing(topic)
+
+    async def last_consumed(self, topic: str) -> int | None:
+        """When a consumer group last consumed from the topic."""
+        return await self._subscriptions.last_consumed(topic)
+
+    async def stale(
+        self, subscriptions: Sequence[Subscription], seconds: float
+    ) -> list[Subscription]:
+        """Those whose topic has held a message no consumer group read for ``seconds``."""
+        return await self._subscriptions.stale(subscriptions, seconds)
+
+    # -- seams for tests and benchmarks -----------------------------------------------------
+
+    @asynccontextmanager
+    async def writes_held(self) -> AsyncIterator[None]:
+        """Hold every write (and catch-up) until the block ends: changes that arrive
+        meanwhile queue up, and commit together once it ends.
+        """
+        async with self._state.writing:
+            yield
+
+    @property
+    def queued_changes(self) -> int:
+        """How many policy changes wait for the next transaction."""
+        return self._commits.queued
+
+
+def _policies(models: Sequence[ToscaPolicy]) -> list[Policy]:
+    return [Policy.from_model(model) for model in models]

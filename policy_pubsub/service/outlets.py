@@ -1,0 +1,83 @@
+"""Where a change's snapshots go: one outlet, chosen once when the server is wired.
+
+Either way the snapshots are written in the transaction of the change that causes them, so
+that a change is acknowledged only with its snapshots durable:
+
+- :class:`InStoreOutlet` (the embedded router): appended to the topics in the store; after
+  the commit the router's held reads on those topics are woken.
+- :class:`OutboxOutlet` (a router outside the store: NATS, DMaaP): written to the outbox;
+  after the commit the relay is woken to publish them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from policy_pubsub.relay import OutboxRelay
+from policy_pubsub.routers import Router
+from policy_pubsub.routers.embedded import EmbeddedRouter
+from policy_pubsub.store import OutMessage, Store, WriteTx
+
+__all__ = ["InStoreOutlet", "OutboxOutlet", "Outlet", "Written", "outlet_for"]
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What an outlet wrote in a transaction, for it to hand on once that committed."""
+
+    messages: Sequence[OutMessage]
+    #: Each topic's new last offset, for messages appended to topics in the store.
+    heads: Mapping[str, int] = field(default_factory=dict)
+
+
+class Outlet(ABC):
+    """Where snapshots go: written in the change's transaction, handed on after its commit."""
+
+    @abstractmethod
+    async def write(self, tx: WriteTx, messages: Sequence[OutMessage], at: int) -> Written:
+        """Write the messages, in order, in ``tx``: they are durable once it commits."""
+
+    @abstractmethod
+    def after_commit(self, written: Written) -> None:
+        """Hand on what :meth:`write` wrote, once its transaction committed; never blocks."""
+
+
+class InStoreOutlet(Outlet):
+    """Appends snapshots to the embedded router's topics, then wakes its readers."""
+
+    def __init__(self, router: EmbeddedRouter) -> None:
+        self._router = router
+
+    async def write(self, tx: WriteTx, messages: Sequence[OutMessage], at: int) -> Written:
+        return Written(messages, await tx.append(messages, at))
+
+    def after_commit(self, written: Written) -> None:
+        self._router.wake_readers(written.heads, written.messages)
+
+
+class OutboxOutlet(Outlet):
+    """Writes snapshots to the outbox, then wakes the relay that publishes them."""
+
+    def __init__(self, relay: OutboxRelay) -> None:
+        self._relay = relay
+
+    async def write(self, tx: WriteTx, messages: Sequence[OutMessage], at: int) -> Written:
+        await tx.outbox_add(messages, at)
+        # The topic exists from now on, for readers, though the relay publishes a moment later.
+        await tx.create_topics((m.topic for m in messages), at)
+        return Written(messages)
+
+    def after_commit(self, written: Written) -> None:
+        self._relay.wake()
+
+
+def outlet_for(store: Store, router: Router) -> tuple[Outlet, OutboxRelay | None]:
+    """The outlet for a router, and the relay it needs if any: the embedded router keeps its
+    topics in the store; any other router is fed from the outbox by a relay.
+    """
+    if isinstance(router, EmbeddedRouter):
+        return InStoreOutlet(router), None
+    relay = OutboxRelay(store, router)
+    return OutboxOutlet(relay), relay

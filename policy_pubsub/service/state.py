@@ -1,0 +1,243 @@
+"""What the service holds in memory: the deployed policies and the subscriptions, indexed for
+matching, as of one store revision, and how that is kept in step with the store.
+
+The indexes mirror the committed tables. A change updates them only after its commit, and
+while it holds :attr:`State.writing`; whenever the store's revision is not the one they
+reflect (another replica committed a change), :meth:`State.catch_up` and
+:meth:`State.take_revision` read them again from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from policy_pubsub.matching import PolicyIndex, Selector, SubscriptionIndex
+from policy_pubsub.models import ToscaPolicy
+from policy_pubsub.store import PolicyRow, Snapshot, Store, SubscriptionRow, WriteTx
+from policy_pubsub.store.database import load_all
+from policy_pubsub.store.notify import REVISION_CHANNEL
+
+__all__ = ["Policy", "State", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A deployed policy: its identity, and its body exactly as deployed."""
+
+    policy_id: str
+    version: str
+    type: str
+    type_version: str | None
+    body: dict[str, Any]
+    canonical: bytes  # sorted-key JSON of the body: equal bytes, identical policy
+
+    @classmethod
+    def from_model(cls, model: ToscaPolicy) -> Policy:
+        body = model.model_dump(by_alias=True, exclude_unset=True)
+        return cls._make(
+            model.policy_id or "", model.policy_version or "", model.type, model.type_version, body
+        )
+
+    @classmethod
+    def from_row(cls, row: PolicyRow) -> Policy:
+        body = orjson.loads(row.body)
+        return cls._make(
+            row.policy_id, row.policy_version, row.policy_type, row.policy_type_version, body
+        )
+
+    @classmethod
+    def _make(
+        cls,
+        policy_id: str,
+        version: str,
+        type_: str,
+        type_version: str | None,
+        body: dict[str, Any],
+    ) -> Policy:
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        return cls(policy_id, version, type_, type_version, body, canonical)
+
+    def ident(self) -> dict[str, str]:
+        return {"policy-id": self.policy_id, "policy-version": self.version}
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A subscriber record as stored, with the selector its filters collapse to."""
+
+    subscriber_id: str
+    topic: str
+    record: dict[str, Any]  # the wire fields of API.md, subscriber_id first
+    selector: Selector
+    revision: int
+    created_at: int
+    updated_at: int
+    last_revision: int | None = None
+    last_published_at: int | None = None
+    envelope: bytes = field(default=b"", compare=False)  # the record as JSON, without "}"
+
+    @classmethod
+    def make(cls, subscriber_id: str, record: dict[str, Any], **kwargs: Any) -> Subscription:
+        return cls(
+            subscriber_id=subscriber_id,
+            topic=record["subscriber_topic"],
+            record=record,
+            selector=Selector.from_filters(record["policy-filters"]),
+            envelope=orjson.dumps(record)[:-1],
+            **kwargs,
+        )
+
+    def published(self, revision: int, at: int) -> Subscription:
+        """A copy that records a snapshot published at ``revision``. (The constructor, not
+        ``dataclasses.replace``: a push can touch 10,000 subscriptions, and replace costs
+        half as much again.)
+        """
+        return Subscription(
+            subscriber_id=self.subscriber_id,
+            topic=self.topic,
+            record=self.record,
+            selector=self.selector,
+            revision=self.revision,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            last_revision=revision,
+            last_published_at=at,
+            envelope=self.envelope,
+        )
+
+    @classmethod
+    def from_row(cls, row: SubscriptionRow) -> Subscription:
+        return cls.make(
+            row.subscriber_id,
+            orjson.loads(row.body),
+            revision=row.revision,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            last_revision=row.last_revision,
+            last_published_at=row.last_published_at,
+        )
+
+
+class State:
+    """The deployed policies and the subscriptions as of :attr:`revision`, indexed.
+
+    Readers call :meth:`catch_up` first; writers hold :attr:`writing`, take their revision
+    with :meth:`take_revision` inside their transaction, and record what they committed with
+    :meth:`policies_changed`, :meth:`subscription_put`, :meth:`subscription_removed` and
+    :meth:`published` once it committed.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.revision = -1
+        self.policies: PolicyIndex[Policy] = PolicyIndex()
+        self.subscriptions: dict[str, Subscription] = {}
+        self.index = SubscriptionIndex()
+        #: Held from a change's first statement until the indexes reflect its commit.
+        self.writing = asyncio.Lock()
+        self._behind = False  # a notification said the store moved on, or may have
+
+    async def load(self) -> None:
+        """Read everything from the store, and from now on follow the notifications of
+        changes committed elsewhere (on a shared store).
+        """
+        notifications = self._store.notifications
+        if notifications is not None:
+            notifications.on(REVISION_CHANNEL, self._revision_committed)
+            notifications.on_reconnect(self._fell_behind)
+        self._replace(await self._store.load())
+        log.info(
+            "store at revision %d: %d policies, %d subscriptions",
+            self.revision,
+            len(self.policies),
+            len(self.subscriptions),
+        )
+
+    async def catch_up(self) -> None:
+        """Make the indexes reflect the store before a read. With one process (SQLite) they
+        always do; replicas sharing a store read it again when a notification says it moved
+        on, and check its revision on every read while notifications are not arriving.
+        """
+        notifications = self._store.notifications
+        if notifications is None or (notifications.connected and not self._behind):
+            return
+        async with self.writing:
+            self._behind = False
+            if await self._store.revision() != self.revision:
+                self._replace(await self._store.load())
+
+    async def take_revision(self, tx: WriteTx) -> int:
+        """Take the next revision in ``tx``; first catch up, in the same transaction, if
+        another writer moved the store on. Call it holding :attr:`writing`.
+        """
+        revision = await tx.next_revision()
+        if revision - 1 != self.revision:
+            log.info("store moved from revision %d to %d: reloading", self.revision, revision - 1)
+            snapshot = await load_all(tx.conn)
+            self._replace(replace(snapshot, revision=revision - 1))
+        return revision
+
+    # -- what a commit changed ----------------------------------------------------------------
+
+    def policies_changed(self, changed: Mapping[str, Policy | None], revision: int) -> None:
+        """Record committed policy changes (policy id -> deployed after, None if undeployed)."""
+        for policy_id, new in changed.items():
+            if new is None:
+                self.policies.remove(policy_id)
+            else:
+                self.policies.put(policy_id, new.type, new)
+        self.revision = revision
+
+    def subscription_put(self, subscription: Subscription) -> None:
+        """Record a committed insert or update of a subscription."""
+        self.subscriptions[subscription.subscriber_id] = subscription
+        self.index.put(subscription.subscriber_id, subscription.selector)
+        self.revision = subscription.revision
+
+    def subscription_removed(self, subscriber_id: str, revision: int) -> None:
+        """Record a committed delete of a subscription."""
+        del self.subscriptions[subscriber_id]
+        self.index.remove(subscriber_id)
+        self.revision = revision
+
+    def published(self, revisions: Mapping[str, int], at: int) -> None:
+        """Record what a transaction marked as published: subscriber id -> revision."""
+        subscriptions = self.subscriptions
+        for subscriber_id, revision in revisions.items():
+            current = subscriptions.get(subscriber_id)
+            if current is not None:
+                subscriptions[subscriber_id] = current.published(revision, at)
+
+    def deployed(self) -> Iterable[Policy]:
+        """The deployed policies, in no particular order."""
+        return (policy for _, policy in self.policies.items())
+
+    # -- following the store ------------------------------------------------------------------
+
+    def _replace(self, snapshot: Snapshot) -> None:
+        policies: PolicyIndex[Policy] = PolicyIndex()
+        for row in snapshot.policies:
+            policy = Policy.from_row(row)
+            policies.put(policy.policy_id, policy.type, policy)
+        subscriptions = {r.subscriber_id: Subscription.from_row(r) for r in snapshot.subscriptions}
+        index = SubscriptionIndex()
+        for subscription in subscriptions.values():
+            index.put(subscription.subscriber_id, subscription.selector)
+        self.policies, self.subscriptions, self.index = policies, subscriptions, index
+        self.revision = snapshot.revision
+
+    def _revision_committed(self, payload: str) -> None:
+        """Another writer (perhaps another replica) committed a revision."""
+        if any(int(item) > self.revision for item in payload.split(",") if item.isdigit()):
+            self._behind = True
+
+    def _fell_behind(self) -> None:
+        self._behind = True
