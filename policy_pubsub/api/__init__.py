@@ -17,11 +17,11 @@ from policy_pubsub.api import decision, errors, events, health, openapi, pap, su
 from policy_pubsub.api.access import AccessMiddleware
 from policy_pubsub.api.limits import Limits
 from policy_pubsub.api.middleware import RequestMiddleware
+from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
-from policy_pubsub.metrics import routes as metrics_routes
 from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.service import PolicyService
 from policy_pubsub.stale import StaleExpiry
@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lag_topics=settings.metrics_lag_topics,
         lag_refresh_seconds=settings.metrics_lag_refresh_seconds,
     )
+    state = AppState(settings, metrics, Limits(settings, metrics))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -48,7 +49,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         relay = None if router.in_store else OutboxRelay(store, router)
         service = PolicyService(store, router, relay, metrics=metrics)
         expiry = _stale_expiry(settings, service, metrics)
-        app.state.relay = relay
         tuned = False
         try:
             await router.start()
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 relay.start()
             if expiry is not None:
                 expiry.start()
-            app.state.store, app.state.router, app.state.service = store, router, service
+            state.running = Running(store, router, service, relay)
             _collect_for_serving()
             tuned = True
             log.info(
@@ -85,7 +85,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *events.routes,
             *health.routes,
             *openapi.routes,
-            *metrics_routes,
         ],
         middleware=_middleware(settings, metrics, authenticator),
         exception_handlers={
@@ -96,9 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.limits = Limits(settings, metrics)
+    attach(app, state)
     return app
 
 

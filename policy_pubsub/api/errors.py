@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from policy_pubsub import constants
+from policy_pubsub.api.state import app_state
 from policy_pubsub.exceptions import (
     InvalidRequest,
     NotFound,
@@ -142,9 +143,7 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
 async def handle_domain_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, PolicyPubSubError):  # pragma: no cover
         raise exc
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.domain_error(exc)
+    app_state(request).metrics.domain_error(exc)
     return error_response(request.url.path, from_domain(exc))
 
 

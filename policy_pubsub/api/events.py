@@ -21,19 +21,13 @@ from policy_pubsub.api.access import route_path
 from policy_pubsub.api.body import read_json
 from policy_pubsub.api.errors import ApiError, error_response, from_domain, json_response
 from policy_pubsub.api.limits import Limits, limits
+from policy_pubsub.api.state import app_state
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.logs import LONG_POLL, mark_request
-from policy_pubsub.metrics import Metrics
-from policy_pubsub.routers import Router
 from policy_pubsub.service import rfc3339
 from policy_pubsub.store import OutMessage
 
 log = logging.getLogger(__name__)
-
-
-def _router(app_state: object) -> Router:
-    router: Router = app_state.router  # type: ignore[attr-defined]
-    return router
 
 
 async def publish(request: Request) -> Response:
@@ -49,7 +43,7 @@ async def publish(request: Request) -> Response:
     bodies = [orjson.dumps(item) for item in items]
     for index, encoded in enumerate(bodies):
         limits(request).check_message(index, len(encoded))
-    await _router(request.app.state).publish(
+    await app_state(request).router.publish(
         [OutMessage(topic=topic, body=encoded.decode()) for encoded in bodies]
     )
     elapsed = int((time.perf_counter() - started) * 1000)
@@ -108,8 +102,8 @@ async def long_poll(scope: Scope, receive: Receive, send: Send, path: tuple[str,
     503 when the store or router is down; all in the DMaaP shape.
     """
     mark_request(scope, LONG_POLL)
-    state = scope["app"].state
-    poll_limits: Limits = state.limits
+    state = app_state(scope["app"])
+    poll_limits = state.limits
     try:
         topic, group, consumer, timeout_ms, limit = _poll_params(scope, path, poll_limits)
         release = poll_limits.admit_poll(topic, group, consumer)
@@ -120,13 +114,11 @@ async def long_poll(scope: Scope, receive: Receive, send: Send, path: tuple[str,
     watch = DisconnectWatch(receive, gone)
     try:
         try:
-            delivery = await _router(state).read(
+            delivery = await state.router.read(
                 topic, group, consumer, timeout=timeout_ms / 1000, limit=limit, gone=gone
             )
         except PolicyPubSubError as exc:
-            metrics: Metrics | None = getattr(state, "metrics", None)
-            if metrics is not None:
-                metrics.domain_error(exc)
+            state.metrics.domain_error(exc)
             await error_response(scope["path"], from_domain(exc))(scope, receive, send)
             return
         async with delivery:
@@ -257,12 +249,12 @@ def _int_param(params: dict[str, str], name: str, default: int, low: int, high: 
 
 
 async def topics(request: Request) -> Response:
-    return json_response({"topics": await _router(request.app.state).topics()})
+    return json_response({"topics": await app_state(request).router.topics()})
 
 
 async def topic_details(request: Request) -> Response:
     topic = validation.topic(request.path_params["topic"])
-    stats = await _router(request.app.state).stats(topic)
+    stats = await app_state(request).router.stats(topic)
     return json_response(
         {
             "name": stats.name,

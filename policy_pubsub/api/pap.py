@@ -12,14 +12,13 @@ from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.routing import Handler, route
-from policy_pubsub.metrics import Metrics
+from policy_pubsub.api.state import app_state
 from policy_pubsub.models import PdpUpdate, PolicyPush
 from policy_pubsub.service import ChangeResult, PolicyService, pdp_status
 
 
 def _service(request: Request) -> PolicyService:
-    service: PolicyService = request.app.state.service
-    return service
+    return app_state(request).service
 
 
 def _push(handler: Handler) -> Handler:
@@ -27,7 +26,7 @@ def _push(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def counted(request: Request) -> Response:
-        metrics: Metrics = request.app.state.metrics
+        metrics = app_state(request).metrics
         try:
             return await handler(request)
         except Exception as exc:
@@ -38,8 +37,7 @@ def _push(handler: Handler) -> Handler:
 
 
 def _pushed(request: Request, result: ChangeResult) -> None:
-    metrics: Metrics = request.app.state.metrics
-    metrics.pushed(bool(result.deployed or result.undeployed), result.notified)
+    app_state(request).metrics.pushed(bool(result.deployed or result.undeployed), result.notified)
 
 
 @_push
