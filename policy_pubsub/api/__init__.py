@@ -1,4 +1,6 @@
-"""The HTTP server: routes, error handling, and the lifespan that opens and closes the store."""
+"""The HTTP server: the app made from the route table (``policy_pubsub.api.routes``), its
+middleware and error handling, and the lifespan that opens and closes the store.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from policy_pubsub import routers
-from policy_pubsub.api import decision, errors, events, health, openapi, pap, subscriptions
+from policy_pubsub.api import errors, events
 from policy_pubsub.api.access import AccessMiddleware
 from policy_pubsub.api.limits import Limits
 from policy_pubsub.api.middleware import RequestMiddleware
+from policy_pubsub.api.routes import POLL_PATH, TABLE
 from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.config import Settings
@@ -39,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lag_topics=settings.metrics_lag_topics,
         lag_refresh_seconds=settings.metrics_lag_refresh_seconds,
     )
-    state = AppState(settings, metrics, Limits(settings, metrics))
+    state = AppState(settings, metrics, Limits(settings, metrics), TABLE)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -78,14 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("store closed")
 
     app = Starlette(
-        routes=[
-            *decision.routes,
-            *subscriptions.routes,
-            *pap.routes,
-            *events.routes,
-            *health.routes,
-            *openapi.routes,
-        ],
+        routes=list(TABLE.routes),
         middleware=_middleware(settings, metrics, authenticator),
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
@@ -142,8 +138,12 @@ def _middleware(
     """
     stack = [Middleware(RequestMiddleware, metrics=metrics)]
     if authenticator is not None or settings.pap_webhook_secret is not None:
-        stack.append(Middleware(AccessMiddleware, settings=settings, authenticator=authenticator))
-    stack.append(Middleware(events.LongPolls))
+        stack.append(
+            Middleware(
+                AccessMiddleware, settings=settings, authenticator=authenticator, table=TABLE
+            )
+        )
+    stack.append(Middleware(events.LongPolls, route=TABLE.route(POLL_PATH)))
     return stack
 
 

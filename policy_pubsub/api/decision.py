@@ -6,7 +6,6 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from policy_pubsub import constants
 from policy_pubsub.api.body import flag, read_model
@@ -37,7 +36,4 @@ def _abbreviate(policy: dict[str, Any]) -> dict[str, Any]:
     return {key: policy[key] for key in ("type", "metadata") if key in policy}
 
 
-routes = [
-    Route("/policy/pdpx/v1/decision", decide, methods=["POST"]),
-    Route("/decision/v1", decide, methods=["POST"]),
-]
+__all__ = ["decide"]

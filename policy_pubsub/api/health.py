@@ -11,7 +11,6 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from policy_pubsub import constants
 from policy_pubsub.api.errors import json_response
@@ -101,7 +100,4 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-routes = [
-    Route("/healthcheck", healthcheck, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-]
+__all__ = ["CHECK_TIMEOUT_SECONDS", "healthcheck", "metrics"]

@@ -11,8 +11,8 @@ from policy_pubsub.api import validation
 from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
-from policy_pubsub.api.routing import Handler, route
 from policy_pubsub.api.state import app_state
+from policy_pubsub.api.table import Handler
 from policy_pubsub.models import PdpUpdate, PolicyPush
 from policy_pubsub.service import ChangeResult, PolicyService, pdp_status
 
@@ -91,8 +91,4 @@ async def show(request: Request) -> Response:
     return json_response((await _service(request).policy(validation.policy_id(request))).body)
 
 
-routes = [
-    route("/pap/v1/pdp-update", POST=pdp_update),
-    route("/pap/v1/policies", POST=deploy, GET=listing),
-    route("/pap/v1/policies/{policy_id}", GET=show, DELETE=undeploy),
-]
+__all__ = ["deploy", "listing", "pdp_update", "show", "undeploy"]

@@ -1,9 +1,10 @@
 """The application's state, typed: one ``AppState`` per app, reached with ``app_state``.
 
 ``create_app`` makes it with what exists before start-up (the settings, the metrics, the
-request limits); the lifespan adds what it opens (``Running``: the store, the router, the
-service and, for an external router, the outbox relay). Endpoints and middleware read it with
-``app_state(request)``, tests with ``app_state(live.app)``.
+request limits, the route table); the lifespan adds what it opens (``Running``: the store,
+the router, the service and, for an external router, the outbox relay). Endpoints and
+middleware read it with ``app_state(request)``, tests with ``app_state(live.app)`` (or
+``LiveServer.state``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.requests import HTTPConnection
 
 if TYPE_CHECKING:
     from policy_pubsub.api.limits import Limits
+    from policy_pubsub.api.table import RouteTable
     from policy_pubsub.config import Settings
     from policy_pubsub.metrics import Metrics
     from policy_pubsub.relay import OutboxRelay
@@ -44,6 +46,7 @@ class AppState:
     settings: Settings
     metrics: Metrics
     limits: Limits
+    routes: RouteTable
     running: Running | None = None
 
     def _running(self) -> Running:

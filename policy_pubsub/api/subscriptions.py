@@ -11,7 +11,6 @@ from policy_pubsub.api import access, validation
 from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
-from policy_pubsub.api.routing import route
 from policy_pubsub.api.state import app_state
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.service import PolicyService, Subscription, rfc3339
@@ -74,9 +73,4 @@ async def listing(request: Request) -> Response:
     return json_response({"subscriptions": [_record(s) for s in found]})
 
 
-routes = [
-    route("/decision/v1/subscription", GET=listing),
-    route(
-        "/decision/v1/subscription/{subscriber_id}", POST=subscribe, GET=show, DELETE=unsubscribe
-    ),
-]
+__all__ = ["listing", "show", "subscribe", "unsubscribe"]
