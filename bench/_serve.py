@@ -26,6 +26,7 @@ from starlette.routing import Route
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policy_pubsub import logs
+from policy_pubsub.api.state import app_state
 from policy_pubsub.config import Settings
 from policy_pubsub.server import Server, build_server
 
@@ -44,8 +45,9 @@ async def _monitor() -> None:
 
 
 async def held(request: Request) -> JSONResponse:
-    router = getattr(request.app.state, "router", None)
-    return JSONResponse({"held": getattr(router, "held_reads", -1)})
+    running = app_state(request).running
+    held = running.router.held_reads if running is not None else -1
+    return JSONResponse({"held": held})
 
 
 async def lag(request: Request) -> JSONResponse:

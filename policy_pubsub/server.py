@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from policy_pubsub.api import create_app
+from policy_pubsub.api.state import app_state
 from policy_pubsub.config import Settings
 from policy_pubsub.connections import ConnectionLimits, GuardedProtocol, guarded
 
@@ -45,10 +46,10 @@ class Server(uvicorn.Server):
         return loop, parser.removesuffix("_impl")
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
-        router = getattr(self.app.state, "router", None)
-        if router is not None:
+        running = app_state(self.app).running
+        if running is not None:
             log.info("shutting down: answering held long-polls")
-            await router.drain()
+            await running.router.drain()
         await super().shutdown(sockets)
 
     @property

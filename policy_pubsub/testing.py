@@ -29,6 +29,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 
+from policy_pubsub.api.state import AppState, app_state
 from policy_pubsub.config import Settings
 from policy_pubsub.server import Server, build_server
 
@@ -44,6 +45,11 @@ class LiveServer:
     app: Starlette
     server: Server
     settings: Settings
+
+    @property
+    def state(self) -> AppState:
+        """The app's state: its store, router, service, metrics and limits."""
+        return app_state(self.app)
 
 
 async def start_server(

@@ -54,7 +54,7 @@ class Watch:
         async def waiting() -> bool:
             if self.task.done():
                 return True
-            held = server.app.state.router.held_reads == 1
+            held = server.state.router.held_reads == 1
             return held and await group_lag(client, TOPIC, group) == 0
 
         await wait_for(waiting, timeout=10)

@@ -156,7 +156,7 @@ async def test_random_bodies_on_every_post_route(settings: Settings) -> None:
     """
     live, task = await start_server(settings)
     loop = asyncio.get_running_loop()
-    store: Store = live.app.state.store
+    store: Store = live.state.store
 
     def state() -> State:
         return asyncio.run_coroutine_threadsafe(_state(store), loop).result(timeout=30)

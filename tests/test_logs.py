@@ -158,7 +158,7 @@ async def test_an_abandoned_long_poll_logs_no_answer(
             assert (await http.post("/events/t", json={"n": 0})).status_code == 200
             assert len((await http.get("/events/t/g/c", params={"timeout": 0})).json()) == 1
             poll = asyncio.create_task(http.get("/events/t/g/c", params={"timeout": 20000}))
-            router = live.app.state.router
+            router = live.state.router
             await wait_for(lambda: router.held_reads == 1)
             poll.cancel()
             await asyncio.gather(poll, return_exceptions=True)

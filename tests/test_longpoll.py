@@ -11,7 +11,7 @@ from tests.conftest import LiveServer, wait_for
 
 
 def _router(server: LiveServer) -> EmbeddedRouter:
-    router: EmbeddedRouter = server.app.state.router
+    router: EmbeddedRouter = server.state.router
     return router
 
 

@@ -59,7 +59,7 @@ async def test_expiry_removes_a_subscription_nobody_reads_and_keeps_one_that_is_
 
             await wait_for(unread_gone, timeout=10)
             assert (await http.get(f"{SUBSCRIPTIONS}/read-1")).status_code == 200
-            assert live.app.state.service.revision == last + 1
+            assert live.state.service.revision == last + 1
             metrics = (await http.get("/metrics")).text
             assert "policy_pubsub_stale_subscriptions_expired_total 1.0" in metrics
     finally:
@@ -80,7 +80,7 @@ async def test_expire_once_skips_what_is_read_and_what_is_not_old_enough(tmp_pat
             await _subscribe(http, "fresh-1", "topic-fresh")
             delivered = await http.get("/events/topic-read/g/c", params={"timeout": 0})
             assert len(delivered.json()) == 1
-            service = live.app.state.service
+            service = live.state.service
             patient = StaleExpiry(service, after=3600, interval=60)
             assert await patient.expire_once() == []
             eager = StaleExpiry(service, after=0.001, interval=60)

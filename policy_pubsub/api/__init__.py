@@ -1,4 +1,6 @@
-"""The HTTP server: routes, error handling, and the lifespan that opens and closes the store."""
+"""The HTTP server: the app made from the route table (``policy_pubsub.api.routes``), its
+middleware and error handling, and the lifespan that opens and closes the store.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +15,16 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from policy_pubsub import routers
-from policy_pubsub.api import decision, errors, events, health, openapi, pap, subscriptions
+from policy_pubsub.api import errors, events
 from policy_pubsub.api.access import AccessMiddleware
 from policy_pubsub.api.limits import Limits
 from policy_pubsub.api.middleware import RequestMiddleware
+from policy_pubsub.api.routes import POLL_PATH, TABLE
+from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
-from policy_pubsub.metrics import routes as metrics_routes
 from policy_pubsub.service import PolicyService, outlet_for
 from policy_pubsub.stale import StaleExpiry
 from policy_pubsub.store import Store
@@ -38,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lag_topics=settings.metrics_lag_topics,
         lag_refresh_seconds=settings.metrics_lag_refresh_seconds,
     )
+    state = AppState(settings, metrics, Limits(settings, metrics), TABLE)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -48,7 +52,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         outlet, relay = outlet_for(store, router)
         service = PolicyService(store, router, outlet, metrics=metrics)
         expiry = _stale_expiry(settings, service, metrics)
-        app.state.relay = relay
         tuned = False
         try:
             await router.start()
@@ -57,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 relay.start()
             if expiry is not None:
                 expiry.start()
-            app.state.store, app.state.router, app.state.service = store, router, service
+            state.running = Running(store, router, service, relay)
             _collect_for_serving()
             tuned = True
             log.info(
@@ -78,15 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             log.info("store closed")
 
     app = Starlette(
-        routes=[
-            *decision.routes,
-            *subscriptions.routes,
-            *pap.routes,
-            *events.routes,
-            *health.routes,
-            *openapi.routes,
-            *metrics_routes,
-        ],
+        routes=list(TABLE.routes),
         middleware=_middleware(settings, metrics, authenticator),
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
@@ -96,9 +91,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         },
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.limits = Limits(settings, metrics)
+    attach(app, state)
     return app
 
 
@@ -145,8 +138,12 @@ def _middleware(
     """
     stack = [Middleware(RequestMiddleware, metrics=metrics)]
     if authenticator is not None or settings.pap_webhook_secret is not None:
-        stack.append(Middleware(AccessMiddleware, settings=settings, authenticator=authenticator))
-    stack.append(Middleware(events.LongPolls))
+        stack.append(
+            Middleware(
+                AccessMiddleware, settings=settings, authenticator=authenticator, table=TABLE
+            )
+        )
+    stack.append(Middleware(events.LongPolls, route=TABLE.route(POLL_PATH)))
     return stack
 
 

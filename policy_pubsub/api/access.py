@@ -1,20 +1,24 @@
-"""Who may call what: the ASGI middleware in front of every route, and the one rules table.
+"""Who may call what: the ASGI middleware in front of every route, and the per-topic checks.
 
-``RULES`` maps each route family (by a regular expression on the path) to the roles that may
-use it; ``admin`` may use everything. The middleware runs before any endpoint reads a body,
-also in front of the raw-ASGI long-poll:
+Each endpoint of the route table (``policy_pubsub.api.routes``) names its ``Access`` rule;
+``admin`` may use everything. The middleware finds the endpoint a request reaches by matching
+the table's routes, the very routes the router matches, so the two cannot disagree; it runs
+before any endpoint reads a body, also in front of the raw-ASGI long-poll:
 
     family         paths                                   who (admin: always)
     health         /healthcheck                            anyone, no credentials
     openapi        /openapi.json                           anyone: it describes the contract
     metrics        /metrics                                anyone if metrics_public, else admin
-    pap            /pap/*                                  pap (+ the webhook signature if set)
+    pap            /pap/v1/...                             pap (+ the webhook signature if set)
     subscriptions  /decision/v1/subscription[/{id}]        component, on its topics (endpoint)
     decision       /policy/pdpx/v1/decision, /decision/v1  component
     poll           /events/{topic}/{group}/{consumer}      component, on its topics (here)
     publish        /events/{topic}                         admin
     topics         /topics[/{topic}]                       admin
-    other          anything else (then a 404 or 405)       any known user
+    other          a path no endpoint serves (then a 404)  any known user
+
+A path with or without a final ``/`` that the router redirects to an endpoint takes that
+endpoint's rule.
 
 Missing, malformed or wrong credentials are a 401 with ``WWW-Authenticate``; a known user out
 of bounds is a 403; both in the error shape of the path (ONAP, or DMaaP on /events and /topics).
@@ -32,17 +36,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 from base64 import b64decode
 from binascii import Error as Base64Error
-from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policy_pubsub.api.errors import ApiError, error_response
-from policy_pubsub.auth import ADMIN, COMPONENT, PAP, REALM, Authenticator, User
+from policy_pubsub.api.table import Access, RouteTable
+from policy_pubsub.auth import ADMIN, REALM, Authenticator, User
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import NotFound
 from policy_pubsub.service import PolicyService
@@ -55,67 +58,24 @@ SIGNATURE_CHALLENGE = f'HMAC-SHA256 realm="{REALM}", header="{SIGNATURE_HEADER}"
 MAX_AUTHORIZATION_CHARS = 4096
 
 
-def _always(settings: Settings) -> bool:
-    return True
-
-
-def _never(settings: Settings) -> bool:
-    return False
-
-
-def _metrics_public(settings: Settings) -> bool:
-    return settings.metrics_public
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One route family: the paths it covers and who may use it."""
-
-    family: str
-    path: str  # a regular expression the whole route path must match
-    roles: frozenset[str]  # the roles that may use it besides admin; empty: admin only
-    public: Callable[[Settings], bool] = _never  # open to anyone, without credentials
-    signed: bool = False  # needs the PAP webhook signature when a secret is configured
-
-
-RULES: tuple[Rule, ...] = (
-    Rule("health", r"/healthcheck", frozenset(), public=_always),
-    Rule("openapi", r"/openapi\.json", frozenset(), public=_always),
-    Rule("metrics", r"/metrics", frozenset(), public=_metrics_public),
-    Rule("pap", r"/pap(/.*)?", frozenset({PAP}), signed=True),
-    # The endpoints check the subscription's topic against the component's patterns.
-    Rule("subscriptions", r"/decision/v1/subscription(/[^/]*)?/?", frozenset({COMPONENT})),
-    Rule("decision", r"(/policy/pdpx/v1/decision|/decision/v1)/?", frozenset({COMPONENT})),
-    # The topic is in the path, so it is checked here (named group "topic").
-    Rule("poll", r"/events/(?P<topic>[^/]+)/[^/]+/[^/]+/?", frozenset({COMPONENT})),
-    Rule("publish", r"/events(/.*)?", frozenset()),
-    Rule("topics", r"/topics(/.*)?", frozenset()),
-)
-OTHER = Rule("other", r".*", frozenset({PAP, COMPONENT}))
-_COMPILED = tuple((re.compile(rule.path), rule) for rule in RULES)
-
-
-def resolve(path: str) -> tuple[Rule, re.Match[str] | None]:
-    """The rule of a route path (``OTHER`` if none matches) and the path's match."""
-    for pattern, rule in _COMPILED:
-        match = pattern.fullmatch(path)
-        if match is not None:
-            return rule, match
-    return OTHER, None
-
-
 class AccessMiddleware:
-    """Authenticates every request (Basic or Bearer), applies ``RULES``, checks the PAP
-    webhook signature, and puts the user in the scope state. Does nothing when the server
-    has neither an auth file nor a webhook secret.
+    """Authenticates every request (Basic or Bearer), applies the ``Access`` rule of the
+    endpoint it reaches in ``table``, checks the PAP webhook signature, and puts the user in
+    the scope state. Does nothing when the server has neither an auth file nor a webhook
+    secret.
     """
 
     def __init__(
-        self, app: ASGIApp, settings: Settings, authenticator: Authenticator | None
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        authenticator: Authenticator | None,
+        table: RouteTable,
     ) -> None:
         self.app = app
         self.settings = settings
         self.authenticator = authenticator
+        self.table = table
         secret = settings.pap_webhook_secret
         self.secret = secret.get_secret_value().encode() if secret is not None else None
 
@@ -123,12 +83,11 @@ class AccessMiddleware:
         if scope["type"] != "http" or (self.authenticator is None and self.secret is None):
             await self.app(scope, receive, send)
             return
-        path = route_path(scope)
-        rule, match = resolve(path)
+        rule, params = self.table.access(scope)
         try:
-            if self.authenticator is not None and not rule.public(self.settings):
+            if self.authenticator is not None and not rule.open.applies(self.settings):
                 user = await self._authenticate(self.authenticator, scope)
-                _authorize(user, rule, match, scope)
+                _authorize(user, rule, params, scope)
                 scope.setdefault("state", {})["user"] = user
             if rule.signed and self.secret is not None:
                 replay = await self._check_signature(self.secret, scope, receive)
@@ -136,7 +95,7 @@ class AccessMiddleware:
                     return  # the client left while sending the body: nobody to answer
                 receive = replay
         except ApiError as error:
-            await error_response(scope["path"], error)(scope, receive, send)
+            await error_response(self.table.shape(scope), error)(scope, receive, send)
             return
         await self.app(scope, receive, send)
 
@@ -204,8 +163,8 @@ class AccessMiddleware:
         return _replay(body, receive)
 
 
-def _authorize(user: User, rule: Rule, match: re.Match[str] | None, scope: Scope) -> None:
-    """``ApiError`` 403 unless ``user`` may use the family (and the topic in the path)."""
+def _authorize(user: User, rule: Access, params: dict[str, Any], scope: Scope) -> None:
+    """``ApiError`` 403 unless ``user`` may use the endpoint (and the topic in its path)."""
     if not user.has_any(rule.roles):
         needed = " or ".join([*sorted(rule.roles), ADMIN])
         raise ApiError(
@@ -213,8 +172,8 @@ def _authorize(user: User, rule: Rule, match: re.Match[str] | None, scope: Scope
             f"The {user.describe()} may not use {scope['method']} {scope['path'][:300]}; "
             f"that needs the role {needed}.",
         )
-    topic = match.groupdict().get("topic") if match is not None else None
-    if topic is not None and not user.may_read(topic):
+    topic = params.get(rule.topic) if rule.topic is not None else None
+    if isinstance(topic, str) and not user.may_read(topic):
         raise ApiError(403, _topic_refusal(user, topic))
 
 
@@ -282,15 +241,6 @@ async def require_subscription(
 # -- reading the request ----------------------------------------------------------------------
 
 
-def route_path(scope: Scope) -> str:
-    """The path the router matches: without the ``root_path`` the app is mounted at."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
-        return path[len(root) :] or "/"
-    return path
-
-
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
@@ -354,14 +304,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 __all__ = [
-    "RULES",
     "SIGNATURE_HEADER",
+    "SIGNATURE_PREFIX",
     "AccessMiddleware",
-    "Rule",
     "current_user",
     "may_read",
     "require_subscription",
     "require_topic",
-    "resolve",
-    "route_path",
 ]

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from policy_pubsub.api.errors import ApiError, from_validation
+from policy_pubsub.api.state import app_state
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -26,7 +27,7 @@ async def read_json(request: Request) -> Any:
     media = content_type.split(";", 1)[0].strip().lower()
     if media and media not in JSON_TYPES and not media.endswith("+json"):
         raise ApiError(415, f"Content-Type {media} is not supported; send application/json.")
-    limit: int = request.app.state.settings.max_body_bytes
+    limit = app_state(request).settings.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)

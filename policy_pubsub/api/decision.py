@@ -6,15 +6,14 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from policy_pubsub import constants
 from policy_pubsub.api.body import flag, read_model
 from policy_pubsub.api.errors import ApiError, json_response
 from policy_pubsub.api.limits import limits
+from policy_pubsub.api.state import app_state
 from policy_pubsub.logs import READ, mark_request
 from policy_pubsub.models import DecisionRequest
-from policy_pubsub.service import PolicyService
 
 
 async def decide(request: Request) -> Response:
@@ -27,8 +26,7 @@ async def decide(request: Request) -> Response:
     if decision.action != constants.ACTION_CONFIGURE:
         raise ApiError(400, f"No application for action {decision.action}")
     abbrev = flag(request, "abbrev")
-    service: PolicyService = request.app.state.service
-    policies = await service.decide(decision.filters())
+    policies = await app_state(request).service.decide(decision.filters())
     if abbrev:
         policies = {pid: _abbreviate(body) for pid, body in policies.items()}
     return json_response({"policies": policies})
@@ -38,7 +36,4 @@ def _abbreviate(policy: dict[str, Any]) -> dict[str, Any]:
     return {key: policy[key] for key in ("type", "metadata") if key in policy}
 
 
-routes = [
-    Route("/policy/pdpx/v1/decision", decide, methods=["POST"]),
-    Route("/decision/v1", decide, methods=["POST"]),
-]
+__all__ = ["decide"]

@@ -1,7 +1,10 @@
-"""Error answers: the ONAP shape everywhere, the DMaaP shape on ``/events`` and ``/topics``."""
+"""Error answers: the ONAP shape everywhere, the DMaaP shape on ``/events`` and ``/topics``
+(each endpoint of the route table says which: ``ErrorShape``).
+"""
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Any
 
@@ -12,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from policy_pubsub import constants
+from policy_pubsub.api.state import app_state
 from policy_pubsub.exceptions import (
     InvalidRequest,
     NotFound,
@@ -43,7 +47,13 @@ MR_STATUS = {
     429: constants.MR_STATUS_TOO_MANY_REQUESTS,
     503: constants.MR_STATUS_UNAVAILABLE,
 }
-ROUTER_PREFIXES = ("/events", "/topics")
+
+
+class ErrorShape(enum.Enum):
+    """The body of an error answer: ONAP's, or DMaaP Message Router's on its routes."""
+
+    ONAP = "onap"  # {"code": "BAD_REQUEST", "error": "...", "details": [...]}
+    DMAAP = "dmaap"  # {"status": 404, "mrstatus": 3001, "message": "..."}
 
 
 class ApiError(Exception):
@@ -71,8 +81,9 @@ def json_response(
     )
 
 
-def error_response(path: str, error: ApiError) -> Response:
-    if path.startswith(ROUTER_PREFIXES):
+def error_response(shape: ErrorShape, error: ApiError) -> Response:
+    """The answer to ``error``, in ``shape``."""
+    if shape is ErrorShape.DMAAP:
         body: dict[str, Any] = {
             "status": error.status,
             "mrstatus": MR_STATUS.get(error.status, constants.MR_STATUS_BAD_REQUEST),
@@ -136,16 +147,14 @@ def from_domain(exc: PolicyPubSubError) -> ApiError:
 async def handle_api_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
         raise exc
-    return error_response(request.url.path, exc)
+    return error_response(_shape(request), exc)
 
 
 async def handle_domain_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, PolicyPubSubError):  # pragma: no cover
         raise exc
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None:
-        metrics.domain_error(exc)
-    return error_response(request.url.path, from_domain(exc))
+    app_state(request).metrics.domain_error(exc)
+    return error_response(_shape(request), from_domain(exc))
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
@@ -158,9 +167,29 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     headers = dict(exc.headers) if exc.headers else None
-    return error_response(request.url.path, ApiError(exc.status_code, message, headers=headers))
+    return error_response(_shape(request), ApiError(exc.status_code, message, headers=headers))
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(request.url.path, ApiError(500, "Internal error; see the server log."))
+    return error_response(_shape(request), ApiError(500, "Internal error; see the server log."))
+
+
+def _shape(request: Request) -> ErrorShape:
+    return app_state(request).routes.shape(request.scope)
+
+
+__all__ = [
+    "CODES",
+    "MR_STATUS",
+    "ApiError",
+    "ErrorShape",
+    "error_response",
+    "from_domain",
+    "from_validation",
+    "handle_api_error",
+    "handle_domain_error",
+    "handle_http_exception",
+    "handle_unexpected",
+    "json_response",
+]

@@ -17,23 +17,17 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policy_pubsub import constants
 from policy_pubsub.api import validation
-from policy_pubsub.api.access import route_path
 from policy_pubsub.api.body import read_json
 from policy_pubsub.api.errors import ApiError, error_response, from_domain, json_response
 from policy_pubsub.api.limits import Limits, limits
+from policy_pubsub.api.state import app_state
+from policy_pubsub.api.table import route_path
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.logs import LONG_POLL, mark_request
-from policy_pubsub.metrics import Metrics
-from policy_pubsub.routers import Router
 from policy_pubsub.store import OutMessage
 from policy_pubsub.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
-
-
-def _router(app_state: object) -> Router:
-    router: Router = app_state.router  # type: ignore[attr-defined]
-    return router
 
 
 async def publish(request: Request) -> Response:
@@ -49,14 +43,11 @@ async def publish(request: Request) -> Response:
     bodies = [orjson.dumps(item) for item in items]
     for index, encoded in enumerate(bodies):
         limits(request).check_message(index, len(encoded))
-    await _router(request.app.state).publish(
+    await app_state(request).router.publish(
         [OutMessage(topic=topic, body=encoded.decode()) for encoded in bodies]
     )
     elapsed = int((time.perf_counter() - started) * 1000)
     return json_response({"count": len(items), "serverTimeMs": elapsed})
-
-
-POLL_PATH = "/events/{topic}/{consumer_group}/{consumer_id}"
 
 
 class Subscribe:
@@ -74,32 +65,29 @@ class Subscribe:
         await long_poll(scope, receive, send, path)
 
 
-_POLL_ROUTE = Route(POLL_PATH, Subscribe(), methods=["GET"])
-
-
 class LongPolls:
     """The innermost middleware: answers ``GET`` on the long-poll route itself, in front of
     Starlette's exception middleware and router.
 
     A held long-poll keeps every frame between the server and its endpoint for as long as it
-    is held, and those two layers add nothing it needs: it matches one pattern and answers
-    its own errors. Every other request goes on to the router.
+    is held, and those two layers add nothing it needs: it matches one pattern (that of
+    ``route``, the long-poll's route of the route table) and answers its own errors. Every
+    other request goes on to the router.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, route: Route) -> None:
         self.app = app
+        self.pattern = route.path_regex
+        self.methods = frozenset(route.methods or ())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in _POLL_METHODS:
-            match = _POLL_ROUTE.path_regex.match(route_path(scope))
+        if scope["type"] == "http" and scope["method"] in self.methods:
+            match = self.pattern.match(route_path(scope))
             if match is not None:
                 path = (match["topic"], match["consumer_group"], match["consumer_id"])
                 await long_poll(scope, receive, send, path)
                 return
         await self.app(scope, receive, send)
-
-
-_POLL_METHODS = frozenset(_POLL_ROUTE.methods or ())
 
 
 async def long_poll(scope: Scope, receive: Receive, send: Send, path: tuple[str, str, str]) -> None:
@@ -108,26 +96,24 @@ async def long_poll(scope: Scope, receive: Receive, send: Send, path: tuple[str,
     503 when the store or router is down; all in the DMaaP shape.
     """
     mark_request(scope, LONG_POLL)
-    state = scope["app"].state
-    poll_limits: Limits = state.limits
+    state = app_state(scope["app"])
+    poll_limits = state.limits
     try:
         topic, group, consumer, timeout_ms, limit = _poll_params(scope, path, poll_limits)
         release = poll_limits.admit_poll(topic, group, consumer)
     except ApiError as error:
-        await error_response(scope["path"], error)(scope, receive, send)
+        await error_response(state.routes.shape(scope), error)(scope, receive, send)
         return
     gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     watch = DisconnectWatch(receive, gone)
     try:
         try:
-            delivery = await _router(state).read(
+            delivery = await state.router.read(
                 topic, group, consumer, timeout=timeout_ms / 1000, limit=limit, gone=gone
             )
         except PolicyPubSubError as exc:
-            metrics: Metrics | None = getattr(state, "metrics", None)
-            if metrics is not None:
-                metrics.domain_error(exc)
-            await error_response(scope["path"], from_domain(exc))(scope, receive, send)
+            state.metrics.domain_error(exc)
+            await error_response(state.routes.shape(scope), from_domain(exc))(scope, receive, send)
             return
         async with delivery:
             if gone.done():
@@ -257,12 +243,12 @@ def _int_param(params: dict[str, str], name: str, default: int, low: int, high: 
 
 
 async def topics(request: Request) -> Response:
-    return json_response({"topics": await _router(request.app.state).topics()})
+    return json_response({"topics": await app_state(request).router.topics()})
 
 
 async def topic_details(request: Request) -> Response:
     topic = validation.topic(request.path_params["topic"])
-    stats = await _router(request.app.state).stats(topic)
+    stats = await app_state(request).router.stats(topic)
     return json_response(
         {
             "name": stats.name,
@@ -281,9 +267,12 @@ async def topic_details(request: Request) -> Response:
     )
 
 
-routes = [
-    Route("/events/{topic}", publish, methods=["POST"]),
-    _POLL_ROUTE,
-    Route("/topics", topics, methods=["GET"]),
-    Route("/topics/{topic}", topic_details, methods=["GET"]),
+__all__ = [
+    "DisconnectWatch",
+    "LongPolls",
+    "Subscribe",
+    "long_poll",
+    "publish",
+    "topic_details",
+    "topics",
 ]

@@ -1,4 +1,6 @@
-"""``GET /healthcheck``: is the store reachable, is the router reachable, is the relay moving."""
+"""``GET /healthcheck``: is the store reachable, is the router reachable, is the relay moving;
+and ``GET /metrics``, the metrics in the Prometheus text format.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +8,13 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from policy_pubsub import constants
 from policy_pubsub.api.errors import json_response
+from policy_pubsub.api.state import app_state
 from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.relay import OutboxRelay
 
@@ -30,13 +33,13 @@ async def _check(probe: Callable[[], Awaitable[None]]) -> str | None:
 
 
 async def healthcheck(request: Request) -> Response:
-    state = request.app.state
+    state = app_state(request)
     problems: dict[str, str | None] = {
         "store": await _check(state.store.ping),
         "router": await _check(state.router.ping),
     }
     outbox: dict[str, Any] | None = None
-    relay = getattr(state, "relay", None)
+    relay = state.relay
     if relay is not None and not problems["store"]:
         outbox, problems["relay"] = await _relay(
             relay, state.settings.relay_stuck_seconds, router_up=not problems["router"]
@@ -90,4 +93,11 @@ async def _relay(
     return outbox, None
 
 
-routes = [Route("/healthcheck", healthcheck, methods=["GET"])]
+async def metrics(request: Request) -> Response:
+    """Every metric, the gauges read from the store and the router now."""
+    state = app_state(request)
+    await state.metrics.refresh(state)
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+__all__ = ["CHECK_TIMEOUT_SECONDS", "healthcheck", "metrics"]

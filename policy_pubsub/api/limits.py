@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from starlette.requests import Request
 
 from policy_pubsub.api.errors import ApiError
+from policy_pubsub.api.state import app_state
 from policy_pubsub.config import Settings
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PolicyFilter
@@ -237,8 +238,7 @@ class PollRelease:
 
 def limits(request: Request) -> Limits:
     """The app's limits."""
-    found: Limits = request.app.state.limits
-    return found
+    return app_state(request).limits
 
 
 __all__ = ["Limits", "PollRelease", "limits"]

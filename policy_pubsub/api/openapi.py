@@ -1,15 +1,15 @@
-"""``GET /openapi.json``: an OpenAPI 3.1 document of every route, built once.
+"""``GET /openapi.json``: an OpenAPI 3.1 document of every endpoint of the route table.
 
-The operations are data (``OPERATIONS``); the message schemas are the hand-written JSON Schemas
-of ``schemas/v1``, embedded under ``components/schemas`` with their ``$ref``s rewritten to
-point inside the document. Who needs credentials (the security requirements, 401/403, the
-PAP webhook signature) follows ``policy_pubsub.api.access.RULES``.
+Each operation is that of an endpoint (``policy_pubsub.api.routes``); the message schemas are
+the hand-written JSON Schemas of ``schemas/v1``, embedded under ``components/schemas`` with
+their ``$ref``s rewritten to point inside the document. Who needs credentials (the security
+requirements, 401/403, the PAP webhook signature) and the error envelope follow each
+endpoint's access rule and error shape.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -18,15 +18,14 @@ from urllib.parse import urldefrag, urljoin
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from policy_pubsub import constants, schemas
 from policy_pubsub.api import access
-from policy_pubsub.api.errors import ROUTER_PREFIXES
+from policy_pubsub.api.errors import ErrorShape
+from policy_pubsub.api.state import app_state
+from policy_pubsub.api.table import JSON, Endpoint, Openness, RouteTable, Schema
 
-JSON = "application/json"
 TOPIC = constants.TOPIC_PATTERN
-Schema = dict[str, Any]
 
 
 def component(name: str) -> str:
@@ -37,31 +36,6 @@ def component(name: str) -> str:
 def ref(name: str) -> Schema:
     """A reference to the embedded schema of ``schemas/v1/<name>.json``."""
     return {"$ref": f"#/components/schemas/{component(name)}"}
-
-
-@dataclass(frozen=True)
-class Op:
-    """One operation: a method on a path, what it reads and every status it answers."""
-
-    route: str  # "METHOD /path"
-    operation_id: str
-    summary: str
-    ok: dict[int, tuple[str, Schema | None]]  # status -> (description, body schema)
-    errors: tuple[int, ...] = ()
-    body: Schema | None = None
-    body_types: tuple[str, ...] = (JSON,)
-    query: tuple[str, ...] = ()  # keys of PARAMETERS
-    description: str = ""
-    missing: str = "The resource is unknown."  # the 404 description
-    ok_type: str = JSON  # the media type of the 2xx answers
-
-    @property
-    def method(self) -> str:
-        return self.route.split(" ", 1)[0]
-
-    @property
-    def path(self) -> str:
-        return self.route.split(" ", 1)[1]
 
 
 def _path_param(name: str, pattern: str, description: str) -> Schema:
@@ -157,7 +131,7 @@ HEADERS: dict[str, Schema] = {
 }
 
 # Authentication applies only when the server has an auth file (``--auth-file``); without
-# one, no operation needs credentials. The rules table is policy_pubsub.api.access.RULES.
+# one, no operation needs credentials. Who may call what: each endpoint's Access rule.
 SECURITY_SCHEMES: dict[str, Schema] = {
     "basic": {
         "type": "http",
@@ -171,7 +145,6 @@ SECURITY_SCHEMES: dict[str, Schema] = {
     },
 }
 SECURITY: list[Schema] = [{"basic": []}, {"bearer": []}]
-OPEN_FAMILIES = frozenset({"health", "openapi"})  # never need credentials
 
 ERRORS: dict[int, str] = {
     400: "Malformed JSON, an invalid field, or an invalid path or query parameter; "
@@ -188,191 +161,6 @@ ERRORS: dict[int, str] = {
     "long-polls as it allows; nothing was changed.",
 }
 
-PUBLISH_BODY: Schema = {
-    "description": "One message (an object) or several (a non-empty array of objects).",
-    "oneOf": [
-        {"type": "object"},
-        {"type": "array", "minItems": 1, "items": {"type": "object"}},
-    ],
-}
-MESSAGES: Schema = {
-    "description": "The messages read, oldest first, each one stored message as JSON text "
-    "(on a subscriber topic, a SnapshotMessage); `[]` when none came within `timeout`.",
-    "type": "array",
-    "items": {"type": "string", "contentMediaType": JSON},
-}
-_SUB = "/decision/v1/subscription/{subscriber_id}"
-_WRITE = (400, 413, 415, 503)
-
-OPERATIONS: tuple[Op, ...] = (
-    *(
-        Op(
-            "POST " + path,
-            operation_id,
-            "The deployed policies that a filter matches",
-            {200: ("The matching policies, by policy-id.", ref("decision-response"))},
-            (400, 413, 415),
-            body=ref("decision-request"),
-            query=("abbrev",),
-            description="Ids that are not deployed are absent. An `action` other than "
-            "`configure` is 400 `No application for action <x>`.",
-        )
-        for path, operation_id in (
-            ("/policy/pdpx/v1/decision", "decide"),
-            ("/decision/v1", "decideAlias"),
-        )
-    ),
-    Op(
-        "GET /decision/v1/subscription",
-        "listSubscriptions",
-        "The subscriptions, by subscriber_id",
-        {200: ("The subscription records.", ref("subscription-list"))},
-        (400, 503),
-        query=("topicQuery", "stale"),
-    ),
-    Op(
-        "POST " + _SUB,
-        "subscribe",
-        "Insert or update a subscription",
-        {
-            201: ("Inserted.", ref("subscription-record")),
-            200: ("Updated.", ref("subscription-record")),
-        },
-        _WRITE,
-        body=ref("subscription-request"),
-        description="Every insert and update publishes a snapshot (event `subscribe`) to the "
-        "topic. The answer carries the current snapshot under `policies` when "
-        "`return-policies` is true.",
-    ),
-    Op(
-        "GET " + _SUB,
-        "getSubscription",
-        "A subscription and its delivery status",
-        {200: ("The record with `status`.", ref("subscription-record"))},
-        (400, 404, 503),
-        missing="No such subscription.",
-    ),
-    Op(
-        "DELETE " + _SUB,
-        "unsubscribe",
-        "Delete a subscription; no further snapshots are published for it",
-        {204: ("Deleted.", None)},
-        (400, 404, 503),
-        missing="No such subscription.",
-    ),
-    Op(
-        "POST /pap/v1/pdp-update",
-        "pdpUpdate",
-        "Apply an ONAP PDP_UPDATE (a delta, or El Alto's complete set)",
-        {200: ("The PDP_STATUS answer.", ref("pdp-status"))},
-        _WRITE,
-        body=ref("pdp-update"),
-    ),
-    Op(
-        "POST /pap/v1/policies",
-        "deployPolicies",
-        "Deploy policies (insert or replace), atomically",
-        {200: ("What changed.", ref("policy-change-result"))},
-        _WRITE,
-        body=ref("policy-push"),
-        description="Re-deploying a policy identical to the deployed one changes nothing and "
-        "notifies nobody. A 2xx means the change and its snapshots are durably committed.",
-    ),
-    Op(
-        "GET /pap/v1/policies",
-        "listPolicies",
-        "The deployed policies' identities",
-        {200: ("Every deployed policy, by policy-id.", ref("policy-list"))},
-    ),
-    Op(
-        "GET /pap/v1/policies/{policy_id}",
-        "getPolicy",
-        "One deployed policy, as deployed",
-        {200: ("The policy.", ref("tosca-policy"))},
-        (400, 404),
-        missing="The policy is not deployed.",
-    ),
-    Op(
-        "DELETE /pap/v1/policies/{policy_id}",
-        "undeployPolicy",
-        "Undeploy a policy",
-        {200: ("What changed.", ref("policy-change-result"))},
-        (400, 404, 503),
-        missing="The policy is not deployed.",
-    ),
-    Op(
-        "POST /events/{topic}",
-        "publish",
-        "Publish messages; the topic is created if it does not exist",
-        {200: ("Stored.", ref("mr-publish-response"))},
-        _WRITE,
-        body=PUBLISH_BODY,
-        body_types=(JSON, "application/cambria"),
-    ),
-    Op(
-        "GET /events/{topic}/{consumer_group}/{consumer_id}",
-        "poll",
-        "Long-poll a topic for a consumer group",
-        {200: ("The messages.", MESSAGES)},
-        (400, 404, 429, 503),
-        query=("timeout", "limit"),
-        description="Answers as soon as a message is there, else after `timeout` ms. A new "
-        "group starts at the oldest retained message. The group's position advances once a "
-        "reply carrying messages has been written.",
-        missing="No such topic.",
-    ),
-    Op(
-        "GET /topics",
-        "listTopics",
-        "The topics",
-        {200: ("Every topic's name.", ref("topic-list"))},
-        (503,),
-    ),
-    Op(
-        "GET /topics/{topic}",
-        "getTopic",
-        "A topic's messages and consumer groups",
-        {200: ("The topic's details.", ref("topic-details"))},
-        (400, 404, 503),
-        missing="No such topic.",
-    ),
-    Op(
-        "GET /healthcheck",
-        "healthcheck",
-        "Are the store and the router reachable",
-        {
-            200: ("Healthy.", ref("healthcheck")),
-            503: (
-                "The store or the router is unreachable, or the outbox relay is stuck.",
-                ref("healthcheck"),
-            ),
-        },
-    ),
-    Op(
-        "GET /metrics",
-        "metrics",
-        "Metrics in the Prometheus text format",
-        {200: ("Every metric; each name starts with `policy_pubsub_`.", {"type": "string"})},
-        ok_type="text/plain",
-    ),
-    Op(
-        "GET /openapi.json",
-        "openapi",
-        "This document",
-        {200: ("The OpenAPI 3.1 document.", {"type": "object"})},
-    ),
-)
-
-# The tag of an operation is that of the first prefix its path starts with.
-TAGS_BY_PREFIX = (
-    ("/decision/v1/subscription", "subscriptions"),
-    ("/decision/v1", "decision"),
-    ("/policy/pdpx", "decision"),
-    ("/pap/", "pap"),
-    ("/events/", "message router"),
-    ("/topics", "message router"),
-    ("/", "operations"),
-)
 TAGS = [
     {"name": "decision", "description": "The ONAP decision API."},
     {"name": "subscriptions", "description": "Subscribers and the topics their snapshots go to."},
@@ -402,17 +190,19 @@ def _response(
     return answer
 
 
-def _operation(op: Op) -> Schema:
-    rule, _ = access.resolve(op.path)
-    names = [*re.findall(r"{(\w+)}", op.path), *op.query, "RequestId"]
+def _operation(endpoint: Endpoint) -> Schema:
+    op, rule = endpoint.operation, endpoint.access
+    names = [*re.findall(r"{(\w+)}", endpoint.path), *op.query, "RequestId"]
     if rule.signed:
         names.append("Signature")
-    envelope = ref("mr-error" if op.path.startswith(ROUTER_PREFIXES) else "error")
+    envelope = ref("mr-error" if endpoint.shape is ErrorShape.DMAAP else "error")
+    # Open to anyone, also with an auth file (/metrics only with metrics_public: not here).
+    always_open = rule.open is Openness.ALWAYS
     responses = {
         str(status): _response(text, body, media=op.ok_type)
         for status, (text, body) in op.ok.items()
     }
-    errors = op.errors if rule.family in OPEN_FAMILIES else (401, 403, *op.errors)
+    errors = op.errors if always_open else (401, 403, *op.errors)
     for status in errors:
         text = op.missing if status == 404 else ERRORS[status]
         responses[str(status)] = _response(
@@ -420,13 +210,13 @@ def _operation(op: Op) -> Schema:
         )
     operation: Schema = {
         "operationId": op.operation_id,
-        "tags": [next(tag for prefix, tag in TAGS_BY_PREFIX if op.path.startswith(prefix))],
+        "tags": [op.tag],
         "summary": op.summary,
         "parameters": [{"$ref": f"#/components/parameters/{name}"} for name in names],
         "responses": dict(sorted(responses.items())),
     }
-    if rule.family in OPEN_FAMILIES:
-        operation["security"] = []  # open to anyone, also with an auth file
+    if always_open:
+        operation["security"] = []
     if op.description:
         operation["description"] = op.description
     if op.body is not None:
@@ -472,11 +262,11 @@ def _version() -> str:
 
 
 @cache
-def document() -> dict[str, Any]:
-    """The OpenAPI document (built on first use, then shared: do not modify it)."""
+def document(table: RouteTable) -> dict[str, Any]:
+    """The OpenAPI document of ``table`` (built on first use, then shared: do not modify it)."""
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    for endpoint in table.endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
     return {
         "openapi": "3.1.0",
         "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -506,12 +296,24 @@ def document() -> dict[str, Any]:
 
 
 @cache
-def _body() -> bytes:
-    return orjson.dumps(document())
+def _body(table: RouteTable) -> bytes:
+    return orjson.dumps(document(table))
 
 
 async def openapi(request: Request) -> Response:
-    return Response(_body(), media_type=JSON)
+    """The document of the app's route table."""
+    return Response(_body(app_state(request).routes), media_type=JSON)
 
 
-routes = [Route("/openapi.json", openapi, methods=["GET"])]
+__all__ = [
+    "ERRORS",
+    "HEADERS",
+    "PARAMETERS",
+    "SECURITY",
+    "SECURITY_SCHEMES",
+    "TAGS",
+    "component",
+    "document",
+    "openapi",
+    "ref",
+]

@@ -11,16 +11,15 @@ from policy_pubsub.api import validation
 from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
-from policy_pubsub.api.routing import Handler, route
+from policy_pubsub.api.state import app_state
+from policy_pubsub.api.table import Handler
 from policy_pubsub.api.wire import change_result, pdp_status
-from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PdpUpdate, PolicyPush
 from policy_pubsub.service import ChangeResult, PolicyService
 
 
 def _service(request: Request) -> PolicyService:
-    service: PolicyService = request.app.state.service
-    return service
+    return app_state(request).service
 
 
 def _push(handler: Handler) -> Handler:
@@ -28,7 +27,7 @@ def _push(handler: Handler) -> Handler:
 
     @functools.wraps(handler)
     async def counted(request: Request) -> Response:
-        metrics: Metrics = request.app.state.metrics
+        metrics = app_state(request).metrics
         try:
             return await handler(request)
         except Exception as exc:
@@ -39,8 +38,7 @@ def _push(handler: Handler) -> Handler:
 
 
 def _pushed(request: Request, result: ChangeResult) -> None:
-    metrics: Metrics = request.app.state.metrics
-    metrics.pushed(bool(result.deployed or result.undeployed), result.notified)
+    app_state(request).metrics.pushed(bool(result.deployed or result.undeployed), result.notified)
 
 
 @_push
@@ -94,8 +92,4 @@ async def show(request: Request) -> Response:
     return json_response((await _service(request).policy(validation.policy_id(request))).body)
 
 
-routes = [
-    route("/pap/v1/pdp-update", POST=pdp_update),
-    route("/pap/v1/policies", POST=deploy, GET=listing),
-    route("/pap/v1/policies/{policy_id}", GET=show, DELETE=undeploy),
-]
+__all__ = ["deploy", "listing", "pdp_update", "show", "undeploy"]

@@ -11,15 +11,14 @@ from policy_pubsub.api import access, validation
 from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
-from policy_pubsub.api.routing import route
+from policy_pubsub.api.state import app_state
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.service import PolicyService, Subscription
 from policy_pubsub.timestamps import rfc3339
 
 
 def _service(request: Request) -> PolicyService:
-    service: PolicyService = request.app.state.service
-    return service
+    return app_state(request).service
 
 
 def _record(subscription: Subscription) -> dict[str, Any]:
@@ -34,7 +33,7 @@ async def subscribe(request: Request) -> Response:
     access.require_topic(request, body.subscriber_topic)
     await access.require_subscription(request, _service(request), subscriber_id, must_exist=False)
     result = await _service(request).subscribe(subscriber_id, body)
-    request.app.state.metrics.snapshots.labels("subscribe").inc()
+    app_state(request).metrics.snapshots.labels("subscribe").inc()
     answer = _record(result.subscription)
     if body.return_policies:
         answer["policies"] = result.policies
@@ -75,9 +74,4 @@ async def listing(request: Request) -> Response:
     return json_response({"subscriptions": [_record(s) for s in found]})
 
 
-routes = [
-    route("/decision/v1/subscription", GET=listing),
-    route(
-        "/decision/v1/subscription/{subscriber_id}", POST=subscribe, GET=show, DELETE=unsubscribe
-    ),
-]
+__all__ = ["listing", "show", "subscribe", "unsubscribe"]

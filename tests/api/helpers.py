@@ -146,13 +146,13 @@ def check_snapshot(
 
 def router(server: LiveServer) -> EmbeddedRouter:
     """The server's embedded router (for ``held_reads``)."""
-    found: EmbeddedRouter = server.app.state.router
+    found: EmbeddedRouter = server.state.router
     return found
 
 
 def revision(server: LiveServer) -> int:
     """The store revision the server has committed."""
-    value: int = server.app.state.service.revision
+    value: int = server.state.service.revision
     return value
 
 

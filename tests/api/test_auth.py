@@ -411,6 +411,65 @@ async def test_pap_webhook_needs_credentials_first_then_signature(tmp_path: Path
         await stop_server(live, task)
 
 
+# Encoded control characters: newline (a regular expression's ``$`` matches before a final
+# one), carriage return, both, NUL, tab, unit separator, DEL.
+CONTROL = ("%0A", "%0D", "%0D%0A", "%00", "%09", "%1F", "%7F")
+SMUGGLED: tuple[tuple[str, str, Any], ...] = (
+    ("GET", "/topics{}", None),
+    ("GET", f"/topics/{TCA_TOPIC}{{}}", None),
+    ("POST", "/pap/v1/policies{}", {"policies": [tosca("p-smuggled")]}),
+    ("POST", "/pap/v1/pdp-update{}", load_policy("pdp-update.delta")),
+    ("DELETE", "/pap/v1/policies/p0{}", None),
+    ("POST", f"/events/{TCA_TOPIC}{{}}", {"hello": "smuggled"}),
+    ("POST", f"/events/{OTHER_TOPIC}{{}}", {"hello": "smuggled"}),
+    ("GET", f"{SUBSCRIPTIONS}/other-1{{}}", None),
+    ("DELETE", f"{SUBSCRIPTIONS}/other-1{{}}", None),
+)
+
+
+@pytest.mark.parametrize("control", CONTROL)
+async def test_control_characters_in_the_path_are_refused(
+    control: str, client: httpx.AsyncClient
+) -> None:
+    """A path with an encoded control character (``%0A`` above all) reaches no endpoint it
+    would not reach without it: anonymous is a 401, a pap user or a component out of
+    bounds is refused (403, or 404/400 for a path no endpoint serves), and nothing changes.
+    """
+    await setup_state(client)
+    before = await snapshot(client, ADMIN)
+    for method, template, body in SMUGGLED:
+        path = template.format(control)
+        for identity in ("anonymous", "pap", "tca", "tca-bot"):
+            r = await client.request(method, path, json=body, headers=IDENTITIES[identity])
+            where = f"{identity}: {method} {path}"
+            if identity == "anonymous":
+                assert r.status_code == 401, f"{where}: {r.status_code} {r.text}"
+            else:
+                assert r.status_code in (400, 403, 404), f"{where}: {r.status_code} {r.text}"
+    assert await snapshot(client, ADMIN) == before
+
+
+async def test_control_characters_do_not_skip_the_webhook_signature(tmp_path: Path) -> None:
+    """With a webhook secret, an unsigned push to ``/pap/v1/policies%0A`` (or with another
+    control character) deploys nothing.
+    """
+    live, task = await start_server(make_settings(tmp_path, pap_webhook_secret=SECRET))
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+            for control in CONTROL:
+                push = {"policies": [tosca("p-smuggled")]}
+                r = await http.post(f"/pap/v1/policies{control}", json=push)
+                assert r.status_code in (401, 404), f"{control}: {r.status_code} {r.text}"
+                delta = load_policy("pdp-update.delta")
+                r = await http.post(f"/pap/v1/pdp-update{control}", json=delta)
+                assert r.status_code in (401, 404), f"{control}: {r.status_code} {r.text}"
+            signed = {SIGNATURE_HEADER: signature(b"")}
+            listed = await http.get("/pap/v1/policies", headers=signed)
+            assert listed.json() == {"policies": []}, "an unsigned push deployed something"
+    finally:
+        await stop_server(live, task)
+
+
 async def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """A certificate for 127.0.0.1 and its key, made with the openssl command or the
     ``cryptography`` package; skips the test when neither is there.

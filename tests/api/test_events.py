@@ -130,8 +130,8 @@ async def test_a_poll_whose_client_left_frees_its_place(
     """A held poll whose client hangs up stops being held and is counted out of the limits."""
     assert (await client.post("/events/t", json={"n": 1})).status_code == 200
     assert (await client.get("/events/t/g/c", params={"timeout": 0})).status_code == 200
-    limits: Limits = server.app.state.limits
-    router: EmbeddedRouter = server.app.state.router
+    limits: Limits = server.state.limits
+    router: EmbeddedRouter = server.state.router
     host, port = server.url.removeprefix("http://").split(":")
     _reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(b"GET /events/t/g/c?timeout=20000 HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -152,7 +152,7 @@ async def test_a_poll_whose_consumption_cannot_be_saved_is_still_answered(
     client keeps its answer and the failure is a warning, not a server error.
     """
     assert (await client.post("/events/t", json={"n": 1})).status_code == 200
-    store = server.app.state.store
+    store = server.state.store
 
     async def save_positions(rows: list[GroupRow]) -> None:
         raise StoreUnavailable("store write failed: disk I/O error")

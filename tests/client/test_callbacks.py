@@ -80,10 +80,10 @@ async def test_run_in_a_thread_stops_from_another_thread(
     sub = subscriber(server.url, poll_timeout=30)
     running = asyncio.create_task(asyncio.to_thread(sub.run, lambda c: seen.append(ids(c.added))))
     try:
-        await wait_for(lambda: server.app.state.router.held_reads == 1 or running.done())
+        await wait_for(lambda: server.state.router.held_reads == 1 or running.done())
         await push(client, tosca("onap.a"))
         await wait_for(lambda: seen == [["onap.a"]] or running.done())
-        await wait_for(lambda: server.app.state.router.held_reads == 1 or running.done())
+        await wait_for(lambda: server.state.router.held_reads == 1 or running.done())
         await asyncio.to_thread(sub.stop)
         await asyncio.wait_for(running, 5)
     finally:

@@ -76,7 +76,7 @@ async def test_a_reply_lost_on_the_wire_is_healed_by_the_reread(
     async with CuttingProxy(server.server.port) as proxy, subscriber(proxy.url) as sub:
         changes = sub.changes()
         pending = asyncio.create_task(next_change(changes))
-        await wait_for(lambda: server.app.state.router.held_reads == 1)
+        await wait_for(lambda: server.state.router.held_reads == 1)
         proxy.arm()
         added = await push(client, tosca("onap.b"))
         await asyncio.wait_for(proxy.cut.wait(), 5)

@@ -174,7 +174,7 @@ async def test_stop_ends_the_iteration_while_a_poll_is_held(server: LiveServer) 
                 received.append(change)
 
         task = asyncio.create_task(iterate())
-        await wait_for(lambda: server.app.state.router.held_reads == 1)
+        await wait_for(lambda: server.state.router.held_reads == 1)
         sub.stop()
         await asyncio.wait_for(task, 2)
     assert received == []

@@ -254,7 +254,7 @@ async def test_gone_cancels_the_upstream_poll_and_consumes_nothing(tmp_path: Pat
     and a message published afterwards still reaches the group.
     """
     async with _mr(tmp_path / "mr") as live, _router(f"dmaap+{live.url}") as router:
-        held = live.app.state.router
+        held = live.state.router
         await router.publish([_snap("t", "a", 1)])
         async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
             assert len(delivery.messages) == 1

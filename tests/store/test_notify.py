@@ -36,7 +36,7 @@ async def two_replicas(tmp_path: Path) -> AsyncIterator[tuple[LiveServer, LiveSe
 
 
 def _store(server: LiveServer) -> Store:
-    store: Store = server.app.state.store
+    store: Store = server.state.store
     return store
 
 
@@ -61,7 +61,7 @@ async def _long_poll_woken_across(a: LiveServer, b: LiveServer, topic: str) -> N
         poll = asyncio.create_task(
             http.get(f"{b.url}/events/{topic}/g/c", params={"timeout": 20000})
         )
-        await wait_for(lambda: b.app.state.router.held_reads == 1)
+        await wait_for(lambda: b.state.router.held_reads == 1)
         started = loop.time()
         await http.post(f"{a.url}/events/{topic}", json={"second": True})
         answer = await asyncio.wait_for(poll, timeout=10)

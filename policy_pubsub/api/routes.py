@@ -1,0 +1,348 @@
+"""Every endpoint of the server, each declared once: ``ENDPOINTS`` and its ``TABLE``.
+
+The app's routes, the access rules and the OpenAPI document are all made from this table
+(``policy_pubsub.api.table``); a new endpoint is one more ``Endpoint`` here. The order is that
+of the OpenAPI document's paths.
+"""
+
+from __future__ import annotations
+
+from policy_pubsub.api import decision, events, health, openapi, pap, subscriptions
+from policy_pubsub.api.errors import ErrorShape
+from policy_pubsub.api.openapi import ref
+from policy_pubsub.api.table import (
+    JSON,
+    Access,
+    Endpoint,
+    Openness,
+    Operation,
+    RouteTable,
+    Schema,
+)
+from policy_pubsub.auth import COMPONENT, PAP
+
+# -- who may call what (admin may call everything) --------------------------------------------
+
+HEALTH = Access("health", frozenset(), open=Openness.ALWAYS)
+OPENAPI = Access("openapi", frozenset(), open=Openness.ALWAYS)  # it describes the contract
+METRICS = Access("metrics", frozenset(), open=Openness.IF_METRICS_PUBLIC)
+PAP_WEBHOOK = Access("pap", frozenset({PAP}), signed=True)
+# The endpoints check the subscription's topic against the component's patterns.
+SUBSCRIPTIONS = Access("subscriptions", frozenset({COMPONENT}))
+DECISION = Access("decision", frozenset({COMPONENT}))
+# The topic is in the path, so the middleware checks it.
+POLL = Access("poll", frozenset({COMPONENT}), topic="topic")
+PUBLISH = Access("publish", frozenset())
+TOPICS = Access("topics", frozenset())
+
+# -- schemas of the operations that are not message files ---------------------------------------
+
+PUBLISH_BODY: Schema = {
+    "description": "One message (an object) or several (a non-empty array of objects).",
+    "oneOf": [
+        {"type": "object"},
+        {"type": "array", "minItems": 1, "items": {"type": "object"}},
+    ],
+}
+MESSAGES: Schema = {
+    "description": "The messages read, oldest first, each one stored message as JSON text "
+    "(on a subscriber topic, a SnapshotMessage); `[]` when none came within `timeout`.",
+    "type": "array",
+    "items": {"type": "string", "contentMediaType": JSON},
+}
+
+SUBSCRIPTION = "/decision/v1/subscription/{subscriber_id}"
+POLICY = "/pap/v1/policies/{policy_id}"
+POLL_PATH = "/events/{topic}/{consumer_group}/{consumer_id}"
+_WRITE = (400, 413, 415, 503)
+_MR = ErrorShape.DMAAP
+
+
+def _decide(operation_id: str) -> Operation:
+    return Operation(
+        operation_id,
+        "decision",
+        "The deployed policies that a filter matches",
+        {200: ("The matching policies, by policy-id.", ref("decision-response"))},
+        (400, 413, 415),
+        body=ref("decision-request"),
+        query=("abbrev",),
+        description="Ids that are not deployed are absent. An `action` other than "
+        "`configure` is 400 `No application for action <x>`.",
+    )
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/policy/pdpx/v1/decision",
+        DECISION,
+        _decide("decide"),
+        decision.decide,
+    ),
+    Endpoint("POST", "/decision/v1", DECISION, _decide("decideAlias"), decision.decide),
+    Endpoint(
+        "GET",
+        "/decision/v1/subscription",
+        SUBSCRIPTIONS,
+        Operation(
+            "listSubscriptions",
+            "subscriptions",
+            "The subscriptions, by subscriber_id",
+            {200: ("The subscription records.", ref("subscription-list"))},
+            (400, 503),
+            query=("topicQuery", "stale"),
+        ),
+        subscriptions.listing,
+    ),
+    Endpoint(
+        "POST",
+        SUBSCRIPTION,
+        SUBSCRIPTIONS,
+        Operation(
+            "subscribe",
+            "subscriptions",
+            "Insert or update a subscription",
+            {
+                201: ("Inserted.", ref("subscription-record")),
+                200: ("Updated.", ref("subscription-record")),
+            },
+            _WRITE,
+            body=ref("subscription-request"),
+            description="Every insert and update publishes a snapshot (event `subscribe`) to "
+            "the topic. The answer carries the current snapshot under `policies` when "
+            "`return-policies` is true.",
+        ),
+        subscriptions.subscribe,
+    ),
+    Endpoint(
+        "GET",
+        SUBSCRIPTION,
+        SUBSCRIPTIONS,
+        Operation(
+            "getSubscription",
+            "subscriptions",
+            "A subscription and its delivery status",
+            {200: ("The record with `status`.", ref("subscription-record"))},
+            (400, 404, 503),
+            missing="No such subscription.",
+        ),
+        subscriptions.show,
+    ),
+    Endpoint(
+        "DELETE",
+        SUBSCRIPTION,
+        SUBSCRIPTIONS,
+        Operation(
+            "unsubscribe",
+            "subscriptions",
+            "Delete a subscription; no further snapshots are published for it",
+            {204: ("Deleted.", None)},
+            (400, 404, 503),
+            missing="No such subscription.",
+        ),
+        subscriptions.unsubscribe,
+    ),
+    Endpoint(
+        "POST",
+        "/pap/v1/pdp-update",
+        PAP_WEBHOOK,
+        Operation(
+            "pdpUpdate",
+            "pap",
+            "Apply an ONAP PDP_UPDATE (a delta, or El Alto's complete set)",
+            {200: ("The PDP_STATUS answer.", ref("pdp-status"))},
+            _WRITE,
+            body=ref("pdp-update"),
+        ),
+        pap.pdp_update,
+    ),
+    Endpoint(
+        "POST",
+        "/pap/v1/policies",
+        PAP_WEBHOOK,
+        Operation(
+            "deployPolicies",
+            "pap",
+            "Deploy policies (insert or replace), atomically",
+            {200: ("What changed.", ref("policy-change-result"))},
+            _WRITE,
+            body=ref("policy-push"),
+            description="Re-deploying a policy identical to the deployed one changes nothing "
+            "and notifies nobody. A 2xx means the change and its snapshots are durably "
+            "committed.",
+        ),
+        pap.deploy,
+    ),
+    Endpoint(
+        "GET",
+        "/pap/v1/policies",
+        PAP_WEBHOOK,
+        Operation(
+            "listPolicies",
+            "pap",
+            "The deployed policies' identities",
+            {200: ("Every deployed policy, by policy-id.", ref("policy-list"))},
+        ),
+        pap.listing,
+    ),
+    Endpoint(
+        "GET",
+        POLICY,
+        PAP_WEBHOOK,
+        Operation(
+            "getPolicy",
+            "pap",
+            "One deployed policy, as deployed",
+            {200: ("The policy.", ref("tosca-policy"))},
+            (400, 404),
+            missing="The policy is not deployed.",
+        ),
+        pap.show,
+    ),
+    Endpoint(
+        "DELETE",
+        POLICY,
+        PAP_WEBHOOK,
+        Operation(
+            "undeployPolicy",
+            "pap",
+            "Undeploy a policy",
+            {200: ("What changed.", ref("policy-change-result"))},
+            (400, 404, 503),
+            missing="The policy is not deployed.",
+        ),
+        pap.undeploy,
+    ),
+    Endpoint(
+        "POST",
+        "/events/{topic}",
+        PUBLISH,
+        Operation(
+            "publish",
+            "message router",
+            "Publish messages; the topic is created if it does not exist",
+            {200: ("Stored.", ref("mr-publish-response"))},
+            _WRITE,
+            body=PUBLISH_BODY,
+            body_types=(JSON, "application/cambria"),
+        ),
+        events.publish,
+        shape=_MR,
+    ),
+    Endpoint(
+        "GET",
+        POLL_PATH,
+        POLL,
+        Operation(
+            "poll",
+            "message router",
+            "Long-poll a topic for a consumer group",
+            {200: ("The messages.", MESSAGES)},
+            (400, 404, 429, 503),
+            query=("timeout", "limit"),
+            description="Answers as soon as a message is there, else after `timeout` ms. A new "
+            "group starts at the oldest retained message. The group's position advances once "
+            "a reply carrying messages has been written.",
+            missing="No such topic.",
+        ),
+        asgi=events.Subscribe(),
+        shape=_MR,
+    ),
+    Endpoint(
+        "GET",
+        "/topics",
+        TOPICS,
+        Operation(
+            "listTopics",
+            "message router",
+            "The topics",
+            {200: ("Every topic's name.", ref("topic-list"))},
+            (503,),
+        ),
+        events.topics,
+        shape=_MR,
+    ),
+    Endpoint(
+        "GET",
+        "/topics/{topic}",
+        TOPICS,
+        Operation(
+            "getTopic",
+            "message router",
+            "A topic's messages and consumer groups",
+            {200: ("The topic's details.", ref("topic-details"))},
+            (400, 404, 503),
+            missing="No such topic.",
+        ),
+        events.topic_details,
+        shape=_MR,
+    ),
+    Endpoint(
+        "GET",
+        "/healthcheck",
+        HEALTH,
+        Operation(
+            "healthcheck",
+            "operations",
+            "Are the store and the router reachable",
+            {
+                200: ("Healthy.", ref("healthcheck")),
+                503: (
+                    "The store or the router is unreachable, or the outbox relay is stuck.",
+                    ref("healthcheck"),
+                ),
+            },
+        ),
+        health.healthcheck,
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        METRICS,
+        Operation(
+            "metrics",
+            "operations",
+            "Metrics in the Prometheus text format",
+            {
+                200: (
+                    "Every metric; each name starts with `policy_pubsub_`.",
+                    {"type": "string"},
+                )
+            },
+            ok_type="text/plain",
+        ),
+        health.metrics,
+    ),
+    Endpoint(
+        "GET",
+        "/openapi.json",
+        OPENAPI,
+        Operation(
+            "openapi",
+            "operations",
+            "This document",
+            {200: ("The OpenAPI 3.1 document.", {"type": "object"})},
+        ),
+        openapi.openapi,
+    ),
+)
+
+TABLE = RouteTable(ENDPOINTS)
+
+__all__ = [
+    "DECISION",
+    "ENDPOINTS",
+    "HEALTH",
+    "METRICS",
+    "OPENAPI",
+    "PAP_WEBHOOK",
+    "POLICY",
+    "POLL",
+    "POLL_PATH",
+    "PUBLISH",
+    "SUBSCRIPTION",
+    "SUBSCRIPTIONS",
+    "TABLE",
+    "TOPICS",
+]
