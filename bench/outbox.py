@@ -65,11 +65,12 @@ from policy_pubsub import routers
 from policy_pubsub.config import Settings
 from policy_pubsub.models import ToscaPolicy
 from policy_pubsub.relay import OutboxRelay
+from policy_pubsub.routers import OutMessage
 from policy_pubsub.routers.nats import NatsRouter
 from policy_pubsub.routers.nats_stream import MSG_ID_HEADER, TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
 from policy_pubsub.service import PolicyService
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.store import Store
 
 PUSH_TYPE = "bench.type"
 

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
-from policy_pubsub.routers import Router
-from policy_pubsub.store import OutMessage, Store, now_ms
+from policy_pubsub.routers import OutMessage, Router
+from policy_pubsub.store import Store, now_ms
 
 log = logging.getLogger(__name__)
 

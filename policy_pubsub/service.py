@@ -25,9 +25,8 @@ from policy_pubsub.matching import PolicyIndex, Selector, SubscriptionIndex
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PdpUpdate, PolicyFilter, SubscriptionRequest, ToscaPolicy
 from policy_pubsub.relay import OutboxRelay
-from policy_pubsub.routers import Router
+from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.store import (
-    OutMessage,
     PolicyRow,
     Snapshot,
     Store,

@@ -20,7 +20,7 @@ import pytest
 
 from policy_pubsub.client import PolicyChange, PolicySubscriber
 from policy_pubsub.relay import newest_per_subscriber
-from policy_pubsub.store import OutMessage
+from policy_pubsub.routers import OutMessage
 from tests.conftest import (
     LiveServer,
     make_settings,

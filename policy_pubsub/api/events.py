@@ -24,9 +24,8 @@ from policy_pubsub.api.limits import Limits, limits
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.logs import LONG_POLL, mark_request
 from policy_pubsub.metrics import Metrics
-from policy_pubsub.routers import Router
+from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.service import rfc3339
-from policy_pubsub.store import OutMessage
 
 log = logging.getLogger(__name__)
 

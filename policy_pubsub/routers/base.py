@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from policy_pubsub.store import OutMessage
+from policy_pubsub.routers.messages import OutMessage
 
 
 @dataclass(frozen=True, slots=True)

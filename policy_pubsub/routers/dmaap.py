@@ -42,7 +42,7 @@ import orjson
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
-from policy_pubsub.store import OutMessage
+from policy_pubsub.routers.messages import OutMessage
 
 log = logging.getLogger(__name__)
 

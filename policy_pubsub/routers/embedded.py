@@ -20,8 +20,9 @@ from contextlib import AbstractAsyncContextManager
 
 from policy_pubsub.exceptions import NotFound, StoreUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
-from policy_pubsub.store import OutMessage, Store, now_ms
+from policy_pubsub.store import Store, now_ms
 from policy_pubsub.store.database import GroupClaim
 from policy_pubsub.store.notify import TOPICS_CHANNEL
 

@@ -63,10 +63,11 @@ from nats.js.api import StreamConfig
 
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.routers.nats_stream import Publisher, Refused, TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
 from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
-from policy_pubsub.store import OutMessage, Store, now_ms
+from policy_pubsub.store import Store, now_ms
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from policy_pubsub.store.database import (
     GroupRow,
-    OutMessage,
     PolicyRow,
     Snapshot,
     Store,
@@ -16,7 +15,6 @@ from policy_pubsub.store.database import (
 
 __all__ = [
     "GroupRow",
-    "OutMessage",
     "PolicyRow",
     "Snapshot",
     "Store",

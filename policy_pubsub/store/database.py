@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policy_pubsub.exceptions import StoreUnavailable
+from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.store import dialects
 from policy_pubsub.store.notify import REVISION_CHANNEL, TOPICS_CHANNEL, Notifications
 from policy_pubsub.store.tables import (
@@ -77,21 +78,6 @@ class SubscriptionRow:
     updated_at: int
     last_revision: int | None
     last_published_at: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class OutMessage:
-    """A message to append to a topic; ``key`` (the subscriber id) and ``revision`` are set
-    for snapshots.
-    """
-
-    topic: str
-    body: str
-    key: str | None = None
-    revision: int | None = None
-    #: Identifies the message for de-duplication by a router that publishes at least once.
-    #: A subscriber's snapshot of one revision always gets the same id.
-    dedup_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.routers import OutMessage
+from policy_pubsub.store import Store
 from tests.routers.test_nats import private_nats  # noqa: F401  (the fixture, shared)
 
 

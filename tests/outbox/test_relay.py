@@ -16,8 +16,8 @@ import pytest
 
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.relay import OutboxRelay
-from policy_pubsub.routers import Delivery, Router, TopicStats
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.routers import Delivery, OutMessage, Router, TopicStats
+from policy_pubsub.store import Store
 from tests.conftest import wait_for
 from tests.outbox.conftest import fill_outbox
 

@@ -12,10 +12,10 @@ from typing import Protocol
 import pytest
 
 from policy_pubsub.exceptions import NotFound
-from policy_pubsub.routers import Router
+from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.routers.dmaap import DmaapRouter
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.store import Store
 from tests.conftest import (
     LiveServer,
     make_settings,

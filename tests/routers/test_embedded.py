@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from policy_pubsub.routers import embedded
+from policy_pubsub.routers import OutMessage, embedded
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import GroupRow, OutMessage, Store, now_ms
+from policy_pubsub.store import GroupRow, Store, now_ms
 from tests.conftest import wait_for
 
 

@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import RouterUnavailable
-from policy_pubsub.routers import from_url
+from policy_pubsub.routers import OutMessage, from_url
 from policy_pubsub.routers.nats import NatsRouter
 from policy_pubsub.routers.nats_subjects import Subjects, decode_token, encode_token
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.store import Store
 from tests.conftest import wait_for
 
 NATS_URL = os.environ.get("POLICY_PUBSUB_TEST_NATS_URL", "nats://127.0.0.1:4222")

@@ -13,7 +13,8 @@ from sqlalchemy import insert, select
 
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import StoreUnavailable
-from policy_pubsub.store import OutMessage, Store, SubscriptionRow
+from policy_pubsub.routers import OutMessage
+from policy_pubsub.store import Store, SubscriptionRow
 from policy_pubsub.store.notify import TOPICS_CHANNEL
 from policy_pubsub.store.tables import messages, subscription_marks, subscriptions, topics
 from tests.conftest import wait_for
