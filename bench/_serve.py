@@ -45,7 +45,7 @@ async def _monitor() -> None:
 
 async def held(request: Request) -> JSONResponse:
     router = getattr(request.app.state, "router", None)
-    return JSONResponse({"held": getattr(router, "held_reads", -1)})
+    return JSONResponse({"held": -1 if router is None else router.held_reads})
 
 
 async def lag(request: Request) -> JSONResponse:

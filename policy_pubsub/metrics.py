@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -36,6 +36,9 @@ from policy_pubsub.exceptions import (
     RouterUnavailable,
     StoreUnavailable,
 )
+
+if TYPE_CHECKING:
+    from policy_pubsub.routers import Router
 
 log = logging.getLogger(__name__)
 
@@ -249,14 +252,13 @@ class Metrics:
         """Read what the gauges report from the app's parts (``state``: the app's state)."""
         scraped = self._scrape.scraped
         service = getattr(state, "service", None)
-        router = getattr(state, "router", None)
+        router: Router | None = getattr(state, "router", None)
         limits = getattr(state, "limits", None)
         if limits is not None:
             scraped.active_polls = limits.active_polls
         if service is None or router is None:
             return  # not started (or stopping): only the counters
-        held = getattr(router, "held_reads", None)
-        scraped.held_reads = held if isinstance(held, int) else None
+        scraped.held_reads = router.held_reads
         scraped.revision = service.revision
         try:
             subscriptions = await service.subscriptions()

@@ -84,6 +84,11 @@ class Router(ABC):
     async def start(self) -> None:
         """Connect and start background work; after it returns the router serves reads."""
 
+    @property
+    @abstractmethod
+    def held_reads(self) -> int:
+        """How many reads are held now, waiting for a message (a gauge and the tests read it)."""
+
     @abstractmethod
     async def drain(self) -> None:
         """Answer every held read now, consuming nothing; used when the server stops."""

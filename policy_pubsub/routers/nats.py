@@ -63,6 +63,7 @@ from nats.js.api import StreamConfig
 
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.routers.holding import HeldReads
 from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.routers.nats_stream import Publisher, Refused, TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
@@ -117,10 +118,12 @@ class NatsRouter(Router):
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._topics: set[str] = set()
-        self._signals: dict[str, asyncio.Future[None]] = {}
-        self._closing: asyncio.Future[None] | None = None
+        self._held = HeldReads()
         self._closed = False
-        self.held_reads = 0
+
+    @property
+    def held_reads(self) -> int:
+        return self._held.count
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -129,7 +132,7 @@ class NatsRouter(Router):
         return self._stream.config()
 
     async def start(self) -> None:
-        self._closing = asyncio.get_running_loop().create_future()
+        self._held.start()
         self._topics = set(await self._store.topic_names())
         nc = Client()
         try:
@@ -163,8 +166,7 @@ class NatsRouter(Router):
         self._positions.start()
 
     async def drain(self) -> None:
-        if self._closing is not None and not self._closing.done():
-            self._closing.set_result(None)
+        self._held.drain()
 
     async def close(self) -> None:
         await self.drain()
@@ -202,13 +204,12 @@ class NatsRouter(Router):
         # What was announced while we were away is lost: positions are read from the store
         # again, and every held read looks again.
         self._positions.mark_stale()
-        for topic in list(self._signals):
-            self._wake(topic)
+        self._held.wake_all()
 
     async def _on_stored(self, msg: Msg) -> None:
         topic = self._subjects.topic_of_wake(msg.subject)
         if topic is not None:
-            self._wake(topic)
+            self._held.wake((topic,))
 
     async def _on_position(self, msg: Msg) -> None:
         key = self._subjects.group_of_position(msg.subject)
@@ -218,11 +219,6 @@ class NatsRouter(Router):
             return
         if key is not None:
             self._positions.merge(*key, position, at)
-
-    def _wake(self, topic: str) -> None:
-        signal = self._signals.pop(topic, None)
-        if signal is not None and not signal.done():
-            signal.set_result(None)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -261,29 +257,20 @@ class NatsRouter(Router):
     ) -> Delivery:
         await self._require(topic)
         state = await self._positions.get(topic, group)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
             # Taken before looking, so a message stored while we look still wakes us.
-            signal = self._signal(topic)
-            delivery = await self._take(state, limit)
-            if delivery is not None:
-                return delivery
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closing is None or self._closing.done():
-                return EmptyDelivery()
-            waits: set[asyncio.Future[None]] = {signal, self._closing}
-            if gone is not None:
-                if gone.done():
-                    return EmptyDelivery()
-                waits.add(gone)
-            self.held_reads += 1
+            waiter = self._held.waiter(topic)
             try:
-                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                delivery = await self._take(state, limit)
+                if delivery is not None:
+                    return delivery
+                if self._held.over(deadline, gone):
+                    return EmptyDelivery()
+                if not await self._held.hold(topic, waiter, deadline=deadline, gone=gone):
+                    return EmptyDelivery()
             finally:
-                self.held_reads -= 1
-            if gone is not None and gone.done():
-                return EmptyDelivery()
+                self._held.discard(topic, waiter)
 
     async def _require(self, topic: str) -> None:
         if topic not in self._topics:
@@ -304,13 +291,6 @@ class NatsRouter(Router):
             return GroupDelivery(self._advance, state, rows)
         state.lock.release()
         return None
-
-    def _signal(self, topic: str) -> asyncio.Future[None]:
-        signal = self._signals.get(topic)
-        if signal is None:
-            signal = asyncio.get_running_loop().create_future()
-            self._signals[topic] = signal
-        return signal
 
     async def _advance(self, state: GroupState, position: int) -> None:
         at = await self._positions.advance(state, position)

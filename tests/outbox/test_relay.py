@@ -25,6 +25,10 @@ from tests.outbox.conftest import fill_outbox
 class FakeRouter(Router):
     """A router outside the store that only publishes; the rest of the contract is unused."""
 
+    @property
+    def held_reads(self) -> int:
+        return 0
+
     async def start(self) -> None:
         return None
 
