@@ -168,7 +168,7 @@ async def _relay_rounds(
             woke = probe.woke or committed
             if probe.captured is None:
                 probe.captured = list(probe.capturing)
-            depth, _ = await store.outbox_stats()
+            depth, _ = await store.outbox.stats()
             messages, last = await _stream_state(js, stream)
             assert depth == 0, f"{depth} messages left in the outbox"
             assert messages == n, f"the stream holds {messages} messages, not {n}"

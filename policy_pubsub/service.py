@@ -34,8 +34,8 @@ from policy_pubsub.store import (
     WriteTx,
     now_ms,
 )
-from policy_pubsub.store.database import load_all
 from policy_pubsub.store.notify import REVISION_CHANNEL
+from policy_pubsub.store.state import load_all
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +276,7 @@ class PolicyService:
         if notifications is not None:
             notifications.on(REVISION_CHANNEL, self._revision_committed)
             notifications.on_reconnect(self._mark_stale)
-        self._rebuild(await self._store.load())
+        self._rebuild(await self._store.state.load())
         log.info(
             "store at revision %d: %d policies, %d subscriptions",
             self._revision,
@@ -314,8 +314,8 @@ class PolicyService:
             return
         async with self._write_lock:
             self._stale = False
-            if await self._store.revision() != self._revision:
-                self._rebuild(await self._store.load())
+            if await self._store.state.revision() != self._revision:
+                self._rebuild(await self._store.state.load())
 
     async def _begin(self, tx: WriteTx) -> int:
         """Take the next revision; first catch up if another writer moved the store on."""

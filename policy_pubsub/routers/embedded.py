@@ -20,8 +20,7 @@ from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Rout
 from policy_pubsub.routers.holding import HeldReads
 from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
-from policy_pubsub.store import Store, now_ms
-from policy_pubsub.store.database import GroupClaim
+from policy_pubsub.store import GroupClaim, Store, now_ms
 from policy_pubsub.store.notify import TOPICS_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,7 @@ class EmbeddedRouter(Router):
         return self._held.count
 
     async def start(self) -> None:
-        self._heads = await self._store.topic_heads()
+        self._heads = await self._store.topics.heads()
         # On a shared store the positions loaded are where groups stood at least: each read
         # claims its group's row, so a position that moved on elsewhere costs one empty claim.
         await self._positions.load(advisory=True)
@@ -131,7 +130,7 @@ class EmbeddedRouter(Router):
                 continue
             self._heads_wanted.clear()
             try:
-                self.committed(await self._store.topic_heads())
+                self.committed(await self._store.topics.heads())
             except StoreUnavailable as exc:
                 log.warning("cannot read topic heads: %s", exc)
 
@@ -234,7 +233,7 @@ class EmbeddedRouter(Router):
         gone: asyncio.Future[None] | None = None,
     ) -> Delivery:
         if topic not in self._heads:
-            row = await self._store.topic(topic)
+            row = await self._store.topics.get(topic)
             if row is None:
                 raise NotFound("topic", topic)
             self._heads[topic] = max(row.last_offset, self._heads.get(topic, 0))
@@ -262,7 +261,7 @@ class EmbeddedRouter(Router):
             if head > state.position:
                 rows = self._from_tail(state.topic, state.position, head, limit)
                 if not rows:
-                    rows = await self._store.read_messages(state.topic, state.position, limit)
+                    rows = await self._store.topics.messages(state.topic, state.position, limit)
                 if rows:
                     return GroupDelivery(self._advance, state, rows)
                 # Everything up to the head was expired or compacted away: nothing to consume.
@@ -278,7 +277,7 @@ class EmbeddedRouter(Router):
         open, so replicas serving one group never hand out the same message twice.
         Called with the group's lock held; releases it when nothing is delivered.
         """
-        manager = self._store.claim_group(state.topic, state.name)
+        manager = self._store.positions.claim(state.topic, state.name)
         claim = await manager.__aenter__()
         try:
             rows = await claim.read(limit)
@@ -305,8 +304,8 @@ class EmbeddedRouter(Router):
 
     async def maintain(self) -> tuple[int, int]:
         """Drop expired messages, then superseded snapshots; returns both counts."""
-        expired = await self._store.expire_messages(now_ms() - self._retention_ms)
-        compacted = await self._store.compact()
+        expired = await self._store.topics.expire(now_ms() - self._retention_ms)
+        compacted = await self._store.topics.compact()
         if expired or compacted:
             self._forget_tails()  # the store dropped messages: the tails may hold them still
             log.info("dropped %d expired and %d superseded messages", expired, compacted)
@@ -315,10 +314,10 @@ class EmbeddedRouter(Router):
     # -- topics -----------------------------------------------------------------------------
 
     async def topics(self) -> list[str]:
-        return await self._store.topic_names()
+        return await self._store.topics.names()
 
     async def stats(self, topic: str) -> TopicStats:
-        details = await self._store.topic_details(topic)
+        details = await self._store.topics.details(topic)
         if details is None:
             raise NotFound("topic", topic)
         row, count, stored_groups = details
@@ -328,7 +327,9 @@ class EmbeddedRouter(Router):
             for state in self._positions.of_topic(topic):
                 groups[state.name] = (state.position, state.last_consumed_at)
         read_up_to = max((position for position, _ in groups.values()), default=0)
-        oldest = await self._store.oldest_after(topic, read_up_to) if head > read_up_to else None
+        oldest = (
+            await self._store.topics.oldest_after(topic, read_up_to) if head > read_up_to else None
+        )
         return TopicStats(
             name=topic,
             messages=count,

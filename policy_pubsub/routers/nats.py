@@ -133,7 +133,7 @@ class NatsRouter(Router):
 
     async def start(self) -> None:
         self._held.start()
-        self._topics = set(await self._store.topic_names())
+        self._topics = set(await self._store.topics.names())
         nc = Client()
         try:
             # Reconnect for ever; only the first connection is bounded, by the request timeout.
@@ -274,7 +274,7 @@ class NatsRouter(Router):
 
     async def _require(self, topic: str) -> None:
         if topic not in self._topics:
-            if await self._store.topic(topic) is None:
+            if await self._store.topics.get(topic) is None:
                 raise NotFound("topic", topic)
             self._topics.add(topic)
 
@@ -303,10 +303,10 @@ class NatsRouter(Router):
     # -- topics -----------------------------------------------------------------------------
 
     async def topics(self) -> list[str]:
-        return await self._store.topic_names()
+        return await self._store.topics.names()
 
     async def stats(self, topic: str) -> TopicStats:
-        details = await self._store.topic_details(topic)
+        details = await self._store.topics.details(topic)
         if details is None:
             raise NotFound("topic", topic)
         groups = {g.name: (g.position, g.last_consumed_at) for g in details[2]}

@@ -17,7 +17,7 @@ import pytest
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.routers import Delivery, OutMessage, Router, TopicStats
-from policy_pubsub.store import Store
+from policy_pubsub.store import OutboxRepository, Store
 from tests.conftest import wait_for
 from tests.outbox.conftest import fill_outbox
 
@@ -90,16 +90,24 @@ class GatedRouter(FakeRouter):
             self.active -= 1
 
 
-class CountingStore(Store):
+class CountingOutbox(OutboxRepository):
     """Counts the relay's reads of a following batch."""
 
     following_reads = 0
 
-    async def outbox_batch(self, limit: int, after: int = 0) -> list[tuple[int, OutMessage]]:
-        rows = await super().outbox_batch(limit, after)
+    async def batch(self, limit: int, after: int = 0) -> list[tuple[int, OutMessage]]:
+        rows = await super().batch(limit, after)
         if after:
             self.following_reads += 1
         return rows
+
+
+class CountingStore(Store):
+    """A store whose outbox counts the relay's reads of a following batch."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.outbox = self.counting = CountingOutbox(self)
 
 
 @pytest.fixture
@@ -113,7 +121,7 @@ async def counting_store(tmp_path: Any) -> AsyncIterator[CountingStore]:
 
 
 async def _depth(store: Store) -> int:
-    return (await store.outbox_stats())[0]
+    return (await store.outbox.stats())[0]
 
 
 async def test_a_batch_waits_for_the_previous_ones_acknowledgement(
@@ -130,7 +138,7 @@ async def test_a_batch_waits_for_the_previous_ones_acknowledgement(
     relay.start()
     try:
         await wait_for(lambda: len(router.calls) == 1)
-        await wait_for(lambda: store.following_reads == 1)
+        await wait_for(lambda: store.counting.following_reads == 1)
         assert await _depth(store) == 2500  # batch 1 is not acknowledged: nothing deleted
         assert router.calls == [1000]
 

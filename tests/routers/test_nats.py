@@ -376,7 +376,9 @@ async def test_a_publish_on_one_replica_wakes_a_read_held_on_another(tmp_path: P
             await delivery.ack()
         await wait_for(_lag_is(one, "t", "g", 0))
         assert await _read_all(one, "t", "g") == []
-        assert await store_one.group("t", "g") is None  # nothing flushed yet: NATS told one
+        assert (
+            await store_one.positions.group("t", "g") is None
+        )  # nothing flushed yet: NATS told one
     finally:
         await two.close()
         await one.close()
