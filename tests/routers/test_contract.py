@@ -93,7 +93,7 @@ async def _dmaap_http(tmp_path: Path) -> tuple[Router, _Closeable]:
 
 async def _nats(tmp_path: Path) -> tuple[Router, _Closeable]:
     """A NATS JetStream router on a stream of its own, which its close() deletes."""
-    from tests.routers.test_nats import open_nats_router  # imports nats-py only when chosen
+    from tests.nats_server import open_nats_router
 
     return await open_nats_router(tmp_path)
 

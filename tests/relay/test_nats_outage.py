@@ -19,8 +19,8 @@ from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.routers.nats import NatsRouter
 from policy_pubsub.store import Store
 from tests.conftest import wait_for
-from tests.outbox.conftest import fill_outbox
-from tests.routers.test_nats import PrivateNats, unique_stream
+from tests.nats_server import PrivateNats, unique_stream
+from tests.relay.helpers import fill_outbox
 
 SUBSCRIBERS = 2000
 REVISIONS = 3

@@ -2,8 +2,8 @@
 acknowledged, the next batch is read and the previous deleted meanwhile, and a publish that
 fails half-way is retried without putting a subscriber's older snapshot after a newer one.
 
-The routers here are fakes that record what they were given; test_outage.py runs the relay
-against a real JetStream.
+The routers here are fakes that record what they were given; test_nats_outage.py runs the
+relay against a real JetStream.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from policy_pubsub.exceptions import RouterUnavailable
-from policy_pubsub.relay import OutboxRelay
+from policy_pubsub.relay import OutboxRelay, newest_per_subscriber
 from policy_pubsub.routers import Delivery, OutMessage, Router, TopicStats
 from policy_pubsub.store import OutboxRepository, Store
 from tests.conftest import wait_for
-from tests.outbox.conftest import fill_outbox
+from tests.relay.helpers import fill_outbox
 
 
 class FakeRouter(Router):
@@ -241,3 +241,17 @@ async def test_a_relay_that_loses_the_lead_stops_after_the_batch_in_hand(store: 
     assert router.calls == [1000, 1000, 1000, 500]
     assert await _depth(store) == 0
     assert relay.published == 3500
+
+
+def test_a_batch_keeps_only_each_subscribers_newest_snapshot() -> None:
+    """Within one relay batch, older snapshots of a subscriber are dropped; order is kept."""
+    batch = [
+        OutMessage("t", "a1", key="a", revision=1),
+        OutMessage("t", "raw1"),
+        OutMessage("t", "b2", key="b", revision=2),
+        OutMessage("t", "a3", key="a", revision=3),
+        OutMessage("u", "a3u", key="a", revision=3),
+        OutMessage("t", "raw2"),
+    ]
+    kept = [m.body for m in newest_per_subscriber(batch)]
+    assert kept == ["raw1", "b2", "a3", "a3u", "raw2"]
