@@ -12,8 +12,8 @@ in :mod:`policy_pubsub.routers.nats_subjects`. The stream is configured for this
   ``Nats-Msg-Id`` is the message's ``dedup_id``, so the outbox relay's re-sends within the
   ``duplicate_window`` are dropped; file storage; ``allow_direct`` for direct gets.
 - ``republish`` (headers only) copies every *stored* message's headers to ``<stream>.w.>``
-  on core NATS. Each replica subscribes there once and completes one future per topic, which
-  its held reads wait on; an idle read costs a suspended coroutine, nothing polls. RePublish
+  on core NATS. Each replica subscribes there once and wakes the reads it holds on the topic
+  (:class:`~policy_pubsub.routers.holding.HeldReads`); nothing polls. RePublish
   rather than a core subscription to the stream subjects: it fires after the message is stored,
   so a woken reader always finds it, it covers every publisher, and replicas receive headers,
   not snapshot bodies.
