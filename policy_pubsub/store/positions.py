@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.store import dialects
 from policy_pubsub.store.rows import GroupRow
-from policy_pubsub.store.tables import consumer_groups, messages
+from policy_pubsub.store.tables import consumer_groups
+from policy_pubsub.store.topics import messages_after
 
 if TYPE_CHECKING:
     from policy_pubsub.store.database import Store
@@ -113,12 +114,7 @@ class GroupClaim:
 
     async def read(self, limit: int) -> list[tuple[int, str]]:
         """At most ``limit`` messages after the position, as (offset, body), oldest first."""
-        result = await self._conn.execute(
-            select(messages.c.seq, messages.c.body)
-            .where(messages.c.topic == self.topic, messages.c.seq > self.position)
-            .order_by(messages.c.seq)
-            .limit(limit)
-        )
+        result = await self._conn.execute(messages_after(self.topic, self.position, limit))
         return [(row.seq, row.body) for row in result]
 
     async def advance(self, position: int, at: int) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import Select, and_, delete, exists, func, select
 
 from policy_pubsub.store.rows import GroupRow, TopicRow
 from policy_pubsub.store.tables import consumer_groups, messages, topics
@@ -65,12 +65,7 @@ class TopicRepository:
         oldest first.
         """
         async with self._store.read() as conn:
-            result = await conn.execute(
-                select(messages.c.seq, messages.c.body)
-                .where(messages.c.topic == topic, messages.c.seq > after)
-                .order_by(messages.c.seq)
-                .limit(limit)
-            )
+            result = await conn.execute(messages_after(topic, after, limit))
             return [(row.seq, row.body) for row in result]
 
     async def oldest_after(self, topic: str, seq: int) -> int | None:
@@ -113,4 +108,16 @@ class TopicRepository:
             return int(result.rowcount or 0)
 
 
-__all__ = ["TopicRepository"]
+def messages_after(topic: str, after: int, limit: int) -> Select[tuple[int, str]]:
+    """The statement that reads at most ``limit`` messages of ``topic`` after offset ``after``,
+    as (seq, body), oldest first.
+    """
+    return (
+        select(messages.c.seq, messages.c.body)
+        .where(messages.c.topic == topic, messages.c.seq > after)
+        .order_by(messages.c.seq)
+        .limit(limit)
+    )
+
+
+__all__ = ["TopicRepository", "messages_after"]
