@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import ToscaPolicy
+from policy_pubsub.routers import OutMessage
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service import (
     ChangeResult,
@@ -61,7 +62,7 @@ from policy_pubsub.service import (
     PolicyChange,
     State,
 )
-from policy_pubsub.store import OutMessage, PolicyRow, Store, WriteTx, now_ms
+from policy_pubsub.store import PolicyRow, Store, WriteTx, now_ms
 
 # The store calls timed apart within the write step.
 STATEMENTS = ("put_policies", "append", "mark_published")

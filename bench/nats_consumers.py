@@ -45,9 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from policy_pubsub.constants import DEFAULT_POSITION_FLUSH_SECONDS  # noqa: E402
+from policy_pubsub.routers import OutMessage  # noqa: E402
 from policy_pubsub.routers.nats import NatsRouter  # noqa: E402
 from policy_pubsub.routers.nats_subjects import Subjects  # noqa: E402
-from policy_pubsub.store import OutMessage, Store  # noqa: E402
+from policy_pubsub.store import Store  # noqa: E402
 
 STREAM = "BENCH"
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"

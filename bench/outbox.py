@@ -65,11 +65,12 @@ from policy_pubsub import routers
 from policy_pubsub.config import Settings
 from policy_pubsub.models import ToscaPolicy
 from policy_pubsub.relay import OutboxRelay
+from policy_pubsub.routers import OutMessage
 from policy_pubsub.routers.nats import NatsRouter
 from policy_pubsub.routers.nats_stream import MSG_ID_HEADER, TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
 from policy_pubsub.service import OutboxOutlet, PolicyService
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.store import Store
 
 PUSH_TYPE = "bench.type"
 
@@ -167,7 +168,7 @@ async def _relay_rounds(
             woke = probe.woke or committed
             if probe.captured is None:
                 probe.captured = list(probe.capturing)
-            depth, _ = await store.outbox_stats()
+            depth, _ = await store.outbox.stats()
             messages, last = await _stream_state(js, stream)
             assert depth == 0, f"{depth} messages left in the outbox"
             assert messages == n, f"the stream holds {messages} messages, not {n}"

@@ -15,10 +15,9 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Histogram,
@@ -26,9 +25,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from policy_pubsub.exceptions import (
     NotFound,
@@ -36,6 +32,9 @@ from policy_pubsub.exceptions import (
     RouterUnavailable,
     StoreUnavailable,
 )
+
+if TYPE_CHECKING:
+    from policy_pubsub.api.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -245,18 +244,14 @@ class Metrics:
 
     # -- scrape -----------------------------------------------------------------------------
 
-    async def refresh(self, state: Any) -> None:
-        """Read what the gauges report from the app's parts (``state``: the app's state)."""
+    async def refresh(self, state: AppState) -> None:
+        """Read what the gauges report from the app's parts."""
         scraped = self._scrape.scraped
-        service = getattr(state, "service", None)
-        router = getattr(state, "router", None)
-        limits = getattr(state, "limits", None)
-        if limits is not None:
-            scraped.active_polls = limits.active_polls
-        if service is None or router is None:
+        scraped.active_polls = state.limits.active_polls
+        if state.running is None:
             return  # not started (or stopping): only the counters
-        held = getattr(router, "held_reads", None)
-        scraped.held_reads = held if isinstance(held, int) else None
+        service, router, relay = state.service, state.router, state.relay
+        scraped.held_reads = router.held_reads
         scraped.revision = service.revision
         try:
             subscriptions = await service.subscriptions()
@@ -266,7 +261,6 @@ class Metrics:
             log.warning("metrics: cannot read the store: %s", exc)
             return
         scraped.subscriptions = len(subscriptions)
-        relay = getattr(state, "relay", None)
         if relay is not None:
             try:
                 status = await relay.status()
@@ -331,13 +325,4 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-async def metrics_endpoint(request: Request) -> Response:
-    metrics: Metrics = request.app.state.metrics
-    await metrics.refresh(request.app.state)
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-
-routes = [Route("/metrics", metrics_endpoint, methods=["GET"])]
-
-
-__all__ = ["Metrics", "metrics_endpoint", "routes"]
+__all__ = ["Metrics"]

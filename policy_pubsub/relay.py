@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
-from policy_pubsub.routers import Router
-from policy_pubsub.store import OutMessage, Store, now_ms
+from policy_pubsub.routers import OutMessage, Router
+from policy_pubsub.store import Store, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +85,13 @@ class OutboxRelay:
         self._wake.set()
 
     async def status(self) -> RelayStatus:
-        depth, oldest = await self._store.outbox_stats()
+        depth, oldest = await self._store.outbox.stats()
         age = None if oldest is None else max(0.0, (now_ms() - oldest) / 1000)
         return RelayStatus(depth, age, self._leader, self.last_error)
 
     async def _run(self) -> None:
         backoff = 0.0
-        async with self._store.leadership(LOCK_NAME) as lock:
+        async with self._store.outbox.leadership(LOCK_NAME) as lock:
             while True:
                 if backoff:
                     await self._sleep(backoff)
@@ -127,7 +127,7 @@ class OutboxRelay:
         """
         moved = 0
         acknowledged: list[int] = []  # rows the router holds: deleted while the next batch goes
-        batch = await self._store.outbox_batch(self._batch_size)
+        batch = await self._store.outbox.batch(self._batch_size)
         while batch:
             reading = asyncio.create_task(self._following(batch, leading))
             deleting = asyncio.create_task(self._delete(acknowledged))
@@ -159,11 +159,11 @@ class OutboxRelay:
         if leading is not None and not await leading():
             self._leader = False
             return []
-        return await self._store.outbox_batch(self._batch_size, after=batch[-1][0])
+        return await self._store.outbox.batch(self._batch_size, after=batch[-1][0])
 
     async def _delete(self, row_ids: list[int]) -> None:
         if row_ids:
-            await self._store.outbox_delete(row_ids)
+            await self._store.outbox.delete(row_ids)
             self.published += len(row_ids)
 
 

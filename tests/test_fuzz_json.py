@@ -116,7 +116,7 @@ def post_routes(routes: list[Any]) -> list[str]:
 
 
 async def _state(store: Store) -> State:
-    return await store.revision(), await store.topic_heads()
+    return await store.state.revision(), await store.topics.heads()
 
 
 def fuzz(url: str, templates: list[str], state: Callable[[], State]) -> None:

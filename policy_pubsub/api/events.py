@@ -24,7 +24,7 @@ from policy_pubsub.api.state import app_state
 from policy_pubsub.api.table import route_path
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.logs import LONG_POLL, mark_request
-from policy_pubsub.store import OutMessage
+from policy_pubsub.routers import OutMessage
 from policy_pubsub.timestamps import rfc3339
 
 log = logging.getLogger(__name__)

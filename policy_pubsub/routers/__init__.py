@@ -5,9 +5,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from policy_pubsub.config import Settings
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
-from policy_pubsub.store import Store
+from policy_pubsub.routers.messages import OutMessage
+
+if TYPE_CHECKING:  # the store imports the message type from here
+    from policy_pubsub.store import Store
 
 
 class UnsupportedRouter(ValueError):
@@ -49,6 +54,7 @@ __all__ = [
     "Delivery",
     "EmptyDelivery",
     "GroupStats",
+    "OutMessage",
     "Router",
     "TopicStats",
     "UnsupportedRouter",

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from policy_pubsub.store import OutMessage
+from policy_pubsub.routers.messages import OutMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,11 @@ class Router(ABC):
     @abstractmethod
     async def start(self) -> None:
         """Connect and start background work; after it returns the router serves reads."""
+
+    @property
+    @abstractmethod
+    def held_reads(self) -> int:
+        """How many reads are held now, waiting for a message (a gauge and the tests read it)."""
 
     @abstractmethod
     async def drain(self) -> None:

@@ -42,7 +42,8 @@ import orjson
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
-from policy_pubsub.store import OutMessage
+from policy_pubsub.routers.holding import HeldReads
+from policy_pubsub.routers.messages import OutMessage
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +116,13 @@ class DmaapRouter(Router):
             transport=transport,
             headers={"accept": "application/json"},
         )
-        self._draining = False
-        self._drained: asyncio.Future[None] | None = None
+        self._held = HeldReads()
         self._known_topics: set[str] = set()
-        #: Reads with a poll on the MR in flight (the contract tests watch it).
-        self.held_reads = 0
+
+    @property
+    def held_reads(self) -> int:
+        """Reads with a poll on the MR in flight."""
+        return self._held.count
 
     @classmethod
     def from_settings(
@@ -142,27 +145,17 @@ class DmaapRouter(Router):
 
     async def start(self) -> None:
         """Check the MR once; an MR that is down does not stop the server (the relay retries)."""
-        self._drain_signal()
         try:
             await self.ping()
         except RouterUnavailable as exc:
             log.warning("message router not reachable yet, publishing will retry: %s", exc)
 
     async def drain(self) -> None:
-        self._draining = True
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        self._held.drain()
 
     async def close(self) -> None:
         await self.drain()
         await self._client.aclose()
-
-    def _drain_signal(self) -> asyncio.Future[None]:
-        if self._drained is None:
-            self._drained = asyncio.get_running_loop().create_future()
-            if self._draining:
-                self._drained.set_result(None)
-        return self._drained
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -232,21 +225,15 @@ class DmaapRouter(Router):
         cancelled (its connection closed), so the MR consumes nothing; what the MR answered
         is consumed already (see :class:`ConsumedDelivery`).
         """
-        drained = self._drain_signal()
-        if drained.done() or (gone is not None and gone.done()):
+        if self._held.over(None, gone):
             return EmptyDelivery()
         path = f"/events/{_segment(topic)}/{_segment(group)}/{_segment(consumer)}"
         params = {"timeout": max(0, round(timeout * 1000)), "limit": limit}
         poll_timeout = httpx.Timeout(self._timeout, read=timeout + self._poll_margin)
         poll = asyncio.create_task(self._call("GET", path, params=params, timeout=poll_timeout))
-        waits: set[asyncio.Future[Any]] = {poll, drained}
-        if gone is not None:
-            waits.add(gone)
-        self.held_reads += 1
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await self._held.hold(None, self._held.waiter(), gone=gone, until=poll)
         finally:
-            self.held_reads -= 1
             if not poll.done():
                 poll.cancel()
                 await asyncio.wait({poll})

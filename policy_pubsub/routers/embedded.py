@@ -1,28 +1,26 @@
 """The embedded router: topics, messages and consumer positions in the store itself.
 
 Messages are appended inside the transaction of the change that causes them, so a change and
-its notifications commit together. A held read waits on a future of its own, kept in its
-topic's set, which the writer completes after its commit: an idle read costs a suspended
-coroutine and that future (its timeout shares one timer with the reads ending in the same
-``EXPIRY_SLOT``), and nothing polls.
+its notifications commit together. A held read waits on a waiter of its topic
+(:class:`~policy_pubsub.routers.holding.HeldReads`), which the writer completes after its
+commit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from policy_pubsub.exceptions import NotFound, StoreUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.routers.holding import HeldReads
+from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
-from policy_pubsub.store import OutMessage, Store, now_ms
-from policy_pubsub.store.database import GroupClaim
+from policy_pubsub.store import GroupClaim, Store, now_ms
 from policy_pubsub.store.notify import TOPICS_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -33,11 +31,6 @@ HEADS_POLL_SECONDS = 1.0
 # the tail does not cover goes to the store, which stays the source of truth.
 TAIL_MESSAGES = 16
 TAIL_CHARS = 64 * 2**20  # all tails together; the least recently appended topics go first
-# Held reads time out at their deadline or up to this much later, all those of one slot by one
-# timer: a timer per held read cost about 0.6 KB each (BENCHMARKS.md 2).
-EXPIRY_SLOT = 0.05  # seconds
-WAKE_BATCH = 50  # readers woken per event-loop turn (each answer costs about 0.1-0.3 ms;
-# with 100 the lag p99 during a push to 10,000 was 51 ms, with 50 42-46 ms: BENCHMARKS.md 2)
 
 
 class _ClaimedDelivery(GroupDelivery):
@@ -84,23 +77,23 @@ class EmbeddedRouter(Router):
         self._maintenance_interval = maintenance_interval_seconds
         self._positions = Positions(store, flush_seconds=position_flush_seconds)
         self._heads: dict[str, int] = {}
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}  # topic -> held reads
-        # deadline slot -> its timer and the held reads that end in it
-        self._expiries: dict[int, tuple[asyncio.TimerHandle, set[asyncio.Future[None]]]] = {}
+        self._held = HeldReads()
         # topic -> contiguous (seq, body), least recently appended first
         self._tails: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
         self._tail_chars = 0
-        self._closing: asyncio.Future[None] | None = None
         self._heads_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.held_reads = 0
+
+    @property
+    def held_reads(self) -> int:
+        return self._held.count
 
     async def start(self) -> None:
-        self._heads = await self._store.topic_heads()
+        self._heads = await self._store.topics.heads()
         # On a shared store the positions loaded are where groups stood at least: each read
         # claims its group's row, so a position that moved on elsewhere costs one empty claim.
         await self._positions.load(advisory=True)
-        self._closing = asyncio.get_running_loop().create_future()
+        self._held.start()
         self._positions.start()
         self._tasks = [
             asyncio.create_task(self._maintenance_loop(), name="policy-pubsub retention"),
@@ -135,19 +128,12 @@ class EmbeddedRouter(Router):
                 continue
             self._heads_wanted.clear()
             try:
-                self.wake_readers(await self._store.topic_heads())
+                self.wake_readers(await self._store.topics.heads())
             except StoreUnavailable as exc:
                 log.warning("cannot read topic heads: %s", exc)
 
     async def drain(self) -> None:
-        if self._closing is not None and not self._closing.done():
-            self._closing.set_result(None)
-        held = [waiter for waiters in self._waiters.values() for waiter in waiters]
-        self._waiters.clear()
-        for timer, _ in self._expiries.values():
-            timer.cancel()
-        self._expiries.clear()
-        _wake(held)
+        self._held.drain()
 
     async def close(self) -> None:
         await self.drain()
@@ -176,15 +162,13 @@ class EmbeddedRouter(Router):
         """
         if messages and not self._store.shared:
             self._remember(heads, messages)
-        woken: list[asyncio.Future[None]] = []
+        moved: list[str] = []
         for topic, last in heads.items():
             if last <= self._heads.get(topic, -1):
                 continue
             self._heads[topic] = last
-            waiters = self._waiters.pop(topic, None)
-            if waiters is not None:
-                woken.extend(waiters)
-        _wake(woken)
+            moved.append(topic)
+        self._held.wake(moved)
 
     def _remember(self, heads: Mapping[str, int], messages: Sequence[OutMessage]) -> None:
         """Add committed messages to their topics' tails (``append`` numbered each topic's
@@ -251,75 +235,24 @@ class EmbeddedRouter(Router):
         gone: asyncio.Future[None] | None = None,
     ) -> Delivery:
         if topic not in self._heads:
-            row = await self._store.topic(topic)
+            row = await self._store.topics.get(topic)
             if row is None:
                 raise NotFound("topic", topic)
             self._heads[topic] = max(row.last_offset, self._heads.get(topic, 0))
         state = await self._positions.get(topic, group)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
             if self._heads[topic] > state.position:
                 delivery = await self._take(state, limit)
                 if delivery is not None:
                     return delivery
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closing is None or self._closing.done():
-                return EmptyDelivery()
-            if gone is not None and gone.done():
+            if self._held.over(deadline, gone):
                 return EmptyDelivery()
             if self._heads[topic] > state.position:
                 continue  # a commit landed while _take was awaiting: look again, not wait
-            # Wait until the topic moves on, the deadline passes, the client leaves (``gone``)
-            # or the router drains: on a future of this read's own, completed by whichever
-            # comes first. Not ``asyncio.wait`` (a set, a waiter and a callback per future, on
-            # every held read) and no callback on a future all reads share (removing 10,000
-            # of those one by one is quadratic).
-            waiter: asyncio.Future[None] = loop.create_future()
-            waiters = self._waiters.get(topic)
-            if waiters is None:
-                waiters = self._waiters[topic] = set()
-            waiters.add(waiter)
-            expiring = self._expire_at(loop, deadline, waiter)
-            on_gone = None
-            if gone is not None:
-                on_gone = functools.partial(_release, waiter)
-                gone.add_done_callback(on_gone)
-            self.held_reads += 1
-            try:
-                await waiter
-            finally:
-                self.held_reads -= 1
-                expiring.discard(waiter)
-                if on_gone is not None and gone is not None:
-                    gone.remove_done_callback(on_gone)
-                waiters = self._waiters.get(topic)
-                if waiters is not None:
-                    waiters.discard(waiter)
-                    if not waiters:
-                        del self._waiters[topic]
-            if gone is not None and gone.done():
+            waiter = self._held.waiter(topic)
+            if not await self._held.hold(topic, waiter, deadline=deadline, gone=gone):
                 return EmptyDelivery()
-
-    def _expire_at(
-        self, loop: asyncio.AbstractEventLoop, deadline: float, waiter: asyncio.Future[None]
-    ) -> set[asyncio.Future[None]]:
-        """Have ``waiter`` completed at ``deadline``, or up to ``EXPIRY_SLOT`` later: with the
-        other reads whose deadlines fall in the same slot, by one timer, rather than a timer
-        per held read. Returns the slot's set, which the read leaves when it is over.
-        """
-        slot = math.ceil(deadline / EXPIRY_SLOT)
-        entry = self._expiries.get(slot)
-        if entry is None:
-            timer = loop.call_at(slot * EXPIRY_SLOT, self._expire, slot)
-            entry = self._expiries[slot] = (timer, set())
-        entry[1].add(waiter)
-        return entry[1]
-
-    def _expire(self, slot: int) -> None:
-        entry = self._expiries.pop(slot, None)
-        if entry is not None:
-            _wake(list(entry[1]))
 
     async def _take(self, state: GroupState, limit: int) -> Delivery | None:
         await state.lock.acquire()
@@ -330,7 +263,7 @@ class EmbeddedRouter(Router):
             if head > state.position:
                 rows = self._from_tail(state.topic, state.position, head, limit)
                 if not rows:
-                    rows = await self._store.read_messages(state.topic, state.position, limit)
+                    rows = await self._store.topics.messages(state.topic, state.position, limit)
                 if rows:
                     return GroupDelivery(self._advance, state, rows)
                 # Everything up to the head was expired or compacted away: nothing to consume.
@@ -346,7 +279,7 @@ class EmbeddedRouter(Router):
         open, so replicas serving one group never hand out the same message twice.
         Called with the group's lock held; releases it when nothing is delivered.
         """
-        manager = self._store.claim_group(state.topic, state.name)
+        manager = self._store.positions.claim(state.topic, state.name)
         claim = await manager.__aenter__()
         try:
             rows = await claim.read(limit)
@@ -373,8 +306,8 @@ class EmbeddedRouter(Router):
 
     async def maintain(self) -> tuple[int, int]:
         """Drop expired messages, then superseded snapshots; returns both counts."""
-        expired = await self._store.expire_messages(now_ms() - self._retention_ms)
-        compacted = await self._store.compact()
+        expired = await self._store.topics.expire(now_ms() - self._retention_ms)
+        compacted = await self._store.topics.compact()
         if expired or compacted:
             self._forget_tails()  # the store dropped messages: the tails may hold them still
             log.info("dropped %d expired and %d superseded messages", expired, compacted)
@@ -383,10 +316,10 @@ class EmbeddedRouter(Router):
     # -- topics -----------------------------------------------------------------------------
 
     async def topics(self) -> list[str]:
-        return await self._store.topic_names()
+        return await self._store.topics.names()
 
     async def stats(self, topic: str) -> TopicStats:
-        details = await self._store.topic_details(topic)
+        details = await self._store.topics.details(topic)
         if details is None:
             raise NotFound("topic", topic)
         row, count, stored_groups = details
@@ -396,7 +329,9 @@ class EmbeddedRouter(Router):
             for state in self._positions.of_topic(topic):
                 groups[state.name] = (state.position, state.last_consumed_at)
         read_up_to = max((position for position, _ in groups.values()), default=0)
-        oldest = await self._store.oldest_after(topic, read_up_to) if head > read_up_to else None
+        oldest = (
+            await self._store.topics.oldest_after(topic, read_up_to) if head > read_up_to else None
+        )
         return TopicStats(
             name=topic,
             messages=count,
@@ -410,20 +345,3 @@ class EmbeddedRouter(Router):
 
     async def ping(self) -> None:
         await self._store.ping()
-
-
-def _release(waiter: asyncio.Future[None], _: object = None) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-def _wake(waiters: Sequence[asyncio.Future[None]]) -> None:
-    """Complete the held reads' futures a batch per event-loop turn: a push that wakes 10,000
-    held reads then lets timers and other requests run between batches instead of after all
-    of them.
-    """
-    for waiter in waiters[:WAKE_BATCH]:
-        if not waiter.done():
-            waiter.set_result(None)
-    if len(waiters) > WAKE_BATCH:
-        asyncio.get_running_loop().call_soon(_wake, waiters[WAKE_BATCH:])

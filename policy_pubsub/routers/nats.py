@@ -12,8 +12,8 @@ in :mod:`policy_pubsub.routers.nats_subjects`. The stream is configured for this
   ``Nats-Msg-Id`` is the message's ``dedup_id``, so the outbox relay's re-sends within the
   ``duplicate_window`` are dropped; file storage; ``allow_direct`` for direct gets.
 - ``republish`` (headers only) copies every *stored* message's headers to ``<stream>.w.>``
-  on core NATS. Each replica subscribes there once and completes one future per topic, which
-  its held reads wait on; an idle read costs a suspended coroutine, nothing polls. RePublish
+  on core NATS. Each replica subscribes there once and wakes the reads it holds on the topic
+  (:class:`~policy_pubsub.routers.holding.HeldReads`); nothing polls. RePublish
   rather than a core subscription to the stream subjects: it fires after the message is stored,
   so a woken reader always finds it, it covers every publisher, and replicas receive headers,
   not snapshot bodies.
@@ -63,10 +63,12 @@ from nats.js.api import StreamConfig
 
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.routers.holding import HeldReads
+from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.routers.nats_stream import Publisher, Refused, TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
 from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
-from policy_pubsub.store import OutMessage, Store, now_ms
+from policy_pubsub.store import Store, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +116,12 @@ class NatsRouter(Router):
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._topics: set[str] = set()
-        self._signals: dict[str, asyncio.Future[None]] = {}
-        self._closing: asyncio.Future[None] | None = None
+        self._held = HeldReads()
         self._closed = False
-        self.held_reads = 0
+
+    @property
+    def held_reads(self) -> int:
+        return self._held.count
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -126,8 +130,8 @@ class NatsRouter(Router):
         return self._stream.config()
 
     async def start(self) -> None:
-        self._closing = asyncio.get_running_loop().create_future()
-        self._topics = set(await self._store.topic_names())
+        self._held.start()
+        self._topics = set(await self._store.topics.names())
         nc = Client()
         try:
             # Reconnect for ever; only the first connection is bounded, by the request timeout.
@@ -160,8 +164,7 @@ class NatsRouter(Router):
         self._positions.start()
 
     async def drain(self) -> None:
-        if self._closing is not None and not self._closing.done():
-            self._closing.set_result(None)
+        self._held.drain()
 
     async def close(self) -> None:
         await self.drain()
@@ -199,13 +202,12 @@ class NatsRouter(Router):
         # What was announced while we were away is lost: positions are read from the store
         # again, and every held read looks again.
         self._positions.mark_stale()
-        for topic in list(self._signals):
-            self._wake(topic)
+        self._held.wake_all()
 
     async def _on_stored(self, msg: Msg) -> None:
         topic = self._subjects.topic_of_wake(msg.subject)
         if topic is not None:
-            self._wake(topic)
+            self._held.wake((topic,))
 
     async def _on_position(self, msg: Msg) -> None:
         key = self._subjects.group_of_position(msg.subject)
@@ -215,11 +217,6 @@ class NatsRouter(Router):
             return
         if key is not None:
             self._positions.merge(*key, position, at)
-
-    def _wake(self, topic: str) -> None:
-        signal = self._signals.pop(topic, None)
-        if signal is not None and not signal.done():
-            signal.set_result(None)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -258,33 +255,24 @@ class NatsRouter(Router):
     ) -> Delivery:
         await self._require(topic)
         state = await self._positions.get(topic, group)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
             # Taken before looking, so a message stored while we look still wakes us.
-            signal = self._signal(topic)
-            delivery = await self._take(state, limit)
-            if delivery is not None:
-                return delivery
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self._closing is None or self._closing.done():
-                return EmptyDelivery()
-            waits: set[asyncio.Future[None]] = {signal, self._closing}
-            if gone is not None:
-                if gone.done():
-                    return EmptyDelivery()
-                waits.add(gone)
-            self.held_reads += 1
+            waiter = self._held.waiter(topic)
             try:
-                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                delivery = await self._take(state, limit)
+                if delivery is not None:
+                    return delivery
+                if self._held.over(deadline, gone):
+                    return EmptyDelivery()
+                if not await self._held.hold(topic, waiter, deadline=deadline, gone=gone):
+                    return EmptyDelivery()
             finally:
-                self.held_reads -= 1
-            if gone is not None and gone.done():
-                return EmptyDelivery()
+                self._held.discard(topic, waiter)
 
     async def _require(self, topic: str) -> None:
         if topic not in self._topics:
-            if await self._store.topic(topic) is None:
+            if await self._store.topics.get(topic) is None:
                 raise NotFound("topic", topic)
             self._topics.add(topic)
 
@@ -302,13 +290,6 @@ class NatsRouter(Router):
         state.lock.release()
         return None
 
-    def _signal(self, topic: str) -> asyncio.Future[None]:
-        signal = self._signals.get(topic)
-        if signal is None:
-            signal = asyncio.get_running_loop().create_future()
-            self._signals[topic] = signal
-        return signal
-
     async def _advance(self, state: GroupState, position: int) -> None:
         at = await self._positions.advance(state, position)
         if self._nc is not None and self.connected:
@@ -320,10 +301,10 @@ class NatsRouter(Router):
     # -- topics -----------------------------------------------------------------------------
 
     async def topics(self) -> list[str]:
-        return await self._store.topic_names()
+        return await self._store.topics.names()
 
     async def stats(self, topic: str) -> TopicStats:
-        details = await self._store.topic_details(topic)
+        details = await self._store.topics.details(topic)
         if details is None:
             raise NotFound("topic", topic)
         groups = {g.name: (g.position, g.last_consumed_at) for g in details[2]}

@@ -34,8 +34,8 @@ from nats.js.api import (
 )
 from nats.nuid import NUID
 
+from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.routers.nats_subjects import KIND_DEDUP, KIND_UNIQUE, Subjects
-from policy_pubsub.store import OutMessage
 
 log = logging.getLogger(__name__)
 

@@ -88,7 +88,7 @@ class Positions:
         shared = self._store.shared
         if shared and not advisory:
             return
-        for row in await self._store.groups():
+        for row in await self._store.positions.all_groups():
             state = self._state(row.topic, row.name)
             state.merge(row.position, row.last_consumed_at)
             state.stale = False
@@ -101,7 +101,7 @@ class Positions:
             state = self._state(topic, name)
             state.stale = not self._all_loaded
         if state.stale:
-            row = await self._store.group(topic, name)
+            row = await self._store.positions.group(topic, name)
             state.stale = False
             if row is not None:
                 state.merge(row.position, row.last_consumed_at)
@@ -148,7 +148,7 @@ class Positions:
             for g in (self._groups[k] for k in keys)
         ]
         try:
-            await self._store.save_positions(rows)
+            await self._store.positions.save(rows)
         except StoreUnavailable:
             self._dirty |= keys
             raise

@@ -29,10 +29,11 @@ import orjson
 from policy_pubsub.exceptions import NotFound, PolicyPubSubError, StoreUnavailable
 from policy_pubsub.matching import PolicyIndex, Selector
 from policy_pubsub.metrics import Metrics
+from policy_pubsub.routers import OutMessage
 from policy_pubsub.service.outlets import Outlet, Written
 from policy_pubsub.service.snapshots import ChangeSnapshots, change_snapshots
 from policy_pubsub.service.state import Policy, State
-from policy_pubsub.store import OutMessage, PolicyRow, Store, WriteTx, now_ms
+from policy_pubsub.store import PolicyRow, Store, WriteTx, now_ms
 
 __all__ = [
     "MAX_CHANGES_PER_COMMIT",

@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from policy_pubsub.relay import OutboxRelay
-from policy_pubsub.routers import Router
+from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import OutMessage, Store, WriteTx
+from policy_pubsub.store import Store, WriteTx
 
 __all__ = ["InStoreOutlet", "OutboxOutlet", "Outlet", "Written", "outlet_for"]
 

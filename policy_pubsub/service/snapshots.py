@@ -16,8 +16,8 @@ import orjson
 
 from policy_pubsub import constants
 from policy_pubsub.matching import Selector
+from policy_pubsub.routers import OutMessage
 from policy_pubsub.service.state import Policy, State, Subscription
-from policy_pubsub.store import OutMessage
 from policy_pubsub.timestamps import rfc3339
 
 __all__ = [

@@ -20,8 +20,8 @@ import orjson
 from policy_pubsub.matching import PolicyIndex, Selector, SubscriptionIndex
 from policy_pubsub.models import ToscaPolicy
 from policy_pubsub.store import PolicyRow, Snapshot, Store, SubscriptionRow, WriteTx
-from policy_pubsub.store.database import load_all
 from policy_pubsub.store.notify import REVISION_CHANNEL
+from policy_pubsub.store.state import load_all
 
 __all__ = ["Policy", "State", "Subscription"]
 
@@ -153,7 +153,7 @@ class State:
         if notifications is not None:
             notifications.on(REVISION_CHANNEL, self._revision_committed)
             notifications.on_reconnect(self._fell_behind)
-        self._replace(await self._store.load())
+        self._replace(await self._store.state.load())
         log.info(
             "store at revision %d: %d policies, %d subscriptions",
             self.revision,
@@ -171,8 +171,8 @@ class State:
             return
         async with self.writing:
             self._behind = False
-            if await self._store.revision() != self.revision:
-                self._replace(await self._store.load())
+            if await self._store.state.revision() != self.revision:
+                self._replace(await self._store.state.load())
 
     async def take_revision(self, tx: WriteTx) -> int:
         """Take the next revision in ``tx``; first catch up, in the same transaction, if

@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-from policy_pubsub.store.database import (
-    GroupRow,
-    OutMessage,
-    PolicyRow,
-    Snapshot,
-    Store,
-    SubscriptionRow,
-    TopicRow,
-    WriteTx,
-    now_ms,
-)
+from policy_pubsub.store.database import Store, WriteTx, now_ms
+from policy_pubsub.store.outbox import LeaderLock, OutboxRepository
+from policy_pubsub.store.positions import GroupClaim, PositionRepository
+from policy_pubsub.store.rows import GroupRow, PolicyRow, Snapshot, SubscriptionRow, TopicRow
+from policy_pubsub.store.state import StateRepository
+from policy_pubsub.store.topics import TopicRepository
 
 __all__ = [
+    "GroupClaim",
     "GroupRow",
-    "OutMessage",
+    "LeaderLock",
+    "OutboxRepository",
     "PolicyRow",
+    "PositionRepository",
     "Snapshot",
+    "StateRepository",
     "Store",
     "SubscriptionRow",
+    "TopicRepository",
     "TopicRow",
     "WriteTx",
     "now_ms",

@@ -157,7 +157,7 @@ async def test_a_poll_whose_consumption_cannot_be_saved_is_still_answered(
     async def save_positions(rows: list[GroupRow]) -> None:
         raise StoreUnavailable("store write failed: disk I/O error")
 
-    monkeypatch.setattr(store, "save_positions", save_positions)
+    monkeypatch.setattr(store.positions, "save", save_positions)
     with caplog.at_level(logging.WARNING):
         r = await client.get("/events/t/g/c", params={"timeout": 0})
     assert (r.status_code, r.json()) == (200, ['{"n":1}'])

@@ -130,7 +130,7 @@ async def test_each_queued_change_is_answered_on_its_own(
         (start + 2, []),
         (start + 3, ["p2"]),
     ]
-    stored = await server.state.store.load()
+    stored = await server.state.store.state.load()
     assert stored.revision == start + 3
     assert [(p.policy_id, p.revision) for p in stored.policies] == [("p2", start + 3)]
     listing = (await client.get(POLICIES)).json()["policies"]
@@ -190,7 +190,7 @@ async def test_a_failed_transaction_fails_every_queued_change_and_changes_nothin
     assert [task.result().status_code for task in tasks] == [503] * 3
     assert revision(server) == start
     assert (await client.get(POLICIES)).json()["policies"] == []
-    assert (await server.state.store.load()).revision == start
+    assert (await server.state.store.state.load()).revision == start
     await assert_no_message(client, "t1")
     monkeypatch.setattr(WriteTx, "put_policies", put_policies)
     answer = await client.post(POLICIES, json={"policies": [tosca("p0")]})

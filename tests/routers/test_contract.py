@@ -12,10 +12,10 @@ from typing import Protocol
 import pytest
 
 from policy_pubsub.exceptions import NotFound
-from policy_pubsub.routers import Router
+from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.routers.dmaap import DmaapRouter
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.store import Store
 from tests.conftest import (
     LiveServer,
     make_settings,
@@ -93,7 +93,7 @@ async def _dmaap_http(tmp_path: Path) -> tuple[Router, _Closeable]:
 
 async def _nats(tmp_path: Path) -> tuple[Router, _Closeable]:
     """A NATS JetStream router on a stream of its own, which its close() deletes."""
-    from tests.routers.test_nats import open_nats_router  # imports nats-py only when chosen
+    from tests.nats_server import open_nats_router
 
     return await open_nats_router(tmp_path)
 
@@ -180,7 +180,7 @@ async def test_read_waits_for_a_publish(router: Router) -> None:
     await router.publish([_msg("t", 0)])
     await _read_all(router, "t", "g")
     reader = asyncio.create_task(router.read("t", "g", "c", timeout=30, limit=10))
-    await wait_for(lambda: getattr(router, "held_reads", 1) > 0)
+    await wait_for(lambda: router.held_reads > 0)
     await router.publish([_msg("t", 1)])
     delivery = await asyncio.wait_for(reader, timeout=5)
     async with delivery:
@@ -205,7 +205,7 @@ async def test_read_returns_when_client_is_gone(router: Router) -> None:
     await _read_all(router, "t", "g")
     gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     reader = asyncio.create_task(router.read("t", "g", "c", timeout=30, limit=10, gone=gone))
-    await wait_for(lambda: getattr(router, "held_reads", 1) > 0)
+    await wait_for(lambda: router.held_reads > 0)
     gone.set_result(None)
     delivery = await asyncio.wait_for(reader, timeout=5)
     assert list(delivery.messages) == []
@@ -227,7 +227,7 @@ async def test_drain_answers_held_reads(router: Router) -> None:
     waiting = [
         asyncio.create_task(router.read("t", f"g{i}", "c", timeout=30, limit=10)) for i in range(3)
     ]
-    await wait_for(lambda: getattr(router, "held_reads", 3) >= 3)
+    await wait_for(lambda: router.held_reads >= 3)
     await router.drain()
     for reader in waiting:
         delivery = await asyncio.wait_for(reader, timeout=5)

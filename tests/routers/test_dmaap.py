@@ -21,9 +21,9 @@ import pytest
 
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
-from policy_pubsub.routers import from_url
+from policy_pubsub.routers import OutMessage, from_url
 from policy_pubsub.routers.dmaap import DmaapRouter
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.store import Store
 from tests.conftest import LiveServer, make_settings, start_server, stop_server, wait_for
 
 Handler = Callable[[httpx.Request], httpx.Response]

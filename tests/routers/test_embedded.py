@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from policy_pubsub.routers import embedded
+from policy_pubsub.routers import OutMessage, embedded
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import GroupRow, OutMessage, Store, now_ms
+from policy_pubsub.store import GroupRow, Store, now_ms
 from tests.conftest import wait_for
 
 
@@ -121,13 +121,13 @@ async def test_positions_are_loaded_at_start_not_looked_up_per_group(
 
     router, store = await _open(path)
     looked_up: list[tuple[str, str]] = []
-    real_group = store.group
+    real_group = store.positions.group
 
     async def group(topic: str, name: str) -> GroupRow | None:
         looked_up.append((topic, name))
         return await real_group(topic, name)
 
-    monkeypatch.setattr(store, "group", group)
+    monkeypatch.setattr(store.positions, "group", group)
     try:
         for topic, rest in (("a", ['{"n":2}']), ("b", ['{"n":1}', '{"n":2}'])):
             async with await router.read(topic, "g", "c", timeout=0, limit=10) as delivery:
@@ -148,7 +148,7 @@ async def test_a_group_new_after_start_starts_at_the_oldest_without_a_look_up(
     async def group(topic: str, name: str) -> GroupRow | None:
         raise AssertionError(f"looked up {topic}/{name}")
 
-    monkeypatch.setattr(store, "group", group)
+    monkeypatch.setattr(store.positions, "group", group)
     try:
         await router.publish([OutMessage(topic="t", body=f'{{"n":{n}}}') for n in range(2)])
         async with await router.read("t", "late", "c", timeout=0, limit=10) as delivery:

@@ -1,174 +1,28 @@
-"""What only the NATS JetStream router does: subjects, compaction by the per-subject limit,
-de-duplication by message id, the stream's settings, replicas, and outages of the server.
+"""What only the NATS JetStream router does: compaction by the per-subject limit,
+de-duplication by message id, replicas, and outages of the server.
 
 Runs against the NATS server on 127.0.0.1:4222 (each test on a stream of its own, deleted at
-the end) and, for outages, against a private nats-server on a free port, stopped by its pid.
+the end) and, for outages, against a private nats-server on a free port, stopped by its pid
+(the fixtures are in tests/nats_server.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
-import shutil
 import signal
-import socket
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import nats
-import nats.errors
-import nats.js.errors
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import RouterUnavailable
-from policy_pubsub.routers import from_url
+from policy_pubsub.routers import OutMessage, from_url
 from policy_pubsub.routers.nats import NatsRouter
-from policy_pubsub.routers.nats_subjects import Subjects, decode_token, encode_token
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.store import Store
 from tests.conftest import wait_for
-
-NATS_URL = os.environ.get("POLICY_PUBSUB_TEST_NATS_URL", "nats://127.0.0.1:4222")
-NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
-
-
-def skip_unless_ci(reason: str) -> None:
-    """Skip for a missing service on a developer's machine; in CI (``CI`` set) fail instead."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)")
-    pytest.skip(reason)
-
-
-class DisposableNatsRouter(NatsRouter):
-    """A router whose close() also deletes its stream, so tests leave nothing behind."""
-
-    def __init__(self, url: str, store: Store, **options: Any) -> None:
-        super().__init__(url, store, **options)
-        self.nats_url = url
-
-    async def close(self) -> None:
-        await super().close()
-        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
-            await delete_stream(self.nats_url, self.stream)
-
-
-async def delete_stream(url: str, stream: str) -> None:
-    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
-    try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
-
-
-def unique_stream() -> str:
-    return f"PPS_TEST_{uuid.uuid4().hex[:16]}"
-
-
-async def open_nats_router(
-    tmp_path: Path,
-    *,
-    url: str = NATS_URL,
-    stream: str | None = None,
-    database: str = "router.db",
-    keep_stream: bool = False,
-    **options: Any,
-) -> tuple[NatsRouter, Store]:
-    """A started router on a fresh stream (or ``stream``) and a SQLite store in ``tmp_path``;
-    its close() deletes the stream unless ``keep_stream``. Skipped when the NATS server is
-    unreachable outside CI.
-    """
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / database}")
-    await store.open()
-    settings: dict[str, Any] = {
-        "max_age_seconds": 3600,
-        "position_flush_seconds": 0.01,
-        "request_timeout": 2.0,
-        "reconnect_wait": 0.1,
-        **options,
-    }
-    kind = NatsRouter if keep_stream else DisposableNatsRouter
-    router = kind(url, store, stream=stream or unique_stream(), **settings)
-    try:
-        await router.start()
-    except RouterUnavailable as exc:
-        await store.close()
-        skip_unless_ci(f"no NATS JetStream at {url}: {exc.message}")
-    return router, store
-
-
-@pytest.fixture
-async def nats_router(tmp_path: Path) -> AsyncIterator[NatsRouter]:
-    router, store = await open_nats_router(tmp_path)
-    try:
-        yield router
-    finally:
-        await router.close()
-        await store.close()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class PrivateNats:
-    """A nats-server with JetStream on a free loopback port and its own store directory."""
-
-    def __init__(self, store_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self._store_dir = store_dir
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self._process = await asyncio.create_subprocess_exec(
-            NATS_SERVER,
-            *("-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self._store_dir)),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        await wait_for(self._accepts, timeout=10, every=0.02)
-
-    async def _accepts(self) -> bool:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:
-            return False
-        writer.close()
-        await writer.wait_closed()
-        return True
-
-    def signal(self, signum: int) -> None:
-        if self._process is not None:
-            os.kill(self._process.pid, signum)
-
-    async def stop(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            os.kill(self._process.pid, signal.SIGCONT)  # in case a test left it stopped
-            os.kill(self._process.pid, signal.SIGTERM)
-            await asyncio.wait_for(self._process.wait(), timeout=10)
-        self._process = None
-
-
-@pytest.fixture
-async def private_nats(tmp_path: Path) -> AsyncIterator[PrivateNats]:
-    if not os.access(NATS_SERVER, os.X_OK):
-        skip_unless_ci(f"no nats-server binary at {NATS_SERVER}")
-    server = PrivateNats(tmp_path / "jetstream")
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+from tests.nats_server import NATS_URL, PrivateNats, delete_stream, open_nats_router
+from tests.processes import free_port
 
 
 def _snapshot(topic: str, subscriber: str, revision: int) -> OutMessage:
@@ -189,92 +43,6 @@ async def _read_all(router: NatsRouter, topic: str, group: str) -> list[str]:
                 return seen
             seen.extend(delivery.messages)
             await delivery.ack()
-
-
-async def _stream_info(url: str, stream: str) -> Any:
-    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
-    try:
-        return await nc.jetstream().stream_info(stream)
-    finally:
-        await nc.close()
-
-
-# -- subjects -------------------------------------------------------------------------------
-
-
-@given(st.text())
-def test_subject_tokens_round_trip(name: str) -> None:
-    """Any name encodes to one safe subject token that decodes back to the same name."""
-    token = encode_token(name)
-    assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
-    assert decode_token(token) == name
-
-
-def test_subject_tokens_keep_names_apart() -> None:
-    """Names differing only in '.', ':' or '_' get distinct tokens; letters, digits and '-'
-    stay readable.
-    """
-    names = ["a.b", "a:b", "a_b", "a_2Eb", "ab", "a-b", "", "_"]
-    tokens = [encode_token(n) for n in names]
-    assert len(set(tokens)) == len(names)
-    assert encode_token("policies_DCAE_tca-1.x:y") == "policies_5FDCAE_5Ftca-1_2Ex_3Ay"
-
-
-@pytest.mark.parametrize("token", ["a.b", "a_2", "a_zz", "_41", "a b", "_2e", "*", ">"])
-def test_decoding_rejects_foreign_tokens(token: str) -> None:
-    """A token that encode_token cannot have made is refused, not silently mis-read."""
-    with pytest.raises(ValueError):
-        decode_token(token)
-
-
-def test_topic_subjects_do_not_overlap() -> None:
-    """A topic's filter matches its own subjects only, even when one name prefixes another."""
-    subjects = Subjects("S")
-    prefix = subjects.topic_filter("a").removesuffix(">")  # what the filter matches
-    assert prefix == "S.t.a."
-    assert subjects.snapshot("a", "x").startswith(prefix)
-    for other in ("ab", "a.b", "a-", "A"):
-        assert not subjects.snapshot(other, "x").startswith(prefix)
-    assert subjects.snapshot("a.b", "x:1") == "S.t.a_2Eb.k.x_3A1"
-    assert subjects.topic_of_wake("S.w.a_2Eb.k.x_3A1") == "a.b"
-    assert subjects.topic_of_wake("T.w.a.k.x") is None
-    assert subjects.group_of_position(subjects.position("a.b", "g:1")) == ("a.b", "g:1")
-    with pytest.raises(ValueError):
-        Subjects("bad.name")
-
-
-# -- the stream -----------------------------------------------------------------------------
-
-
-async def test_stream_has_the_configured_limits(tmp_path: Path) -> None:
-    """The stream keeps one message per subject, for max_age, and de-duplicates by msg id."""
-    router, store = await open_nats_router(tmp_path, max_age_seconds=1234)
-    try:
-        info = await _stream_info(NATS_URL, router.stream)
-        assert info.config.max_msgs_per_subject == 1
-        assert info.config.max_age == 1234
-        assert info.config.duplicate_window == 120
-        assert info.config.allow_direct
-        assert info.config.republish is not None and info.config.republish.headers_only
-    finally:
-        await router.close()
-        await store.close()
-
-
-async def test_start_updates_an_existing_stream(tmp_path: Path) -> None:
-    """A server started with another max_age brings the existing stream to it."""
-    first, store = await open_nats_router(tmp_path, max_age_seconds=100)
-    stream = first.stream
-    second = NatsRouter(
-        NATS_URL, store, stream=stream, max_age_seconds=200, position_flush_seconds=0
-    )
-    try:
-        await second.start()
-        assert (await _stream_info(NATS_URL, stream)).config.max_age == 200
-    finally:
-        await second.close()
-        await first.close()
-        await store.close()
 
 
 async def test_snapshots_are_compacted_to_the_newest_per_subscriber(
@@ -376,7 +144,9 @@ async def test_a_publish_on_one_replica_wakes_a_read_held_on_another(tmp_path: P
             await delivery.ack()
         await wait_for(_lag_is(one, "t", "g", 0))
         assert await _read_all(one, "t", "g") == []
-        assert await store_one.group("t", "g") is None  # nothing flushed yet: NATS told one
+        assert (
+            await store_one.positions.group("t", "g") is None
+        )  # nothing flushed yet: NATS told one
     finally:
         await two.close()
         await one.close()

@@ -37,14 +37,14 @@ async def test_a_single_process_store_loads_every_group_and_knows_new_ones(
     store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db'}")
     await store.open()
     try:
-        await store.save_positions([GroupRow("t", "g", 3, 100), GroupRow("u", "g", 1, 200)])
+        await store.positions.save([GroupRow("t", "g", 3, 100), GroupRow("u", "g", 1, 200)])
         positions = Positions(store, flush_seconds=0)
         await positions.load()
 
         async def group(topic: str, name: str) -> GroupRow | None:
             raise AssertionError(f"looked up {topic}/{name}")
 
-        monkeypatch.setattr(store, "group", group)
+        monkeypatch.setattr(store.positions, "group", group)
         loaded = await positions.get("t", "g")
         new = await positions.get("t", "new")
         assert (loaded.position, loaded.last_consumed_at, loaded.stale) == (3, 100, False)
@@ -60,10 +60,10 @@ async def test_on_a_shared_store_a_group_created_after_start_is_looked_up(
     router claims each read), and a group another replica creates later is still found.
     """
     mine, theirs = shared_stores
-    await theirs.save_positions([GroupRow("t", "early", 2, 100)])
+    await theirs.positions.save([GroupRow("t", "early", 2, 100)])
     positions = Positions(mine, flush_seconds=0)
     await positions.load(advisory=True)
-    await theirs.save_positions([GroupRow("t", "late", 5, 200)])
+    await theirs.positions.save([GroupRow("t", "late", 5, 200)])
     early = await positions.get("t", "early")
     late = await positions.get("t", "late")
     assert (early.position, early.stale) == (2, False)
@@ -78,10 +78,10 @@ async def test_on_a_shared_store_positions_are_not_loaded_unless_advisory(
     more recent.
     """
     mine, theirs = shared_stores
-    await theirs.save_positions([GroupRow("t", "g", 2, 100)])
+    await theirs.positions.save([GroupRow("t", "g", 2, 100)])
     positions = Positions(mine, flush_seconds=0)
     await positions.load()
-    await theirs.save_positions([GroupRow("t", "g", 4, 300)])
+    await theirs.positions.save([GroupRow("t", "g", 4, 300)])
     state = await positions.get("t", "g")
     assert (state.position, state.last_consumed_at) == (4, 300)
 
@@ -93,10 +93,10 @@ async def test_marked_stale_every_group_is_looked_up_again(tmp_path: Path) -> No
     store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db'}")
     await store.open()
     try:
-        await store.save_positions([GroupRow("t", "g", 1, 100)])
+        await store.positions.save([GroupRow("t", "g", 1, 100)])
         positions = Positions(store, flush_seconds=0)
         await positions.load()
-        await store.save_positions([GroupRow("t", "g", 3, 300), GroupRow("t", "h", 2, 200)])
+        await store.positions.save([GroupRow("t", "g", 3, 300), GroupRow("t", "h", 2, 200)])
         positions.mark_stale()
         assert (await positions.get("t", "g")).position == 3
         assert (await positions.get("t", "h")).position == 2

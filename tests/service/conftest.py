@@ -13,9 +13,10 @@ import pytest
 from policy_pubsub.config import Settings
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import SubscriptionRequest, ToscaPolicy
+from policy_pubsub.routers import OutMessage
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service import Outlet, PolicyService, Written
-from policy_pubsub.store import OutMessage, Store, WriteTx
+from policy_pubsub.store import Store, WriteTx
 from tests.api import helpers
 from tests.api.helpers import TCA_TYPE
 

@@ -62,7 +62,7 @@ async def test_queued_changes_commit_in_one_transaction_with_a_revision_each(
     assert [s["revision"] for s in snapshots] == [start + i for i in range(1, 6)]
     for i, snapshot in enumerate(snapshots):
         assert sorted(snapshot["policies"]) == [f"p{k}" for k in range(i + 1)]
-    assert await store.revision() == start + 5 == service.revision
+    assert await store.state.revision() == start + 5 == service.revision
 
 
 async def test_a_refused_change_does_not_stop_the_others_of_its_transaction(
@@ -102,7 +102,7 @@ async def test_a_change_that_changes_nothing_writes_nothing_and_notifies_nobody(
 
     assert outlet.writes == [] and outlet.handed_on == []
     assert _commits(metrics) == before
-    assert await store.revision() == deployed.revision == service.revision
+    assert await store.state.revision() == deployed.revision == service.revision
 
 
 async def test_an_unchanged_change_after_a_change_answers_with_the_revision_before_it(
@@ -127,7 +127,7 @@ async def test_undeploy_of_an_unknown_policy_is_not_found_and_writes_nothing(
     with pytest.raises(NotFound):
         await service.undeploy("missing")
     assert outlet.handed_on == []
-    assert await store.revision() == start == service.revision
+    assert await store.state.revision() == start == service.revision
 
 
 async def test_a_complete_set_replaces_every_other_policy(

@@ -46,7 +46,7 @@ async def test_in_store_outlet_appends_to_the_topic_and_wakes_held_reads(
     async with await asyncio.wait_for(held, timeout=5) as delivery:
         [body] = delivery.messages
         assert orjson.loads(body)["revision"] == pushed.revision
-    assert (await store.topic("t")) is not None
+    assert (await store.topics.get("t")) is not None
 
 
 async def test_outbox_outlet_writes_the_outbox_and_creates_the_topic(store: Store) -> None:
@@ -62,12 +62,12 @@ async def test_outbox_outlet_writes_the_outbox_and_creates_the_topic(store: Stor
     service = await open_service(store, outlet)
     await service.subscribe("s", request("t", {"policy-id": "p"}))
     pushed = await service.deploy([tosca("p")])
-    waiting = await store.outbox_batch(10)
+    waiting = await store.outbox.batch(10)
     assert [(m.topic, m.key, m.revision) for _, m in waiting] == [
         ("t", "s", pushed.revision - 1),
         ("t", "s", pushed.revision),
     ]
-    assert (await store.topic("t")) is not None
+    assert (await store.topics.get("t")) is not None
 
 
 async def test_the_embedded_router_gets_the_in_store_outlet(

@@ -126,7 +126,7 @@ async def test_unsubscribe_removes_the_subscription_and_its_snapshots_stop(
     await service.subscribe("s", request("t", {"policy-id": "p"}))
     outlet.clear()
     revision = await service.unsubscribe("s")
-    assert revision == service.revision == await store.revision()
+    assert revision == service.revision == await store.state.revision()
     assert outlet.handed_on == []
     with pytest.raises(NotFound):
         await service.subscription("s")
@@ -142,7 +142,7 @@ async def test_unsubscribe_of_an_unknown_subscriber_is_not_found_and_writes_noth
     start = service.revision
     with pytest.raises(NotFound):
         await service.unsubscribe("nobody")
-    assert await store.revision() == start == service.revision
+    assert await store.state.revision() == start == service.revision
 
 
 async def test_reads_list_subscriptions_and_decide(service: PolicyService) -> None:

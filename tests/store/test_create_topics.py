@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import select
 
 from policy_pubsub.config import Settings
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.routers import OutMessage
+from policy_pubsub.store import Store
 from policy_pubsub.store.tables import topics
 
 

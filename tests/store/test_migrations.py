@@ -61,7 +61,7 @@ async def test_every_older_store_opens_and_keeps_its_data(tmp_path: Path) -> Non
 
         store = Store(f"sqlite+aiosqlite:///{path}")
         await store.open()
-        loaded = await store.load()
+        loaded = await store.state.load()
         await store.close()
         assert loaded.revision == 41
         assert _current(path) == script.get_current_head()
@@ -153,10 +153,12 @@ async def test_marks_move_out_of_the_subscriptions_and_are_kept(database_url: st
     store = Store(database_url)
     await store.open()
     try:
-        loaded = sorted((await store.load()).subscriptions, key=lambda s: s.subscriber_id)
+        loaded = sorted((await store.state.load()).subscriptions, key=lambda s: s.subscriber_id)
         async with store.write() as tx:
             await tx.mark_published(["c"], 20, 200)
-        marked = {s.subscriber_id: s.last_revision for s in (await store.load()).subscriptions}
+        marked = {
+            s.subscriber_id: s.last_revision for s in (await store.state.load()).subscriptions
+        }
     finally:
         await store.close()
     assert loaded == [

@@ -13,7 +13,8 @@ from sqlalchemy import insert, select
 
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import StoreUnavailable
-from policy_pubsub.store import OutMessage, Store, SubscriptionRow
+from policy_pubsub.routers import OutMessage
+from policy_pubsub.store import Store, SubscriptionRow
 from policy_pubsub.store.notify import TOPICS_CHANNEL
 from policy_pubsub.store.tables import messages, subscription_marks, subscriptions, topics
 from tests.conftest import wait_for
@@ -174,11 +175,11 @@ async def test_outbox_keeps_each_batch_in_order(store: Store) -> None:
     async with store.write() as tx:
         await tx.outbox_add([], 11)
         await tx.outbox_add(second, 11)
-    queued = await store.outbox_batch(5000)
+    queued = await store.outbox.batch(5000)
     assert [message for _, message in queued] == first + second
     ids = [ident for ident, _ in queued]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
-    assert await store.outbox_stats() == (1201, 10)
+    assert await store.outbox.stats() == (1201, 10)
 
 
 async def test_outbox_rows_written_first_in_a_transaction_roll_back_with_it(
@@ -195,7 +196,7 @@ async def test_outbox_rows_written_first_in_a_transaction_roll_back_with_it(
         async with store.write() as tx:
             await tx.outbox_add([OutMessage("t", "b")], 1)
             raise Failed
-    assert await store.outbox_stats() == (0, None)
+    assert await store.outbox.stats() == (0, None)
 
 
 async def test_mark_published_marks_exactly_the_given_subscribers(store: Store) -> None:
@@ -219,7 +220,7 @@ async def test_mark_published_marks_exactly_the_given_subscribers(store: Store) 
         await tx.mark_published([f"s-{i}" for i in range(0, 2500, 2)] + ["missing"], 5, 50)
         await tx.mark_published([], 6, 60)
         await tx.mark_published(["s-1"], 6, 60)
-    loaded = (await store.load()).subscriptions
+    loaded = (await store.state.load()).subscriptions
     marks: dict[str, Any] = {
         s.subscriber_id: (s.last_revision, s.last_published_at) for s in loaded
     }
@@ -260,7 +261,7 @@ async def test_marks_survive_a_restart(settings: Settings) -> None:
     store = Store(settings.database_url)
     await store.open()
     try:
-        loaded = {s.subscriber_id: s for s in (await store.load()).subscriptions}
+        loaded = {s.subscriber_id: s for s in (await store.state.load()).subscriptions}
     finally:
         await store.close()
     assert {sid: (s.last_revision, s.last_published_at) for sid, s in loaded.items()} == {
@@ -278,7 +279,7 @@ async def test_updating_a_subscription_keeps_its_mark(store: Store) -> None:
         await tx.mark_published(["a"], 3, 30)
     async with store.write() as tx:
         await tx.put_subscription(SubscriptionRow("a", "t-new", "{}", 4, 1, 40, 9, 90))
-    (loaded,) = (await store.load()).subscriptions
+    (loaded,) = (await store.state.load()).subscriptions
     assert loaded == SubscriptionRow("a", "t-new", "{}", 4, 1, 40, 3, 30)
 
 
@@ -286,7 +287,7 @@ async def test_a_new_subscription_gets_the_mark_it_is_written_with(store: Store)
     async with store.write() as tx:
         await tx.put_subscription(SubscriptionRow("a", "t", "{}", 4, 1, 1, 4, 40))
     assert await _marks(store) == {"a": (4, 40)}
-    (loaded,) = (await store.load()).subscriptions
+    (loaded,) = (await store.state.load()).subscriptions
     assert (loaded.last_revision, loaded.last_published_at) == (4, 40)
 
 
@@ -299,10 +300,10 @@ async def test_deleting_a_subscription_deletes_its_mark(store: Store) -> None:
     async with store.write() as tx:
         await tx.delete_subscription("a")
     assert await _marks(store) == {"b": (5, 50)}
-    assert [s.subscriber_id for s in (await store.load()).subscriptions] == ["b"]
+    assert [s.subscriber_id for s in (await store.state.load()).subscriptions] == ["b"]
     async with store.write() as tx:
         await tx.put_subscription(_row("a", revision=6))
-    loaded = {s.subscriber_id: s for s in (await store.load()).subscriptions}
+    loaded = {s.subscriber_id: s for s in (await store.state.load()).subscriptions}
     assert (loaded["a"].last_revision, loaded["a"].last_published_at) == (None, None)
     assert (loaded["b"].last_revision, loaded["b"].last_published_at) == (5, 50)
 

@@ -1,11 +1,11 @@
-"""The NATS router's pipelined publisher: how it reads JetStream's acknowledgements, and
-several publish calls sharing one connection.
+"""The JetStream side of the NATS router (routers/nats_stream.py): the stream's settings,
+and the pipelined publisher: how it reads JetStream's acknowledgements, and several publish
+calls sharing one connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,8 @@ import pytest
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.routers.nats import NatsRouter
 from policy_pubsub.routers.nats_stream import _refusal, _Window
-from tests.outbox.conftest import snapshot
-from tests.routers.test_nats import _stream_info, delete_stream, open_nats_router
-
-NATS_URL = "nats://127.0.0.1:4222"
+from tests.nats_server import NATS_URL, delete_stream, open_nats_router, stream_info
+from tests.relay.helpers import snapshot
 
 
 @pytest.mark.parametrize(
@@ -69,25 +67,15 @@ async def test_a_window_completes_on_its_last_acknowledgement_or_its_first_refus
     assert refused.missing == 2
 
 
-@pytest.fixture
-async def shared_router(tmp_path: Path) -> AsyncIterator[NatsRouter]:
-    router, store = await open_nats_router(tmp_path)
-    try:
-        yield router
-    finally:
-        await router.close()
-        await store.close()
-
-
 async def test_publish_calls_at_once_each_return_when_their_own_messages_are_stored(
-    shared_router: NatsRouter,
+    nats_router: NatsRouter,
 ) -> None:
     """Three publish calls interleaved on one connection (the relay, and POST /events) each
     return once JetStream stored their messages; all 3,000 are in the stream.
     """
     batches = [[snapshot(1000 * b + i, 1) for i in range(1000)] for b in range(3)]
-    await asyncio.gather(*(shared_router.publish(batch) for batch in batches))
-    info = await _stream_info(NATS_URL, shared_router.stream)
+    await asyncio.gather(*(nats_router.publish(batch) for batch in batches))
+    info = await stream_info(NATS_URL, nats_router.stream)
     assert (info.state.messages, info.state.last_seq) == (3000, 3000)
 
 
@@ -105,4 +93,38 @@ async def test_a_publish_no_stream_takes_is_refused_at_once(tmp_path: Path) -> N
         assert loop.time() - started < 5
     finally:
         await router.close()
+        await store.close()
+
+
+# -- the stream -----------------------------------------------------------------------------
+
+
+async def test_stream_has_the_configured_limits(tmp_path: Path) -> None:
+    """The stream keeps one message per subject, for max_age, and de-duplicates by msg id."""
+    router, store = await open_nats_router(tmp_path, max_age_seconds=1234)
+    try:
+        info = await stream_info(NATS_URL, router.stream)
+        assert info.config.max_msgs_per_subject == 1
+        assert info.config.max_age == 1234
+        assert info.config.duplicate_window == 120
+        assert info.config.allow_direct
+        assert info.config.republish is not None and info.config.republish.headers_only
+    finally:
+        await router.close()
+        await store.close()
+
+
+async def test_start_updates_an_existing_stream(tmp_path: Path) -> None:
+    """A server started with another max_age brings the existing stream to it."""
+    first, store = await open_nats_router(tmp_path, max_age_seconds=100)
+    stream = first.stream
+    second = NatsRouter(
+        NATS_URL, store, stream=stream, max_age_seconds=200, position_flush_seconds=0
+    )
+    try:
+        await second.start()
+        assert (await stream_info(NATS_URL, stream)).config.max_age == 200
+    finally:
+        await second.close()
+        await first.close()
         await store.close()

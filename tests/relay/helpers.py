@@ -1,24 +1,9 @@
-"""Fixtures for the outbox relay's tests: a SQLite store, and a private nats-server."""
+"""Outbox contents for the relay's tests: snapshots as the service writes them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from policy_pubsub.store import OutMessage, Store
-from tests.routers.test_nats import private_nats  # noqa: F401  (the fixture, shared)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = Store(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
-    await opened.open()
-    try:
-        yield opened
-    finally:
-        await opened.close()
+from policy_pubsub.routers import OutMessage
+from policy_pubsub.store import Store
 
 
 def snapshot(subscriber: int, revision: int, topics: int = 10) -> OutMessage:
@@ -40,3 +25,6 @@ async def fill_outbox(store: Store, subscribers: int, revisions: int) -> None:
     for revision in range(1, revisions + 1):
         async with store.write() as tx:
             await tx.outbox_add([snapshot(i, revision) for i in range(subscribers)], 0)
+
+
+__all__ = ["fill_outbox", "snapshot"]

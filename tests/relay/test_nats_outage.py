@@ -19,8 +19,8 @@ from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.routers.nats import NatsRouter
 from policy_pubsub.store import Store
 from tests.conftest import wait_for
-from tests.outbox.conftest import fill_outbox
-from tests.routers.test_nats import PrivateNats, unique_stream
+from tests.nats_server import PrivateNats, unique_stream
+from tests.relay.helpers import fill_outbox
 
 SUBSCRIBERS = 2000
 REVISIONS = 3
@@ -46,7 +46,7 @@ async def router(store: Store, private_nats: PrivateNats) -> AsyncIterator[NatsR
 
 
 async def _depth_is_zero(store: Store) -> bool:
-    return (await store.outbox_stats())[0] == 0
+    return (await store.outbox.stats())[0] == 0
 
 
 async def _stream_counts(url: str, stream: str) -> tuple[int, int]:
@@ -102,7 +102,7 @@ async def test_an_outage_mid_window_loses_nothing_and_stores_nothing_twice(
         finally:
             private_nats.signal(signal.SIGCONT)
             await watcher.close()
-        assert (await store.outbox_stats())[0] > 0
+        assert (await store.outbox.stats())[0] > 0
         await private_nats.stop()
         await private_nats.start()
         await wait_for(lambda: _depth_is_zero(store), timeout=60)

@@ -2,8 +2,8 @@
 acknowledged, the next batch is read and the previous deleted meanwhile, and a publish that
 fails half-way is retried without putting a subscriber's older snapshot after a newer one.
 
-The routers here are fakes that record what they were given; test_outage.py runs the relay
-against a real JetStream.
+The routers here are fakes that record what they were given; test_nats_outage.py runs the
+relay against a real JetStream.
 """
 
 from __future__ import annotations
@@ -15,15 +15,19 @@ from typing import Any
 import pytest
 
 from policy_pubsub.exceptions import RouterUnavailable
-from policy_pubsub.relay import OutboxRelay
-from policy_pubsub.routers import Delivery, Router, TopicStats
-from policy_pubsub.store import OutMessage, Store
+from policy_pubsub.relay import OutboxRelay, newest_per_subscriber
+from policy_pubsub.routers import Delivery, OutMessage, Router, TopicStats
+from policy_pubsub.store import OutboxRepository, Store
 from tests.conftest import wait_for
-from tests.outbox.conftest import fill_outbox
+from tests.relay.helpers import fill_outbox
 
 
 class FakeRouter(Router):
     """A router outside the store that only publishes; the rest of the contract is unused."""
+
+    @property
+    def held_reads(self) -> int:
+        return 0
 
     async def start(self) -> None:
         return None
@@ -86,16 +90,24 @@ class GatedRouter(FakeRouter):
             self.active -= 1
 
 
-class CountingStore(Store):
+class CountingOutbox(OutboxRepository):
     """Counts the relay's reads of a following batch."""
 
     following_reads = 0
 
-    async def outbox_batch(self, limit: int, after: int = 0) -> list[tuple[int, OutMessage]]:
-        rows = await super().outbox_batch(limit, after)
+    async def batch(self, limit: int, after: int = 0) -> list[tuple[int, OutMessage]]:
+        rows = await super().batch(limit, after)
         if after:
             self.following_reads += 1
         return rows
+
+
+class CountingStore(Store):
+    """A store whose outbox counts the relay's reads of a following batch."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.outbox = self.counting = CountingOutbox(self)
 
 
 @pytest.fixture
@@ -109,7 +121,7 @@ async def counting_store(tmp_path: Any) -> AsyncIterator[CountingStore]:
 
 
 async def _depth(store: Store) -> int:
-    return (await store.outbox_stats())[0]
+    return (await store.outbox.stats())[0]
 
 
 async def test_a_batch_waits_for_the_previous_ones_acknowledgement(
@@ -126,7 +138,7 @@ async def test_a_batch_waits_for_the_previous_ones_acknowledgement(
     relay.start()
     try:
         await wait_for(lambda: len(router.calls) == 1)
-        await wait_for(lambda: store.following_reads == 1)
+        await wait_for(lambda: store.counting.following_reads == 1)
         assert await _depth(store) == 2500  # batch 1 is not acknowledged: nothing deleted
         assert router.calls == [1000]
 
@@ -229,3 +241,17 @@ async def test_a_relay_that_loses_the_lead_stops_after_the_batch_in_hand(store: 
     assert router.calls == [1000, 1000, 1000, 500]
     assert await _depth(store) == 0
     assert relay.published == 3500
+
+
+def test_a_batch_keeps_only_each_subscribers_newest_snapshot() -> None:
+    """Within one relay batch, older snapshots of a subscriber are dropped; order is kept."""
+    batch = [
+        OutMessage("t", "a1", key="a", revision=1),
+        OutMessage("t", "raw1"),
+        OutMessage("t", "b2", key="b", revision=2),
+        OutMessage("t", "a3", key="a", revision=3),
+        OutMessage("u", "a3u", key="a", revision=3),
+        OutMessage("t", "raw2"),
+    ]
+    kept = [m.body for m in newest_per_subscriber(batch)]
+    assert kept == ["raw1", "b2", "a3", "a3u", "raw2"]

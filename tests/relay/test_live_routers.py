@@ -1,14 +1,14 @@
-"""The outbox and its relay: snapshots for a router outside the store, delivered once it is up.
+"""The outbox and its relay with live routers outside the store: snapshots delivered once the
+router is up.
 
-The external router here is a DMaaP Message Router: a second instance of our own server.
+The external routers here are a DMaaP Message Router (a second instance of our own server)
+and NATS JetStream (a private nats-server, stopped and started by the test).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -19,8 +19,6 @@ import httpx
 import pytest
 
 from policy_pubsub.client import PolicyChange, PolicySubscriber
-from policy_pubsub.relay import newest_per_subscriber
-from policy_pubsub.store import OutMessage
 from tests.conftest import (
     LiveServer,
     make_settings,
@@ -29,7 +27,7 @@ from tests.conftest import (
     stop_server,
     wait_for,
 )
-from tests.processes import free_port
+from tests.nats_server import PrivateNats
 
 
 @dataclass
@@ -145,112 +143,41 @@ async def test_pushes_are_acknowledged_while_the_router_is_down_and_flow_when_it
         assert mine[-1]["policies"]["p1"]["version"] == "5.0.0"
 
 
-def test_a_batch_keeps_only_each_subscribers_newest_snapshot() -> None:
-    """Within one relay batch, older snapshots of a subscriber are dropped; order is kept."""
-    batch = [
-        OutMessage("t", "a1", key="a", revision=1),
-        OutMessage("t", "raw1"),
-        OutMessage("t", "b2", key="b", revision=2),
-        OutMessage("t", "a3", key="a", revision=3),
-        OutMessage("u", "a3u", key="a", revision=3),
-        OutMessage("t", "raw2"),
-    ]
-    kept = [m.body for m in newest_per_subscriber(batch)]
-    assert kept == ["raw1", "b2", "a3", "a3u", "raw2"]
-
-
-class PrivateNats:
-    """A nats-server with JetStream of our own, on a free port with its own store folder, so
-    a test can stop and restart the broker without touching the machine's shared one.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self._process: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        binary = shutil.which("nats-server", path=f"{os.environ.get('PATH', '')}:/usr/sbin")
-        if binary is None:
-            if os.environ.get("CI"):
-                pytest.fail("nats-server is not installed")
-            pytest.skip("nats-server is not installed")
-        log = (self.directory / "nats.log").open("ab")
-        self._process = await asyncio.create_subprocess_exec(
-            binary,
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(self.port),
-            "-js",
-            "-sd",
-            str(self.directory / "store"),
-            stdout=log,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        log.close()
-        await wait_for(self._accepting, timeout=10, every=0.02)
-
-    async def _accepting(self) -> bool:
-        try:
-            _reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        except OSError:
-            return False
-        writer.close()
-        await writer.wait_closed()
-        return True
-
-    async def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.returncode is None:
-            process.terminate()
-            try:
-                await asyncio.wait_for(process.wait(), 10)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
-
-
-async def test_nats_down_then_back_delivers_every_snapshot_in_order(tmp_path: Path) -> None:
+async def test_nats_down_then_back_delivers_every_snapshot_in_order(
+    tmp_path: Path, private_nats: PrivateNats
+) -> None:
     """With the NATS broker stopped, pushes are acknowledged and wait in the outbox; after it
     restarts they are published, and each subscriber reads its snapshots in revision order
     through the server's /events, the last one holding the newest policy.
     """
-    broker = PrivateNats(tmp_path)
-    await broker.start()
+    broker = private_nats
+    settings = make_settings(tmp_path, router_url=broker.url)
+    server, task = await start_server(settings)
     try:
-        settings = make_settings(tmp_path, router_url=broker.url)
-        server, task = await start_server(settings)
-        try:
-            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-                for name in ("s1", "s2"):
-                    r = await http.post(
-                        f"/decision/v1/subscription/{name}",
-                        json={
-                            "subscriber_topic": "shared",
-                            "policy-filters": [{"policy-id": "p*"}],
-                        },
-                    )
-                    assert r.status_code == 201, r.text
-                await wait_for(lambda: _drained(http, server), timeout=10)
-                await broker.stop()
-                revisions = []
-                for version in range(1, 6):
-                    r = await http.post(
-                        "/pap/v1/policies", json={"policies": [_policy("p1", version)]}
-                    )
-                    assert r.status_code == 200, r.text
-                    revisions.append(r.json()["revision"])
-                assert (await _outbox(http, server))["depth"] == 10
-                await broker.start()
-                await wait_for(lambda: _drained(http, server), timeout=30)
-                r = await http.get("/events/shared/check/c", params={"timeout": 0, "limit": 1000})
-                snapshots = [json.loads(m) for m in r.json()]
-        finally:
-            await stop_server(server, task)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            for name in ("s1", "s2"):
+                r = await http.post(
+                    f"/decision/v1/subscription/{name}",
+                    json={
+                        "subscriber_topic": "shared",
+                        "policy-filters": [{"policy-id": "p*"}],
+                    },
+                )
+                assert r.status_code == 201, r.text
+            await wait_for(lambda: _drained(http, server), timeout=10)
+            await broker.stop()
+            revisions = []
+            for version in range(1, 6):
+                r = await http.post("/pap/v1/policies", json={"policies": [_policy("p1", version)]})
+                assert r.status_code == 200, r.text
+                revisions.append(r.json()["revision"])
+            assert (await _outbox(http, server))["depth"] == 10
+            await broker.start()
+            await wait_for(lambda: _drained(http, server), timeout=30)
+            r = await http.get("/events/shared/check/c", params={"timeout": 0, "limit": 1000})
+            snapshots = [json.loads(m) for m in r.json()]
     finally:
-        await broker.stop()
+        await stop_server(server, task)
     for name in ("s1", "s2"):
         seen = [s["revision"] for s in snapshots if s["subscriber_id"] == name]
         assert seen == sorted(set(seen)), seen

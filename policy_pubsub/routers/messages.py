@@ -1,0 +1,23 @@
+"""The message type of the router contract: what the server hands a router to publish."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """A message to append to a topic; ``key`` (the subscriber id) and ``revision`` are set
+    for snapshots.
+    """
+
+    topic: str
+    body: str
+    key: str | None = None
+    revision: int | None = None
+    #: Identifies the message for de-duplication by a router that publishes at least once.
+    #: A subscriber's snapshot of one revision always gets the same id.
+    dedup_id: str | None = None
+
+
+__all__ = ["OutMessage"]

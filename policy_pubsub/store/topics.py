@@ -1,0 +1,123 @@
+"""The embedded topic log: topics, their messages, retention and compaction.
+
+Messages are appended inside the write transaction of the change that causes them
+(:meth:`~policy_pubsub.store.database.WriteTx.append`); this repository reads the log and
+trims it. Every router records its topics here, so every replica lists the same ones.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Select, and_, delete, exists, func, select
+
+from policy_pubsub.store.rows import GroupRow, TopicRow
+from policy_pubsub.store.tables import consumer_groups, messages, topics
+
+if TYPE_CHECKING:
+    from policy_pubsub.store.database import Store
+
+
+class TopicRepository:
+    """Topics and their retained messages (``store.topics``)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def heads(self) -> dict[str, int]:
+        """Each topic's last offset."""
+        async with self._store.read() as conn:
+            result = await conn.execute(select(topics.c.name, topics.c.last_offset))
+            return {name: int(last) for name, last in result}
+
+    async def get(self, name: str) -> TopicRow | None:
+        """The topic, or None if it does not exist."""
+        async with self._store.read() as conn:
+            row = (await conn.execute(select(topics).where(topics.c.name == name))).first()
+            return None if row is None else TopicRow(*row)
+
+    async def names(self) -> list[str]:
+        """The names of all topics, sorted."""
+        async with self._store.read() as conn:
+            result = await conn.execute(select(topics.c.name).order_by(topics.c.name))
+            return list(result.scalars())
+
+    async def details(self, name: str) -> tuple[TopicRow, int, list[GroupRow]] | None:
+        """The topic, the number of messages it retains, and its consumer groups."""
+        async with self._store.read() as conn:
+            row = (await conn.execute(select(topics).where(topics.c.name == name))).first()
+            if row is None:
+                return None
+            count = (
+                await conn.execute(
+                    select(func.count()).select_from(messages).where(messages.c.topic == name)
+                )
+            ).scalar_one()
+            groups = await conn.execute(
+                select(consumer_groups)
+                .where(consumer_groups.c.topic == name)
+                .order_by(consumer_groups.c.name)
+            )
+            return TopicRow(*row), int(count), [GroupRow(*g) for g in groups]
+
+    async def messages(self, topic: str, after: int, limit: int) -> list[tuple[int, str]]:
+        """At most ``limit`` retained messages after offset ``after``, as (offset, body),
+        oldest first.
+        """
+        async with self._store.read() as conn:
+            result = await conn.execute(messages_after(topic, after, limit))
+            return [(row.seq, row.body) for row in result]
+
+    async def oldest_after(self, topic: str, seq: int) -> int | None:
+        """When the oldest retained message after ``seq`` was published, if there is one."""
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(func.min(messages.c.created_at)).where(
+                    messages.c.topic == topic, messages.c.seq > seq
+                )
+            )
+            at = result.scalar_one_or_none()
+            return None if at is None else int(at)
+
+    async def expire(self, before_ms: int) -> int:
+        """Drop messages published before ``before_ms``; returns how many."""
+        async with self._store.write() as tx:
+            result = await tx.conn.execute(
+                delete(messages).where(messages.c.created_at < before_ms)
+            )
+            return int(result.rowcount or 0)
+
+    async def compact(self) -> int:
+        """Drop every snapshot that a newer snapshot of the same subscriber on the same topic
+        supersedes; returns how many.
+        """
+        newer = messages.alias("newer")
+        async with self._store.write() as tx:
+            result = await tx.conn.execute(
+                delete(messages).where(
+                    messages.c.key.is_not(None),
+                    exists().where(
+                        and_(
+                            newer.c.topic == messages.c.topic,
+                            newer.c.key == messages.c.key,
+                            newer.c.seq > messages.c.seq,
+                        )
+                    ),
+                )
+            )
+            return int(result.rowcount or 0)
+
+
+def messages_after(topic: str, after: int, limit: int) -> Select[tuple[int, str]]:
+    """The statement that reads at most ``limit`` messages of ``topic`` after offset ``after``,
+    as (seq, body), oldest first.
+    """
+    return (
+        select(messages.c.seq, messages.c.body)
+        .where(messages.c.topic == topic, messages.c.seq > after)
+        .order_by(messages.c.seq)
+        .limit(limit)
+    )
+
+
+__all__ = ["TopicRepository", "messages_after"]
