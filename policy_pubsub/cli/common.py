@@ -335,22 +335,3 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 def plural(count: int, word: str, words: str | None = None) -> str:
     """``1 subscriber``, ``2 subscribers``; ``words`` for an irregular plural."""
     return f"{count} {word}" if count == 1 else f"{count} {words or word + 's'}"
-
-
-def policy_version(policy: Mapping[str, Any]) -> str:
-    """A ToscaPolicy's version as the server reads it: ``metadata.policy-version``, else
-    ``version``.
-    """
-    metadata = policy.get("metadata")
-    if isinstance(metadata, dict) and metadata.get("policy-version") is not None:
-        return str(metadata["policy-version"])
-    return "" if policy.get("version") is None else str(policy["version"])
-
-
-def policy_id(policy: Mapping[str, Any]) -> str | None:
-    """A ToscaPolicy's identity: ``metadata.policy-id``, else ``name``."""
-    metadata = policy.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("policy-id"), str):
-        return str(metadata["policy-id"])
-    name = policy.get("name")
-    return name if isinstance(name, str) else None

@@ -19,12 +19,12 @@ from policy_pubsub.cli.common import (
     add_command,
     parse_filters,
     plural,
-    policy_version,
     positive_int,
     print_json,
     segment,
     table,
 )
+from policy_pubsub.policy_identity import version_label
 
 POLICIES = "/pap/v1/policies"
 DECISION = "/decision/v1"
@@ -239,7 +239,7 @@ def decide_command(args: argparse.Namespace) -> int:
         print_json(answer)
         return 0
     found: dict[str, Any] = answer.get("policies", {})
-    rows = sorted((pid, policy_version(p), p.get("type")) for pid, p in found.items())
+    rows = sorted((pid, version_label(p), p.get("type")) for pid, p in found.items())
     print(table(["policy-id", "version", "type"], rows) if rows else "no deployed policy matches")
     return 0
 
@@ -268,7 +268,7 @@ def subscribe_command(args: argparse.Namespace) -> int:
         f"{record.get('subscriber_topic')} at revision {record.get('revision')}"
     )
     found: dict[str, Any] = record.get("policies", {})
-    listed = ", ".join(f"{pid} {policy_version(p)}" for pid, p in sorted(found.items()))
+    listed = ", ".join(f"{pid} {version_label(p)}" for pid, p in sorted(found.items()))
     print(f"policies now: {listed}" if listed else "no deployed policy matches yet")
     return 0
 

@@ -33,7 +33,7 @@ from policy_pubsub.cli.common import (
     print_json,
     server_url,
 )
-from policy_pubsub.client import PolicyChange, PolicySubscriber, policy_version
+from policy_pubsub.client import PolicyChange, PolicySubscriber
 from policy_pubsub.client.wire import Retry, Wire, without_credentials
 from policy_pubsub.exceptions import (
     ClientError,
@@ -41,6 +41,7 @@ from policy_pubsub.exceptions import (
     ServerUnreachable,
     SubscriptionRejected,
 )
+from policy_pubsub.policy_identity import UNKNOWN_VERSION, version_label
 
 DEFAULT_GIVE_UP_AFTER = 60.0
 WATCH_GROUP_SUFFIX = ".watch"
@@ -221,7 +222,7 @@ def _print_start(args: argparse.Namespace, subscriber: PolicySubscriber, *, atta
         f"at revision {subscriber.revision}: {plural(len(policies), 'policy', 'policies')}"
     )
     for policy_id in sorted(policies):
-        print(f"  {policy_id} {policy_version(policies[policy_id])}")
+        print(f"  {policy_id} {version_label(policies[policy_id])}")
     sys.stdout.flush()
 
 
@@ -246,12 +247,12 @@ def _print_change(args: argparse.Namespace, subscriber_id: str, change: PolicyCh
         label += f" ({change.event})"
     old: Mapping[str, Any] = change.previous
     for policy_id in sorted(change.added):
-        print(f"{stamp} {label}: added {policy_id} {policy_version(change.added[policy_id])}")
+        print(f"{stamp} {label}: added {policy_id} {version_label(change.added[policy_id])}")
     for policy_id in sorted(change.updated):
-        before = policy_version(old[policy_id]) if policy_id in old else "?"
-        after = policy_version(change.updated[policy_id])
+        before = version_label(old[policy_id]) if policy_id in old else UNKNOWN_VERSION
+        after = version_label(change.updated[policy_id])
         print(f"{stamp} {label}: updated {policy_id} {before} -> {after}")
     for policy_id in sorted(change.removed):
-        before = policy_version(old[policy_id]) if policy_id in old else "?"
+        before = version_label(old[policy_id]) if policy_id in old else UNKNOWN_VERSION
         print(f"{stamp} {label}: removed {policy_id} {before}")
     sys.stdout.flush()

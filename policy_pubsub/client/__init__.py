@@ -23,9 +23,18 @@ from __future__ import annotations
 
 import logging
 
-from policy_pubsub.client.changes import PolicyChange, Snapshot, policy_version
+from policy_pubsub.client.changes import PolicyChange, Snapshot
 from policy_pubsub.client.subscriber import Handler, PolicySubscriber
+from policy_pubsub.policy_identity import policy_id, policy_version, version_label
 
 logging.getLogger("policy_pubsub.client").addHandler(logging.NullHandler())
 
-__all__ = ["Handler", "PolicyChange", "PolicySubscriber", "Snapshot", "policy_version"]
+__all__ = [
+    "Handler",
+    "PolicyChange",
+    "PolicySubscriber",
+    "Snapshot",
+    "policy_id",
+    "policy_version",
+    "version_label",
+]
