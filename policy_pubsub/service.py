@@ -37,6 +37,7 @@ from policy_pubsub.store import (
 )
 from policy_pubsub.store.database import load_all
 from policy_pubsub.store.notify import REVISION_CHANNEL
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 log = logging.getLogger(__name__)
 
@@ -589,15 +590,15 @@ class PolicyService:
 
     async def subscribe(self, subscriber_id: str, request: SubscriptionRequest) -> SubscribeResult:
         """Insert or update a subscription and publish its starting snapshot."""
-        record: dict[str, Any] = {
-            "subscriber_id": subscriber_id,
-            "subscriber_topic": request.subscriber_topic,
-            "action": request.action,
-            "ONAPName": request.onap_name,
-            "ONAPComponent": request.onap_component,
-            "ONAPInstance": request.onap_instance,
-            "policy-filters": [f.to_wire() for f in request.policy_filters],
-        }
+        record = SubscriptionRecord(
+            subscriber_id,
+            request.subscriber_topic,
+            tuple(f.to_wire() for f in request.policy_filters),
+            request.action,
+            request.onap_name,
+            request.onap_component,
+            request.onap_instance,
+        ).to_wire()
         async with self._write_lock:
             return await self._subscribe_locked(subscriber_id, record)
 

@@ -25,6 +25,7 @@ from policy_pubsub.cli.common import (
     table,
 )
 from policy_pubsub.policy_identity import version_label
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 POLICIES = "/pap/v1/policies"
 DECISION = "/decision/v1"
@@ -245,17 +246,14 @@ def decide_command(args: argparse.Namespace) -> int:
 
 
 def subscribe_command(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "subscriber_topic": args.topic,
-        "policy-filters": parse_filters(args.filters),
-    }
-    for key, value in (
-        ("ONAPName", args.onap_name),
-        ("ONAPComponent", args.onap_component),
-        ("ONAPInstance", args.onap_instance),
-    ):
-        if value is not None:
-            body[key] = value
+    body = SubscriptionRecord.make(
+        args.subscriber_id,
+        args.topic,
+        parse_filters(args.filters),
+        onap_name=args.onap_name,
+        onap_component=args.onap_component,
+        onap_instance=args.onap_instance,
+    ).subscribe_body()
     with Api.from_args(args) as api:
         answer = api.request("POST", f"{SUBSCRIPTIONS}/{segment(args.subscriber_id)}", body=body)
     record = answer.body

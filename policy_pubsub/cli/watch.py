@@ -42,6 +42,7 @@ from policy_pubsub.exceptions import (
     SubscriptionRejected,
 )
 from policy_pubsub.policy_identity import UNKNOWN_VERSION, version_label
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 DEFAULT_GIVE_UP_AFTER = 60.0
 WATCH_GROUP_SUFFIX = ".watch"
@@ -137,17 +138,16 @@ async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any
                 f"there is no subscription {subscriber_id!r}: give --filter (and --topic) "
                 "to create it"
             )
-        record = record or {}
-        topic = args.topic or record.get("subscriber_topic") or _default_topic(subscriber_id)
+        topic = args.topic or (record.subscriber_topic if record else None)
         try:
             subscriber = PolicySubscriber(
                 url,
                 subscriber_id=subscriber_id,
-                subscriber_topic=topic,
-                policy_filters=filters or record.get("policy-filters") or [],
-                onap_name=record.get("ONAPName"),
-                onap_component=record.get("ONAPComponent"),
-                onap_instance=record.get("ONAPInstance"),
+                subscriber_topic=topic or _default_topic(subscriber_id),
+                policy_filters=filters or (list(record.policy_filters) if record else []),
+                onap_name=record.onap_name if record else None,
+                onap_component=record.onap_component if record else None,
+                onap_instance=record.onap_instance if record else None,
                 consumer_group=args.group or f"{subscriber_id}{WATCH_GROUP_SUFFIX}",
                 consumer_id="watch",
                 request_timeout=args.timeout,
@@ -160,7 +160,7 @@ async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any
             raise UsageError(str(exc)) from None
         try:
             async with subscriber:
-                _print_start(args, subscriber, attached=bool(record))
+                _print_start(args, subscriber, attached=record is not None)
                 seen = 0
                 async for change in subscriber.changes():
                     _print_change(args, subscriber_id, change)
@@ -181,14 +181,20 @@ async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any
 
 async def _record(
     http: httpx.AsyncClient, url: str, subscriber_id: str, timeout: float
-) -> dict[str, Any] | None:
+) -> SubscriptionRecord | None:
     """The subscription's record, None if there is none; one attempt."""
     try:
-        return await Wire(http, url, url, timeout).subscription(subscriber_id)
+        answer = await Wire(http, url, url, timeout).subscription(subscriber_id)
     except Retry as exc:
         raise CommandError(f"cannot reach {without_credentials(url)}: {exc.reason}") from None
     except RequestRejected as exc:
         raise CommandError(f"{exc.status}: {exc.error}") from None
+    if answer is None:
+        return None
+    try:
+        return SubscriptionRecord.from_wire(answer)
+    except ValueError as exc:
+        raise CommandError(f"{without_credentials(url)}: {exc}") from None
 
 
 def _default_topic(subscriber_id: str) -> str:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, Snapshot, snapshots, valid_policies
 from policy_pubsub.client.wire import Retry, Wire
 from policy_pubsub.exceptions import ServerUnreachable
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 log = logging.getLogger("policy_pubsub.client")
 
@@ -40,12 +41,9 @@ class Reader:
         self,
         wire: Wire,
         *,
-        subscriber_id: str,
-        topic: str,
+        record: SubscriptionRecord,
         consumer_group: str,
         consumer_id: str,
-        subscribe_body: Mapping[str, Any],
-        decision_body: Mapping[str, Any],
         poll_timeout: float,
         poll_limit: int,
         backoff_initial: float,
@@ -55,12 +53,12 @@ class Reader:
         stopped: asyncio.Event,
     ) -> None:
         self._wire = wire
-        self.subscriber_id = subscriber_id
-        self._topic = topic
+        self.subscriber_id = record.subscriber_id
+        self._topic = record.subscriber_topic
         self._group = consumer_group
         self._consumer = consumer_id
-        self._subscribe_body = subscribe_body
-        self._decision_body = decision_body
+        self._subscribe_body = record.subscribe_body()
+        self._decision_body = record.decision_body()
         self._poll_timeout = poll_timeout
         self._poll_limit = poll_limit
         self._backoff_initial = backoff_initial

@@ -31,6 +31,7 @@ from policy_pubsub.client.reader import Reader
 from policy_pubsub.client.state import StateFile
 from policy_pubsub.client.wire import BearerAuth, Retry, Wire
 from policy_pubsub.exceptions import ClientError, ServerUnreachable
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 log = logging.getLogger("policy_pubsub.client")
 
@@ -126,28 +127,16 @@ class PolicySubscriber:
         self.consumer_group = consumer_group
         self.consumer_id = consumer_id
         self.unsubscribe_on_close = unsubscribe_on_close
+        # A copy that is plain JSON: the caller's filters may change, or hold other types.
         filters = json.loads(json.dumps([dict(f) for f in policy_filters]))
-        onap = {
-            key: value
-            for key, value in (
-                ("ONAPName", onap_name),
-                ("ONAPComponent", onap_component),
-                ("ONAPInstance", onap_instance),
-            )
-            if value is not None
-        }
-        self._subscribe_body = {
-            "subscriber_topic": subscriber_topic,
-            "action": constants.ACTION_CONFIGURE,
-            **onap,
-            "policy-filters": filters,
-            "return-policies": True,
-        }
-        self._decision_body = {
-            **onap,
-            "action": constants.ACTION_CONFIGURE,
-            "policy-filters": filters,
-        }
+        self._subscription = SubscriptionRecord.make(
+            subscriber_id,
+            subscriber_topic,
+            filters,
+            onap_name=onap_name,
+            onap_component=onap_component,
+            onap_instance=onap_instance,
+        )
         self._state_file = None if state_file is None else StateFile(state_file, subscriber_id)
         self._timing: dict[str, Any] = {
             "poll_timeout": poll_timeout,
@@ -225,12 +214,9 @@ class PolicySubscriber:
             raise RuntimeError("_open() runs inside __aenter__")
         self._reader = Reader(
             self._wire(self._http),
-            subscriber_id=self.subscriber_id,
-            topic=self.subscriber_topic,
+            record=self._subscription,
             consumer_group=self.consumer_group,
             consumer_id=self.consumer_id,
-            subscribe_body=self._subscribe_body,
-            decision_body=self._decision_body,
             stopped=self._stopped,
             **self._timing,
         )
