@@ -35,7 +35,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from policy_pubsub.client import PolicyChange, PolicySubscriber, version_label
+from policy_pubsub.client import PolicyChange, PolicySubscriber, Timings, version_label
 from policy_pubsub.exceptions import ClientError
 
 DEFAULT_URL = "http://127.0.0.1:6969"
@@ -176,8 +176,7 @@ def make_subscriber(args: argparse.Namespace, filters: list[dict[str, Any]]) -> 
         consumer_group=args.group,
         consumer_id=args.consumer,
         state_file=args.state_file,
-        backoff_initial=min(0.5, args.max_backoff),
-        backoff_max=args.max_backoff,
+        timings=Timings(backoff_initial=min(0.5, args.max_backoff), backoff_max=args.max_backoff),
     )
 
 

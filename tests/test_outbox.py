@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from policy_pubsub.client import PolicyChange, PolicySubscriber
+from policy_pubsub.client import PolicyChange, PolicySubscriber, Timings
 from policy_pubsub.relay import newest_per_subscriber
 from policy_pubsub.store import OutMessage
 from tests.conftest import (
@@ -274,11 +274,13 @@ async def test_a_component_reading_the_mr_sees_each_change_once_across_an_outage
         subscriber_id="c1",
         subscriber_topic="c1-topic",
         policy_filters=[{"policy-id": "p*"}],
-        backoff_initial=0.01,
-        backoff_max=0.1,
-        poll_timeout=1.0,
-        request_timeout=5.0,
-        resync_interval=0,
+        timings=Timings(
+            backoff_initial=0.01,
+            backoff_max=0.1,
+            poll_timeout=1.0,
+            request_timeout=5.0,
+            resync_interval=0,
+        ),
     )
 
     async def consume() -> None:

@@ -33,7 +33,7 @@ from policy_pubsub.cli.common import (
     print_json,
     server_url,
 )
-from policy_pubsub.client import PolicyChange, PolicySubscriber
+from policy_pubsub.client import PolicyChange, PolicySubscriber, Timings
 from policy_pubsub.client.wire import Retry, Wire, without_credentials
 from policy_pubsub.exceptions import (
     ClientError,
@@ -150,8 +150,7 @@ async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any
                 onap_instance=record.onap_instance if record else None,
                 consumer_group=args.group or f"{subscriber_id}{WATCH_GROUP_SUFFIX}",
                 consumer_id="watch",
-                request_timeout=args.timeout,
-                give_up_after=args.give_up_after,
+                timings=Timings(request_timeout=args.timeout, give_up_after=args.give_up_after),
                 auth=found if isinstance(found, tuple) else None,
                 token=found if isinstance(found, str) else None,
                 http=http,

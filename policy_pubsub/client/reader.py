@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, Snapshot, snapshots, valid_policies
+from policy_pubsub.client.timings import Timings
 from policy_pubsub.client.wire import Retry, Wire
 from policy_pubsub.exceptions import ServerUnreachable
 from policy_pubsub.subscription_record import SubscriptionRecord
@@ -44,12 +45,8 @@ class Reader:
         record: SubscriptionRecord,
         consumer_group: str,
         consumer_id: str,
-        poll_timeout: float,
+        timings: Timings,
         poll_limit: int,
-        backoff_initial: float,
-        backoff_max: float,
-        resync_interval: float,
-        give_up_after: float | None,
         stopped: asyncio.Event,
     ) -> None:
         self._wire = wire
@@ -59,12 +56,8 @@ class Reader:
         self._consumer = consumer_id
         self._subscribe_body = record.subscribe_body()
         self._decision_body = record.decision_body()
-        self._poll_timeout = poll_timeout
+        self._timings = timings
         self._poll_limit = poll_limit
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._resync_interval = resync_interval
-        self._give_up_after = give_up_after
         self._stopped = stopped
         self.latest: Snapshot = EMPTY
         self._reread_needed = False
@@ -112,7 +105,8 @@ class Reader:
 
     def backoff(self, failures: int) -> float:
         """The wait after ``failures`` failures in a row: exponential, capped, jittered."""
-        ceiling = min(self._backoff_max, self._backoff_initial * 2.0 ** min(failures - 1, 30))
+        timings = self._timings
+        ceiling = min(timings.backoff_max, timings.backoff_initial * 2.0 ** min(failures - 1, 30))
         return ceiling * random.uniform(0.5, 1.0)
 
     async def unless_stopped(self, awaitable: Awaitable[T]) -> T | None:
@@ -187,8 +181,8 @@ class Reader:
         return revision if isinstance(revision, int) else self.latest.revision
 
     async def _poll(self) -> None:
-        hold = self._poll_timeout
-        if self._resync_interval > 0:
+        hold = self._timings.poll_timeout
+        if self._timings.resync_interval > 0:
             hold = min(hold, max(0.0, self._next_resync - asyncio.get_running_loop().time()))
         messages = await self.unless_stopped(
             self._wire.poll(
@@ -223,10 +217,10 @@ class Reader:
             self.latest = snapshot
         self._reread_needed = False
         loop = asyncio.get_running_loop()
-        self._next_resync = loop.time() + self._resync_interval
+        self._next_resync = loop.time() + self._timings.resync_interval
 
     def _resync_due(self) -> bool:
-        if self._resync_interval <= 0:
+        if self._timings.resync_interval <= 0:
             return False
         return asyncio.get_running_loop().time() >= self._next_resync
 
@@ -236,8 +230,8 @@ class Reader:
             self._failing_since = now
         self._failures += 1
         delay = self.backoff(self._failures)
-        if self._give_up_after is not None:
-            left = self._failing_since + self._give_up_after - now
+        if self._timings.give_up_after is not None:
+            left = self._failing_since + self._timings.give_up_after - now
             if left <= 0:
                 raise ServerUnreachable(exc.url, self._failures, exc.reason) from exc
             delay = min(delay, left)
