@@ -24,8 +24,9 @@ from typing import Any, TypeVar
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, Snapshot, snapshots, valid_policies
+from policy_pubsub.client.http import Retry
 from policy_pubsub.client.timings import Timings
-from policy_pubsub.client.wire import Retry, Wire
+from policy_pubsub.client.wire import Wire
 from policy_pubsub.exceptions import ServerUnreachable
 from policy_pubsub.subscription_record import SubscriptionRecord
 

@@ -27,10 +27,11 @@ import httpx
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, PolicyChange, Snapshot
+from policy_pubsub.client.http import BearerAuth, HttpClient, Retry
 from policy_pubsub.client.reader import Reader
 from policy_pubsub.client.state import StateFile
 from policy_pubsub.client.timings import Timings
-from policy_pubsub.client.wire import BearerAuth, Retry, Wire
+from policy_pubsub.client.wire import Wire
 from policy_pubsub.exceptions import ClientError, ServerUnreachable
 from policy_pubsub.subscription_record import SubscriptionRecord
 
@@ -220,7 +221,14 @@ class PolicySubscriber:
             await self._close_http()
 
     def _wire(self, http: httpx.AsyncClient) -> Wire:
-        return Wire(http, self.url, self.router_url, self.timings.request_timeout, self._auth)
+        client = HttpClient(
+            http,
+            self.url,
+            router_url=self.router_url,
+            timeout=self.timings.request_timeout,
+            auth=self._auth,
+        )
+        return Wire(client)
 
     async def _close_http(self) -> None:
         if self._http is not None and self._given_http is None:
