@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, load_policy, wait_for
+from tests.test_sdk_distribution import SERVER_PROJECT, requirement_name
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -115,13 +116,8 @@ def _free_port() -> int:
         return port
 
 
-@pytest.mark.slow
-def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None:
-    """The README's first command installs the package from a clean copy of the tree into a
-    new virtualenv and starts a server that answers its health check, on uvloop and httptools.
-    """
-    command = _blocks()[0].strip()
-    copy = tmp_path / "checkout"
+def _fresh_copy(copy: Path) -> Path:
+    """The files of this checkout that git tracks or would track, copied to ``copy``."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -133,6 +129,16 @@ def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None
         if (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
+    return copy
+
+
+@pytest.mark.slow
+def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None:
+    """The README's first command installs the package from a clean copy of the tree into a
+    new virtualenv and starts a server that answers its health check, on uvloop and httptools.
+    """
+    command = _blocks()[0].strip()
+    copy = _fresh_copy(tmp_path / "checkout")
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
@@ -228,3 +234,69 @@ async def _running(script: Path) -> AsyncIterator[asyncio.StreamReader]:
 async def _next(lines: asyncio.StreamReader) -> str:
     line = await asyncio.wait_for(lines.readline(), timeout=20)
     return line.decode().strip()
+
+
+SDK_CHECK = """
+import asyncio, sys
+from policy_pubsub.client import PolicySubscriber, Timings
+
+async def main() -> None:
+    async with PolicySubscriber(
+        sys.argv[1], subscriber_id="sdk-1", subscriber_topic="sdk-1",
+        policy_filters=[{"policy-id": "p"}], timings=Timings(give_up_after=30),
+    ) as subscriber:
+        print(subscriber.revision)
+    try:
+        import policy_pubsub.service
+    except ImportError:
+        print("no server")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(360)
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+async def test_sdk_install_command_brings_the_sdk_alone(server: LiveServer, tmp_path: Path) -> None:
+    """The README's SDK install command, run in a clean copy of the tree, makes an
+    environment with the SDK and none of the server's dependencies or modules, whose
+    subscriber subscribes to a live server.
+    """
+    [command] = _blocks("For component authors: the SDK")
+    copy = _fresh_copy(tmp_path / "checkout")
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-euo",
+        "pipefail",
+        "-c",
+        command,
+        cwd=copy,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "VIRTUAL_ENV": ""},
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=300)
+    assert process.returncode == 0, out.decode()[-3000:]
+    [python] = copy.glob(".venv*/bin/python")
+
+    listed = json.loads(await _output(python, "-m", "pip", "list", "--format=json"))
+    installed = {requirement_name(item["name"]) for item in listed}
+    server_only = {requirement_name(r) for r in SERVER_PROJECT["project"]["dependencies"]}
+    assert "policy-pubsub-client" in installed
+    assert installed & (server_only - {"httpx"}) == set()
+
+    script = tmp_path / "component.py"
+    script.write_text(SDK_CHECK)
+    revision, verdict = (await _output(python, str(script), server.url)).splitlines()[-2:]
+    assert int(revision) >= 1
+    assert verdict == "no server"
+
+
+async def _output(*command: str | Path) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, f"{command}: exit {process.returncode}\n{out.decode()}"
+    return out.decode()
