@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from policy_pubsub import constants
-from policy_pubsub.client.http import BearerAuth, HttpClient, Reply, Retry
+from policy_pubsub.client.http import BearerAuth, HttpClient, Reply, TransientError
 from policy_pubsub.exceptions import RequestRejected
 
 DEFAULT_URL = f"http://{constants.DEFAULT_HOST}:{constants.DEFAULT_PORT}"
@@ -242,7 +242,7 @@ class Api:
             )
         except RequestRejected as exc:
             raise CommandError(f"{exc.status}: {exc.error}") from None
-        except Retry as exc:
+        except TransientError as exc:
             raise CommandError(self._failure(exc, method, path, limit)) from None
 
     def get(self, path: str, **kwargs: Any) -> Any:
@@ -251,7 +251,7 @@ class Api:
     def post(self, path: str, body: Any, **kwargs: Any) -> Any:
         return self.request("POST", path, body=body, **kwargs).body
 
-    def _failure(self, exc: Retry, method: str, path: str, limit: float) -> str:
+    def _failure(self, exc: TransientError, method: str, path: str, limit: float) -> str:
         if exc.kind == "unreachable":
             return f"cannot reach {self.url}: {exc.reason}"
         if exc.kind == "timeout":

@@ -34,7 +34,7 @@ from policy_pubsub.cli.common import (
     server_url,
 )
 from policy_pubsub.client import PolicyChange, PolicySubscriber, Timings
-from policy_pubsub.client.http import HttpClient, Retry, without_credentials
+from policy_pubsub.client.http import HttpClient, TransientError, without_credentials
 from policy_pubsub.client.wire import Wire
 from policy_pubsub.exceptions import (
     ClientError,
@@ -185,7 +185,7 @@ async def _record(
     """The subscription's record, None if there is none; one attempt."""
     try:
         answer = await Wire(HttpClient(http, url, timeout=timeout)).subscription(subscriber_id)
-    except Retry as exc:
+    except TransientError as exc:
         raise CommandError(f"cannot reach {without_credentials(url)}: {exc.reason}") from None
     except RequestRejected as exc:
         raise CommandError(f"{exc.status}: {exc.error}") from None

@@ -8,8 +8,9 @@ webhook signature of ``/pap/`` requests when a secret is given, and how an answe
 
 A request returns a ``Reply`` (a 2xx and its decoded JSON) or raises one of two things:
 
-- ``Retry``, for what may heal by itself: no connection, a timeout, a cut connection, 5xx,
-  408, 425, 429, an answer that is not JSON; ``kind`` says which, for callers that word it;
+- ``TransientError``, for what may heal by itself: no connection, a timeout, a cut
+  connection, 5xx, 408, 425, 429, an answer that is not JSON; ``kind`` says which, for
+  callers that word it;
 - ``RequestRejected`` (or the subclass the caller names), for any other 4xx: the same request
   would fail again. ``status``, ``error`` (the server's own sentence) and ``details`` say why.
 
@@ -37,8 +38,8 @@ __all__ = [
     "BearerAuth",
     "HttpClient",
     "Reply",
-    "Retry",
-    "RetryKind",
+    "TransientError",
+    "TransientKind",
     "error_text",
     "sign",
     "without_credentials",
@@ -51,12 +52,13 @@ ERROR_TEXT_LIMIT = 300  # characters of a non-JSON error body kept for a message
 # unreachable: no connection was made; timeout: no answer in time; cut: the connection failed
 # otherwise; status: the server answered a status that may heal; answer: the answer is not
 # what the request expects (not JSON, or not the shape the caller needs).
-RetryKind = Literal["unreachable", "timeout", "cut", "status", "answer"]
+TransientKind = Literal["unreachable", "timeout", "cut", "status", "answer"]
 
 
-class Retry(Exception):
-    """A failure that may heal by itself; ``reason`` is one line for the log, ``kind`` what
-    failed (see ``RetryKind``), ``status`` and ``error`` the server's answer when it gave one.
+class TransientError(Exception):
+    """A failure that may heal by itself, so the request may be tried again; ``reason`` is
+    one line for the log, ``kind`` what failed (see ``TransientKind``), ``status`` and
+    ``error`` the server's answer when it gave one.
     """
 
     def __init__(
@@ -64,7 +66,7 @@ class Retry(Exception):
         url: str,
         reason: str,
         *,
-        kind: RetryKind = "answer",
+        kind: TransientKind = "answer",
         status: int | None = None,
         error: str = "",
     ) -> None:
@@ -72,7 +74,7 @@ class Retry(Exception):
         super().__init__(f"{url}: {reason}")
         self.url = url
         self.reason = reason
-        self.kind: RetryKind = kind
+        self.kind: TransientKind = kind
         self.status = status
         self.error = error
 
@@ -136,7 +138,7 @@ class HttpClient:
         rejected: type[RequestRejected] = RequestRejected,
     ) -> Reply:
         """Send ``method path`` (``path`` below ``url``, or below ``router_url`` with
-        ``router``) with ``body`` as JSON when given; the ``Reply``, or ``Retry`` /
+        ``router``) with ``body`` as JSON when given; the ``Reply``, or ``TransientError`` /
         ``rejected`` as the module docstring says. With ``accept_404`` a 404 is a ``Reply``
         with no body.
         """
@@ -161,14 +163,14 @@ class HttpClient:
                 auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth,
             )
         except httpx.HTTPError as exc:
-            raise Retry(shown, _reason(exc), kind=_transport_kind(exc)) from exc
+            raise TransientError(shown, _reason(exc), kind=_transport_kind(exc)) from exc
         status = response.status_code
         if status == 404 and accept_404:
             return Reply(status, None)
         if status >= 500 or status in RETRY_STATUSES:
             text = error_text(response)
             reason = f"answered {status} {text}"
-            raise Retry(shown, reason, kind="status", status=status, error=text)
+            raise TransientError(shown, reason, kind="status", status=status, error=text)
         if status >= 400:
             found = _json(response)
             details = found.get("details") if isinstance(found, dict) else None
@@ -184,7 +186,7 @@ class HttpClient:
         try:
             return Reply(status, json.loads(response.content))
         except ValueError as exc:
-            raise Retry(
+            raise TransientError(
                 shown, f"answered {status} with something that is not JSON", status=status
             ) from exc
 
@@ -224,7 +226,7 @@ def _reason(exc: httpx.HTTPError) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _transport_kind(exc: httpx.HTTPError) -> RetryKind:
+def _transport_kind(exc: httpx.HTTPError) -> TransientKind:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return "unreachable"
     if isinstance(exc, httpx.TimeoutException):

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, Snapshot, snapshots, valid_policies
-from policy_pubsub.client.http import Retry
+from policy_pubsub.client.http import TransientError
 from policy_pubsub.client.timings import Timings
 from policy_pubsub.client.wire import Wire
 from policy_pubsub.exceptions import ServerUnreachable
@@ -75,7 +75,7 @@ class Reader:
         while not self._stopped.is_set():
             try:
                 await self._subscribe_once()
-            except Retry as exc:
+            except TransientError as exc:
                 await self._back_off("subscribe", exc)
             else:
                 self._failures, self._failing_since = 0, None
@@ -91,7 +91,7 @@ class Reader:
                 await self._reread()
             else:
                 await self._poll()
-        except Retry as exc:
+        except TransientError as exc:
             self._reread_needed = True
             await self._back_off("re-read" if reread else "poll", exc)
         else:
@@ -130,7 +130,7 @@ class Reader:
         answer = await self._wire.subscribe(self.subscriber_id, self._subscribe_body)
         policies = valid_policies(answer.get("policies"))
         if policies is None:
-            raise Retry(self.subscriber_id, "the subscribe answer has no policies")
+            raise TransientError(self.subscriber_id, "the subscribe answer has no policies")
         self._take(Snapshot(answer["revision"], policies, constants.EVENT_SUBSCRIBE))
         log.info(
             "subscribed %s on topic %s at revision %d: %d policies",
@@ -161,7 +161,7 @@ class Reader:
             if policies is None or after == before:
                 break
         if policies is None or revision is None:
-            raise Retry(self.subscriber_id, "the decision answer holds no valid policies")
+            raise TransientError(self.subscriber_id, "the decision answer holds no valid policies")
         self._take(Snapshot(revision, policies, constants.EVENT_RESYNC))
         log.info(
             "re-read %d policies of %s as of revision %d",
@@ -225,7 +225,7 @@ class Reader:
             return False
         return asyncio.get_running_loop().time() >= self._next_resync
 
-    async def _back_off(self, what: str, exc: Retry) -> None:
+    async def _back_off(self, what: str, exc: TransientError) -> None:
         now = asyncio.get_running_loop().time()
         if self._failing_since is None:
             self._failing_since = now

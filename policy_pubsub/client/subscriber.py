@@ -27,7 +27,7 @@ import httpx
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, PolicyChange, Snapshot
-from policy_pubsub.client.http import BearerAuth, HttpClient, Retry
+from policy_pubsub.client.http import BearerAuth, HttpClient, TransientError
 from policy_pubsub.client.reader import Reader
 from policy_pubsub.client.state import StateFile
 from policy_pubsub.client.timings import Timings
@@ -243,7 +243,7 @@ class PolicySubscriber:
             raise RuntimeError("unsubscribe() needs an open subscriber")
         try:
             found = await self._wire(self._http).unsubscribe(self.subscriber_id)
-        except Retry as exc:
+        except TransientError as exc:
             raise ServerUnreachable(exc.url, 1, exc.reason) from exc
         log.info("unsubscribed %s", self.subscriber_id)
         return found

@@ -1,9 +1,10 @@
 """The SDK's requests: subscribe, read a subscription, decide, poll, unsubscribe.
 
 Each is one request through the shared ``HttpClient`` and returns the decoded answer, or
-raises what it raises: ``Retry`` for what may heal by itself (now also an answer without the
-fields the SDK needs, and a topic the router does not have yet), ``RequestRejected`` (for a
-subscribe, ``SubscriptionRejected``) for a 4xx that would fail again.
+raises what it raises: ``TransientError`` for what may heal by itself (here also an answer
+without the fields the SDK needs, and a topic the router does not have yet),
+``RequestRejected`` (for a subscribe, ``SubscriptionRejected``) for a 4xx that would fail
+again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from policy_pubsub.client.http import HttpClient, Retry
+from policy_pubsub.client.http import HttpClient, TransientError
 from policy_pubsub.exceptions import RequestRejected, SubscriptionRejected
 
 __all__ = ["DECISION_PATH", "EVENTS_PATH", "SUBSCRIPTION_PATH", "Wire"]
@@ -36,7 +37,7 @@ class Wire:
             await self._client.request("POST", path, body=body, rejected=SubscriptionRejected)
         ).body
         if not isinstance(answer, dict) or not isinstance(answer.get("revision"), int):
-            raise Retry(self._url(path), "the subscribe answer has no revision")
+            raise TransientError(self._url(path), "the subscribe answer has no revision")
         return answer
 
     async def subscription(self, subscriber_id: str) -> dict[str, Any] | None:
@@ -46,7 +47,7 @@ class Wire:
         if reply.status == 404:
             return None
         if not isinstance(reply.body, dict):
-            raise Retry(self._url(path), "the subscription answer is not an object")
+            raise TransientError(self._url(path), "the subscription answer is not an object")
         return reply.body
 
     async def unsubscribe(self, subscriber_id: str) -> bool:
@@ -59,7 +60,7 @@ class Wire:
         """The policies the decision API returns for the filters in ``body``."""
         answer = (await self._client.request("POST", DECISION_PATH, body=body)).body
         if not isinstance(answer, dict) or not isinstance(answer.get("policies"), dict):
-            raise Retry(self._url(DECISION_PATH), "the decision answer has no policies")
+            raise TransientError(self._url(DECISION_PATH), "the decision answer has no policies")
         policies: dict[str, Any] = answer["policies"]
         return policies
 
@@ -83,9 +84,13 @@ class Wire:
             # A topic the router does not have (yet): a server restored from an old backup,
             # or a DMaaP router that creates topics lazily. Waiting may heal it.
             reason = f"answered 404 {exc.error}".rstrip()
-            raise Retry(exc.url, reason, kind="status", status=404, error=exc.error) from exc
+            raise TransientError(
+                exc.url, reason, kind="status", status=404, error=exc.error
+            ) from exc
         if not isinstance(reply.body, list):
-            raise Retry(f"{self._client.router_url}{path}", "the poll answer is not a JSON array")
+            raise TransientError(
+                f"{self._client.router_url}{path}", "the poll answer is not a JSON array"
+            )
         return reply.body
 
     def _url(self, path: str) -> str:

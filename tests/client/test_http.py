@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from policy_pubsub import constants
-from policy_pubsub.client.http import USER_AGENT, HttpClient, Retry
+from policy_pubsub.client.http import USER_AGENT, HttpClient, TransientError
 from policy_pubsub.exceptions import RequestRejected, SubscriptionRejected
 
 SECRET = "s3cret"
@@ -65,10 +65,16 @@ async def test_answers_are_read_as_json_or_nothing() -> None:
 @pytest.mark.parametrize(
     ("status", "content", "error"),
     [
-        (400, b'{"code": "BAD_REQUEST", "error": "bad  filter\\n", "details": [{"a": 1}]}',
-         "bad filter"),
-        (404, b'{"status": 404, "mrstatus": 3001, "message": "No such topic exists.-[t]"}',
-         "No such topic exists.-[t]"),
+        (
+            400,
+            b'{"code": "BAD_REQUEST", "error": "bad  filter\\n", "details": [{"a": 1}]}',
+            "bad filter",
+        ),
+        (
+            404,
+            b'{"status": 404, "mrstatus": 3001, "message": "No such topic exists.-[t]"}',
+            "No such topic exists.-[t]",
+        ),
         (403, b"", "Forbidden"),
     ],
 )
@@ -92,15 +98,15 @@ async def test_a_4xx_is_rejected_with_the_servers_sentence(
     [(503, b'{"error": "down"}', "status"), (429, b"", "status"), (200, b"<html>", "answer")],
 )
 async def test_what_may_heal_is_retry(status: int, content: bytes, kind: str) -> None:
-    """5xx, 429 and an answer that is not JSON raise Retry, saying which."""
-    with pytest.raises(Retry) as caught:
+    """5xx, 429 and an answer that is not JSON raise TransientError, saying which."""
+    with pytest.raises(TransientError) as caught:
         await Server(status, content).client().request("GET", "/x")
     assert (caught.value.kind, caught.value.status) == (kind, status)
-    assert isinstance(caught.value, Retry) and not isinstance(caught.value, RequestRejected)
+    assert not isinstance(caught.value, RequestRejected)
 
 
 async def test_no_connection_is_retry_unreachable() -> None:
-    """A refused connection raises Retry of kind ``unreachable``, naming the error."""
+    """A refused connection raises TransientError of kind ``unreachable``, naming the error."""
 
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("Connection refused", request=request)
@@ -108,7 +114,7 @@ async def test_no_connection_is_retry_unreachable() -> None:
     http = HttpClient(
         httpx.AsyncClient(transport=httpx.MockTransport(refuse)), "http://pdp.test", timeout=1
     )
-    with pytest.raises(Retry) as caught:
+    with pytest.raises(TransientError) as caught:
         await http.request("GET", "/x")
     assert caught.value.kind == "unreachable"
     assert caught.value.reason == "ConnectError: Connection refused"

@@ -80,7 +80,9 @@ async def test_polls_go_to_the_router_as_the_consumer_given(
     router = FakeRouter()
     options: dict[str, Any] = {"consumer_group": group, "consumer_id": consumer}
     async with subscriber(
-        server.url, router_url=ROUTER, transport=ByHost(router),
+        server.url,
+        router_url=ROUTER,
+        transport=ByHost(router),
         timings=fast(poll_timeout=2),
         **options,
     ) as sub:
