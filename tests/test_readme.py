@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -36,19 +37,19 @@ def _blocks(section: str | None = None) -> list[str]:
     return re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
 
 
-async def _run(command: str, **env: str) -> str:
+async def _run(command: str, *, cwd: Path = ROOT, timeout: float = 60, **env: str) -> str:
     process = await asyncio.create_subprocess_exec(
         "bash",
         "-euo",
         "pipefail",
         "-c",
         command,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **env},
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=timeout)
     assert process.returncode == 0, f"{command}\nexit {process.returncode}: {err.decode()}"
     return out.decode()
 
@@ -265,22 +266,10 @@ async def test_sdk_install_command_brings_the_sdk_alone(server: LiveServer, tmp_
     """
     [command] = _blocks("For component authors: the SDK")
     copy = _fresh_copy(tmp_path / "checkout")
-    process = await asyncio.create_subprocess_exec(
-        "bash",
-        "-euo",
-        "pipefail",
-        "-c",
-        command,
-        cwd=copy,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "VIRTUAL_ENV": ""},
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=300)
-    assert process.returncode == 0, out.decode()[-3000:]
+    await _run(command, cwd=copy, timeout=300, VIRTUAL_ENV="")
     [python] = copy.glob(".venv*/bin/python")
 
-    listed = json.loads(await _output(python, "-m", "pip", "list", "--format=json"))
+    listed = json.loads(await _run(shlex.join([str(python), "-m", "pip", "list", "--format=json"])))
     installed = {requirement_name(item["name"]) for item in listed}
     server_only = {requirement_name(r) for r in SERVER_PROJECT["project"]["dependencies"]}
     assert "policy-pubsub-client" in installed
@@ -288,15 +277,7 @@ async def test_sdk_install_command_brings_the_sdk_alone(server: LiveServer, tmp_
 
     script = tmp_path / "component.py"
     script.write_text(SDK_CHECK)
-    revision, verdict = (await _output(python, str(script), server.url)).splitlines()[-2:]
+    output = await _run(shlex.join([str(python), str(script), server.url]))
+    revision, verdict = output.splitlines()[-2:]
     assert int(revision) >= 1
     assert verdict == "no server"
-
-
-async def _output(*command: str | Path) -> str:
-    process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode == 0, f"{command}: exit {process.returncode}\n{out.decode()}"
-    return out.decode()
