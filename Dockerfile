@@ -1,4 +1,6 @@
 # policy-pubsub: build a wheel in one stage, run it as an unprivileged user in the next.
+# The image is the server (its wheel includes the SDK); a component installs the SDK alone
+# from sdk/ (`pip install ./sdk`, README "For component authors"), not from this image.
 #   docker build -t policy-pubsub .
 #   docker run -p 6969:6969 -v pp-data:/data \
 #     -v "$PWD/auth.toml:/etc/policy-pubsub/auth.toml:ro" policy-pubsub

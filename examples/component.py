@@ -35,7 +35,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from policy_pubsub.client import PolicyChange, PolicySubscriber, policy_version
+from policy_pubsub.client import PolicyChange, PolicySubscriber, Timings, version_label
 from policy_pubsub.exceptions import ClientError
 
 DEFAULT_URL = "http://127.0.0.1:6969"
@@ -50,9 +50,9 @@ def show(change: PolicyChange) -> None:
     label = f"revision {change.revision}"
     old: Mapping[str, Any] = change.previous
     for policy_id in sorted(change.added):
-        say(f"{label}: added {policy_id} {policy_version(change.added[policy_id])}")
+        say(f"{label}: added {policy_id} {version_label(change.added[policy_id])}")
     for policy_id in sorted(change.updated):
-        before, after = policy_version(old[policy_id]), policy_version(change.updated[policy_id])
+        before, after = version_label(old[policy_id]), version_label(change.updated[policy_id])
         say(f"{label}: updated {policy_id} {before} -> {after}")
     for policy_id in sorted(change.removed):
         say(f"{label}: removed {policy_id}")
@@ -68,7 +68,7 @@ async def run(
             f"at revision {subscriber.revision}: {len(policies)} policies"
         )
         for policy_id in sorted(policies):
-            say(f"  {policy_id} {policy_version(policies[policy_id])}")
+            say(f"  {policy_id} {version_label(policies[policy_id])}")
         if exit_after is not None:
             # stop() ends changes() at once, even in the middle of a long-poll.
             asyncio.get_running_loop().call_later(exit_after, subscriber.stop)
@@ -176,8 +176,7 @@ def make_subscriber(args: argparse.Namespace, filters: list[dict[str, Any]]) -> 
         consumer_group=args.group,
         consumer_id=args.consumer,
         state_file=args.state_file,
-        backoff_initial=min(0.5, args.max_backoff),
-        backoff_max=args.max_backoff,
+        timings=Timings(backoff_initial=min(0.5, args.max_backoff), backoff_max=args.max_backoff),
     )
 
 

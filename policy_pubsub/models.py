@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from policy_pubsub import constants
+from policy_pubsub.policy_identity import choose_id, choose_version
 
 # Outer safety nets, as in schemas/v1; the settings' caps (max_filters_per_subscription,
 # max_ids_per_filter, max_policies_per_push) are checked by the API and may only be lower.
@@ -138,15 +139,15 @@ class ToscaPolicy(BaseModel):
 
     @property
     def policy_id(self) -> str | None:
-        if self.metadata is not None and self.metadata.policy_id is not None:
-            return self.metadata.policy_id
-        return self.name
+        """``metadata.policy-id``, else ``name`` (the rule of ``policy_identity``)."""
+        metadata_id = None if self.metadata is None else self.metadata.policy_id
+        return choose_id(metadata_id, self.name)
 
     @property
     def policy_version(self) -> str | None:
-        if self.metadata is not None and self.metadata.policy_version is not None:
-            return str(self.metadata.policy_version)
-        return None if self.version is None else str(self.version)
+        """``metadata.policy-version``, else ``version``, as a string."""
+        metadata_version = None if self.metadata is None else self.metadata.policy_version
+        return choose_version(metadata_version, self.version)
 
 
 PolicyList = Annotated[list[ToscaPolicy], Field(max_length=MAX_POLICIES)]

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from tests.conftest import LiveServer, load_policy, wait_for
+from tests.test_sdk_distribution import SERVER_PROJECT, requirement_name
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -35,19 +37,19 @@ def _blocks(section: str | None = None) -> list[str]:
     return re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
 
 
-async def _run(command: str, **env: str) -> str:
+async def _run(command: str, *, cwd: Path = ROOT, timeout: float = 60, **env: str) -> str:
     process = await asyncio.create_subprocess_exec(
         "bash",
         "-euo",
         "pipefail",
         "-c",
         command,
-        cwd=ROOT,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **env},
     )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=timeout)
     assert process.returncode == 0, f"{command}\nexit {process.returncode}: {err.decode()}"
     return out.decode()
 
@@ -115,14 +117,8 @@ def _free_port() -> int:
         return port
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)  # a fresh virtualenv and pip install, then _until_healthy's 240 s
-def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None:
-    """The README's first command installs the package from a clean copy of the tree into a
-    new virtualenv and starts a server that answers its health check, on uvloop and httptools.
-    """
-    command = _blocks()[0].strip()
-    copy = tmp_path / "checkout"
+def _fresh_copy(copy: Path) -> Path:
+    """The files of this checkout that git tracks or would track, copied to ``copy``."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT,
@@ -134,6 +130,17 @@ def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None
         if (ROOT / name).is_file():
             (copy / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, copy / name)
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a fresh virtualenv and pip install, then _until_healthy's 240 s
+def test_install_and_serve_command_works_in_a_fresh_copy(tmp_path: Path) -> None:
+    """The README's first command installs the package from a clean copy of the tree into a
+    new virtualenv and starts a server that answers its health check, on uvloop and httptools.
+    """
+    command = _blocks()[0].strip()
+    copy = _fresh_copy(tmp_path / "checkout")
     port = _free_port()
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
@@ -229,3 +236,49 @@ async def _running(script: Path) -> AsyncIterator[asyncio.StreamReader]:
 async def _next(lines: asyncio.StreamReader) -> str:
     line = await asyncio.wait_for(lines.readline(), timeout=20)
     return line.decode().strip()
+
+
+SDK_CHECK = """
+import asyncio, sys
+from policy_pubsub.client import PolicySubscriber, Timings
+
+async def main() -> None:
+    async with PolicySubscriber(
+        sys.argv[1], subscriber_id="sdk-1", subscriber_topic="sdk-1",
+        policy_filters=[{"policy-id": "p"}], timings=Timings(give_up_after=30),
+    ) as subscriber:
+        print(subscriber.revision)
+    try:
+        import policy_pubsub.service
+    except ImportError:
+        print("no server")
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(360)
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+async def test_sdk_install_command_brings_the_sdk_alone(server: LiveServer, tmp_path: Path) -> None:
+    """The README's SDK install command, run in a clean copy of the tree, makes an
+    environment with the SDK and none of the server's dependencies or modules, whose
+    subscriber subscribes to a live server.
+    """
+    [command] = _blocks("For component authors: the SDK")
+    copy = _fresh_copy(tmp_path / "checkout")
+    await _run(command, cwd=copy, timeout=300, VIRTUAL_ENV="")
+    [python] = copy.glob(".venv*/bin/python")
+
+    listed = json.loads(await _run(shlex.join([str(python), "-m", "pip", "list", "--format=json"])))
+    installed = {requirement_name(item["name"]) for item in listed}
+    server_only = {requirement_name(r) for r in SERVER_PROJECT["project"]["dependencies"]}
+    assert "policy-pubsub-client" in installed
+    assert installed & (server_only - {"httpx"}) == set()
+
+    script = tmp_path / "component.py"
+    script.write_text(SDK_CHECK)
+    output = await _run(shlex.join([str(python), str(script), server.url]))
+    revision, verdict = output.splitlines()[-2:]
+    assert int(revision) >= 1
+    assert verdict == "no server"

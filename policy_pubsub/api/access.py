@@ -43,6 +43,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from policy_pubsub import constants
 from policy_pubsub.api.errors import ApiError, error_response
 from policy_pubsub.api.table import Access, RouteTable
 from policy_pubsub.auth import ADMIN, REALM, Authenticator, User
@@ -52,7 +53,7 @@ from policy_pubsub.service import PolicyService
 
 log = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "X-Policy-Pubsub-Signature"
+SIGNATURE_HEADER = constants.SIGNATURE_HEADER
 SIGNATURE_PREFIX = "sha256="
 SIGNATURE_CHALLENGE = f'HMAC-SHA256 realm="{REALM}", header="{SIGNATURE_HEADER}"'
 MAX_AUTHORIZATION_CHARS = 4096

@@ -9,22 +9,22 @@ reached) or 2 (bad usage or input).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import getpass
-import hashlib
-import hmac
 import json
 import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import httpx
 
 from policy_pubsub import constants
+from policy_pubsub.client.http import BearerAuth, HttpClient, Reply, TransientError
+from policy_pubsub.exceptions import RequestRejected
 
 DEFAULT_URL = f"http://{constants.DEFAULT_HOST}:{constants.DEFAULT_PORT}"
 URL_ENV = "POLICY_PUBSUB_URL"
@@ -32,7 +32,6 @@ USER_ENV = "POLICY_PUBSUB_USER"
 PASSWORD_ENV = "POLICY_PUBSUB_PASSWORD"
 TOKEN_ENV = "POLICY_PUBSUB_TOKEN"
 SECRET_ENV = "POLICY_PUBSUB_PAP_WEBHOOK_SECRET"
-SIGNATURE_HEADER = "X-Policy-Pubsub-Signature"
 DEFAULT_TIMEOUT = 30.0
 
 EXIT_OK = 0
@@ -129,8 +128,6 @@ def httpx_auth(found: tuple[str, str] | str | None) -> httpx.Auth | None:
     if found is None:
         return None
     if isinstance(found, str):
-        from policy_pubsub.client.wire import BearerAuth
-
         return BearerAuth(found)
     return httpx.BasicAuth(*found)
 
@@ -189,16 +186,10 @@ def segment(value: str) -> str:
     return quote(value, safe="")
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A 2xx answer: its status and its JSON body (None when it has none)."""
-
-    status: int
-    body: Any
-
-
 class Api:
-    """A synchronous client of one server; every failure becomes a CommandError."""
+    """The server, for a command: the shared ``HttpClient``'s requests made synchronously (on
+    an event loop of its own), every failure a ``CommandError`` with one line to print.
+    """
 
     def __init__(
         self,
@@ -210,8 +201,11 @@ class Api:
     ) -> None:
         self.url = url
         self.timeout = timeout
-        self._pap_secret = pap_secret
-        self._http = httpx.Client(base_url=url, timeout=timeout, auth=auth)
+        self._runner = asyncio.Runner()
+        self._http = httpx.AsyncClient()
+        self._client = HttpClient(
+            self._http, url, timeout=timeout, auth=auth, pap_secret=pap_secret
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Api:
@@ -226,7 +220,10 @@ class Api:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._http.close()
+        try:
+            self._runner.run(self._http.aclose())
+        finally:
+            self._runner.close()
 
     def request(
         self,
@@ -236,40 +233,17 @@ class Api:
         body: Any = None,
         params: Mapping[str, str | int | float] | None = None,
         timeout: float | None = None,
-    ) -> Answer:
+    ) -> Reply:
         """Send one request; the answer if it is a 2xx, else a CommandError saying why."""
-        content = b"" if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        if self._pap_secret and path.startswith("/pap/"):
-            digest = hmac.new(self._pap_secret.encode(), content, hashlib.sha256).hexdigest()
-            headers[SIGNATURE_HEADER] = f"sha256={digest}"
+        limit = self.timeout if timeout is None else timeout
         try:
-            response = self._http.request(
-                method,
-                path,
-                content=content or None,
-                headers=headers,
-                params=params,
-                timeout=self.timeout if timeout is None else timeout,
+            return self._runner.run(
+                self._client.request(method, path, body=body, params=params, timeout=limit)
             )
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise CommandError(f"cannot reach {self.url}: {_reason(exc)}") from None
-        except httpx.TimeoutException:
-            limit = self.timeout if timeout is None else timeout
-            raise CommandError(f"no answer from {self.url} within {limit:g} s") from None
-        except httpx.HTTPError as exc:
-            raise CommandError(f"{method} {self.url}{path} failed: {_reason(exc)}") from None
-        if response.status_code >= 400:
-            raise CommandError(f"{response.status_code}: {_error_text(response)}")
-        if not response.content:
-            return Answer(response.status_code, None)
-        try:
-            return Answer(response.status_code, response.json())
-        except ValueError:
-            raise CommandError(
-                f"{self.url} answered {method} {path} with something that is not JSON; "
-                "is --url a policy-pubsub server?"
-            ) from None
+        except RequestRejected as exc:
+            raise CommandError(f"{exc.status}: {exc.error}") from None
+        except TransientError as exc:
+            raise CommandError(self._failure(exc, method, path, limit)) from None
 
     def get(self, path: str, **kwargs: Any) -> Any:
         return self.request("GET", path, **kwargs).body
@@ -277,24 +251,19 @@ class Api:
     def post(self, path: str, body: Any, **kwargs: Any) -> Any:
         return self.request("POST", path, body=body, **kwargs).body
 
-
-def _reason(exc: Exception) -> str:
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def _error_text(response: httpx.Response) -> str:
-    """The ONAP ``error`` or the DMaaP ``message`` of an error answer, else its text."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        for key in ("error", "message"):
-            if isinstance(body.get(key), str) and body[key]:
-                return " ".join(body[key].split())
-    text = " ".join(response.text.split())[:200]
-    return text or response.reason_phrase or "no reason given"
+    def _failure(self, exc: TransientError, method: str, path: str, limit: float) -> str:
+        if exc.kind == "unreachable":
+            return f"cannot reach {self.url}: {exc.reason}"
+        if exc.kind == "timeout":
+            return f"no answer from {self.url} within {limit:g} s"
+        if exc.kind == "status":
+            return f"{exc.status}: {exc.error}"
+        if exc.kind == "answer":
+            return (
+                f"{self.url} answered {method} {path} with something that is not JSON; "
+                "is --url a policy-pubsub server?"
+            )
+        return f"{method} {self.url}{path} failed: {exc.reason}"
 
 
 def parse_filters(texts: Sequence[str]) -> list[dict[str, Any]]:
@@ -335,22 +304,3 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 def plural(count: int, word: str, words: str | None = None) -> str:
     """``1 subscriber``, ``2 subscribers``; ``words`` for an irregular plural."""
     return f"{count} {word}" if count == 1 else f"{count} {words or word + 's'}"
-
-
-def policy_version(policy: Mapping[str, Any]) -> str:
-    """A ToscaPolicy's version as the server reads it: ``metadata.policy-version``, else
-    ``version``.
-    """
-    metadata = policy.get("metadata")
-    if isinstance(metadata, dict) and metadata.get("policy-version") is not None:
-        return str(metadata["policy-version"])
-    return "" if policy.get("version") is None else str(policy["version"])
-
-
-def policy_id(policy: Mapping[str, Any]) -> str | None:
-    """A ToscaPolicy's identity: ``metadata.policy-id``, else ``name``."""
-    metadata = policy.get("metadata")
-    if isinstance(metadata, dict) and isinstance(metadata.get("policy-id"), str):
-        return str(metadata["policy-id"])
-    name = policy.get("name")
-    return name if isinstance(name, str) else None

@@ -19,12 +19,13 @@ from policy_pubsub.cli.common import (
     add_command,
     parse_filters,
     plural,
-    policy_version,
     positive_int,
     print_json,
     segment,
     table,
 )
+from policy_pubsub.policy_identity import version_label
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 POLICIES = "/pap/v1/policies"
 DECISION = "/decision/v1"
@@ -239,23 +240,20 @@ def decide_command(args: argparse.Namespace) -> int:
         print_json(answer)
         return 0
     found: dict[str, Any] = answer.get("policies", {})
-    rows = sorted((pid, policy_version(p), p.get("type")) for pid, p in found.items())
+    rows = sorted((pid, version_label(p), p.get("type")) for pid, p in found.items())
     print(table(["policy-id", "version", "type"], rows) if rows else "no deployed policy matches")
     return 0
 
 
 def subscribe_command(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {
-        "subscriber_topic": args.topic,
-        "policy-filters": parse_filters(args.filters),
-    }
-    for key, value in (
-        ("ONAPName", args.onap_name),
-        ("ONAPComponent", args.onap_component),
-        ("ONAPInstance", args.onap_instance),
-    ):
-        if value is not None:
-            body[key] = value
+    body = SubscriptionRecord.make(
+        args.subscriber_id,
+        args.topic,
+        parse_filters(args.filters),
+        onap_name=args.onap_name,
+        onap_component=args.onap_component,
+        onap_instance=args.onap_instance,
+    ).subscribe_body()
     with Api.from_args(args) as api:
         answer = api.request("POST", f"{SUBSCRIPTIONS}/{segment(args.subscriber_id)}", body=body)
     record = answer.body
@@ -268,7 +266,7 @@ def subscribe_command(args: argparse.Namespace) -> int:
         f"{record.get('subscriber_topic')} at revision {record.get('revision')}"
     )
     found: dict[str, Any] = record.get("policies", {})
-    listed = ", ".join(f"{pid} {policy_version(p)}" for pid, p in sorted(found.items()))
+    listed = ", ".join(f"{pid} {version_label(p)}" for pid, p in sorted(found.items()))
     print(f"policies now: {listed}" if listed else "no deployed policy matches yet")
     return 0
 

@@ -27,11 +27,10 @@ from policy_pubsub.cli.common import (
     UsageError,
     add_command,
     plural,
-    policy_id,
-    policy_version,
     positive_int,
     print_json,
 )
+from policy_pubsub.policy_identity import policy_id, version_label
 
 SUFFIXES = (".json", ".yaml", ".yml")
 # From this many files, or with more than one batch, a terminal shows a progress line.
@@ -364,7 +363,7 @@ def report(outcome: Outcome, *, as_json: bool) -> None:
         unchanged = [p for p, _ in outcome.sent if policy_id(p) not in changed]
         if len(unchanged) <= LIST_UNCHANGED:
             for policy in unchanged:
-                print(f"unchanged {policy_id(policy)} {policy_version(policy)} (already deployed)")
+                print(f"unchanged {policy_id(policy)} {version_label(policy)} (already deployed)")
         else:
             count = plural(len(unchanged), "policy", "policies")
             print(f"unchanged: {count} already deployed as given")

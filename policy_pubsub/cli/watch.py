@@ -33,14 +33,17 @@ from policy_pubsub.cli.common import (
     print_json,
     server_url,
 )
-from policy_pubsub.client import PolicyChange, PolicySubscriber, policy_version
-from policy_pubsub.client.wire import Retry, Wire, without_credentials
+from policy_pubsub.client import PolicyChange, PolicySubscriber, Timings
+from policy_pubsub.client.http import HttpClient, TransientError, without_credentials
+from policy_pubsub.client.wire import Wire
 from policy_pubsub.exceptions import (
     ClientError,
     RequestRejected,
     ServerUnreachable,
     SubscriptionRejected,
 )
+from policy_pubsub.policy_identity import UNKNOWN_VERSION, version_label
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 DEFAULT_GIVE_UP_AFTER = 60.0
 WATCH_GROUP_SUFFIX = ".watch"
@@ -136,21 +139,19 @@ async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any
                 f"there is no subscription {subscriber_id!r}: give --filter (and --topic) "
                 "to create it"
             )
-        record = record or {}
-        topic = args.topic or record.get("subscriber_topic") or _default_topic(subscriber_id)
+        topic = args.topic or (record.subscriber_topic if record else None)
         try:
             subscriber = PolicySubscriber(
                 url,
                 subscriber_id=subscriber_id,
-                subscriber_topic=topic,
-                policy_filters=filters or record.get("policy-filters") or [],
-                onap_name=record.get("ONAPName"),
-                onap_component=record.get("ONAPComponent"),
-                onap_instance=record.get("ONAPInstance"),
+                subscriber_topic=topic or _default_topic(subscriber_id),
+                policy_filters=filters or (list(record.policy_filters) if record else []),
+                onap_name=record.onap_name if record else None,
+                onap_component=record.onap_component if record else None,
+                onap_instance=record.onap_instance if record else None,
                 consumer_group=args.group or f"{subscriber_id}{WATCH_GROUP_SUFFIX}",
                 consumer_id="watch",
-                request_timeout=args.timeout,
-                give_up_after=args.give_up_after,
+                timings=Timings(request_timeout=args.timeout, give_up_after=args.give_up_after),
                 auth=found if isinstance(found, tuple) else None,
                 token=found if isinstance(found, str) else None,
                 http=http,
@@ -159,7 +160,7 @@ async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any
             raise UsageError(str(exc)) from None
         try:
             async with subscriber:
-                _print_start(args, subscriber, attached=bool(record))
+                _print_start(args, subscriber, attached=record is not None)
                 seen = 0
                 async for change in subscriber.changes():
                     _print_change(args, subscriber_id, change)
@@ -180,14 +181,20 @@ async def _watch(args: argparse.Namespace, url: str, filters: list[dict[str, Any
 
 async def _record(
     http: httpx.AsyncClient, url: str, subscriber_id: str, timeout: float
-) -> dict[str, Any] | None:
+) -> SubscriptionRecord | None:
     """The subscription's record, None if there is none; one attempt."""
     try:
-        return await Wire(http, url, url, timeout).subscription(subscriber_id)
-    except Retry as exc:
+        answer = await Wire(HttpClient(http, url, timeout=timeout)).subscription(subscriber_id)
+    except TransientError as exc:
         raise CommandError(f"cannot reach {without_credentials(url)}: {exc.reason}") from None
     except RequestRejected as exc:
         raise CommandError(f"{exc.status}: {exc.error}") from None
+    if answer is None:
+        return None
+    try:
+        return SubscriptionRecord.from_wire(answer)
+    except ValueError as exc:
+        raise CommandError(f"{without_credentials(url)}: {exc}") from None
 
 
 def _default_topic(subscriber_id: str) -> str:
@@ -221,7 +228,7 @@ def _print_start(args: argparse.Namespace, subscriber: PolicySubscriber, *, atta
         f"at revision {subscriber.revision}: {plural(len(policies), 'policy', 'policies')}"
     )
     for policy_id in sorted(policies):
-        print(f"  {policy_id} {policy_version(policies[policy_id])}")
+        print(f"  {policy_id} {version_label(policies[policy_id])}")
     sys.stdout.flush()
 
 
@@ -246,12 +253,12 @@ def _print_change(args: argparse.Namespace, subscriber_id: str, change: PolicyCh
         label += f" ({change.event})"
     old: Mapping[str, Any] = change.previous
     for policy_id in sorted(change.added):
-        print(f"{stamp} {label}: added {policy_id} {policy_version(change.added[policy_id])}")
+        print(f"{stamp} {label}: added {policy_id} {version_label(change.added[policy_id])}")
     for policy_id in sorted(change.updated):
-        before = policy_version(old[policy_id]) if policy_id in old else "?"
-        after = policy_version(change.updated[policy_id])
+        before = version_label(old[policy_id]) if policy_id in old else UNKNOWN_VERSION
+        after = version_label(change.updated[policy_id])
         print(f"{stamp} {label}: updated {policy_id} {before} -> {after}")
     for policy_id in sorted(change.removed):
-        before = policy_version(old[policy_id]) if policy_id in old else "?"
+        before = version_label(old[policy_id]) if policy_id in old else UNKNOWN_VERSION
         print(f"{stamp} {label}: removed {policy_id} {before}")
     sys.stdout.flush()

@@ -13,6 +13,8 @@ async with PolicySubscriber(
         print(change.revision, change.added, change.updated, change.removed)
 ```
 
+Every delay (long-poll hold, request timeout, backoff, resync, giving up) is one
+``Timings`` value: ``PolicySubscriber(..., timings=Timings(give_up_after=60.0))``.
 Not an asyncio program? ``PolicySubscriber(...).run(handler)`` blocks and calls ``handler``
 for each change. Errors are in ``policy_pubsub.exceptions`` (``ClientError`` and below).
 The SDK logs to the ``policy_pubsub.client`` logger, quiet unless the program configures
@@ -23,9 +25,20 @@ from __future__ import annotations
 
 import logging
 
-from policy_pubsub.client.changes import PolicyChange, Snapshot, policy_version
+from policy_pubsub.client.changes import PolicyChange, Snapshot
 from policy_pubsub.client.subscriber import Handler, PolicySubscriber
+from policy_pubsub.client.timings import Timings
+from policy_pubsub.policy_identity import policy_id, policy_version, version_label
 
 logging.getLogger("policy_pubsub.client").addHandler(logging.NullHandler())
 
-__all__ = ["Handler", "PolicyChange", "PolicySubscriber", "Snapshot", "policy_version"]
+__all__ = [
+    "Handler",
+    "PolicyChange",
+    "PolicySubscriber",
+    "Snapshot",
+    "Timings",
+    "policy_id",
+    "policy_version",
+    "version_label",
+]

@@ -82,14 +82,6 @@ class PolicyChange:
         return not (self.added or self.updated or self.removed)
 
 
-def policy_version(policy: Policy) -> str:
-    """A policy's version as ONAP writes it: ``metadata.policy-version``, else ``version``."""
-    metadata = policy.get("metadata")
-    if isinstance(metadata, Mapping) and metadata.get("policy-version") is not None:
-        return str(metadata["policy-version"])
-    return "?" if policy.get("version") is None else str(policy["version"])
-
-
 def valid_policies(value: Any) -> dict[str, dict[str, Any]] | None:
     """``value`` as a policy-id -> policy mapping, or None when it is not one."""
     if not isinstance(value, dict):

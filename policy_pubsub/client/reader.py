@@ -19,13 +19,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, Snapshot, snapshots, valid_policies
-from policy_pubsub.client.wire import Retry, Wire
+from policy_pubsub.client.http import TransientError
+from policy_pubsub.client.timings import Timings
+from policy_pubsub.client.wire import Wire
 from policy_pubsub.exceptions import ServerUnreachable
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 log = logging.getLogger("policy_pubsub.client")
 
@@ -40,33 +43,22 @@ class Reader:
         self,
         wire: Wire,
         *,
-        subscriber_id: str,
-        topic: str,
+        record: SubscriptionRecord,
         consumer_group: str,
         consumer_id: str,
-        subscribe_body: Mapping[str, Any],
-        decision_body: Mapping[str, Any],
-        poll_timeout: float,
+        timings: Timings,
         poll_limit: int,
-        backoff_initial: float,
-        backoff_max: float,
-        resync_interval: float,
-        give_up_after: float | None,
         stopped: asyncio.Event,
     ) -> None:
         self._wire = wire
-        self.subscriber_id = subscriber_id
-        self._topic = topic
+        self.subscriber_id = record.subscriber_id
+        self._topic = record.subscriber_topic
         self._group = consumer_group
         self._consumer = consumer_id
-        self._subscribe_body = subscribe_body
-        self._decision_body = decision_body
-        self._poll_timeout = poll_timeout
+        self._subscribe_body = record.subscribe_body()
+        self._decision_body = record.decision_body()
+        self._timings = timings
         self._poll_limit = poll_limit
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
-        self._resync_interval = resync_interval
-        self._give_up_after = give_up_after
         self._stopped = stopped
         self.latest: Snapshot = EMPTY
         self._reread_needed = False
@@ -83,7 +75,7 @@ class Reader:
         while not self._stopped.is_set():
             try:
                 await self._subscribe_once()
-            except Retry as exc:
+            except TransientError as exc:
                 await self._back_off("subscribe", exc)
             else:
                 self._failures, self._failing_since = 0, None
@@ -99,7 +91,7 @@ class Reader:
                 await self._reread()
             else:
                 await self._poll()
-        except Retry as exc:
+        except TransientError as exc:
             self._reread_needed = True
             await self._back_off("re-read" if reread else "poll", exc)
         else:
@@ -114,7 +106,8 @@ class Reader:
 
     def backoff(self, failures: int) -> float:
         """The wait after ``failures`` failures in a row: exponential, capped, jittered."""
-        ceiling = min(self._backoff_max, self._backoff_initial * 2.0 ** min(failures - 1, 30))
+        timings = self._timings
+        ceiling = min(timings.backoff_max, timings.backoff_initial * 2.0 ** min(failures - 1, 30))
         return ceiling * random.uniform(0.5, 1.0)
 
     async def unless_stopped(self, awaitable: Awaitable[T]) -> T | None:
@@ -137,7 +130,7 @@ class Reader:
         answer = await self._wire.subscribe(self.subscriber_id, self._subscribe_body)
         policies = valid_policies(answer.get("policies"))
         if policies is None:
-            raise Retry(self.subscriber_id, "the subscribe answer has no policies")
+            raise TransientError(self.subscriber_id, "the subscribe answer has no policies")
         self._take(Snapshot(answer["revision"], policies, constants.EVENT_SUBSCRIBE))
         log.info(
             "subscribed %s on topic %s at revision %d: %d policies",
@@ -168,7 +161,7 @@ class Reader:
             if policies is None or after == before:
                 break
         if policies is None or revision is None:
-            raise Retry(self.subscriber_id, "the decision answer holds no valid policies")
+            raise TransientError(self.subscriber_id, "the decision answer holds no valid policies")
         self._take(Snapshot(revision, policies, constants.EVENT_RESYNC))
         log.info(
             "re-read %d policies of %s as of revision %d",
@@ -189,8 +182,8 @@ class Reader:
         return revision if isinstance(revision, int) else self.latest.revision
 
     async def _poll(self) -> None:
-        hold = self._poll_timeout
-        if self._resync_interval > 0:
+        hold = self._timings.poll_timeout
+        if self._timings.resync_interval > 0:
             hold = min(hold, max(0.0, self._next_resync - asyncio.get_running_loop().time()))
         messages = await self.unless_stopped(
             self._wire.poll(
@@ -225,21 +218,21 @@ class Reader:
             self.latest = snapshot
         self._reread_needed = False
         loop = asyncio.get_running_loop()
-        self._next_resync = loop.time() + self._resync_interval
+        self._next_resync = loop.time() + self._timings.resync_interval
 
     def _resync_due(self) -> bool:
-        if self._resync_interval <= 0:
+        if self._timings.resync_interval <= 0:
             return False
         return asyncio.get_running_loop().time() >= self._next_resync
 
-    async def _back_off(self, what: str, exc: Retry) -> None:
+    async def _back_off(self, what: str, exc: TransientError) -> None:
         now = asyncio.get_running_loop().time()
         if self._failing_since is None:
             self._failing_since = now
         self._failures += 1
         delay = self.backoff(self._failures)
-        if self._give_up_after is not None:
-            left = self._failing_since + self._give_up_after - now
+        if self._timings.give_up_after is not None:
+            left = self._failing_since + self._timings.give_up_after - now
             if left <= 0:
                 raise ServerUnreachable(exc.url, self._failures, exc.reason) from exc
             delay = min(delay, left)

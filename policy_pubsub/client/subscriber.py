@@ -27,22 +27,20 @@ import httpx
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, PolicyChange, Snapshot
+from policy_pubsub.client.http import BearerAuth, HttpClient, TransientError
 from policy_pubsub.client.reader import Reader
 from policy_pubsub.client.state import StateFile
-from policy_pubsub.client.wire import BearerAuth, Retry, Wire
+from policy_pubsub.client.timings import Timings
+from policy_pubsub.client.wire import Wire
 from policy_pubsub.exceptions import ClientError, ServerUnreachable
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 log = logging.getLogger("policy_pubsub.client")
 
 Handler = Callable[[PolicyChange], Awaitable[object] | object]
 
-DEFAULT_POLL_TIMEOUT = constants.DEFAULT_POLL_TIMEOUT_MS / 1000  # the router's hold time
-DEFAULT_REQUEST_TIMEOUT = 10.0
-DEFAULT_RESYNC_INTERVAL = 20 * 60.0
-DEFAULT_BACKOFF_INITIAL = 0.5
-DEFAULT_BACKOFF_MAX = 30.0
-
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
+DEFAULT_TIMINGS = Timings()
 
 
 class PolicySubscriber:
@@ -53,13 +51,13 @@ class PolicySubscriber:
     applied (nothing on the first run), so that a restart reports a true delta. The long-poll
     goes to ``router_url`` (the server itself by default; any DMaaP Message Router works) as
     consumer ``consumer_group``/``consumer_id`` (both the subscriber id by default: stable, so
-    a restart resumes where it stopped). Every delay is a parameter, in seconds. Without
-    ``give_up_after`` an unreachable server is retried for ever; with it, requests failing for
-    that long raise ``ServerUnreachable``. The subscription survives ``close`` unless
-    ``unsubscribe_on_close`` (for an uninstall). Credentials: ``auth=(user, password)`` (HTTP
-    Basic, or any ``httpx.Auth``) or ``token=`` (Bearer), sent with every request; a router
-    URL may carry its own (``https://user:password@mr:3905``). ``http`` or ``transport``
-    replace the HTTP client (an ``http`` passed in is not closed).
+    a restart resumes where it stopped). Every delay is in ``timings`` (a ``Timings``, in
+    seconds). Without ``Timings.give_up_after`` an unreachable server is retried for ever; with
+    it, requests failing for that long raise ``ServerUnreachable``. The subscription survives
+    ``close`` unless ``unsubscribe_on_close`` (for an uninstall). Credentials:
+    ``auth=(user, password)`` (HTTP Basic, or any ``httpx.Auth``) or ``token=`` (Bearer), sent
+    with every request; a router URL may carry its own (``https://user:password@mr:3905``).
+    ``http`` or ``transport`` replace the HTTP client (an ``http`` passed in is not closed).
     """
 
     def __init__(
@@ -77,13 +75,8 @@ class PolicySubscriber:
         consumer_id: str | None = None,
         state_file: str | os.PathLike[str] | None = None,
         unsubscribe_on_close: bool = False,
-        poll_timeout: float = DEFAULT_POLL_TIMEOUT,
+        timings: Timings = DEFAULT_TIMINGS,
         poll_limit: int = constants.DEFAULT_POLL_LIMIT,
-        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-        backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
-        backoff_max: float = DEFAULT_BACKOFF_MAX,
-        resync_interval: float = DEFAULT_RESYNC_INTERVAL,
-        give_up_after: float | None = None,
         auth: httpx.Auth | tuple[str, str] | None = None,
         token: str | None = None,
         http: httpx.AsyncClient | None = None,
@@ -102,19 +95,10 @@ class PolicySubscriber:
             raise ValueError("policy_filters must be a non-empty list of filter objects")
         if not all(isinstance(f, Mapping) for f in policy_filters):
             raise ValueError("each policy filter must be a mapping such as {'policy-id': [...]}")
-        for name, number in (
-            ("poll_timeout", poll_timeout),
-            ("backoff_initial", backoff_initial),
-            ("resync_interval", resync_interval),
-            ("give_up_after", give_up_after or 0),
-        ):
-            if number < 0:
-                raise ValueError(f"{name} must not be negative")
-        if request_timeout <= 0 or poll_limit < 1 or backoff_max < backoff_initial:
-            raise ValueError(
-                "request_timeout must be positive, poll_limit at least 1, "
-                "and backoff_max at least backoff_initial"
-            )
+        if not isinstance(timings, Timings):
+            raise ValueError("timings must be a Timings, e.g. Timings(backoff_max=5.0)")
+        if poll_limit < 1:
+            raise ValueError("poll_limit must be at least 1")
         if http is not None and transport is not None:
             raise ValueError("give http or transport, not both")
         if auth is not None and token is not None:
@@ -126,38 +110,19 @@ class PolicySubscriber:
         self.consumer_group = consumer_group
         self.consumer_id = consumer_id
         self.unsubscribe_on_close = unsubscribe_on_close
+        # A copy that is plain JSON: the caller's filters may change, or hold other types.
         filters = json.loads(json.dumps([dict(f) for f in policy_filters]))
-        onap = {
-            key: value
-            for key, value in (
-                ("ONAPName", onap_name),
-                ("ONAPComponent", onap_component),
-                ("ONAPInstance", onap_instance),
-            )
-            if value is not None
-        }
-        self._subscribe_body = {
-            "subscriber_topic": subscriber_topic,
-            "action": constants.ACTION_CONFIGURE,
-            **onap,
-            "policy-filters": filters,
-            "return-policies": True,
-        }
-        self._decision_body = {
-            **onap,
-            "action": constants.ACTION_CONFIGURE,
-            "policy-filters": filters,
-        }
+        self._subscription = SubscriptionRecord.make(
+            subscriber_id,
+            subscriber_topic,
+            filters,
+            onap_name=onap_name,
+            onap_component=onap_component,
+            onap_instance=onap_instance,
+        )
         self._state_file = None if state_file is None else StateFile(state_file, subscriber_id)
-        self._timing: dict[str, Any] = {
-            "poll_timeout": poll_timeout,
-            "poll_limit": poll_limit,
-            "backoff_initial": backoff_initial,
-            "backoff_max": backoff_max,
-            "resync_interval": resync_interval,
-            "give_up_after": give_up_after,
-        }
-        self._request_timeout = request_timeout
+        self.timings = timings
+        self._poll_limit = poll_limit
         self._auth = BearerAuth(token) if token is not None else auth
         self._given_http = http
         self._transport = transport
@@ -225,14 +190,12 @@ class PolicySubscriber:
             raise RuntimeError("_open() runs inside __aenter__")
         self._reader = Reader(
             self._wire(self._http),
-            subscriber_id=self.subscriber_id,
-            topic=self.subscriber_topic,
+            record=self._subscription,
             consumer_group=self.consumer_group,
             consumer_id=self.consumer_id,
-            subscribe_body=self._subscribe_body,
-            decision_body=self._decision_body,
+            timings=self.timings,
+            poll_limit=self._poll_limit,
             stopped=self._stopped,
-            **self._timing,
         )
         await self._reader.subscribe()
         # With a state file the component holds what it last applied (nothing on a first run)
@@ -258,7 +221,14 @@ class PolicySubscriber:
             await self._close_http()
 
     def _wire(self, http: httpx.AsyncClient) -> Wire:
-        return Wire(http, self.url, self.router_url, self._request_timeout, self._auth)
+        client = HttpClient(
+            http,
+            self.url,
+            router_url=self.router_url,
+            timeout=self.timings.request_timeout,
+            auth=self._auth,
+        )
+        return Wire(client)
 
     async def _close_http(self) -> None:
         if self._http is not None and self._given_http is None:
@@ -273,7 +243,7 @@ class PolicySubscriber:
             raise RuntimeError("unsubscribe() needs an open subscriber")
         try:
             found = await self._wire(self._http).unsubscribe(self.subscriber_id)
-        except Retry as exc:
+        except TransientError as exc:
             raise ServerUnreachable(exc.url, 1, exc.reason) from exc
         log.info("unsubscribed %s", self.subscriber_id)
         return found

@@ -24,6 +24,7 @@ from policy_pubsub.service.outlets import Outlet
 from policy_pubsub.service.snapshots import matching_policies, subscribe_snapshot
 from policy_pubsub.service.state import State, Subscription
 from policy_pubsub.store import Store, SubscriptionRow, now_ms
+from policy_pubsub.subscription_record import SubscriptionRecord
 
 __all__ = ["SubscribeResult", "Subscriptions"]
 
@@ -57,15 +58,15 @@ class Subscriptions:
         """Insert or update a subscription and publish its starting snapshot, in one
         transaction. An update keeps the subscription's creation time.
         """
-        record: dict[str, Any] = {
-            "subscriber_id": subscriber_id,
-            "subscriber_topic": request.subscriber_topic,
-            "action": request.action,
-            "ONAPName": request.onap_name,
-            "ONAPComponent": request.onap_component,
-            "ONAPInstance": request.onap_instance,
-            "policy-filters": [f.to_wire() for f in request.policy_filters],
-        }
+        record = SubscriptionRecord(
+            subscriber_id,
+            request.subscriber_topic,
+            tuple(f.to_wire() for f in request.policy_filters),
+            request.action,
+            request.onap_name,
+            request.onap_component,
+            request.onap_instance,
+        ).to_wire()
         state = self._state
         async with state.writing:
             async with self._store.write() as tx:

@@ -5,6 +5,7 @@ subscribers with tiny delays, so that retries and resyncs take milliseconds.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from policy_pubsub.client import PolicyChange, PolicySubscriber
+from policy_pubsub.client import PolicyChange, PolicySubscriber, Timings
 from policy_pubsub.config import Settings
 from tests.conftest import make_settings
 
@@ -22,13 +23,18 @@ TCA_FILTERS = [{"policy-id": "onap.*"}]
 CHANGE_TIMEOUT = 10.0
 
 # Fast but not zero: a failing request is retried every few milliseconds, not in a hot loop.
-FAST: dict[str, Any] = {
-    "backoff_initial": 0.01,
-    "backoff_max": 0.05,
-    "request_timeout": 5.0,
-    "poll_timeout": 5.0,
-    "resync_interval": 0,
-}
+FAST = Timings(
+    backoff_initial=0.01,
+    backoff_max=0.05,
+    request_timeout=5.0,
+    poll_timeout=5.0,
+    resync_interval=0,
+)
+
+
+def fast(**changes: Any) -> Timings:
+    """``FAST`` with some values changed, e.g. ``fast(poll_timeout=30)``."""
+    return dataclasses.replace(FAST, **changes)
 
 
 @pytest.fixture
@@ -46,7 +52,7 @@ def subscriber(url: str, **options: Any) -> PolicySubscriber:
         "onap_name": "DCAE",
         "onap_component": "tca",
         "onap_instance": "tca-1",
-        **FAST,
+        "timings": FAST,
         **options,
     }
     return PolicySubscriber(url, **values)

@@ -14,7 +14,7 @@ import httpx
 
 from policy_pubsub.client import PolicyChange
 from tests.api.helpers import push, tosca
-from tests.client.conftest import ids, subscriber
+from tests.client.conftest import fast, ids, subscriber
 from tests.conftest import LiveServer, wait_for
 
 RUN_TIMEOUT = 15.0
@@ -77,7 +77,7 @@ async def test_run_in_a_thread_stops_from_another_thread(
     returns normally.
     """
     seen: list[list[str]] = []
-    sub = subscriber(server.url, poll_timeout=30)
+    sub = subscriber(server.url, timings=fast(poll_timeout=30))
     running = asyncio.create_task(asyncio.to_thread(sub.run, lambda c: seen.append(ids(c.added))))
     try:
         await wait_for(lambda: server.state.router.held_reads == 1 or running.done())

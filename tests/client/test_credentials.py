@@ -46,7 +46,7 @@ def subscriber(server: Server, url: str, **options: Any) -> PolicySubscriber:
         subscriber_topic="t",
         policy_filters=[{"policy-id": "a"}],
         transport=httpx.MockTransport(server.handle),
-        **{**FAST, **options},
+        **{"timings": FAST, **options},
     )
 
 
@@ -88,7 +88,7 @@ async def test_a_refused_login_is_final_and_hides_the_password() -> None:
     """
     server = Server(status=401)
     with pytest.raises(SubscriptionRejected) as caught:
-        async with subscriber(server, "http://tca:pw@pdp.test", give_up_after=None):
+        async with subscriber(server, "http://tca:pw@pdp.test"):
             pytest.fail("entered with a refused login")
     assert (caught.value.status, caught.value.error) == (401, "Who?")
     assert "pw" not in str(caught.value) and caught.value.url.startswith("http://pdp.test/")

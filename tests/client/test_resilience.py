@@ -17,6 +17,7 @@ from tests.client.conftest import (
     SUBSCRIBER,
     TOPIC,
     RecordingTransport,
+    fast,
     group_lag,
     ids,
     next_change,
@@ -96,7 +97,7 @@ async def test_the_periodic_resync_heals_a_snapshot_read_by_someone_else(
     """A snapshot that another reader of the same consumer group took never reaches the
     subscriber's polls; the periodic resync brings its policies anyway.
     """
-    async with subscriber(server.url, resync_interval=0.3) as sub:
+    async with subscriber(server.url, timings=fast(resync_interval=0.3)) as sub:
         added = await push(client, tosca("onap.a"))
         stolen = await client.get(f"/events/{TOPIC}/{SUBSCRIBER}/thief", params={"timeout": 0})
         assert len(stolen.json()) == 2  # the subscribe snapshot and onap.a's
@@ -112,7 +113,7 @@ async def test_without_a_periodic_resync_a_stolen_snapshot_stays_lost(
     server: LiveServer, client: httpx.AsyncClient
 ) -> None:
     """The control of the test above: with ``resync_interval=0`` nothing brings it back."""
-    async with subscriber(server.url, resync_interval=0) as sub:
+    async with subscriber(server.url, timings=fast(resync_interval=0)) as sub:
         await push(client, tosca("onap.a"))
         await client.get(f"/events/{TOPIC}/{SUBSCRIBER}/thief", params={"timeout": 0})
         await no_change(sub.changes(), within=0.6)
@@ -124,7 +125,7 @@ async def test_a_subscription_deleted_on_the_server_is_made_again(
     """When the re-read finds the subscription gone, the subscriber subscribes again and goes
     on receiving its changes.
     """
-    async with subscriber(server.url, resync_interval=0.2) as sub:
+    async with subscriber(server.url, timings=fast(resync_interval=0.2)) as sub:
         changes = sub.changes()
         deleted = await client.delete(f"/decision/v1/subscription/{SUBSCRIBER}")
         assert deleted.status_code == 204

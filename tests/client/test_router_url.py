@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.api.helpers import push, tosca
-from tests.client.conftest import SUBSCRIBER, TOPIC, ids, next_change, subscriber
+from tests.client.conftest import SUBSCRIBER, TOPIC, fast, ids, next_change, subscriber
 from tests.conftest import LiveServer
 
 ROUTER = "http://dmaap.test:3904"
@@ -80,7 +80,11 @@ async def test_polls_go_to_the_router_as_the_consumer_given(
     router = FakeRouter()
     options: dict[str, Any] = {"consumer_group": group, "consumer_id": consumer}
     async with subscriber(
-        server.url, router_url=ROUTER, transport=ByHost(router), poll_timeout=2, **options
+        server.url,
+        router_url=ROUTER,
+        transport=ByHost(router),
+        timings=fast(poll_timeout=2),
+        **options,
     ) as sub:
         changes = sub.changes()
         first = await push(client, tosca("onap.a"))

@@ -10,7 +10,7 @@ import logging
 import httpx
 import pytest
 
-from policy_pubsub.client import PolicySubscriber
+from policy_pubsub.client import PolicySubscriber, Timings
 from policy_pubsub.exceptions import (
     ClientError,
     PolicyPubSubError,
@@ -21,6 +21,7 @@ from tests.api.helpers import push, tosca, undeploy
 from tests.client.conftest import (
     SUBSCRIBER,
     TOPIC,
+    fast,
     ids,
     next_change,
     no_change,
@@ -166,7 +167,7 @@ async def test_a_change_left_by_break_comes_again(
 
 async def test_stop_ends_the_iteration_while_a_poll_is_held(server: LiveServer) -> None:
     """``stop()`` ends ``changes()`` at once, even while a long-poll is waiting."""
-    async with subscriber(server.url, poll_timeout=30) as sub:
+    async with subscriber(server.url, timings=fast(poll_timeout=30)) as sub:
         received = []
 
         async def iterate() -> None:
@@ -199,7 +200,7 @@ async def test_a_rejected_subscription_raises_with_the_server_text(server: LiveS
     """A subscription the server refuses raises SubscriptionRejected carrying the status and
     the server's own sentence, at once and without retrying.
     """
-    bad = subscriber(server.url, policy_filters=[{"policy-name": "x"}], give_up_after=None)
+    bad = subscriber(server.url, policy_filters=[{"policy-name": "x"}], timings=fast())
     with pytest.raises(SubscriptionRejected) as caught:
         async with bad:
             pytest.fail("entered a rejected subscription")
@@ -223,7 +224,7 @@ async def test_an_unreachable_server_raises_after_the_bound(
         caplog.at_level(logging.WARNING, logger="policy_pubsub.client"),
         pytest.raises(ServerUnreachable) as caught,
     ):
-        async with subscriber(url, give_up_after=0.3):
+        async with subscriber(url, timings=fast(give_up_after=0.3)):
             pytest.fail("entered without a server")
     assert 0.3 <= loop.time() - started < 5
     assert caught.value.attempts >= 2
@@ -244,7 +245,13 @@ def test_bad_arguments_are_refused_before_any_request() -> None:
     with pytest.raises(ValueError, match="policy_filters"):
         PolicySubscriber("http://h", **{**good, "policy_filters": []})
     with pytest.raises(ValueError, match="backoff_initial"):
-        PolicySubscriber("http://h", backoff_initial=-1, **good)
+        PolicySubscriber("http://h", timings=Timings(backoff_initial=-1), **good)
+    with pytest.raises(ValueError, match="backoff_max"):
+        Timings(backoff_initial=2, backoff_max=1)
+    with pytest.raises(ValueError, match="request_timeout"):
+        Timings(request_timeout=0)
+    with pytest.raises(ValueError, match="poll_limit"):
+        PolicySubscriber("http://h", poll_limit=0, **good)
 
 
 async def test_run_refuses_to_block_an_event_loop(server: LiveServer) -> None:

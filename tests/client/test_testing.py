@@ -6,7 +6,7 @@ from pathlib import Path
 
 import httpx
 
-from policy_pubsub.client import PolicySubscriber
+from policy_pubsub.client import PolicySubscriber, Timings
 from policy_pubsub.testing import running_server
 
 
@@ -23,8 +23,7 @@ async def test_running_server_serves_a_subscriber_and_cleans_up(tmp_path: Path) 
                 subscriber_id="me",
                 subscriber_topic="my-topic",
                 policy_filters=[{"policy-type": "my.type"}],
-                backoff_initial=0.01,
-                backoff_max=0.05,
+                timings=Timings(backoff_initial=0.01, backoff_max=0.05),
             ) as subscriber,
         ):
             policy = {"type": "my.type", "name": "p", "version": "1"}

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from policy_pubsub.client import PolicyChange, PolicySubscriber
+from tests.client.conftest import fast
 from tests.conftest import (
     LiveServer,
     make_settings,
@@ -201,11 +202,7 @@ async def test_a_component_reading_the_mr_sees_each_change_once_across_an_outage
         subscriber_id="c1",
         subscriber_topic="c1-topic",
         policy_filters=[{"policy-id": "p*"}],
-        backoff_initial=0.01,
-        backoff_max=0.1,
-        poll_timeout=1.0,
-        request_timeout=5.0,
-        resync_interval=0,
+        timings=fast(backoff_max=0.1, poll_timeout=1.0),
     )
 
     async def consume() -> None:
