@@ -106,6 +106,10 @@ class TableRoute(Route):
             if len(endpoints) > 1:
                 raise ValueError(f"{path}: a raw ASGI endpoint must be the path's only method")
             super().__init__(path, first.asgi, methods=[first.method])
+            # Starlette answers HEAD with GET's endpoint; a raw endpoint (the long-poll) would
+            # act on it (consume the group's messages) and send no body: HEAD is a 405.
+            if self.methods is not None:
+                self.methods.discard("HEAD")
         else:
             super().__init__(path, _dispatch(self.endpoints), methods=list(self.endpoints))
         pattern = self.path_regex.pattern

@@ -119,9 +119,21 @@ async def test_a_poll_answer_carries_the_request_id(client: httpx.AsyncClient) -
 
 
 async def test_other_methods_on_the_poll_route_are_405(client: httpx.AsyncClient) -> None:
-    """Only GET (and HEAD) long-poll; another method on its path is a 405 in DMaaP's shape."""
+    """Only GET long-polls; another method on its path is a 405 in DMaaP's shape."""
     assert (await client.post("/events/t", json={"n": 1})).status_code == 200
     assert_dmaap_error(await client.delete("/events/t/g/c"), 405)
+
+
+async def test_head_on_the_poll_route_consumes_nothing(client: httpx.AsyncClient) -> None:
+    """A HEAD (a monitoring probe, say) is a 405 naming GET, and the group's messages are
+    still there for the GET that follows.
+    """
+    assert (await client.post("/events/t", json={"n": 1})).status_code == 200
+    probe = await client.head("/events/t/g/c", params={"timeout": 0})
+    assert probe.status_code == 405
+    assert probe.headers["allow"] == "GET"
+    polled = await client.get("/events/t/g/c", params={"timeout": 0})
+    assert (polled.status_code, polled.json()) == (200, ['{"n":1}'])
 
 
 async def test_a_poll_whose_client_left_frees_its_place(
