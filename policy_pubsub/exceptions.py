@@ -3,6 +3,7 @@
 PolicyPubSubError
 ├── InvalidRequest        the request breaks the contract; nothing was changed (400)
 ├── NotFound              no such subscriber, policy or topic (404)
+├── SubscriptionTaken     the subscriber id is held by a subscription the caller may not use (409)
 ├── StoreUnavailable      the database cannot be reached or refused the change (503)
 ├── RouterUnavailable     the message router cannot be reached (503)
 └── ClientError           raised by the component SDK (``policy_pubsub.client``)
@@ -11,7 +12,7 @@ PolicyPubSubError
     ├── ServerUnreachable     no answer within the caller's bound (``give_up_after``)
     └── StateFileError        the subscriber's state file cannot be read or written
 
-The server raises the first four; the SDK raises only ``ClientError`` and its subclasses, so a
+The server raises the first five; the SDK raises only ``ClientError`` and its subclasses, so a
 component can catch ``ClientError`` (or ``PolicyPubSubError``) and act on the attributes.
 """
 
@@ -43,6 +44,16 @@ class NotFound(PolicyPubSubError):
         super().__init__(f"no {kind} {key!r}")
         self.kind = kind
         self.key = key
+
+
+class SubscriptionTaken(PolicyPubSubError):
+    """A subscribe under an id whose subscription is on a topic the caller may not use;
+    nothing was changed. ``subscriber_id`` is the id.
+    """
+
+    def __init__(self, subscriber_id: str) -> None:
+        super().__init__(f"subscriber id {subscriber_id!r} is taken")
+        self.subscriber_id = subscriber_id
 
 
 class StoreUnavailable(PolicyPubSubError):

@@ -38,6 +38,7 @@ import hmac
 import logging
 from base64 import b64decode
 from binascii import Error as Base64Error
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -48,8 +49,6 @@ from policy_pubsub.api.errors import ApiError, error_response
 from policy_pubsub.api.table import Access, RouteTable
 from policy_pubsub.auth import ADMIN, REALM, Authenticator, User
 from policy_pubsub.config import Settings
-from policy_pubsub.exceptions import NotFound
-from policy_pubsub.service import PolicyService
 
 log = logging.getLogger(__name__)
 
@@ -218,25 +217,13 @@ def require_topic(connection: HTTPConnection, topic: str) -> None:
         raise ApiError(403, _topic_refusal(user, topic))
 
 
-async def require_subscription(
-    connection: HTTPConnection,
-    service: PolicyService,
-    subscriber_id: str,
-    *,
-    must_exist: bool = True,
-) -> None:
-    """``ApiError`` 403 unless the request's user may use the stored subscription's topic;
-    ``NotFound`` when there is none and ``must_exist``. No look-up for admins or without auth.
+def topic_check(connection: HTTPConnection) -> Callable[[str], bool] | None:
+    """What the request's user may use, for the service to decide under its write lock (so a
+    race cannot hand one component's subscription to another); None for admins and without
+    auth.
     """
-    if _bounded(connection) is None:
-        return
-    try:
-        existing = await service.subscription(subscriber_id)
-    except NotFound:
-        if must_exist:
-            raise
-        return
-    require_topic(connection, existing.topic)
+    user = _bounded(connection)
+    return None if user is None else user.may_read
 
 
 # -- reading the request ----------------------------------------------------------------------
@@ -310,6 +297,6 @@ __all__ = [
     "AccessMiddleware",
     "current_user",
     "may_read",
-    "require_subscription",
     "require_topic",
+    "topic_check",
 ]

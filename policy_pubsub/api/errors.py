@@ -22,6 +22,7 @@ from policy_pubsub.exceptions import (
     PolicyPubSubError,
     RouterUnavailable,
     StoreUnavailable,
+    SubscriptionTaken,
 )
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,12 @@ def from_domain(exc: PolicyPubSubError) -> ApiError:
         return ApiError(404, f"No {exc.kind} {exc.key!r}.")
     if isinstance(exc, InvalidRequest):
         return ApiError(400, exc.message, exc.details)
+    if isinstance(exc, SubscriptionTaken):
+        return ApiError(
+            409,
+            f"Subscriber id {exc.subscriber_id!r} is in use by a subscription this user may not "
+            "change; choose another id.",
+        )
     if isinstance(exc, (StoreUnavailable, RouterUnavailable)):
         log.error("%s", exc.message)
         part = "store" if isinstance(exc, StoreUnavailable) else "message router"

@@ -153,6 +153,8 @@ ERRORS: dict[int, str] = {
     "missing or wrong PAP webhook signature (when it has a webhook secret); nothing was changed.",
     403: "The user's roles or topic patterns do not allow this request; nothing was changed.",
     404: "",  # Op.missing
+    409: "The subscriber id is in use by a subscription on a topic this user may not use; "
+    "nothing was changed.",
     413: "The body is larger than the server's limit; nothing was changed.",
     415: "The Content-Type is not JSON; nothing was changed.",
     429: "The consumer made more empty polls this minute than the server allows "

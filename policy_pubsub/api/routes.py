@@ -107,7 +107,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 201: ("Inserted.", ref("subscription-record")),
                 200: ("Updated.", ref("subscription-record")),
             },
-            _WRITE,
+            (*_WRITE, 409),
             body=ref("subscription-request"),
             description="Every insert and update publishes a snapshot (event `subscribe`) to "
             "the topic. The answer carries the current snapshot under `policies` when "
@@ -125,7 +125,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "A subscription and its delivery status",
             {200: ("The record with `status`.", ref("subscription-record"))},
             (400, 404, 503),
-            missing="No such subscription.",
+            missing="No such subscription, or none this user may see.",
         ),
         subscriptions.show,
     ),
@@ -139,7 +139,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "Delete a subscription; no further snapshots are published for it",
             {204: ("Deleted.", None)},
             (400, 404, 503),
-            missing="No such subscription.",
+            missing="No such subscription, or none this user may change.",
         ),
         subscriptions.unsubscribe,
     ),

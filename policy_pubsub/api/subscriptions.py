@@ -12,6 +12,7 @@ from policy_pubsub.api.body import read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.state import app_state
+from policy_pubsub.exceptions import NotFound
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.service import PolicyService, Subscription
 from policy_pubsub.timestamps import rfc3339
@@ -31,8 +32,7 @@ async def subscribe(request: Request) -> Response:
     limits(request).check_filters(body.policy_filters, "policy-filters")
     # A component: the requested topic, and the topic of the one it would update, are its own.
     access.require_topic(request, body.subscriber_topic)
-    await access.require_subscription(request, _service(request), subscriber_id, must_exist=False)
-    result = await _service(request).subscribe(subscriber_id, body)
+    result = await _service(request).subscribe(subscriber_id, body, access.topic_check(request))
     app_state(request).metrics.snapshots.labels("subscribe").inc()
     answer = _record(result.subscription)
     if body.return_policies:
@@ -42,8 +42,10 @@ async def subscribe(request: Request) -> Response:
 
 async def show(request: Request) -> Response:
     service = _service(request)
-    subscription = await service.subscription(validation.subscriber_id(request))
-    access.require_topic(request, subscription.topic)
+    subscriber_id = validation.subscriber_id(request)
+    subscription = await service.subscription(subscriber_id)
+    if not access.may_read(request, subscription.topic):
+        raise NotFound("subscription", subscriber_id)  # as if missing: its topic stays unsaid
     answer = _record(subscription)
     answer["status"] = {
         "last_revision": subscription.last_revision,
@@ -55,8 +57,7 @@ async def show(request: Request) -> Response:
 
 async def unsubscribe(request: Request) -> Response:
     subscriber_id = validation.subscriber_id(request)
-    await access.require_subscription(request, _service(request), subscriber_id)
-    await _service(request).unsubscribe(subscriber_id)
+    await _service(request).unsubscribe(subscriber_id, access.topic_check(request))
     return Response(status_code=204)
 
 

@@ -35,7 +35,7 @@ from policy_pubsub.service.outlets import (
 )
 from policy_pubsub.service.snapshots import matching_policies
 from policy_pubsub.service.state import Policy, State, Subscription
-from policy_pubsub.service.subscriptions import SubscribeResult, Subscriptions
+from policy_pubsub.service.subscriptions import SubscribeResult, Subscriptions, TopicCheck
 from policy_pubsub.store import Store
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "SubscribeResult",
     "Subscription",
     "Subscriptions",
+    "TopicCheck",
     "Written",
     "outlet_for",
 ]
@@ -129,13 +130,19 @@ class PolicyService:
 
     # -- subscriptions ----------------------------------------------------------------------
 
-    async def subscribe(self, subscriber_id: str, request: SubscriptionRequest) -> SubscribeResult:
-        """Insert or update a subscription and publish its starting snapshot."""
-        return await self._subscriptions.subscribe(subscriber_id, request)
+    async def subscribe(
+        self, subscriber_id: str, request: SubscriptionRequest, may_use: TopicCheck | None = None
+    ) -> SubscribeResult:
+        """Insert or update a subscription and publish its starting snapshot; with
+        ``may_use``, ``SubscriptionTaken`` rather than replace one on a topic it refuses.
+        """
+        return await self._subscriptions.subscribe(subscriber_id, request, may_use)
 
-    async def unsubscribe(self, subscriber_id: str) -> int:
-        """Delete a subscription; ``NotFound`` if unknown. Returns the new revision."""
-        return await self._subscriptions.unsubscribe(subscriber_id)
+    async def unsubscribe(self, subscriber_id: str, may_use: TopicCheck | None = None) -> int:
+        """Delete a subscription; ``NotFound`` if unknown or (with ``may_use``) on a topic it
+        refuses. Returns the new revision.
+        """
+        return await self._subscriptions.unsubscribe(subscriber_id, may_use)
 
     async def subscription(self, subscriber_id: str) -> Subscription:
         """A subscription; ``NotFound`` if unknown."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from policy_pubsub.exceptions import NotFound
+from policy_pubsub.exceptions import NotFound, SubscriptionTaken
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.routers import Router
@@ -26,7 +26,10 @@ from policy_pubsub.service.state import State, Subscription
 from policy_pubsub.store import Store, SubscriptionRow, now_ms
 from policy_pubsub.subscription_record import SubscriptionRecord
 
-__all__ = ["SubscribeResult", "Subscriptions"]
+__all__ = ["SubscribeResult", "Subscriptions", "TopicCheck"]
+
+# Whether the caller may use a topic (its auth rules); None where anyone may.
+TopicCheck = Callable[[str], bool]
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +57,16 @@ class Subscriptions:
         self._outlet = outlet
         self._metrics = metrics
 
-    async def subscribe(self, subscriber_id: str, request: SubscriptionRequest) -> SubscribeResult:
+    async def subscribe(
+        self,
+        subscriber_id: str,
+        request: SubscriptionRequest,
+        may_use: TopicCheck | None = None,
+    ) -> SubscribeResult:
         """Insert or update a subscription and publish its starting snapshot, in one
-        transaction. An update keeps the subscription's creation time.
+        transaction. An update keeps the subscription's creation time. With ``may_use``, an
+        existing subscription on a topic it refuses is not replaced (``SubscriptionTaken``):
+        decided under the write lock, so two callers racing for one id cannot both win.
         """
         record = SubscriptionRecord(
             subscriber_id,
@@ -72,6 +82,8 @@ class Subscriptions:
             async with self._store.write() as tx:
                 revision = await state.take_revision(tx)
                 existing = state.subscriptions.get(subscriber_id)
+                if existing and may_use is not None and not may_use(existing.topic):
+                    raise SubscriptionTaken(subscriber_id)
                 at = now_ms()
                 subscription = Subscription.make(
                     subscriber_id,
@@ -113,13 +125,16 @@ class Subscriptions:
         )
         return SubscribeResult(existing is None, subscription, policies)
 
-    async def unsubscribe(self, subscriber_id: str) -> int:
-        """Delete a subscription; ``NotFound`` if unknown. Returns the new revision."""
+    async def unsubscribe(self, subscriber_id: str, may_use: TopicCheck | None = None) -> int:
+        """Delete a subscription; ``NotFound`` if unknown, or (with ``may_use``) on a topic it
+        refuses, decided under the write lock. Returns the new revision.
+        """
         state = self._state
         async with state.writing:
             async with self._store.write() as tx:
                 revision = await state.take_revision(tx)
-                if subscriber_id not in state.subscriptions:
+                existing = state.subscriptions.get(subscriber_id)
+                if existing is None or (may_use is not None and not may_use(existing.topic)):
                     raise NotFound("subscription", subscriber_id)
                 await tx.delete_subscription(subscriber_id)
                 committing = time.perf_counter()

@@ -80,7 +80,10 @@ def sub(topic: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Case:
-    """One request, the status it answers when allowed, and who is allowed (admin always)."""
+    """One request, the status it answers when allowed, and who is allowed (admin always).
+    ``foreign`` is what a component gets for another's subscription: 404 as for a missing
+    one on reads and deletes (its topic is not given away), 409 on a subscribe.
+    """
 
     method: str
     path: str
@@ -88,11 +91,14 @@ class Case:
     allowed: frozenset[str] = frozenset()
     body: Any = None
     public: bool = False
+    foreign: int | None = None
 
     def expected(self, identity: str) -> int:
         role = ROLE[identity]
         if self.public or role == "admin" or role in self.allowed:
             return self.ok
+        if role == COMPONENT and self.foreign is not None:
+            return self.foreign
         return 401 if role is None else 403
 
 
@@ -111,7 +117,7 @@ CASES: tuple[Case, ...] = (
     Case("POST", f"{SUBSCRIPTIONS}/tca-1", 200, C, sub(TCA_TOPIC)),
     Case("POST", f"{SUBSCRIPTIONS}/tca-x", 201, body=sub("policies_DCAE_other_x")),
     Case("GET", f"{SUBSCRIPTIONS}/tca-1", 200, C),
-    Case("GET", f"{SUBSCRIPTIONS}/other-1", 200),
+    Case("GET", f"{SUBSCRIPTIONS}/other-1", 200, foreign=404),
     Case("GET", f"{SUBSCRIPTIONS}/nobody", 404, C),
     Case("GET", SUBSCRIPTIONS, 200, C),
     Case("GET", f"{SUBSCRIPTIONS}?topic={TCA_TOPIC}", 200, C),
@@ -122,9 +128,9 @@ CASES: tuple[Case, ...] = (
     Case("GET", "/topics", 200),
     Case("GET", f"/topics/{TCA_TOPIC}", 200),
     Case("DELETE", f"{SUBSCRIPTIONS}/tca-del", 204, C),
-    Case("DELETE", f"{SUBSCRIPTIONS}/other-del", 204),
+    Case("DELETE", f"{SUBSCRIPTIONS}/other-del", 204, foreign=404),
     # An update: the existing subscription's topic must be the component's too...
-    Case("POST", f"{SUBSCRIPTIONS}/other-1", 200, body=sub("policies_DCAE_tca_mine")),
+    Case("POST", f"{SUBSCRIPTIONS}/other-1", 200, body=sub("policies_DCAE_tca_mine"), foreign=409),
     # ...and so must the topic it asks for.
     Case("POST", f"{SUBSCRIPTIONS}/tca-1", 200, body=sub(OTHER_TOPIC)),
     Case("GET", "/no/such/route", 404, PC),
@@ -206,19 +212,25 @@ async def test_every_route_family_answers_each_role_by_the_rules(
     identity: str, client: httpx.AsyncClient
 ) -> None:
     """Each identity gets its allowed status on every route it may use and 401 (anonymous) or
-    403 (a known user out of bounds) elsewhere, in the path's error shape, changing nothing.
+    403 (a known user out of bounds) elsewhere, in the path's error shape, changing nothing;
+    another component's subscription answers as a missing one would.
     """
     await setup_state(client)
     headers = IDENTITIES[identity]
     for case in CASES:
         expected = case.expected(identity)
-        refused = expected in (401, 403)
+        refused = expected >= 400
         before = await snapshot(client, ADMIN) if refused else None
         r = await client.request(case.method, case.path, json=case.body, headers=headers)
         where = f"{identity}: {case.method} {case.path}"
         assert r.status_code == expected, f"{where}: {r.status_code} {r.text}"
-        if refused:
+        if expected in (401, 403):
             assert_refusal(r, expected)
+        if expected == 404 and case.foreign == 404:
+            missing = case.path.rsplit("/", 1)[0] + "/nobody"
+            gone = await client.request(case.method, missing, headers=headers)
+            assert r.text == gone.text.replace("nobody", case.path.rsplit("/", 1)[1]), where
+        if refused:
             assert await snapshot(client, ADMIN) == before, f"{where} changed something"
 
 
@@ -557,5 +569,54 @@ async def test_tls_serves_https_with_the_given_certificate(tmp_path: Path) -> No
             assert health.url.scheme == "https"
             topics = await http.get("/topics", headers=ADMIN)
             assert topics.status_code == 200, topics.text
+    finally:
+        await stop_server(live, task)
+
+
+RIVALS_TOML = """
+[users.alpha]
+password = "alpha-pw"
+roles = ["component"]
+topics = ["policies_alpha_*"]
+
+[users.beta]
+password = "beta-pw"
+roles = ["component"]
+topics = ["policies_beta_*"]
+
+[users.admin]
+password = "admin-pw"
+roles = ["admin"]
+"""
+
+
+async def test_two_components_racing_for_one_subscriber_id_cannot_both_have_it(
+    tmp_path: Path,
+) -> None:
+    """Two components create the same subscriber id at the same moment, each on a topic of
+    its own: one gets 201, the other 409, and the stored subscription is the winner's (the
+    check is made under the write lock, not before it). Ten ids, ten races.
+    """
+    settings = make_settings(tmp_path, auth_file=str(auth_file(tmp_path, RIVALS_TOML)))
+    live, task = await start_server(settings)
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+            for n in range(10):
+                path = f"{SUBSCRIPTIONS}/race-{n}"
+                topics = {"alpha": f"policies_alpha_{n}", "beta": f"policies_beta_{n}"}
+                answers = await asyncio.gather(
+                    *(
+                        client.post(path, json=sub(topic), headers=basic(user, f"{user}-pw"))
+                        for user, topic in topics.items()
+                    )
+                )
+                by_user = dict(zip(topics, answers, strict=True))
+                statuses = sorted(r.status_code for r in answers)
+                assert statuses == [201, 409], [r.text for r in answers]
+                [winner] = [user for user, r in by_user.items() if r.status_code == 201]
+                stored = await client.get(path, headers=basic("admin", "admin-pw"))
+                assert stored.json()["subscriber_topic"] == topics[winner]
+                [loser] = [user for user in topics if user != winner]
+                assert topics[winner] not in by_user[loser].text
     finally:
         await stop_server(live, task)
