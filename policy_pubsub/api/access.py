@@ -126,9 +126,10 @@ class AccessMiddleware:
             name, password = credentials
             user = await authenticator.basic(name, password)
             if user is None:
-                why = f"unknown user {name[:100]!r}"
+                # A known user's name is logged; an unknown "name" may be a mistyped password.
+                why = "an unknown user"
                 if authenticator.knows(name):
-                    why = f"wrong password for user {name[:100]!r}"
+                    why = f"a wrong password for user {name!r}"
                 raise refuse("The user name or password is wrong.", why)
             return user
         if scheme.lower() == "bearer":
@@ -136,9 +137,10 @@ class AccessMiddleware:
             if user is None:
                 raise refuse("The bearer token is not valid.", "an unknown bearer token")
             return user
+        # The "scheme" may be a bare token or password: it is neither echoed nor logged.
         raise refuse(
-            f"The Authorization scheme {scheme[:20]!r} is not supported; use Basic or Bearer.",
-            f"an unsupported scheme {scheme[:20]!r}",
+            "The Authorization scheme is not supported; use Basic or Bearer.",
+            "an unsupported Authorization scheme",
         )
 
     async def _check_signature(

@@ -5,6 +5,7 @@ and ``GET /metrics``, the metrics in the Prometheus text format.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,28 +16,51 @@ from starlette.responses import Response
 from policy_pubsub import constants
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.state import app_state
-from policy_pubsub.exceptions import StoreUnavailable
+from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
 from policy_pubsub.relay import OutboxRelay
+
+log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
 
 
-async def _check(probe: Callable[[], Awaitable[None]]) -> str | None:
-    """None when the probe succeeds in time, else why not."""
+# What the anonymous answer says of a failed probe: the driver's own text (an SQL statement,
+# a host name) goes to the log only.
+_FAILED: dict[type[Exception], str] = {
+    StoreUnavailable: "unavailable",
+    RouterUnavailable: "unreachable",
+}
+
+
+async def _check(
+    part: str, probe: Callable[[], Awaitable[None]], reported: dict[str, str]
+) -> str | None:
+    """None when the probe succeeds in time, else why not, in words that give nothing away.
+    The full reason is logged once each time it changes (``reported`` remembers it), not at
+    every probe.
+    """
     try:
         await asyncio.wait_for(probe(), CHECK_TIMEOUT_SECONDS)
     except TimeoutError:
-        return f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"
+        why = detail = f"no answer within {CHECK_TIMEOUT_SECONDS:g} s"
     except Exception as exc:
-        return str(exc) or type(exc).__name__
-    return None
+        why = _FAILED.get(type(exc), "failed") + "; the server log says why"
+        detail = str(exc) or type(exc).__name__
+    else:
+        if reported.pop(part, None) is not None:
+            log.info("healthcheck: the %s answers again", part)
+        return None
+    if reported.get(part) != detail:
+        reported[part] = detail
+        log.warning("healthcheck: the %s: %s", part, detail)
+    return why
 
 
 async def healthcheck(request: Request) -> Response:
     state = app_state(request)
     problems: dict[str, str | None] = {
-        "store": await _check(state.store.ping),
-        "router": await _check(state.router.ping),
+        "store": await _check("store", state.store.ping, state.health_reported),
+        "router": await _check("router", state.router.ping, state.health_reported),
     }
     outbox: dict[str, Any] | None = None
     relay = state.relay
@@ -74,7 +98,8 @@ async def _relay(
     except TimeoutError:
         return None, f"the outbox did not answer within {CHECK_TIMEOUT_SECONDS:g} s"
     except StoreUnavailable as exc:
-        return None, f"the outbox cannot be read: {exc}"
+        log.warning("healthcheck: the outbox cannot be read: %s", exc)
+        return None, "the outbox cannot be read; the server log says why"
     outbox = {
         "depth": status.depth,
         "oldest_age_seconds": status.oldest_age_seconds,

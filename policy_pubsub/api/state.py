@@ -9,7 +9,7 @@ middleware read it with ``app_state(request)``, tests with ``app_state(live.app)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
@@ -48,6 +48,8 @@ class AppState:
     limits: Limits
     routes: RouteTable
     running: Running | None = None
+    # The last failure /healthcheck logged for each part, so it logs each change once.
+    health_reported: dict[str, str] = field(default_factory=dict)
 
     def _running(self) -> Running:
         if self.running is None:

@@ -319,19 +319,23 @@ async def test_scrypt_hash_login_is_checked_once_then_remembered(
 async def test_failed_login_is_logged_with_address_not_password(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A failed login logs a warning naming the client address and the user, never the
-    password nor the Authorization header.
+    """A failed login logs a warning naming the client address and the user when it exists,
+    never the password, the name given for an unknown user (it may be a mistyped password),
+    an unsupported scheme (it may be a bare token) nor the Authorization header.
     """
     secret = "hunter2-do-not-log"
     header = basic("tca", secret)
     with caplog.at_level(logging.WARNING, logger="policy_pubsub.api.access"):
         r = await client.get(SUBSCRIPTIONS, headers=header)
-        unknown = await client.get(SUBSCRIPTIONS, headers=basic("mallory", secret))
-    assert r.status_code == unknown.status_code == 401
+        unknown = await client.get(SUBSCRIPTIONS, headers=basic(secret, secret))
+        bare = await client.get(SUBSCRIPTIONS, headers={"Authorization": f"{secret} x"})
+    assert r.status_code == unknown.status_code == bare.status_code == 401
+    assert secret not in unknown.text + bare.text
     failures = [rec.getMessage() for rec in caplog.records if "failed login" in rec.getMessage()]
-    assert len(failures) == 2, caplog.text
+    assert len(failures) == 3, caplog.text
     assert "127.0.0.1:" in failures[0] and "'tca'" in failures[0], failures
-    assert "unknown user 'mallory'" in failures[1], failures
+    assert failures[1].endswith("an unknown user"), failures
+    assert failures[2].endswith("an unsupported Authorization scheme"), failures
     assert secret not in caplog.text
     assert header["Authorization"].split()[1] not in caplog.text
 
