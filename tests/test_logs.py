@@ -25,7 +25,7 @@ from policy_pubsub.logs import (
     TextFormatter,
     request_level,
 )
-from policy_pubsub.testing import start_server, stop_server
+from policy_pubsub.testing import LiveServer, start_server, stop_server
 from tests.api.helpers import tosca
 from tests.conftest import make_settings, wait_for
 from tests.processes import ServerProcess
@@ -169,6 +169,42 @@ async def test_an_abandoned_long_poll_logs_no_answer(
         await stop_server(live, task)
 
 
+async def test_a_client_leaving_in_the_middle_of_a_body_logs_499_without_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A PAP push whose client hangs up half-way through the body logs one request line with
+    status 499, no ERROR and no traceback, and changes nothing.
+    """
+    caplog.set_level(logging.INFO)
+    live, task = await start_server(make_settings(tmp_path))
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", live.server.port)
+        writer.write(
+            b"POST /pap/v1/policies HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b'content-length: 1000\r\n\r\n{"policies": ['
+        )
+        await writer.drain()
+        await wait_for(lambda: _body_started(live))
+        writer.close()
+        await wait_for(
+            lambda: any(r.__dict__["status"] == NO_ANSWER for r in _request_lines(caplog))
+        )
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+            assert (await http.get("/pap/v1/policies")).json()["policies"] == []
+    finally:
+        await stop_server(live, task)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def _body_started(live: LiveServer) -> bool:
+    """Whether the server has a request in progress (its headers are in)."""
+    return any(
+        c.cycle is not None and not c.cycle.response_complete
+        for c in live.server.server_state.connections
+    )
+
+
 async def test_serve_log_format_json_writes_one_object_per_line(tmp_path: Path) -> None:
     """``serve --log-format json`` writes every log line as one JSON object, a request line
     per request with its fields and request id, and no uvicorn access line.
@@ -223,8 +259,9 @@ def test_text_log_escapes_control_characters_so_no_line_can_be_forged() -> None:
     )
     line = TextFormatter().format(record)
     assert "\n" not in line and "\r" not in line and "\x00" not in line and "\x1b" not in line
-    assert line.endswith('"GET /pap/v1/policies\\n2026-01-01 00:00:00,000 INFO forged: '
-                         '\\x00\\x1b[31m\\r\\t" 404')
+    assert line.endswith(
+        '"GET /pap/v1/policies\\n2026-01-01 00:00:00,000 INFO forged: \\x00\\x1b[31m\\r\\t" 404'
+    )
     try:
         raise ValueError("boom")
     except ValueError:

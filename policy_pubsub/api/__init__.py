@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from policy_pubsub import routers
 from policy_pubsub.api import errors, events
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         middleware=_middleware(settings, metrics, authenticator),
         exception_handlers={
             errors.ApiError: errors.handle_api_error,
+            ClientDisconnect: errors.handle_client_left,
             PolicyPubSubError: errors.handle_domain_error,
             HTTPException: errors.handle_http_exception,
             Exception: errors.handle_unexpected,

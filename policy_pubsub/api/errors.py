@@ -24,6 +24,7 @@ from policy_pubsub.exceptions import (
     StoreUnavailable,
     SubscriptionTaken,
 )
+from policy_pubsub.logs import NO_ANSWER
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,13 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return error_response(_shape(request), ApiError(exc.status_code, message, headers=headers))
 
 
+async def handle_client_left(request: Request, exc: Exception) -> Response:
+    """The client left before its request body was in: nothing was read, nothing changed, and
+    nobody is there to answer. The request's line logs ``NO_ANSWER`` (499); no traceback.
+    """
+    return Response(status_code=NO_ANSWER)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
     return error_response(_shape(request), ApiError(500, "Internal error; see the server log."))
@@ -195,6 +203,7 @@ __all__ = [
     "from_domain",
     "from_validation",
     "handle_api_error",
+    "handle_client_left",
     "handle_domain_error",
     "handle_http_exception",
     "handle_unexpected",
