@@ -138,7 +138,7 @@ def _middleware(
     a webhook secret: without them that layer would only pass every request on); and the
     long-polls, answered in front of the router.
     """
-    stack = [Middleware(RequestMiddleware, metrics=metrics)]
+    stack = [Middleware(RequestMiddleware, metrics=metrics, table=TABLE)]
     if authenticator is not None or settings.pap_webhook_secret is not None:
         stack.append(
             Middleware(

@@ -8,27 +8,52 @@ wrapper, and every held long-poll keeps them for as long as it is held.
 from __future__ import annotations
 
 import os
+import re
 import time
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policy_pubsub import constants
+from policy_pubsub.api.errors import ApiError, error_response
+from policy_pubsub.api.table import RouteTable
 from policy_pubsub.logs import NO_ANSWER, log_request
 from policy_pubsub.metrics import HTTP_METHODS, Metrics
 
 _HEADER = constants.REQUEST_ID_HEADER.lower().encode()
 
 
+# A percent sign not followed by two hex digits, in the path as sent.
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+
+
+def path_problem(scope: Scope) -> str | None:
+    """Why the request's path is refused before routing (400), or None: a control character
+    or NUL once decoded (``%0A`` and the like: no route, rule or log line should see one), or
+    a malformed percent-encoding.
+    """
+    if not scope["path"].isprintable():
+        return "The path holds a control character (after percent-decoding); nothing was done."
+    raw = scope.get("raw_path")
+    if raw and b"%" in raw and _BAD_ESCAPE.search(raw):
+        return "The path holds a malformed percent-encoding: % must be followed by two hex digits."
+    return None
+
+
 class RequestMiddleware:
     """For every HTTP request: echoes ``X-ONAP-RequestID`` on the answer, or makes one up, and
-    puts it in the scope's state (``request_id``); once the request is over, counts it in the
-    metrics and logs its line (:func:`policy_pubsub.logs.log_request`).
+    puts it in the scope's state (``request_id``); refuses a path with control characters or
+    a malformed percent-encoding (:func:`path_problem`, 400 in the shape ``table`` gives the
+    path) before anything routes it; once the request is over, counts it in the metrics and
+    logs its line (:func:`policy_pubsub.logs.log_request`).
     """
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics | None = None, table: RouteTable | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.table = table
         # The request counter's child of each (method, status), as Metrics.request labels
         # them: finding the child takes longer than counting (a lock, a tuple, strings).
         self._counts: dict[tuple[str, int], Any] = {}
@@ -51,6 +76,11 @@ class RequestMiddleware:
         state["request_id"] = request_id
         answer = _Answer(send, request_id)
         try:
+            problem = path_problem(scope)
+            if problem is not None and self.table is not None:
+                refusal = error_response(self.table.shape(scope), ApiError(400, problem))
+                await refusal(scope, receive, answer)
+                return
             await self.app(scope, receive, answer)
         except Exception:
             answer.status = answer.status or 500

@@ -10,7 +10,7 @@ import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from policy_pubsub import constants
-from policy_pubsub.api.middleware import RequestMiddleware, new_request_id
+from policy_pubsub.api.middleware import RequestMiddleware, new_request_id, path_problem
 from policy_pubsub.logs import ACCESS_LOGGER, NO_ANSWER
 from policy_pubsub.metrics import Metrics
 
@@ -101,3 +101,28 @@ async def test_a_request_that_raises_counts_as_500() -> None:
     with pytest.raises(RuntimeError):
         await RequestMiddleware(app, metrics=metrics)(_scope(), _receive, send)
     assert _counted(metrics, "GET", 500) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "refused"),
+    [
+        ("/topics", b"/topics", False),
+        ("/topics/a b", b"/topics/a%20b", False),
+        ("/topics/caf\u00e9", b"/topics/caf%C3%A9", False),
+        ("/topics\n", b"/topics%0A", True),
+        ("/topics\r", b"/topics%0d", True),
+        ("/a\x00b", b"/a%00b", True),
+        ("/a\x7f", b"/a%7F", True),
+        ("/a\tb", b"/a%09b", True),
+        ("/a%zz", b"/a%zz", True),
+        ("/a%4", b"/a%4", True),
+        ("/a%", b"/a%", True),
+        ("/100%25", b"/100%25", False),
+    ],
+)
+def test_paths_with_control_characters_or_bad_escapes_are_refused(
+    path: str, raw: bytes, refused: bool
+) -> None:
+    """Control characters once decoded, and a % without two hex digits, are refused."""
+    scope = {"type": "http", "path": path, "raw_path": raw}
+    assert (path_problem(scope) is not None) == refused

@@ -178,7 +178,8 @@ def test_table_refuses_inconsistent_declarations(endpoints: list[Endpoint], why:
 
 async def test_unknown_paths_answer_as_before(live: LiveServer) -> None:
     """A path no endpoint serves is a 404 naming it, in the shape of its first segment; a
-    path with a final ``/`` too many or too few is redirected; a wrong method is a 405.
+    path with a final ``/`` too many or too few is redirected; a wrong method is a 405; a
+    control character or a malformed percent-encoding is a 400 before any routing.
     """
     async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
         body = assert_onap_error(await http.get("/no/such/route"), 404)
@@ -186,7 +187,9 @@ async def test_unknown_paths_answer_as_before(live: LiveServer) -> None:
         assert_dmaap_error(await http.get("/events/a/b/c/d"), 404)
         assert_dmaap_error(await http.get("/topics/a/b"), 404)
         assert_onap_error(await http.get("/pap/v1/other"), 404)
-        assert_dmaap_error(await http.get("/topics%0A"), 404)
+        assert_dmaap_error(await http.get("/topics%0A"), 400)
+        assert_dmaap_error(await http.get("/topics/a%zz"), 400)
+        assert_onap_error(await http.get("/pap/v1/policies%00"), 400)
         redirect = await http.get("/topics/")
         assert redirect.status_code == 307
         assert redirect.headers["location"] == f"{live.url}/topics"
@@ -195,13 +198,17 @@ async def test_unknown_paths_answer_as_before(live: LiveServer) -> None:
 
 async def test_unknown_paths_with_an_auth_file_need_a_known_user(tmp_path: Path) -> None:
     """With an auth file, anonymous is a 401 on any path no endpoint serves; a known user
-    gets the 404; a redirect is refused to whom the endpoint it leads to is refused.
+    gets the 404; a redirect is refused to whom the endpoint it leads to is refused; a path
+    with a control character is a 400 for everyone, before credentials are looked at.
     """
     settings = make_settings(tmp_path, auth_file=str(auth_file(tmp_path)))
     server, task = await start_server(settings)
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-            for path in ("/no/such/route", "/events/a/b/c/d", "/topics%0A"):
+            for identity in ("anonymous", "pap", "tca", "admin"):
+                r = await http.get("/topics%0A", headers=IDENTITIES[identity])
+                assert r.status_code == 400, identity
+            for path in ("/no/such/route", "/events/a/b/c/d"):
                 assert (await http.get(path)).status_code == 401, path
                 for identity in ("pap", "tca", "admin"):
                     r = await http.get(path, headers=IDENTITIES[identity])
