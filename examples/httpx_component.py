@@ -10,8 +10,10 @@ components that cannot use the Python SDK (``examples/component.py`` does the sa
    topic, and any whose revision is not above the last one applied, are ignored;
 3. print what each new snapshot added, updated and removed;
 4. when the server cannot be reached, retry with capped exponential backoff and, once it
-   answers again, re-read the policies from the decision API (``POST /decision/v1``) before
-   polling on, so that a snapshot lost with the connection cannot leave it stale.
+   answers again, re-read the subscription with its policies
+   (``GET /decision/v1/subscription/{subscriber_id}?policies=true``, labelled with the
+   revision of the snapshot they are) before polling on, so that a snapshot lost with the
+   connection cannot leave it stale, and a stale one polled later cannot take it back.
 
 Run a server (``policy-pubsub serve``), then:
 
@@ -107,11 +109,17 @@ class Component:
             say(f"  {policy_id} {version(self.policies[policy_id])}")
 
     def resync(self) -> None:
-        """Re-read the policies from the decision API (it carries no revision: keep ours)."""
-        body = {"action": "configure", **self.onap, "policy-filters": self.filters}
-        answer = self.call("POST", "/decision/v1", json=body)
+        """Re-read the subscription with its policies: the server labels them with the
+        revision of the snapshot they are (``status.last_revision``), so a snapshot polled
+        later is applied only if it is newer than what this re-read gave.
+        """
+        path = f"/decision/v1/subscription/{self.subscriber_id}"
+        answer = self.call("GET", path, params={"policies": "true"})
         policies: Policies = answer.get("policies") or {}
-        if not self.apply("resync", policies):
+        revision = int(answer["status"]["last_revision"])
+        changed = self.apply("resync", policies)
+        self.revision = max(self.revision, revision)
+        if not changed:
             say(f"resync: {len(policies)} policies, no change")
 
     def poll(self, timeout_ms: int) -> None:

@@ -70,6 +70,13 @@ PARAMETERS: dict[str, Schema] = {
         type="boolean",
         default=False,
     ),
+    "policies": _query(
+        "policies",
+        "Also answer the subscriber's current policies under `policies`: the snapshot of "
+        "`status.last_revision`, read together with it (also: 1/0, yes/no, any case).",
+        type="boolean",
+        default=False,
+    ),
     "topicQuery": _query(
         "topic", "Only the subscriptions on this topic.", type="string", pattern=TOPIC
     ),

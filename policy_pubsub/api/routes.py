@@ -125,6 +125,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "A subscription and its delivery status",
             {200: ("The record with `status`.", ref("subscription-record"))},
             (400, 404, 503),
+            query=("policies",),
             missing="No such subscription, or none this user may see.",
         ),
         subscriptions.show,

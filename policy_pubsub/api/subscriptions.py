@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from policy_pubsub.api import access, validation
-from policy_pubsub.api.body import read_model
+from policy_pubsub.api.body import flag, read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.state import app_state
@@ -43,7 +43,12 @@ async def subscribe(request: Request) -> Response:
 async def show(request: Request) -> Response:
     service = _service(request)
     subscriber_id = validation.subscriber_id(request)
-    subscription = await service.subscription(subscriber_id)
+    with_policies = flag(request, "policies")
+    policies: dict[str, Any] | None = None
+    if with_policies:
+        subscription, policies = await service.subscription_with_policies(subscriber_id)
+    else:
+        subscription = await service.subscription(subscriber_id)
     if not access.may_read(request, subscription.topic):
         raise NotFound("subscription", subscriber_id)  # as if missing: its topic stays unsaid
     answer = _record(subscription)
@@ -52,6 +57,9 @@ async def show(request: Request) -> Response:
         "last_published_at": rfc3339(subscription.last_published_at),
         "last_consumed_at": rfc3339(await service.last_consumed(subscription.topic)),
     }
+    if policies is not None:
+        # The snapshot of status.last_revision: a component's re-read, one request, exact.
+        answer["policies"] = policies
     return json_response(answer)
 
 

@@ -47,7 +47,7 @@ class PolicyChange:
     policy-ids that are gone, ``policies`` is the whole new snapshot, ``previous`` the snapshot
     it replaces (for example to show an updated policy's old version), ``event`` where the
     snapshot came from: ``update`` (a policy change), ``subscribe`` (a (re)subscription) or
-    ``resync`` (a re-read through the decision API). Treat the mappings as read-only.
+    ``resync`` (a re-read of the subscription's policies). Treat the mappings as read-only.
     """
 
     revision: int

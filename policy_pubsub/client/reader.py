@@ -3,7 +3,8 @@
 ``Reader.latest`` is the newest snapshot known, which may be ahead of what the component has
 applied. Three things move it:
 
-- the subscribe answer, and a re-read through the decision API, are the server's word and are
+- the subscribe answer, and a re-read (the subscription read with its policies, labelled by the
+  server with the exact revision of the snapshot they are), are the server's word and are
   taken as they are (even with a lower revision: the server's store was reset or restored);
 - a snapshot read from the topic is taken only when its revision is above ``latest``'s, so
   duplicates, stale snapshots and the ``subscribe`` snapshot of our own subscribe are dropped;
@@ -20,7 +21,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, Snapshot, snapshots, valid_policies
@@ -33,7 +34,6 @@ from policy_pubsub.subscription_record import SubscriptionRecord
 log = logging.getLogger("policy_pubsub.client")
 
 T = TypeVar("T")
-REREAD_ATTEMPTS = 3  # re-reads that race with a change before the looser revision is taken
 
 
 class Reader:
@@ -56,7 +56,6 @@ class Reader:
         self._group = consumer_group
         self._consumer = consumer_id
         self._subscribe_body = record.subscribe_body()
-        self._decision_body = record.decision_body()
         self._timings = timings
         self._poll_limit = poll_limit
         self._stopped = stopped
@@ -141,27 +140,21 @@ class Reader:
         )
 
     async def _reread(self) -> None:
-        """Read the policies through the decision API, labelled with the revision of the last
-        snapshot the server published to us, read before and after (they must agree, or the
-        policies may be newer than the label: try again, then settle for the older label).
+        """Read the subscription with its policies: one answer, in which the server labels the
+        policies with the revision of the snapshot they are (``status.last_revision``), so a
+        snapshot polled afterwards is newer than the re-read only if it really is.
         """
-        revision: int | None = None
-        policies: dict[str, dict[str, Any]] | None = None
-        for _ in range(REREAD_ATTEMPTS):
-            before = await self._published_revision()
-            if before is None:
-                log.warning(
-                    "the server has no subscription %s: subscribing again", self.subscriber_id
-                )
-                await self._subscribe_once()
-                return
-            policies = valid_policies(await self._wire.decide(self._decision_body))
-            after = await self._published_revision()
-            revision = before
-            if policies is None or after == before:
-                break
-        if policies is None or revision is None:
-            raise TransientError(self.subscriber_id, "the decision answer holds no valid policies")
+        record = await self._wire.subscription(self.subscriber_id, with_policies=True)
+        if record is None:
+            log.warning("the server has no subscription %s: subscribing again", self.subscriber_id)
+            await self._subscribe_once()
+            return
+        status = record.get("status")
+        revision = status.get("last_revision") if isinstance(status, dict) else None
+        policies = valid_policies(record.get("policies"))
+        if not isinstance(revision, int) or isinstance(revision, bool) or policies is None:
+            why = "the subscription answer has no policies labelled with a revision"
+            raise TransientError(self.subscriber_id, why)
         self._take(Snapshot(revision, policies, constants.EVENT_RESYNC))
         log.info(
             "re-read %d policies of %s as of revision %d",
@@ -169,17 +162,6 @@ class Reader:
             self.subscriber_id,
             revision,
         )
-
-    async def _published_revision(self) -> int | None:
-        record = await self._wire.subscription(self.subscriber_id)
-        if record is None:
-            return None
-        status = record.get("status")
-        last = status.get("last_revision") if isinstance(status, dict) else None
-        if isinstance(last, int) and not isinstance(last, bool):
-            return last
-        revision = record.get("revision")
-        return revision if isinstance(revision, int) else self.latest.revision
 
     async def _poll(self) -> None:
         hold = self._timings.poll_timeout

@@ -42,7 +42,7 @@ class Timings:
       its hold (a poll's read timeout is ``poll_timeout + request_timeout``);
     - ``backoff_initial``, ``backoff_max``: the wait after a failure doubles from the first up
       to the second, jittered down by up to a half;
-    - ``resync_interval``: a full re-read through the decision API this often (0: never);
+    - ``resync_interval``: a full re-read of the subscription's policies this often (0: never);
     - ``give_up_after``: requests failing for this long in a row raise ``ServerUnreachable``
       (None: retry for ever).
 

@@ -40,9 +40,16 @@ class Wire:
             raise TransientError(self._url(path), "the subscribe answer has no revision")
         return answer
 
-    async def subscription(self, subscriber_id: str) -> dict[str, Any] | None:
-        """The subscription record with its ``status``; None when the server has none."""
+    async def subscription(
+        self, subscriber_id: str, *, with_policies: bool = False
+    ) -> dict[str, Any] | None:
+        """The subscription record with its ``status`` (and, ``with_policies``, the policies
+        of the snapshot of ``status.last_revision`` under ``policies``); None when the server
+        has none.
+        """
         path = f"{SUBSCRIPTION_PATH}{subscriber_id}"
+        if with_policies:
+            path += "?policies=true"
         reply = await self._client.request("GET", path, accept_404=True)
         if reply.status == 404:
             return None

@@ -148,6 +148,14 @@ class PolicyService:
         """A subscription; ``NotFound`` if unknown."""
         return await self._subscriptions.get(subscriber_id)
 
+    async def subscription_with_policies(
+        self, subscriber_id: str
+    ) -> tuple[Subscription, dict[str, Any]]:
+        """A subscription and its current policies, which its ``last_revision`` labels
+        exactly; ``NotFound`` if unknown.
+        """
+        return await self._subscriptions.with_policies(subscriber_id)
+
     async def subscriptions(self, topic: str | None = None) -> list[Subscription]:
         """Every subscription, or those on ``topic``, by subscriber id."""
         return await self._subscriptions.listing(topic)

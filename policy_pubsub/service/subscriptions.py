@@ -151,6 +151,15 @@ class Subscriptions:
             raise NotFound("subscription", subscriber_id)
         return found
 
+    async def with_policies(self, subscriber_id: str) -> tuple[Subscription, dict[str, Any]]:
+        """A subscription and the policies of its current snapshot, read from one state with
+        nothing in between, so its ``last_revision`` labels exactly those policies (a change
+        that altered them would have published a newer snapshot to it, and raised
+        ``last_revision``, in the same step). ``NotFound`` if unknown.
+        """
+        found = await self.get(subscriber_id)
+        return found, matching_policies(self._state.policies, found.selector)
+
     async def listing(self, topic: str | None = None) -> list[Subscription]:
         """Every subscription, or those on ``topic``, by subscriber id."""
         await self._state.catch_up()

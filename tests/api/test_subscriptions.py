@@ -117,6 +117,38 @@ async def test_every_insert_and_update_publishes_a_subscribe_snapshot(
     )
 
 
+async def test_get_with_policies_answers_the_snapshot_of_last_revision(
+    client: httpx.AsyncClient,
+) -> None:
+    """``?policies=true`` adds the subscriber's current policies, which are those of the
+    snapshot of ``status.last_revision`` (a component's re-read: one request, exactly
+    labelled); a change that is not the subscriber's moves neither; without the flag, no
+    policies; a flag that is not a boolean is a 400.
+    """
+    await subscribe(client, "tca-1", "t1", [RESTART])
+    pushed = await push(client, load_policy("onap.restart.tca"))
+    [delivered] = [m for m in await poll(client, "t1") if m["revision"] == pushed["revision"]]
+
+    async def read() -> dict[str, Any]:
+        r = await client.get(f"{SUBSCRIPTIONS}/tca-1", params={"policies": "true"})
+        assert r.status_code == 200, r.text
+        answer: dict[str, Any] = r.json()
+        return answer
+
+    shown = await read()
+    assert shown["status"]["last_revision"] == pushed["revision"]
+    assert shown["policies"] == delivered["policies"]
+    other = await push(client, load_policy("onap.scaleout.tca"))  # not this subscriber's
+    again = await read()
+    assert other["revision"] > pushed["revision"]
+    assert again["status"]["last_revision"] == pushed["revision"]
+    assert again["policies"] == delivered["policies"]
+    assert "policies" not in (await client.get(f"{SUBSCRIPTIONS}/tca-1")).json()
+    assert_onap_error(
+        await client.get(f"{SUBSCRIPTIONS}/tca-1", params={"policies": "maybe"}), 400
+    )
+
+
 async def test_get_one_with_status(client: httpx.AsyncClient) -> None:
     """GET of a subscription gives its record and a status whose last_revision and
     last_published_at follow the snapshots and whose last_consumed_at is set by a group read.

@@ -63,7 +63,7 @@ async def test_a_server_killed_and_restarted_under_a_poll(tmp_path: Path) -> Non
     after = recorder.since(killed_at)
     events = f"/events/{TOPIC}/{SUBSCRIBER}/{SUBSCRIBER}"
     assert after[0][:2] == ("GET", events) and after[0][2] != "200", after  # the held poll
-    reread = after.index(("POST", "/decision/v1", "200"))
+    reread = after.index(("GET", f"/decision/v1/subscription/{SUBSCRIBER}", "200"))
     assert ("GET", events, "200") not in after[:reread], after  # re-read before polling on
 
 
