@@ -27,7 +27,7 @@ from typing import Any
 
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
 from policy_pubsub.routers import OutMessage, Router
-from policy_pubsub.store import Store, now_ms
+from policy_pubsub.store import Store, leadership, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class OutboxRelay:
 
     async def _run(self) -> None:
         backoff = 0.0
-        async with self._store.outbox.leadership(LOCK_NAME) as lock:
+        async with leadership(self._store, LOCK_NAME) as lock:
             while True:
                 if backoff:
                     await self._sleep(backoff)

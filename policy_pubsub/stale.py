@@ -4,19 +4,19 @@ Off unless ``expire_stale_after_seconds`` is set (``serve --expire-stale-after S
 A background task looks every ``stale_check_interval_seconds`` and unsubscribes each stale
 subscription through the service, so the removal takes a revision like any other, and logs
 it at WARNING with its id and topic. "Stale" is what ``GET /decision/v1/subscription?stale=``
-answers. With several replicas each one looks; a subscription another replica removed first
-is skipped.
+answers. With several replicas one at a time looks (a leader lock in the store,
+:mod:`policy_pubsub.background`); a subscription removed meanwhile by a client is skipped.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
+from policy_pubsub.background import Periodic
 from policy_pubsub.exceptions import NotFound, RouterUnavailable, StoreUnavailable
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.service import PolicyService
+from policy_pubsub.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -27,29 +27,32 @@ class StaleExpiry:
     def __init__(
         self,
         service: PolicyService,
+        store: Store,
         *,
         after: float,
         interval: float,
         metrics: Metrics | None = None,
     ) -> None:
-        if after <= 0 or interval <= 0:
-            raise ValueError("after and interval must be positive numbers of seconds")
+        if after <= 0:
+            raise ValueError("after must be a positive number of seconds")
         self._service = service
         self._after = after
-        self._interval = interval
         self._metrics = metrics
-        self._task: asyncio.Task[None] | None = None
+        # On a shared store one replica at a time looks (they would unsubscribe the same ones).
+        self._job = Periodic(
+            "stale subscription expiry",
+            store,
+            self.expire_once,
+            interval=interval,
+            expected=(StoreUnavailable, RouterUnavailable),
+        )
 
     def start(self) -> None:
         """Start looking, every ``interval`` seconds, in the running event loop."""
-        self._task = asyncio.create_task(self._run(), name="policy-pubsub stale expiry")
+        self._job.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._job.close()
 
     async def expire_once(self) -> list[str]:
         """Unsubscribe every stale subscription now; the ids removed."""
@@ -77,16 +80,6 @@ class StaleExpiry:
                 revision,
             )
         return removed
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.expire_once()
-            except (StoreUnavailable, RouterUnavailable) as exc:
-                log.warning("stale subscription expiry failed, will retry: %s", exc)
-            except Exception:
-                log.exception("stale subscription expiry failed, will retry")
 
 
 __all__ = ["StaleExpiry"]

@@ -80,10 +80,10 @@ async def test_expire_once_skips_what_is_read_and_what_is_not_old_enough(tmp_pat
             await _subscribe(http, "fresh-1", "topic-fresh")
             delivered = await http.get("/events/topic-read/g/c", params={"timeout": 0})
             assert len(delivered.json()) == 1
-            service = live.state.service
-            patient = StaleExpiry(service, after=3600, interval=60)
+            service, store = live.state.service, live.state.store
+            patient = StaleExpiry(service, store, after=3600, interval=60)
             assert await patient.expire_once() == []
-            eager = StaleExpiry(service, after=0.001, interval=60)
+            eager = StaleExpiry(service, store, after=0.001, interval=60)
 
             async def fresh_removed() -> bool:
                 return await eager.expire_once() == ["fresh-1"]

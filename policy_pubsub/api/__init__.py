@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Where snapshots go, chosen once: the store's topics, or the outbox and its relay.
         outlet, relay = outlet_for(store, router)
         service = PolicyService(store, router, outlet, metrics=metrics)
-        expiry = _stale_expiry(settings, service, metrics)
+        expiry = _stale_expiry(settings, service, store, metrics)
         tuned = False
         try:
             await router.start()
@@ -150,14 +150,18 @@ def _middleware(
 
 
 def _stale_expiry(
-    settings: Settings, service: PolicyService, metrics: Metrics
+    settings: Settings, service: PolicyService, store: Store, metrics: Metrics
 ) -> StaleExpiry | None:
     """The expiry of stale subscriptions, when ``expire_stale_after_seconds`` is set."""
     after = settings.expire_stale_after_seconds
     if after is None:
         return None
     return StaleExpiry(
-        service, after=after, interval=settings.stale_check_interval_seconds, metrics=metrics
+        service,
+        store,
+        after=after,
+        interval=settings.stale_check_interval_seconds,
+        metrics=metrics,
     )
 
 

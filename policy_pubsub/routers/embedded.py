@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
+from policy_pubsub.background import Periodic
 from policy_pubsub.exceptions import NotFound, StoreUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
 from policy_pubsub.routers.holding import HeldReads
@@ -74,7 +75,6 @@ class EmbeddedRouter(Router):
     ) -> None:
         self._store = store
         self._retention_ms = int(retention_seconds * 1000)
-        self._maintenance_interval = maintenance_interval_seconds
         self._positions = Positions(store, flush_seconds=position_flush_seconds)
         self._heads: dict[str, int] = {}
         self._held = HeldReads()
@@ -83,6 +83,14 @@ class EmbeddedRouter(Router):
         self._tail_chars = 0
         self._heads_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # On a shared store, one replica at a time drops expired and superseded messages.
+        self._maintenance = Periodic(
+            "topic retention and compaction",
+            store,
+            self.maintain,
+            interval=maintenance_interval_seconds,
+            expected=(StoreUnavailable,),
+        )
 
     @property
     def held_reads(self) -> int:
@@ -95,9 +103,8 @@ class EmbeddedRouter(Router):
         await self._positions.load(advisory=True)
         self._held.start()
         self._positions.start()
-        self._tasks = [
-            asyncio.create_task(self._maintenance_loop(), name="policy-pubsub retention"),
-        ]
+        self._maintenance.start()
+        self._tasks = []
         notifications = self._store.notifications
         if notifications is not None:
             notifications.on(TOPICS_CHANNEL, self._topics_committed)
@@ -137,6 +144,7 @@ class EmbeddedRouter(Router):
 
     async def close(self) -> None:
         await self.drain()
+        await self._maintenance.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -295,14 +303,6 @@ class EmbeddedRouter(Router):
 
     async def _advance(self, state: GroupState, position: int) -> None:
         await self._positions.advance(state, position)
-
-    async def _maintenance_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._maintenance_interval)
-            try:
-                await self.maintain()
-            except StoreUnavailable as exc:
-                log.warning("retention and compaction failed, will retry: %s", exc)
 
     async def maintain(self) -> tuple[int, int]:
         """Drop expired messages, then superseded snapshots; returns both counts."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from policy_pubsub.store.database import Store, WriteTx, now_ms
-from policy_pubsub.store.outbox import LeaderLock, OutboxRepository
+from policy_pubsub.store.leader import LeaderLock, leadership
+from policy_pubsub.store.outbox import OutboxRepository
 from policy_pubsub.store.positions import GroupClaim, PositionRepository
 from policy_pubsub.store.rows import GroupRow, PolicyRow, Snapshot, SubscriptionRow, TopicRow
 from policy_pubsub.store.state import StateRepository
@@ -23,5 +24,6 @@ __all__ = [
     "TopicRepository",
     "TopicRow",
     "WriteTx",
+    "leadership",
     "now_ms",
 ]

@@ -1,21 +1,16 @@
 """The outbox: messages written with the change that causes them, waiting for the relay to
-hand them to a router outside the store, and the lock that makes one process the relay.
+hand them to a router outside the store.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policy_pubsub.routers.messages import OutMessage
-from policy_pubsub.store import dialects
 from policy_pubsub.store.tables import outbox
 
 if TYPE_CHECKING:
@@ -64,57 +59,5 @@ class OutboxRepository:
             row = (await conn.execute(select(func.count(), func.min(outbox.c.created_at)))).one()
             return int(row[0]), None if row[1] is None else int(row[1])
 
-    @asynccontextmanager
-    async def leadership(self, name: str) -> AsyncIterator[LeaderLock]:
-        """A lock that at most one process holds at a time, kept on its own connection."""
-        lock = LeaderLock(self._store, name)
-        try:
-            yield lock
-        finally:
-            await lock.release()
 
-
-class LeaderLock:
-    """Held through a dedicated connection: if the process dies, the database frees it."""
-
-    def __init__(self, store: Store, name: str) -> None:
-        self._store = store
-        self._key = dialects.lock_key(name)
-        self._conn: AsyncConnection | None = None
-
-    async def acquire(self) -> bool:
-        """Try to take the lock without waiting; True when this process holds it."""
-        if not self._store.shared:
-            return True  # one process owns a SQLite store
-        if self._conn is not None:
-            try:
-                await dialects.check_lock_connection(self._conn)
-                return True
-            except SQLAlchemyError:
-                log.warning("lost the connection that held the %s lock", self._key)
-                await self.release()
-        try:
-            conn = await self._store.connect()
-        except SQLAlchemyError:
-            return False
-        try:
-            held = await dialects.try_lock(conn, self._key)
-        except SQLAlchemyError:
-            held = False
-        if held:
-            self._conn = conn
-        else:
-            await conn.close()
-        return held
-
-    async def release(self) -> None:
-        """Give the lock up; nothing happens when this process does not hold it."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(SQLAlchemyError):
-                await dialects.unlock(conn, self._key)
-            with contextlib.suppress(SQLAlchemyError):
-                await conn.close()
-
-
-__all__ = ["LeaderLock", "OutboxRepository"]
+__all__ = ["OutboxRepository"]

@@ -1,0 +1,82 @@
+"""Background work that runs on one replica at a time.
+
+Retention and compaction of the embedded router's topics and the expiry of stale
+subscriptions are the same job on every replica of a shared store: done by all of them at
+once they would race for the same deletes. A :class:`Periodic` job runs its work every
+``interval`` seconds only while this process holds the job's leader lock in the store (the
+kind the outbox relay holds, kept on a connection of its own, so it is freed when the holder
+dies); the others wait their turn and take over within an interval. On SQLite, one process
+owns the store and always leads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+
+from policy_pubsub.store import Store, leadership
+
+log = logging.getLogger(__name__)
+
+
+class Periodic:
+    """Runs ``work`` every ``interval`` seconds while this process leads ``name``; an error
+    of ``expected`` kinds is logged as a warning and retried at the next interval.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        store: Store,
+        work: Callable[[], Awaitable[object]],
+        *,
+        interval: float,
+        expected: tuple[type[Exception], ...] = (),
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("interval must be a positive number of seconds")
+        self.name = name
+        self._store = store
+        self._work = work
+        self._interval = interval
+        self._expected = expected
+        self._task: asyncio.Task[None] | None = None
+        self.leading = False
+        self.runs = 0
+
+    def start(self) -> None:
+        """Start in the running event loop; the first run is one interval away."""
+        self._task = asyncio.create_task(self._run(), name=f"policy-pubsub {self.name}")
+
+    async def close(self) -> None:
+        """Stop, and give up the lock (another replica takes over)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        async with leadership(self._store, self.name) as lock:
+            while True:
+                await asyncio.sleep(self._interval)
+                leading = await lock.acquire()
+                if leading != self.leading:
+                    self.leading = leading
+                    if self._store.shared:
+                        log.info("%s: %s", self.name, "this replica runs it" if leading else
+                                 "another replica runs it")
+                if not leading:
+                    continue
+                try:
+                    await self._work()
+                except self._expected as exc:
+                    log.warning("%s failed, will retry: %s", self.name, exc)
+                except Exception:
+                    log.exception("%s failed, will retry", self.name)
+                self.runs += 1
+
+
+__all__ = ["Periodic"]
