@@ -12,7 +12,7 @@ from policy_pubsub.api.body import flag, read_model
 from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.state import app_state
-from policy_pubsub.exceptions import NotFound
+from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.service import PolicyService, Subscription
 from policy_pubsub.timestamps import rfc3339
@@ -52,11 +52,18 @@ async def show(request: Request) -> Response:
     if not access.may_read(request, subscription.topic):
         raise NotFound("subscription", subscriber_id)  # as if missing: its topic stays unsaid
     answer = _record(subscription)
-    answer["status"] = {
+    status: dict[str, Any] = {
         "last_revision": subscription.last_revision,
         "last_published_at": rfc3339(subscription.last_published_at),
-        "last_consumed_at": rfc3339(await service.last_consumed(subscription.topic)),
+        "last_consumed_at": None,
     }
+    try:
+        status["last_consumed_at"] = rfc3339(await service.last_consumed(subscription.topic))
+    except RouterUnavailable:
+        # The record and its policies come from the store: a component can re-read them
+        # while the router is down; only what the router would tell is missing.
+        status["last_consumed_unknown"] = "the message router cannot be reached"
+    answer["status"] = status
     if policies is not None:
         # The snapshot of status.last_revision: a component's re-read, one request, exact.
         answer["policies"] = policies
