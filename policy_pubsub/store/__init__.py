@@ -6,6 +6,7 @@ from policy_pubsub.store.database import Store, WriteTx, now_ms
 from policy_pubsub.store.outbox import LeaderLock, OutboxRepository
 from policy_pubsub.store.positions import GroupClaim, PositionRepository
 from policy_pubsub.store.rows import GroupRow, PolicyRow, Snapshot, SubscriptionRow, TopicRow
+from policy_pubsub.store.signatures import SignatureRepository
 from policy_pubsub.store.state import StateRepository
 from policy_pubsub.store.topics import TopicRepository
 
@@ -16,6 +17,7 @@ __all__ = [
     "OutboxRepository",
     "PolicyRow",
     "PositionRepository",
+    "SignatureRepository",
     "Snapshot",
     "StateRepository",
     "Store",
