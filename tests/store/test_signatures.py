@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from policy_pubsub.api.signatures import PRUNE_EVERY_SECONDS, SignatureCheck
 from policy_pubsub.store import Store
 from policy_pubsub.store.tables import pap_signatures
+from policy_pubsub.webhook_signature import sign
 from tests.conftest import postgres_database
 
 
@@ -72,3 +74,27 @@ async def test_replicas_racing_with_one_digest_record_it_once() -> None:
         finally:
             for store in stores:
                 await store.close()
+
+
+async def test_the_check_prunes_expired_signatures_at_most_once_a_minute(store: Store) -> None:
+    """After an accepted signature, expired entries go, but no more often than once every
+    PRUNE_EVERY_SECONDS of the check's clock.
+    """
+    now = 1_800_000_000.0
+    check = SignatureCheck(window_seconds=300, legacy=False, clock=lambda: now)
+    secret = b"s"
+
+    async def accept(nonce: str) -> None:
+        header = sign(secret, "GET", b"/pap/v1/policies", b"", timestamp=int(now), nonce=nonce)
+        await check.check(secret, header, "GET", b"/pap/v1/policies", b"", store.signatures)
+
+    await accept("first-nonce")
+    now += 400  # the first signature has left the window
+    await accept("second-nonce")
+    assert await _count(store) == 1, "the expired signature was kept"
+    now += 400
+    await accept("third-nonce")
+    assert await _count(store) == 1
+    now += PRUNE_EVERY_SECONDS / 2
+    await accept("fourth-nonce")
+    assert await _count(store) == 2, "pruned twice within a minute"
