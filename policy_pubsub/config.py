@@ -96,8 +96,14 @@ class Settings(BaseSettings):
     # TLS: the certificate chain and its private key (PEM files); both or neither.
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
-    # Shared secret of the PAP webhook: /pap/* must carry X-Policy-Pubsub-Signature (HMAC).
+    # Shared secret of the PAP webhook: /pap/* must carry X-Policy-Pubsub-Signature, an HMAC
+    # of the request's time, nonce, method, path and body (policy_pubsub.webhook_signature).
     pap_webhook_secret: SecretStr | None = Field(None, min_length=1)
+    # How far a signature's time may be from the server's clock, either way; a signature is
+    # accepted once within it (the replay cache in the store, shared by the replicas).
+    pap_signature_window_seconds: int = Field(300, ge=1, le=86_400)
+    # Also accept the legacy "sha256=<HMAC of the body>" signature, which can be replayed.
+    pap_signature_legacy: bool = False
     # GET /metrics without credentials (Prometheus scrapes); false: admin only.
     metrics_public: bool = True
 

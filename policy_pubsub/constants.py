@@ -10,7 +10,8 @@ DEFAULT_ROUTER_URL = "embedded"
 ENV_PREFIX = "POLICY_PUBSUB_"
 
 REQUEST_ID_HEADER = "X-ONAP-RequestID"
-# The PAP webhook's signature of a request body: "sha256=<hex HMAC-SHA256>" (README, Security).
+# The PAP webhook's signature of a request: "t=<unix seconds>,nonce=<nonce>,v1=<hex HMAC>"
+# (policy_pubsub.webhook_signature; README, Security).
 SIGNATURE_HEADER = "X-Policy-Pubsub-Signature"
 
 # Long-poll (DMaaP Message Router semantics).

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
-from tests.conftest import LiveServer, load_policy, wait_for
+from policy_pubsub.testing import start_server, stop_server
+from tests.conftest import LiveServer, load_policy, make_settings, wait_for
 from tests.test_sdk_distribution import SERVER_PROJECT, requirement_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,3 +284,43 @@ async def test_sdk_install_command_brings_the_sdk_alone(server: LiveServer, tmp_
     revision, verdict = output.splitlines()[-2:]
     assert int(revision) >= 1
     assert verdict == "no server"
+
+
+@pytest.mark.skipif(
+    shutil.which("curl") is None or shutil.which("openssl") is None,
+    reason="the signature example uses curl and openssl",
+)
+async def test_signature_example_works_as_written(tmp_path: Path) -> None:
+    """The Security section's shell example, run against a server with a webhook secret,
+    deploys its policy; run again unchanged (a new time and nonce) it passes again, and the
+    very request it sent, sent once more, is refused.
+    """
+    [block] = _blocks("Security")
+    secret = "a shared secret"
+    settings = make_settings(tmp_path, pap_webhook_secret=SecretStr(secret))
+    live, task = await start_server(settings)
+    try:
+        command = block.replace("https://pp.example:6969", live.url)
+        command = command.replace("curl -s", "curl -s -w '\\n%{http_code}'")
+        for _ in range(2):
+            answer, status = (await _run(command, cwd=tmp_path, SECRET=secret)).rsplit("\n", 1)
+            assert status == "200", answer
+            assert [d["policy-id"] for d in json.loads(answer)["deployed"]] in (["p1"], [])
+        # The same request again, with the header the example computed: a replay.
+        replay = command.replace("curl -s", 'echo "$t $nonce $sig" > sent.txt; curl -s', 1)
+        await _run(replay, cwd=tmp_path, SECRET=secret)
+        t, nonce, sig = (tmp_path / "sent.txt").read_text().split()
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+            body = re.search(r"BODY='(.*)'", block)
+            assert body is not None
+            again = await http.post(
+                "/pap/v1/policies",
+                content=body.group(1).encode(),
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Policy-Pubsub-Signature": f"t={t},nonce={nonce},v1={sig}",
+                },
+            )
+            assert again.status_code == 401, again.text
+    finally:
+        await stop_server(live, task)

@@ -27,14 +27,14 @@ per-topic checks of the subscription endpoints: ``require_topic``, ``require_sub
 ``may_read``. A component's topics are fnmatch globs matched case-sensitively.
 
 With ``pap_webhook_secret`` set, every ``/pap/*`` request must also carry
-``X-Policy-Pubsub-Signature: sha256=<hex HMAC-SHA256 of the body>``; the body is read (up to
-``max_body_bytes``) only after the credentials were accepted, and handed on unchanged.
+``X-Policy-Pubsub-Signature: t=<unix seconds>,nonce=<nonce>,v1=<hex HMAC-SHA256>`` over its
+time, nonce, method, path and body, accepted once within the time window
+(``policy_pubsub.api.signatures``); the body is read (up to ``max_body_bytes``) only after the
+credentials were accepted, and handed on unchanged.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from base64 import b64decode
 from binascii import Error as Base64Error
@@ -45,15 +45,17 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from policy_pubsub import constants
-from policy_pubsub.api.errors import ApiError, error_response
+from policy_pubsub.api.errors import ApiError, error_response, from_domain
+from policy_pubsub.api.signatures import SignatureCheck, SignatureRefused, request_target
+from policy_pubsub.api.state import app_state
 from policy_pubsub.api.table import Access, RouteTable
 from policy_pubsub.auth import ADMIN, REALM, Authenticator, User
 from policy_pubsub.config import Settings
+from policy_pubsub.exceptions import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = constants.SIGNATURE_HEADER
-SIGNATURE_PREFIX = "sha256="
 SIGNATURE_CHALLENGE = f'HMAC-SHA256 realm="{REALM}", header="{SIGNATURE_HEADER}"'
 MAX_AUTHORIZATION_CHARS = 4096
 
@@ -78,6 +80,10 @@ class AccessMiddleware:
         self.table = table
         secret = settings.pap_webhook_secret
         self.secret = secret.get_secret_value().encode() if secret is not None else None
+        self.signatures = SignatureCheck(
+            window_seconds=settings.pap_signature_window_seconds,
+            legacy=settings.pap_signature_legacy,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (self.authenticator is None and self.secret is None):
@@ -146,22 +152,30 @@ class AccessMiddleware:
     async def _check_signature(
         self, secret: bytes, scope: Scope, receive: Receive
     ) -> Receive | None:
-        """A ``receive`` that hands the already read body on, once the signature matched;
-        None when the client left; ``ApiError`` 401 (or 413) otherwise.
+        """A ``receive`` that hands the already read body on, once the signature passed
+        (``SignatureCheck``: the request's HMAC, its time, never seen before); None when the
+        client left; ``ApiError`` 401 (or 413, or 503 when the store cannot be asked) otherwise.
         """
         given = _header(scope, SIGNATURE_HEADER.lower().encode())
         if given is None:
+            log.warning("refused a PAP webhook request from %s: no signature", _client(scope))
             raise _unsigned(
-                f"The PAP webhook needs a {SIGNATURE_HEADER} header: {SIGNATURE_PREFIX} and "
-                "the hex HMAC-SHA256 of the body with the shared secret."
+                f"The PAP webhook needs a {SIGNATURE_HEADER} header: t=<unix seconds>,"
+                "nonce=<nonce>,v1=<hex HMAC-SHA256 of the request> (README, Security)."
             )
         body = await _read_body(scope, receive, self.settings.max_body_bytes)
         if body is None:
             return None
-        expected = SIGNATURE_PREFIX + hmac.new(secret, body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(given.strip().lower().encode(), expected.encode()):
-            log.warning("bad %s from %s", SIGNATURE_HEADER, _client(scope))
-            raise _unsigned(f"The {SIGNATURE_HEADER} header does not match the body.")
+        store = app_state(HTTPConnection(scope)).store
+        try:
+            await self.signatures.check(
+                secret, given, scope["method"], request_target(scope), body, store.signatures
+            )
+        except SignatureRefused as refused:
+            log.warning("refused a PAP webhook request from %s: %s", _client(scope), refused.reason)
+            raise _unsigned(refused.message) from None
+        except StoreUnavailable as exc:
+            raise from_domain(exc) from None
         return _replay(body, receive)
 
 
@@ -295,7 +309,6 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 __all__ = [
     "SIGNATURE_HEADER",
-    "SIGNATURE_PREFIX",
     "AccessMiddleware",
     "current_user",
     "may_read",

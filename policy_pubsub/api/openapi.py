@@ -115,9 +115,13 @@ PARAMETERS: dict[str, Schema] = {
         "name": access.SIGNATURE_HEADER,
         "in": "header",
         "required": False,
-        "description": f"`{access.SIGNATURE_PREFIX}` and the hex HMAC-SHA256 of the body with "
-        "the shared secret; required (else 401) only when the server has a "
-        "`pap_webhook_secret`.",
+        "description": "`t=<unix seconds>,nonce=<8-64 of [A-Za-z0-9_-]>,v1=<hex>`: `v1` is "
+        "the HMAC-SHA256, with the shared secret, of `t`, `nonce`, the method, the path and "
+        "query as sent, each followed by a newline, and then the body (README, Security). "
+        "Required (else 401) only when the server has a `pap_webhook_secret`; refused when "
+        "`t` is more than `pap_signature_window_seconds` (300) from the server's clock or "
+        "the signature was accepted before. The legacy `sha256=<HMAC of the body>` is "
+        "accepted only with `pap_signature_legacy`.",
         "schema": {"type": "string"},
     },
 }

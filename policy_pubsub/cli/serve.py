@@ -28,7 +28,8 @@ examples:
 
 Every flag can also be set as an environment variable: POLICY_PUBSUB_HOST, _PORT,
 _DATABASE_URL, _ROUTER_URL, _MAX_BODY_BYTES, _RETENTION_SECONDS, _LOG_LEVEL, _AUTH_FILE.
-The PAP webhook's shared secret is only a variable: POLICY_PUBSUB_PAP_WEBHOOK_SECRET.
+The PAP webhook's shared secret is only a variable: POLICY_PUBSUB_PAP_WEBHOOK_SECRET (with
+_PAP_SIGNATURE_WINDOW_SECONDS, 300, and _PAP_SIGNATURE_LEGACY: README "Security").
 Logs, limits and expiry: POLICY_PUBSUB_LOG_FORMAT, _EXPIRE_STALE_AFTER_SECONDS,
 _MAX_HELD_POLLS, _MAX_EMPTY_POLLS_PER_MINUTE; the other limits are variables only (README
 "Observability and limits"): _MAX_POLICIES_PER_PUSH, _MAX_FILTERS_PER_SUBSCRIPTION,

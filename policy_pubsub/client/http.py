@@ -4,7 +4,9 @@ It talks to one server, and to the message router the long-polls go to (the serv
 unless told otherwise), over an ``httpx.AsyncClient`` it is given. It owns what every request
 shares: the ``User-Agent`` and ``Accept`` headers, the credentials (HTTP Basic or a bearer
 token; a router URL that carries its own ``user:password@`` uses those), the JSON body, the
-webhook signature of ``/pap/`` requests when a secret is given, and how an answer is read.
+webhook signature of ``/pap/`` requests when a secret is given (``webhook_signature``: over the
+time, a fresh nonce, the method, the path and query as sent, and the body), and how an answer
+is read.
 
 A request returns a ``Reply`` (a 2xx and its decoded JSON) or raises one of two things:
 
@@ -19,8 +21,6 @@ URLs in exceptions and log lines never carry a password (``without_credentials``
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Generator, Mapping
@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import httpx
 
-from policy_pubsub import constants
+from policy_pubsub import constants, webhook_signature
 from policy_pubsub.exceptions import RequestRejected
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "TransientError",
     "TransientKind",
     "error_text",
-    "sign",
     "without_credentials",
 ]
 
@@ -149,18 +148,23 @@ class HttpClient:
         if body is not None:
             content = json.dumps(body, ensure_ascii=False).encode()
             headers["Content-Type"] = "application/json"
-        if self._pap_secret is not None and not router and path.startswith("/pap/"):
-            headers[constants.SIGNATURE_HEADER] = sign(self._pap_secret, content or b"")
         auth = self._router_auth if router else self._auth
+        request = self._http.build_request(
+            method,
+            url,
+            content=content,
+            params=params,
+            headers=headers,
+            timeout=self.timeout if timeout is None else timeout,
+        )
+        if self._pap_secret is not None and not router and path.startswith("/pap/"):
+            # Signed as it goes on the wire: the encoded path and query, the exact body.
+            request.headers[constants.SIGNATURE_HEADER] = webhook_signature.sign(
+                self._pap_secret, method, request.url.raw_path, content or b""
+            )
         try:
-            response = await self._http.request(
-                method,
-                url,
-                content=content,
-                params=params,
-                headers=headers,
-                timeout=self.timeout if timeout is None else timeout,
-                auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth,
+            response = await self._http.send(
+                request, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth
             )
         except httpx.HTTPError as exc:
             raise TransientError(shown, _reason(exc), kind=_transport_kind(exc)) from exc
@@ -189,11 +193,6 @@ class HttpClient:
             raise TransientError(
                 shown, f"answered {status} with something that is not JSON", status=status
             ) from exc
-
-
-def sign(secret: str, content: bytes) -> str:
-    """The webhook signature of a request body: ``sha256=<hex HMAC-SHA256>``."""
-    return "sha256=" + hmac.new(secret.encode(), content, hashlib.sha256).hexdigest()
 
 
 def without_credentials(url: str) -> str:

@@ -7,6 +7,7 @@ from policy_pubsub.store.leader import LeaderLock, leadership
 from policy_pubsub.store.outbox import OutboxRepository
 from policy_pubsub.store.positions import GroupClaim, PositionRepository
 from policy_pubsub.store.rows import GroupRow, PolicyRow, Snapshot, SubscriptionRow, TopicRow
+from policy_pubsub.store.signatures import SignatureRepository
 from policy_pubsub.store.state import StateRepository
 from policy_pubsub.store.topics import TopicRepository
 
@@ -17,6 +18,7 @@ __all__ = [
     "OutboxRepository",
     "PolicyRow",
     "PositionRepository",
+    "SignatureRepository",
     "Snapshot",
     "StateRepository",
     "Store",

@@ -2,9 +2,9 @@
 
 :class:`Store` holds the engines, the transactions and the life cycle; what the store holds is
 read through one repository each: ``store.state`` (policies, subscriptions, the revision),
-``store.topics`` (the embedded topic log), ``store.positions`` (consumer positions) and
-``store.outbox`` (messages for the relay, with its leader lock). Every write of a change goes
-through one :class:`WriteTx`.
+``store.topics`` (the embedded topic log), ``store.positions`` (consumer positions),
+``store.outbox`` (messages for the relay, with its leader lock) and ``store.signatures`` (the
+PAP webhook's replay cache). Every write of a change goes through one :class:`WriteTx`.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from policy_pubsub.store.notify import REVISION_CHANNEL, TOPICS_CHANNEL, Notific
 from policy_pubsub.store.outbox import OutboxRepository
 from policy_pubsub.store.positions import PositionRepository
 from policy_pubsub.store.rows import PolicyRow, SubscriptionRow
+from policy_pubsub.store.signatures import SignatureRepository
 from policy_pubsub.store.state import SUBSCRIPTION_COLUMNS, StateRepository
 from policy_pubsub.store.tables import (
     messages,
@@ -70,6 +71,7 @@ class Store:
         self.topics = TopicRepository(self)
         self.positions = PositionRepository(self)
         self.outbox = OutboxRepository(self)
+        self.signatures = SignatureRepository(self)
 
     async def open(self) -> None:
         """Create or upgrade the schema to the newest migration."""

@@ -106,3 +106,13 @@ outbox = Table(
     Column("body", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
 )
+
+# The PAP webhook's replay cache: the SHA-256 of each accepted signature, kept until its
+# timestamp leaves the window (expires_at). The primary key makes a second use of one
+# signature fail, on every replica that shares the store.
+pap_signatures = Table(
+    "pap_signatures",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False, index=True),
+)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import logging
 import shutil
 import ssl
@@ -19,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-from policy_pubsub import auth
+from policy_pubsub import auth, webhook_signature
 from policy_pubsub.api.access import SIGNATURE_HEADER
 from policy_pubsub.testing import LiveServer, start_server, stop_server
-from tests.api.helpers import tosca
+from tests.api.helpers import POLICIES, tosca
 from tests.conftest import load_policy, make_settings
 
 PAP, COMPONENT = "pap", "component"
@@ -363,8 +361,9 @@ async def test_metrics_is_open_unless_metrics_public_is_off(tmp_path: Path) -> N
             assert admin.status_code not in (401, 403), admin.text
 
 
-def signature(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signed(method: str, path: str, body: bytes = b"", secret: str = SECRET) -> dict[str, str]:
+    """The webhook signature header of a request, made now with a fresh nonce."""
+    return {SIGNATURE_HEADER: webhook_signature.sign(secret, method, path.encode(), body)}
 
 
 UNSIGNED_CHALLENGE = f'HMAC-SHA256 realm="policy-pubsub", header="{SIGNATURE_HEADER}"'
@@ -387,15 +386,15 @@ async def test_pap_webhook_signature_missing_wrong_and_right(tmp_path: Path) -> 
             wrong = await http.post(
                 "/pap/v1/policies",
                 content=body,
-                headers={**json_type, SIGNATURE_HEADER: signature(body, "another secret")},
+                headers={**json_type, **signed("POST", POLICIES, body, "another secret")},
             )
             assert_refusal(wrong, 401, UNSIGNED_CHALLENGE)
-            empty = await http.get("/pap/v1/policies", headers={SIGNATURE_HEADER: signature(b"")})
+            empty = await http.get(POLICIES, headers=signed("GET", POLICIES))
             assert empty.json() == {"policies": []}, "a refused push changed something"
             right = await http.post(
                 "/pap/v1/policies",
                 content=body,
-                headers={**json_type, SIGNATURE_HEADER: signature(body).upper()},
+                headers={**json_type, **signed("POST", POLICIES, body)},
             )
             assert right.status_code == 200, right.text
             assert [d["policy-id"] for d in right.json()["deployed"]] == ["p9"]
@@ -417,11 +416,13 @@ async def test_pap_webhook_needs_credentials_first_then_signature(tmp_path: Path
     live, task = await start_server(settings)
     try:
         async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
-            signed = {SIGNATURE_HEADER: signature(b"")}
-            assert_refusal(await http.get("/pap/v1/policies", headers=signed), 401)
-            unsigned = await http.get("/pap/v1/policies", headers=IDENTITIES["pap"])
+            anonymous = await http.get(POLICIES, headers=signed("GET", POLICIES))
+            assert_refusal(anonymous, 401)
+            unsigned = await http.get(POLICIES, headers=IDENTITIES["pap"])
             assert_refusal(unsigned, 401, UNSIGNED_CHALLENGE)
-            both = await http.get("/pap/v1/policies", headers={**IDENTITIES["pap"], **signed})
+            both = await http.get(
+                POLICIES, headers={**IDENTITIES["pap"], **signed("GET", POLICIES)}
+            )
             assert both.status_code == 200, both.text
     finally:
         await stop_server(live, task)
@@ -476,8 +477,7 @@ async def test_control_characters_do_not_skip_the_webhook_signature(tmp_path: Pa
                 delta = load_policy("pdp-update.delta")
                 r = await http.post(f"/pap/v1/pdp-update{control}", json=delta)
                 assert r.status_code == 400, f"{control}: {r.status_code} {r.text}"
-            signed = {SIGNATURE_HEADER: signature(b"")}
-            listed = await http.get("/pap/v1/policies", headers=signed)
+            listed = await http.get(POLICIES, headers=signed("GET", POLICIES))
             assert listed.json() == {"policies": []}, "an unsigned push deployed something"
     finally:
         await stop_server(live, task)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 from pathlib import Path
 
 import httpx
 import pytest
 
+from policy_pubsub import webhook_signature
 from policy_pubsub.cli.common import PASSWORD_ENV, SECRET_ENV, TOKEN_ENV, USER_ENV
 from policy_pubsub.config import Settings
 from tests.cli.conftest import Cli
@@ -122,13 +121,13 @@ async def test_watch_logs_in_too(
     async with httpx.AsyncClient(base_url=server.url, auth=admin, timeout=10) as http:
         await wait_for(lambda: _subscribed(http), timeout=20)
         body = b'{"policies": [{"type": "t", "name": "p1", "version": "1"}]}'
-        digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        signature = webhook_signature.sign(SECRET, "POST", b"/pap/v1/policies", body)
         r = await http.post(
             "/pap/v1/policies",
             content=body,
             headers={
                 "Content-Type": "application/json",
-                "X-Policy-Pubsub-Signature": f"sha256={digest}",
+                "X-Policy-Pubsub-Signature": signature,
             },
         )
         assert r.status_code == 200, r.text

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import time
 
 import httpx
 import pytest
@@ -34,19 +35,30 @@ class Server:
         return HttpClient(http, url, timeout=5.0, pap_secret=pap_secret)
 
 
-async def test_a_pap_request_is_signed_over_the_bytes_sent() -> None:
-    """With a secret, a /pap/ request carries the HMAC of its exact body under the header
-    named in the wire constants (of the empty body when it has none); other paths do not.
+async def test_a_pap_request_is_signed_over_what_is_sent() -> None:
+    """With a secret, a /pap/ request carries, under the header named in the wire constants,
+    the HMAC of its time, a fresh nonce, its method, its path and query as sent and its exact
+    body (empty when it has none); other paths carry none.
     """
     server = Server()
-    http = server.client(pap_secret=SECRET)
+    http = server.client(url="http://pdp.test/base", pap_secret=SECRET)
     await http.request("POST", "/pap/v1/policies", body={"policies": [{"name": "é"}]})
-    await http.request("DELETE", "/pap/v1/policies/p")
+    await http.request("DELETE", "/pap/v1/policies/a%20b", params={"x": "1 2"})
+    await http.request("DELETE", "/pap/v1/policies/a%20b", params={"x": "1 2"})
     await http.request("POST", "/decision/v1", body={"policy-filters": []})
-    posted, deleted, decided = server.seen
-    for request in (posted, deleted):
-        digest = hmac.new(SECRET.encode(), request.content, hashlib.sha256).hexdigest()
-        assert request.headers[constants.SIGNATURE_HEADER] == f"sha256={digest}"
+    posted, deleted, again, decided = server.seen
+    nonces = set()
+    for request in (posted, deleted, again):
+        header = request.headers[constants.SIGNATURE_HEADER]
+        fields = dict(part.split("=", 1) for part in header.split(","))
+        assert set(fields) == {"t", "nonce", "v1"}
+        assert abs(int(fields["t"]) - time.time()) < 5
+        nonces.add(fields["nonce"])
+        signed = "\n".join([fields["t"], fields["nonce"], request.method, ""]).encode()
+        signed += request.url.raw_path + b"\n" + request.content
+        assert fields["v1"] == hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+    assert len(nonces) == 3, "two requests shared a nonce"
+    assert deleted.url.raw_path == b"/base/pap/v1/policies/a%20b?x=1+2"
     assert json.loads(posted.content) == {"policies": [{"name": "é"}]}
     assert posted.headers["Content-Type"] == "application/json"
     assert deleted.content == b""
