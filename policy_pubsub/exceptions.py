@@ -3,6 +3,8 @@
 PolicyPubSubError
 ├── InvalidRequest        the request breaks the contract; nothing was changed (400)
 ├── NotFound              no such subscriber, policy or topic (404)
+├── SnapshotTooLarge      a snapshot the change causes exceeds the router's largest message;
+│                         nothing was changed (413)
 ├── StoreUnavailable      the database cannot be reached or refused the change (503)
 ├── RouterUnavailable     the message router cannot be reached (503)
 └── ClientError           raised by the component SDK (``policy_pubsub.client``)
@@ -11,7 +13,7 @@ PolicyPubSubError
     ├── ServerUnreachable     no answer within the caller's bound (``give_up_after``)
     └── StateFileError        the subscriber's state file cannot be read or written
 
-The server raises the first four; the SDK raises only ``ClientError`` and its subclasses, so a
+The server raises the first five; the SDK raises only ``ClientError`` and its subclasses, so a
 component can catch ``ClientError`` (or ``PolicyPubSubError``) and act on the attributes.
 """
 
@@ -43,6 +45,31 @@ class NotFound(PolicyPubSubError):
         super().__init__(f"no {kind} {key!r}")
         self.kind = kind
         self.key = key
+
+
+class SnapshotTooLarge(PolicyPubSubError):
+    """A change would publish a snapshot larger than the router can carry, so it was refused
+    before anything was written. ``subscriber_ids`` are the subscribers whose snapshot is too
+    large (sorted), ``size`` the largest of those snapshots and ``limit`` the router's largest
+    message, both in bytes.
+    """
+
+    #: Subscribers named in the message; the rest are counted.
+    NAMED = 5
+
+    def __init__(self, subscriber_ids: list[str], size: int, limit: int) -> None:
+        named = ", ".join(subscriber_ids[: self.NAMED])
+        more = len(subscriber_ids) - self.NAMED
+        if more > 0:
+            named += f" and {more} more"
+        noun = "subscriber" if len(subscriber_ids) == 1 else "subscribers"
+        super().__init__(
+            f"The snapshot for {noun} {named} would be {size} bytes, over the message "
+            f"router's largest message of {limit} bytes; nothing was changed."
+        )
+        self.subscriber_ids = subscriber_ids
+        self.size = size
+        self.limit = limit
 
 
 class StoreUnavailable(PolicyPubSubError):

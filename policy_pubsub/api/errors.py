@@ -21,6 +21,7 @@ from policy_pubsub.exceptions import (
     NotFound,
     PolicyPubSubError,
     RouterUnavailable,
+    SnapshotTooLarge,
     StoreUnavailable,
 )
 
@@ -133,6 +134,8 @@ def from_domain(exc: PolicyPubSubError) -> ApiError:
         return ApiError(404, f"No {exc.kind} {exc.key!r}.")
     if isinstance(exc, InvalidRequest):
         return ApiError(400, exc.message, exc.details)
+    if isinstance(exc, SnapshotTooLarge):
+        return ApiError(413, exc.message)
     if isinstance(exc, (StoreUnavailable, RouterUnavailable)):
         log.error("%s", exc.message)
         part = "store" if isinstance(exc, StoreUnavailable) else "message router"
