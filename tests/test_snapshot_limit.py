@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from policy_pubsub.client.http import error_text
 from policy_pubsub.routers.nats import HEADER_ALLOWANCE
 from policy_pubsub.testing import LiveServer, start_server, stop_server
 from tests.api.helpers import tosca
@@ -174,6 +175,7 @@ async def test_a_pdp_update_that_cannot_be_delivered_gets_a_failed_pdp_status(
     assert status["response"]["responseStatus"] == "FAIL"
     _names_the_refusal(status["response"]["responseMessage"], "a")
     assert status["policies"] == [] and status["notified"] == 0
+    assert error_text(r) == status["response"]["responseMessage"]  # what the CLI prints
     assert status["revision"] == revision == server.state.service.revision
 
 
