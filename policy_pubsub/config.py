@@ -38,8 +38,9 @@ class Settings(BaseSettings):
     max_filters_per_subscription: int = Field(100, ge=1, le=models.MAX_FILTERS)
     # Most policy ids (or types) one filter may list.
     max_ids_per_filter: int = Field(1000, ge=1, le=models.MAX_IDS_PER_FILTER)
-    # Largest message POST /events takes, in bytes of JSON (each message of an array).
-    max_message_bytes: int = Field(1024 * 1024, ge=64)
+    # Largest message POST /events takes, in bytes of JSON (each message of an array); also
+    # the largest snapshot the embedded router carries (a change past it is refused, 413).
+    max_message_bytes: int = Field(constants.DEFAULT_MAX_MESSAGE_BYTES, ge=64)
     # Most long-polls this server holds at once; past it, 503 with Retry-After.
     max_held_polls: int = Field(20_000, ge=1)
     # Most long-polls held at once for one consumer group of one topic; past it, 503.
@@ -82,6 +83,9 @@ class Settings(BaseSettings):
     # Connect, write and read timeout of a call to the MR; a long-poll waits this much more
     # than its own hold time.
     dmaap_timeout_seconds: float = Field(10.0, gt=0)
+    # The largest message the MR takes, in bytes: a change whose snapshot for some subscriber
+    # would be larger is refused (413) before anything is written.
+    dmaap_max_message_bytes: int = Field(constants.DEFAULT_MAX_MESSAGE_BYTES, ge=64)
 
     # NATS router (router_url nats://host:4222): the one JetStream stream of the deployment.
     nats_stream: str = Field("POLICY_PUBSUB", pattern=r"^[A-Za-z0-9_-]{1,64}$")

@@ -21,6 +21,9 @@ DEFAULT_POLL_LIMIT = 100
 MAX_POLL_LIMIT = 10_000
 
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+# Largest message a router takes unless told otherwise (POST /events, the embedded router,
+# the DMaaP router); NATS says its own (the server's max_payload).
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 DEFAULT_MAINTENANCE_INTERVAL_SECONDS = 60.0
 DEFAULT_POSITION_FLUSH_SECONDS = 0.2

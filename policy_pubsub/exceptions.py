@@ -4,6 +4,8 @@ PolicyPubSubError
 ├── InvalidRequest        the request breaks the contract; nothing was changed (400)
 ├── NotFound              no such subscriber, policy or topic (404)
 ├── SubscriptionTaken     the subscriber id is held by a subscription the caller may not use (409)
+├── SnapshotTooLarge      a snapshot the change causes exceeds the router's largest message;
+│                         nothing was changed (413)
 ├── StoreUnavailable      the database cannot be reached or refused the change (503)
 ├── RouterUnavailable     the message router cannot be reached (503)
 └── ClientError           raised by the component SDK (``policy_pubsub.client``)
@@ -54,6 +56,31 @@ class SubscriptionTaken(PolicyPubSubError):
     def __init__(self, subscriber_id: str) -> None:
         super().__init__(f"subscriber id {subscriber_id!r} is taken")
         self.subscriber_id = subscriber_id
+
+
+class SnapshotTooLarge(PolicyPubSubError):
+    """A change would publish a snapshot larger than the router can carry, so it was refused
+    before anything was written. ``subscriber_ids`` are the subscribers whose snapshot is too
+    large (sorted), ``size`` the largest of those snapshots and ``limit`` the router's largest
+    message, both in bytes.
+    """
+
+    #: Subscribers named in the message; the rest are counted.
+    NAMED = 5
+
+    def __init__(self, subscriber_ids: list[str], size: int, limit: int) -> None:
+        named = ", ".join(subscriber_ids[: self.NAMED])
+        more = len(subscriber_ids) - self.NAMED
+        if more > 0:
+            named += f" and {more} more"
+        noun = "subscriber" if len(subscriber_ids) == 1 else "subscribers"
+        super().__init__(
+            f"The snapshot for {noun} {named} would be {size} bytes, over the message "
+            f"router's largest message of {limit} bytes; nothing was changed."
+        )
+        self.subscriber_ids = subscriber_ids
+        self.size = size
+        self.limit = limit
 
 
 class StoreUnavailable(PolicyPubSubError):

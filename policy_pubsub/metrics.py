@@ -30,6 +30,7 @@ from policy_pubsub.exceptions import (
     NotFound,
     PolicyPubSubError,
     RouterUnavailable,
+    SnapshotTooLarge,
     StoreUnavailable,
 )
 
@@ -41,11 +42,13 @@ log = logging.getLogger(__name__)
 PREFIX = "policy_pubsub_"
 PUSH_OUTCOMES = ("deployed", "unchanged", "rejected", "failed")
 SNAPSHOT_EVENTS = ("subscribe", "update")
+SNAPSHOT_LIMIT = "snapshot_bytes"
 LIMITS = (
     "policies_per_push",
     "filters_per_subscription",
     "ids_per_filter",
     "message_bytes",
+    "snapshot_bytes",  # a change's snapshot over the router's largest message
     "held_polls",
     "held_polls_per_group",
     "empty_polls",
@@ -233,11 +236,15 @@ class Metrics:
         self.pushes.labels("failed" if failed else "rejected").inc()
 
     def domain_error(self, exc: BaseException) -> None:
-        """An error reached the HTTP boundary; count those of the store and the router."""
+        """An error reached the HTTP boundary; count those of the store and the router, and
+        changes refused for a snapshot too large for the router.
+        """
         if isinstance(exc, StoreUnavailable):
             self.store_errors.inc()
         elif isinstance(exc, RouterUnavailable):
             self.router_errors.inc()
+        elif isinstance(exc, SnapshotTooLarge):
+            self.refusals.labels(SNAPSHOT_LIMIT).inc()
 
     def request(self, method: str, status: int) -> None:
         self.requests.labels(method if method in HTTP_METHODS else "other", str(status)).inc()

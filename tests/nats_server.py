@@ -113,18 +113,27 @@ async def nats_router(tmp_path: Path) -> AsyncIterator[NatsRouter]:
 
 
 class PrivateNats:
-    """A nats-server with JetStream on a free loopback port and its own store directory."""
+    """A nats-server with JetStream on a free loopback port and its own store directory;
+    with ``max_payload``, its largest message is that many bytes (a config file next to the
+    store directory says so: the server has no flag for it).
+    """
 
-    def __init__(self, store_dir: Path) -> None:
+    def __init__(self, store_dir: Path, *, max_payload: int | None = None) -> None:
         self.port = free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self._store_dir = store_dir
+        self._max_payload = max_payload
         self._process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
+        options = ["-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self._store_dir)]
+        if self._max_payload is not None:
+            config = self._store_dir.with_name(f"{self._store_dir.name}.conf")
+            config.write_text(f"max_payload: {self._max_payload}\n")
+            options += ["-c", str(config)]
         self._process = await asyncio.create_subprocess_exec(
             NATS_SERVER,
-            *("-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self._store_dir)),
+            *options,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )

@@ -303,3 +303,31 @@ async def test_authentication_is_documented(client: httpx.AsyncClient) -> None:
         signed = [p for p in parameters if p["name"] == SIGNATURE_HEADER]
         assert len(signed) == path.startswith("/pap/"), where
         assert all(p["in"] == "header" and not p["required"] for p in signed), where
+
+
+async def test_refusals_of_oversize_snapshots_match_the_document(
+    client: httpx.AsyncClient,
+) -> None:
+    """A subscribe, a push and a PDP_UPDATE refused because a snapshot would exceed the
+    router's largest message (1 MiB, embedded) answer a documented 413 in a declared shape:
+    the ONAP error, and for the PDP_UPDATE a PDP_STATUS with FAIL.
+    """
+    c = Checker(await fetch(client))
+    huge = {**load_policy("onap.restart.tca"), "properties": {"padding": "x" * 1_100_000}}
+    first = {**huge, "name": "huge.a", "metadata": {"policy-id": "huge.a", "policy-version": "1"}}
+    second = {**huge, "name": "huge.b", "metadata": {"policy-id": "huge.b", "policy-version": "1"}}
+    update = "/pap/v1/pdp-update"
+    calls: list[tuple[str, str, str, dict[str, Any], int]] = [
+        ("POST", "/pap/v1/policies", "/pap/v1/policies", {"json": {"policies": [first]}}, 200),
+        ("POST", SUB, "/decision/v1/subscription/s1",
+         {"json": {"subscriber_topic": "t1", "policy-filters": [{"policy-id": "huge.a"}]}}, 413),
+        ("POST", SUB, "/decision/v1/subscription/s2",
+         {"json": {"subscriber_topic": "t2", "policy-filters": [{"policy-id": "huge.b"}]}}, 201),
+        ("POST", "/pap/v1/policies", "/pap/v1/policies", {"json": {"policies": [second]}}, 413),
+        ("POST", update, update,
+         {"json": {"messageName": "PDP_UPDATE", "policiesToBeDeployed": [second]}}, 413),
+    ]  # fmt: skip
+    for method, template, url, kwargs, status in calls:
+        r = await client.request(method, url, **kwargs)
+        assert r.status_code == status, r.text[:300]
+        c.check(method, template, r)

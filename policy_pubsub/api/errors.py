@@ -21,6 +21,7 @@ from policy_pubsub.exceptions import (
     NotFound,
     PolicyPubSubError,
     RouterUnavailable,
+    SnapshotTooLarge,
     StoreUnavailable,
     SubscriptionTaken,
 )
@@ -141,6 +142,8 @@ def from_domain(exc: PolicyPubSubError) -> ApiError:
             f"Subscriber id {exc.subscriber_id!r} is in use by a subscription this user may not "
             "change; choose another id.",
         )
+    if isinstance(exc, SnapshotTooLarge):
+        return ApiError(413, exc.message)
     if isinstance(exc, (StoreUnavailable, RouterUnavailable)):
         log.error("%s", exc.message)
         part = "store" if isinstance(exc, StoreUnavailable) else "message router"

@@ -166,7 +166,10 @@ ERRORS: dict[int, str] = {
     404: "",  # Op.missing
     409: "The subscriber id is in use by a subscription on a topic this user may not use; "
     "nothing was changed.",
-    413: "The body is larger than the server's limit; nothing was changed.",
+    413: "The body is larger than the server's limit, or (on a change of policies or "
+    "subscriptions) a snapshot the change causes would be larger than the message router's "
+    "largest message: the error names the subscribers, the snapshot size and the limit. "
+    "Nothing was changed.",
     415: "The Content-Type is not JSON; nothing was changed.",
     429: "The consumer made more empty polls this minute than the server allows "
     "(`max_empty_polls_per_minute`); retry after `Retry-After` seconds, with a longer timeout.",
@@ -218,8 +221,12 @@ def _operation(endpoint: Endpoint) -> Schema:
     errors = op.errors if always_open else (401, 403, *op.errors)
     for status in errors:
         text = op.missing if status == 404 else ERRORS[status]
+        body = envelope
+        if status in op.error_bodies:
+            text, other = op.error_bodies[status]
+            body = {"oneOf": [envelope, other]}
         responses[str(status)] = _response(
-            text, envelope, retry=status in (429, 503), challenge=status == 401
+            text, body, retry=status in (429, 503), challenge=status == 401
         )
     operation: Schema = {
         "operationId": op.operation_id,

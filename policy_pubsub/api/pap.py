@@ -13,7 +13,8 @@ from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.state import app_state
 from policy_pubsub.api.table import Handler
-from policy_pubsub.api.wire import change_result, pdp_status
+from policy_pubsub.api.wire import change_result, pdp_refused, pdp_status
+from policy_pubsub.exceptions import SnapshotTooLarge
 from policy_pubsub.models import PdpUpdate, PolicyPush
 from policy_pubsub.service import ChangeResult, PolicyService
 
@@ -51,7 +52,15 @@ async def pdp_update(request: Request) -> Response:
     ):
         limits(request).check_policies(len(listed or ()), field)
     service = _service(request)
-    result = await service.pdp_update(update)
+    try:
+        result = await service.pdp_update(update)
+    except SnapshotTooLarge as exc:
+        # A PAP reads the outcome of an update from its PDP_STATUS, so the refusal is one.
+        metrics = app_state(request).metrics
+        metrics.push_failed(exc)
+        metrics.domain_error(exc)
+        deployed = await service.policies()
+        return json_response(pdp_refused(update, exc.message, service.revision, deployed), 413)
     _pushed(request, result)
     return json_response(pdp_status(update, result, await service.policies()))
 

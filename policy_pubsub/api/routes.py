@@ -155,6 +155,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             {200: ("The PDP_STATUS answer.", ref("pdp-status"))},
             _WRITE,
             body=ref("pdp-update"),
+            error_bodies={
+                413: (
+                    "The body is larger than the server's limit (an Error), or a snapshot the "
+                    "update causes would be larger than the message router's largest message: "
+                    "a PDP_STATUS with `responseStatus` `FAIL` whose `responseMessage` names "
+                    "the subscribers, the snapshot size and the limit. Nothing was changed.",
+                    ref("pdp-status"),
+                )
+            },
         ),
         pap.pdp_update,
     ),
@@ -210,7 +219,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "pap",
             "Undeploy a policy",
             {200: ("What changed.", ref("policy-change-result"))},
-            (400, 404, 503),
+            (400, 404, 413, 503),
             missing="The policy is not deployed.",
         ),
         pap.undeploy,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.requests import Request
@@ -77,6 +77,9 @@ class Operation:
     description: str = ""
     missing: str = "The resource is unknown."  # the 404 description
     ok_type: str = JSON  # the media type of the 2xx answers
+    # status -> (description, body schema) of the errors answered in another shape than the
+    # route's error shape (a PDP_UPDATE refused with a PDP_STATUS).
+    error_bodies: dict[int, tuple[str, Schema]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

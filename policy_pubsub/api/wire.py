@@ -13,7 +13,7 @@ from policy_pubsub import constants
 from policy_pubsub.models import PdpUpdate
 from policy_pubsub.service import ChangeResult, Policy
 
-__all__ = ["change_result", "pdp_status"]
+__all__ = ["change_result", "pdp_refused", "pdp_status"]
 
 
 def change_result(result: ChangeResult) -> dict[str, Any]:
@@ -38,6 +38,26 @@ def pdp_status(
         )
     else:
         message = f"no change; revision {result.revision}"
+    return _status(update, "SUCCESS", message, result.revision, result.notified, deployed)
+
+
+def pdp_refused(
+    update: PdpUpdate, reason: str, revision: int, deployed: Sequence[Policy]
+) -> dict[str, Any]:
+    """The PDP_STATUS answer to a PDP_UPDATE that was refused and changed nothing: ``FAIL``
+    with the reason, the store's ``revision`` as it was, the policies deployed as they were.
+    """
+    return _status(update, "FAIL", reason, revision, 0, deployed)
+
+
+def _status(
+    update: PdpUpdate,
+    outcome: str,
+    message: str,
+    revision: int,
+    notified: int,
+    deployed: Sequence[Policy],
+) -> dict[str, Any]:
     status: dict[str, Any] = {
         "messageName": "PDP_STATUS",
         "requestId": str(uuid.uuid4()),
@@ -49,11 +69,11 @@ def pdp_status(
         "policies": [{"name": p.policy_id, "version": p.version} for p in deployed],
         "response": {
             "responseTo": update.request_id,
-            "responseStatus": "SUCCESS",
+            "responseStatus": outcome,
             "responseMessage": message,
         },
-        "revision": result.revision,
-        "notified": result.notified,
+        "revision": revision,
+        "notified": notified,
     }
     extra = update.model_extra or {}
     for key in ("pdpGroup", "pdpSubgroup"):

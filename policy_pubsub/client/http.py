@@ -201,11 +201,15 @@ def without_credentials(url: str) -> str:
 
 
 def error_text(response: httpx.Response) -> str:
-    """The server's own sentence on one line: ONAP's ``error``, DMaaP's ``message``, else the
-    start of the body, else the reason phrase.
+    """The server's own sentence on one line: ONAP's ``error``, DMaaP's ``message``, a
+    refused PDP_UPDATE's ``responseMessage``, else the start of the body, else the reason
+    phrase.
     """
     found = _json(response)
     if isinstance(found, dict):
+        status = found.get("response")
+        if isinstance(status, dict):
+            found = {**found, "message": status.get("responseMessage")}
         for key in ("error", "message"):
             if isinstance(found.get(key), str) and found[key]:
                 return " ".join(found[key].split())

@@ -82,6 +82,11 @@ class Router(ABC):
 
     @property
     @abstractmethod
+    def max_message_bytes(self) -> int:
+        """The largest message body, in bytes of UTF-8, that :meth:`publish` always delivers."""
+
+    @property
+    @abstractmethod
     def held_reads(self) -> int:
         """How many reads are held now, waiting for a message (a gauge and the tests read it)."""
 

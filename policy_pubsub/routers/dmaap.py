@@ -39,6 +39,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import httpx
 import orjson
 
+from policy_pubsub import constants
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
@@ -86,12 +87,14 @@ class DmaapRouter(Router):
         partition_count: int = 1,
         replication_count: int = 1,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_message_bytes: int = constants.DEFAULT_MAX_MESSAGE_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         """``url`` is the router URL; its userinfo wins over ``username``/``password``.
         ``timeout`` bounds connecting, writing and reading one call; a long-poll may take its
         hold time plus ``poll_margin`` (default ``timeout``). A POST carries at most
-        ``max_request_bytes`` of messages (at least one message).
+        ``max_request_bytes`` of messages (at least one message). ``max_message_bytes`` is the
+        largest message the MR takes, as its operator configured it.
         """
         base_url, url_user, url_password = parse_url(url)
         if url_user is not None:
@@ -103,6 +106,7 @@ class DmaapRouter(Router):
         self._partition_count = partition_count
         self._replication_count = replication_count
         self._max_request_bytes = max_request_bytes
+        self._max_message_bytes = max_message_bytes
         https = base_url.startswith("https:")
         if username is not None and not https:
             log.warning("sending message router credentials over plain http to %s", base_url)
@@ -118,6 +122,11 @@ class DmaapRouter(Router):
         )
         self._held = HeldReads()
         self._known_topics: set[str] = set()
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The setting ``dmaap_max_message_bytes``: the MR does not say its own."""
+        return self._max_message_bytes
 
     @property
     def held_reads(self) -> int:
@@ -138,6 +147,7 @@ class DmaapRouter(Router):
             insecure=settings.dmaap_insecure,
             create_topics=settings.dmaap_create_topics,
             timeout=settings.dmaap_timeout_seconds,
+            max_message_bytes=settings.dmaap_max_message_bytes,
             transport=transport,
         )
 

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
+from policy_pubsub import constants
 from policy_pubsub.background import Periodic
 from policy_pubsub.exceptions import NotFound, StoreUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
@@ -72,8 +73,10 @@ class EmbeddedRouter(Router):
         retention_seconds: float,
         maintenance_interval_seconds: float,
         position_flush_seconds: float,
+        max_message_bytes: int = constants.DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._store = store
+        self._max_message_bytes = max_message_bytes
         self._retention_ms = int(retention_seconds * 1000)
         self._positions = Positions(store, flush_seconds=position_flush_seconds)
         self._heads: dict[str, int] = {}
@@ -91,6 +94,11 @@ class EmbeddedRouter(Router):
             interval=maintenance_interval_seconds,
             expected=(StoreUnavailable,),
         )
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The server's ``max_message_bytes``: the same cap as ``POST /events``."""
+        return self._max_message_bytes
 
     @property
     def held_reads(self) -> int:

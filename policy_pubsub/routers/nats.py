@@ -56,7 +56,7 @@ import logging
 from collections.abc import Iterator, Sequence
 
 import nats.errors
-from nats.aio.client import Client
+from nats.aio.client import DEFAULT_MAX_PAYLOAD_SIZE, Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
@@ -73,6 +73,11 @@ from policy_pubsub.store import Store, now_ms
 log = logging.getLogger(__name__)
 
 DEFAULT_STREAM = "POLICY_PUBSUB"
+
+#: Bytes of a message's max_payload left for its headers: the server counts them with the
+#: body, and ``Nats-Msg-Id`` (a subscriber id of up to 255 characters and a revision) with the
+#: header block's framing stays well under this.
+HEADER_ALLOWANCE = 1024
 
 
 @contextlib.contextmanager
@@ -118,6 +123,14 @@ class NatsRouter(Router):
         self._topics: set[str] = set()
         self._held = HeldReads()
         self._closed = False
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The server's ``max_payload`` (as it announced on connecting; NATS's default of
+        1 MiB before) less :data:`HEADER_ALLOWANCE`.
+        """
+        payload = DEFAULT_MAX_PAYLOAD_SIZE if self._nc is None else self._nc.max_payload
+        return payload - HEADER_ALLOWANCE
 
     @property
     def held_reads(self) -> int:

@@ -58,8 +58,8 @@ __all__ = [
 
 
 class PolicyService:
-    """The server's use cases over a store, a router (for delivery statistics) and the
-    outlet its snapshots go through.
+    """The server's use cases over a store, a router (for delivery statistics and the
+    largest message it carries) and the outlet its snapshots go through.
     """
 
     def __init__(
@@ -67,7 +67,7 @@ class PolicyService:
     ) -> None:
         metrics = metrics or Metrics()  # times matching and commits
         self._state = State(store)
-        self._commits = GroupCommit(self._state, store, outlet, metrics)
+        self._commits = GroupCommit(self._state, store, router, outlet, metrics)
         self._subscriptions = Subscriptions(self._state, store, router, outlet, metrics)
 
     @property

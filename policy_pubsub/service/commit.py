@@ -11,6 +11,9 @@ acknowledges them all. A transaction goes through these steps, in order:
 2. :meth:`GroupCommit.write`: the policies, the snapshots (through the outlet) and the
    published marks, in the transaction; then the commit. A batch that changes nothing is
    rolled back instead, and writes nothing.
+   A change whose snapshot for some subscriber would be larger than the router's largest
+   message is refused there (``SnapshotTooLarge``), before anything is written: it takes no
+   revision and the changes after it plan as if it had not been asked for.
 3. :meth:`GroupCommit.apply`: the in-memory state takes in what committed, and the outlet
    hands the snapshots on (wakes readers or the relay).
 4. Each change is answered with its own result, as if it had been alone.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -29,9 +32,9 @@ import orjson
 from policy_pubsub.exceptions import NotFound, PolicyPubSubError, StoreUnavailable
 from policy_pubsub.matching import PolicyIndex, Selector
 from policy_pubsub.metrics import Metrics
-from policy_pubsub.routers import OutMessage
+from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.service.outlets import Outlet, Written
-from policy_pubsub.service.snapshots import ChangeSnapshots, change_snapshots
+from policy_pubsub.service.snapshots import ChangeSnapshots, change_snapshots, oversized
 from policy_pubsub.service.state import Policy, State
 from policy_pubsub.store import PolicyRow, Store, WriteTx, now_ms
 
@@ -105,6 +108,25 @@ class Overlay:
             self._added.remove(policy_id)
         else:
             self._added.put(policy_id, policy.type, policy)
+
+    def saved(self, policy_ids: Iterable[str]) -> dict[str, tuple[Policy | None, int] | None]:
+        """What the overlay holds for these ids now (None: nothing), for :meth:`restore`."""
+        return {
+            policy_id: (self.changed[policy_id], self.revisions[policy_id])
+            if policy_id in self.changed
+            else None
+            for policy_id in policy_ids
+        }
+
+    def restore(self, saved: Mapping[str, tuple[Policy | None, int] | None]) -> None:
+        """Undo what was applied to these ids since :meth:`saved` returned ``saved``."""
+        for policy_id, before in saved.items():
+            if before is None:
+                self.changed.pop(policy_id, None)
+                self.revisions.pop(policy_id, None)
+                self._added.remove(policy_id)
+            else:
+                self.apply(policy_id, *before)
 
     def ids(self) -> Iterator[str]:
         for policy_id, _ in self._committed.items():
@@ -219,9 +241,12 @@ class _Queued:
 class GroupCommit:
     """Commits policy changes, those that queue up together in one transaction."""
 
-    def __init__(self, state: State, store: Store, outlet: Outlet, metrics: Metrics) -> None:
+    def __init__(
+        self, state: State, store: Store, router: Router, outlet: Outlet, metrics: Metrics
+    ) -> None:
         self._state = state
         self._store = store
+        self._router = router  # its largest message bounds every snapshot
         self._outlet = outlet
         self._metrics = metrics
         self._queue: list[_Queued] = []  # changes waiting for the next transaction
@@ -303,9 +328,13 @@ class GroupCommit:
         return results
 
     def plan(self, batch: Sequence[PolicyChange], first: int, at: int) -> Plan:
-        """Each change's net change, revision (from ``first`` on) and snapshots."""
+        """Each change's net change, revision (from ``first`` on) and snapshots; or its
+        refusal: ``NotFound`` for a required policy not deployed, ``SnapshotTooLarge`` for a
+        snapshot the router cannot carry.
+        """
         plan = Plan(first, at, Overlay(self._state.policies))
         overlay = plan.overlay
+        limit = self._router.max_message_bytes
         for change in batch:
             if change.require is not None and overlay.get(change.require) is None:
                 plan.outcomes.append(NotFound("policy", change.require))
@@ -315,10 +344,17 @@ class GroupCommit:
                 plan.outcomes.append(None)
                 continue
             revision = plan.last + 1
+            before = overlay.saved(changes)
             for policy_id, (_, new) in changes.items():
                 overlay.apply(policy_id, new, revision)
             with self._metrics.matching_seconds.time():
                 snapshots = change_snapshots(self._state, changes, revision, at, overlay)
+            refused = oversized(snapshots.messages, limit)
+            if refused is not None:
+                overlay.restore(before)
+                log.warning("refused a policy change: %s", refused.message)
+                plan.outcomes.append(refused)
+                continue
             plan.add(_Planned(revision, changes, snapshots))
         return plan
 

@@ -3,18 +3,20 @@
 A snapshot is the subscription's record, the revision it reflects, the event that caused it
 (``subscribe`` or ``update``), when, and the matching policies by policy id. Subscribers with
 the same filters share one selector: their policies are matched and serialised once, and only
-the record around them differs.
+the record around them differs. A snapshot larger than the router's largest message is never
+written: :func:`oversized` finds them, and the change that causes them is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
 
 from policy_pubsub import constants
+from policy_pubsub.exceptions import SnapshotTooLarge
 from policy_pubsub.matching import Selector
 from policy_pubsub.routers import OutMessage
 from policy_pubsub.service.state import Policy, State, Subscription
@@ -25,6 +27,8 @@ __all__ = [
     "Deployed",
     "change_snapshots",
     "matching_policies",
+    "message_bytes",
+    "oversized",
     "snapshot_message",
     "subscribe_snapshot",
 ]
@@ -61,6 +65,26 @@ def matching_policies(deployed: Deployed, selector: Selector) -> dict[str, Any]:
         if policy is not None:
             found[policy_id] = policy.body
     return found
+
+
+def message_bytes(message: OutMessage) -> int:
+    """The size of a message's body in bytes of UTF-8, as a router carries it."""
+    body = message.body
+    return len(body) if body.isascii() else len(body.encode())
+
+
+def oversized(messages: Sequence[OutMessage], limit: int) -> SnapshotTooLarge | None:
+    """The refusal of the snapshots larger than ``limit`` bytes (naming every subscriber
+    whose snapshot is), or None when all of them fit.
+    """
+    over: dict[str, int] = {}
+    for message in messages:
+        size = message_bytes(message)
+        if size > limit:
+            over[message.key or message.topic] = size
+    if not over:
+        return None
+    return SnapshotTooLarge(sorted(over), max(over.values()), limit)
 
 
 def change_snapshots(

@@ -21,7 +21,7 @@ from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.routers import Router
 from policy_pubsub.service.outlets import Outlet
-from policy_pubsub.service.snapshots import matching_policies, subscribe_snapshot
+from policy_pubsub.service.snapshots import matching_policies, oversized, subscribe_snapshot
 from policy_pubsub.service.state import State, Subscription
 from policy_pubsub.store import Store, SubscriptionRow, now_ms
 from policy_pubsub.subscription_record import SubscriptionRecord
@@ -66,7 +66,9 @@ class Subscriptions:
         """Insert or update a subscription and publish its starting snapshot, in one
         transaction. An update keeps the subscription's creation time. With ``may_use``, an
         existing subscription on a topic it refuses is not replaced (``SubscriptionTaken``):
-        decided under the write lock, so two callers racing for one id cannot both win.
+        decided under the write lock, so two callers racing for one id cannot both win. A
+        starting snapshot larger than the router's largest message is ``SnapshotTooLarge``,
+        and changes nothing.
         """
         record = SubscriptionRecord(
             subscriber_id,
@@ -94,6 +96,14 @@ class Subscriptions:
                     last_revision=revision,
                     last_published_at=at,
                 )
+                with self._metrics.matching_seconds.time():
+                    policies = matching_policies(state.policies, subscription.selector)
+                    message = subscribe_snapshot(subscription, revision, at, policies)
+                refused = oversized([message], self._router.max_message_bytes)
+                if refused is not None:
+                    # Raised in the transaction: it rolls back, the revision is not taken.
+                    log.warning("refused subscription %s: %s", subscriber_id, refused.message)
+                    raise refused
                 await tx.put_subscription(
                     SubscriptionRow(
                         subscriber_id,
@@ -106,9 +116,6 @@ class Subscriptions:
                         None,
                     )
                 )
-                with self._metrics.matching_seconds.time():
-                    policies = matching_policies(state.policies, subscription.selector)
-                    message = subscribe_snapshot(subscription, revision, at, policies)
                 written = await self._outlet.write(tx, [message], at)
                 await tx.mark_published([subscriber_id], revision, at)
                 committing = time.perf_counter()

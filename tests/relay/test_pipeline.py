@@ -26,6 +26,10 @@ class FakeRouter(Router):
     """A router outside the store that only publishes; the rest of the contract is unused."""
 
     @property
+    def max_message_bytes(self) -> int:
+        return 1024 * 1024
+
+    @property
     def held_reads(self) -> int:
         return 0
 

@@ -262,3 +262,18 @@ async def test_topics_and_stats(router: Router) -> None:
 async def test_ping(router: Router) -> None:
     """A running router answers ping."""
     await router.ping()
+
+
+async def test_a_message_of_the_largest_size_is_delivered_whole(router: Router) -> None:
+    """A snapshot of exactly ``max_message_bytes``, with the longest subscriber id as its key
+    and a de-duplication id from it, is published and read back unchanged.
+    """
+    key = "s" * 255
+    frame = '{"pad":""}'
+    body = '{"pad":"' + "x" * (router.max_message_bytes - len(frame)) + '"}'
+    assert len(body.encode()) == router.max_message_bytes
+    revision = 10**15
+    await router.publish(
+        [OutMessage("t", body, key=key, revision=revision, dedup_id=f"{key}@{revision}")]
+    )
+    assert await _read_all(router, "t", "g") == [body]

@@ -337,17 +337,20 @@ async def test_basic_auth_comes_from_settings_and_is_absent_without_them() -> No
 
 
 async def test_from_url_chooses_the_dmaap_backend(tmp_path: Path) -> None:
-    """``from_url`` builds a DmaapRouter for dmaap+http and dmaap+https URLs."""
+    """``from_url`` builds a DmaapRouter for dmaap+http and dmaap+https URLs, carrying
+    messages of at most ``dmaap_max_message_bytes``.
+    """
     store = Store(f"sqlite+aiosqlite:///{tmp_path / 'store.db'}")
     try:
         for url, base in [
             ("dmaap+http://mr:3904", "http://mr:3904"),
             ("dmaap+https://u:p@[::1]:3905", "https://[::1]:3905"),
         ]:
-            router = from_url(url, store, make_settings(tmp_path))
+            router = from_url(url, store, make_settings(tmp_path, dmaap_max_message_bytes=5000))
             try:
                 assert isinstance(router, DmaapRouter)
                 assert router.url == base
+                assert router.max_message_bytes == 5000
             finally:
                 await router.close()
     finally:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from policy_pubsub.routers import OutMessage, embedded
+from policy_pubsub.routers import OutMessage, embedded, from_url
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.store import GroupRow, Store, now_ms
-from tests.conftest import wait_for
+from tests.conftest import make_settings, wait_for
 
 
 async def _open(path: Path, *, retention: float = 3600) -> tuple[EmbeddedRouter, Store]:
@@ -181,3 +181,13 @@ async def test_tails_evict_the_least_recently_appended_topics_first(
             assert list(delivery.messages) == [body]
     finally:
         await _close(router, store)
+
+
+async def test_from_url_carries_the_servers_max_message_bytes(tmp_path: Path) -> None:
+    """The embedded router's largest message is the ``max_message_bytes`` setting, the same
+    cap as ``POST /events``.
+    """
+    settings = make_settings(tmp_path, max_message_bytes=4096)
+    store = Store(settings.database_url)
+    router = from_url("embedded", store, settings)
+    assert isinstance(router, EmbeddedRouter) and router.max_message_bytes == 4096

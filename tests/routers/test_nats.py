@@ -9,6 +9,7 @@ the end) and, for outages, against a private nats-server on a free port, stopped
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,18 @@ import pytest
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.routers import OutMessage, from_url
-from policy_pubsub.routers.nats import NatsRouter
+from policy_pubsub.routers.nats import HEADER_ALLOWANCE, NatsRouter
 from policy_pubsub.store import Store
 from tests.conftest import wait_for
-from tests.nats_server import NATS_URL, PrivateNats, delete_stream, open_nats_router
+from tests.nats_server import (
+    NATS_SERVER,
+    NATS_URL,
+    PrivateNats,
+    delete_stream,
+    open_nats_router,
+    skip_unless_ci,
+    unique_stream,
+)
 from tests.processes import free_port
 
 
@@ -260,3 +269,32 @@ async def test_from_url_builds_a_nats_router(tmp_path: Path) -> None:
     assert isinstance(other, NatsRouter)
     assert other.stream_config().max_age == 7
     await store.close()
+
+
+async def test_the_largest_message_is_the_servers_max_payload_less_the_headers(
+    tmp_path: Path,
+) -> None:
+    """Before connecting the router assumes NATS's default max_payload; once connected it
+    carries the server's, less the allowance for headers.
+    """
+    if not os.access(NATS_SERVER, os.X_OK):
+        skip_unless_ci(f"no nats-server binary at {NATS_SERVER}")
+    server = PrivateNats(tmp_path / "small", max_payload=20_000)
+    await server.start()
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    router = NatsRouter(
+        server.url,
+        store,
+        stream=unique_stream(),
+        max_age_seconds=60,
+        position_flush_seconds=0.05,
+    )
+    try:
+        assert router.max_message_bytes == 1024 * 1024 - HEADER_ALLOWANCE
+        await store.open()
+        await router.start()
+        assert router.max_message_bytes == 20_000 - HEADER_ALLOWANCE
+    finally:
+        await router.close()
+        await store.close()
+        await server.stop()

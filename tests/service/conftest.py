@@ -46,9 +46,16 @@ class RecordingOutlet(Outlet):
         self.handed_on.clear()
 
 
-def tosca(policy_id: str, version: str = "1.0.0", policy_type: str = TCA_TYPE) -> ToscaPolicy:
-    """A small ToscaPolicy with the given identity, as the PAP would push it."""
-    return ToscaPolicy.model_validate(helpers.tosca(policy_id, version, policy_type))
+def tosca(
+    policy_id: str, version: str = "1.0.0", policy_type: str = TCA_TYPE, *, padding: int = 0
+) -> ToscaPolicy:
+    """A small ToscaPolicy with the given identity, as the PAP would push it; ``padding``
+    characters more in its properties make it that much larger.
+    """
+    body = helpers.tosca(policy_id, version, policy_type)
+    if padding:
+        body["properties"] = {"threshold": 1, "padding": "x" * padding}
+    return ToscaPolicy.model_validate(body)
 
 
 def request(topic: str, *filters: dict[str, Any]) -> SubscriptionRequest:
@@ -58,23 +65,29 @@ def request(topic: str, *filters: dict[str, Any]) -> SubscriptionRequest:
     )
 
 
-def embedded_router(store: Store) -> EmbeddedRouter:
-    """An embedded router over the store, not started."""
+def embedded_router(store: Store, max_message_bytes: int = 1024 * 1024) -> EmbeddedRouter:
+    """An embedded router over the store, not started, carrying at most ``max_message_bytes``."""
     return EmbeddedRouter(
         store,
         retention_seconds=3600,
         maintenance_interval_seconds=3600,
         position_flush_seconds=0.05,
+        max_message_bytes=max_message_bytes,
     )
 
 
 async def open_service(
-    store: Store, outlet: Outlet, metrics: Metrics | None = None
+    store: Store,
+    outlet: Outlet,
+    metrics: Metrics | None = None,
+    *,
+    max_message_bytes: int = 1024 * 1024,
 ) -> PolicyService:
     """A started service over the store. Its router only answers delivery statistics, which
-    these tests do not ask for, so it is never started.
+    these tests do not ask for, and its largest message; it is never started.
     """
-    service = PolicyService(store, embedded_router(store), outlet, metrics=metrics or Metrics())
+    router = embedded_router(store, max_message_bytes)
+    service = PolicyService(store, router, outlet, metrics=metrics or Metrics())
     await service.start()
     return service
 
