@@ -40,6 +40,7 @@ class RelayStatus:
     oldest_age_seconds: float | None
     leader: bool
     last_error: str | None
+    failures: int  # attempts to publish that failed in a row, since the last that worked
 
 
 class OutboxRelay:
@@ -63,6 +64,7 @@ class OutboxRelay:
         self._task: asyncio.Task[None] | None = None
         self._leader = False
         self.last_error: str | None = None
+        self.failures = 0
         self.published = 0
 
     @property
@@ -87,7 +89,7 @@ class OutboxRelay:
     async def status(self) -> RelayStatus:
         depth, oldest = await self._store.outbox.stats()
         age = None if oldest is None else max(0.0, (now_ms() - oldest) / 1000)
-        return RelayStatus(depth, age, self._leader, self.last_error)
+        return RelayStatus(depth, age, self._leader, self.last_error, self.failures)
 
     async def _run(self) -> None:
         backoff = 0.0
@@ -105,12 +107,14 @@ class OutboxRelay:
                     if self.last_error is None:
                         log.warning("outbox relay paused, will retry: %s", exc)
                     self.last_error = str(exc)
+                    self.failures += 1
                     backoff = min(self._max_backoff, max(0.05, backoff * 2))
                     backoff *= random.uniform(0.8, 1.2)
                     continue
                 if self.last_error is not None:
-                    log.info("outbox relay resumed")
+                    log.info("outbox relay resumed after %d failed attempts", self.failures)
                     self.last_error = None
+                self.failures = 0
                 backoff = 0.0
                 await self._sleep(self._poll_interval)
 

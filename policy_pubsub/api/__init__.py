@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if expiry is not None:
                 expiry.start()
             state.running = Running(store, router, service, relay)
+            state.outages.start(store.ping, router.ping)
             _collect_for_serving()
             tuned = True
             log.info(
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if tuned:
                 _collect_as_before()
+            await state.outages.close()
             if expiry is not None:
                 await expiry.close()
             if relay is not None:

@@ -175,6 +175,7 @@ class AccessMiddleware:
             log.warning("refused a PAP webhook request from %s: %s", _client(scope), refused.reason)
             raise _unsigned(refused.message) from None
         except StoreUnavailable as exc:
+            app_state(HTTPConnection(scope)).outages.refused(exc)
             raise from_domain(exc) from None
         return _replay(body, receive)
 

@@ -145,7 +145,7 @@ def from_domain(exc: PolicyPubSubError) -> ApiError:
     if isinstance(exc, SnapshotTooLarge):
         return ApiError(413, exc.message)
     if isinstance(exc, (StoreUnavailable, RouterUnavailable)):
-        log.error("%s", exc.message)
+        # Logged once per outage (policy_pubsub.outages), not once per refused request.
         part = "store" if isinstance(exc, StoreUnavailable) else "message router"
         return ApiError(
             503,
@@ -164,7 +164,9 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
 async def handle_domain_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, PolicyPubSubError):  # pragma: no cover
         raise exc
-    app_state(request).metrics.domain_error(exc)
+    state = app_state(request)
+    state.metrics.domain_error(exc)
+    state.outages.refused(exc)
     return error_response(_shape(request), from_domain(exc))
 
 

@@ -113,6 +113,7 @@ async def long_poll(scope: Scope, receive: Receive, send: Send, path: tuple[str,
             )
         except PolicyPubSubError as exc:
             state.metrics.domain_error(exc)
+            state.outages.refused(exc)
             await error_response(state.routes.shape(scope), from_domain(exc))(scope, receive, send)
             return
         async with delivery:

@@ -22,6 +22,9 @@ from policy_pubsub.relay import OutboxRelay
 log = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_SECONDS = 2.0
+# Attempts to publish that fail in a row, with the router answering, before /healthcheck says
+# the relay is failing (with its backoff, a few seconds).
+RELAY_FAILURES = 3
 
 
 # What the anonymous answer says of a failed probe: the driver's own text (an SQL statement,
@@ -65,7 +68,7 @@ async def healthcheck(request: Request) -> Response:
     outbox: dict[str, Any] | None = None
     relay = state.relay
     if relay is not None and not problems["store"]:
-        outbox, problems["relay"] = await _relay(
+        outbox, problems["relay"] = await relay_check(
             relay, state.settings.relay_stuck_seconds, router_up=not problems["router"]
         )
     healthy = not any(problems.values())
@@ -86,7 +89,7 @@ async def healthcheck(request: Request) -> Response:
     )
 
 
-async def _relay(
+async def relay_check(
     relay: OutboxRelay, stuck_seconds: float, *, router_up: bool
 ) -> tuple[dict[str, Any] | None, str | None]:
     """The outbox's figures, and why the relay is unhealthy: stuck when the oldest outbox
@@ -105,6 +108,7 @@ async def _relay(
         "oldest_age_seconds": status.oldest_age_seconds,
         "relay_leader": status.leader,
         "relay_error": status.last_error,
+        "relay_failures": status.failures,
     }
     age = status.oldest_age_seconds
     if router_up and age is not None and age > stuck_seconds:
@@ -115,6 +119,13 @@ async def _relay(
         if status.last_error:
             why += f" (last error: {status.last_error})"
         return outbox, why
+    if router_up and status.failures >= RELAY_FAILURES:
+        # The router answers, yet what the relay hands it keeps failing: a message it will
+        # not take, or a fault of its own. Said at once, not after relay_stuck_seconds.
+        return outbox, (
+            f"failing: the last {status.failures} attempts to publish failed while the router "
+            f"answers (last error: {status.last_error})"
+        )
     return outbox, None
 
 
@@ -125,4 +136,4 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["CHECK_TIMEOUT_SECONDS", "healthcheck", "metrics"]
+__all__ = ["CHECK_TIMEOUT_SECONDS", "RELAY_FAILURES", "healthcheck", "metrics", "relay_check"]

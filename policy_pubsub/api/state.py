@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
+from policy_pubsub.outages import Outages
+
 if TYPE_CHECKING:
     from policy_pubsub.api.limits import Limits
     from policy_pubsub.api.table import RouteTable
@@ -50,6 +52,8 @@ class AppState:
     running: Running | None = None
     # The last failure /healthcheck logged for each part, so it logs each change once.
     health_reported: dict[str, str] = field(default_factory=dict)
+    # Store and router outages, logged once each rather than once a refused request.
+    outages: Outages = field(default_factory=Outages)
 
     def _running(self) -> Running:
         if self.running is None:

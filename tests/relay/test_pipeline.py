@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from policy_pubsub.api.health import RELAY_FAILURES
+from policy_pubsub.api.health import relay_check as health_relay
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.relay import OutboxRelay, newest_per_subscriber
 from policy_pubsub.routers import Delivery, OutMessage, Router, TopicStats
@@ -259,3 +261,32 @@ def test_a_batch_keeps_only_each_subscribers_newest_snapshot() -> None:
     ]
     kept = [m.body for m in newest_per_subscriber(batch)]
     assert kept == ["raw1", "b2", "a3", "a3u", "raw2"]
+
+
+async def test_health_says_failing_after_attempts_in_a_row_fail_then_healthy_again(
+    store: Store,
+) -> None:
+    """The router answers its pings but refuses what the relay hands it: after RELAY_FAILURES
+    failed attempts in a row /healthcheck's relay check says so at once (not after
+    relay_stuck_seconds); once a publish goes through, the count is back to 0 and it is ok.
+    """
+    await fill_outbox(store, subscribers=10, revisions=1)
+    refusals = RELAY_FAILURES + 2
+    router = JetStreamLike(failures={call: 0 for call in range(refusals)})
+    relay = OutboxRelay(store, router, batch_size=1000, max_backoff=0.05)
+    seen: list[str | None] = []
+
+    async def check() -> bool:
+        _, why = await health_relay(relay, 1e12, router_up=True)
+        seen.append(why)
+        return relay.failures == 0 and router.calls > refusals
+
+    relay.start()
+    try:
+        await wait_for(check, timeout=20)
+    finally:
+        await relay.close()
+    failing = [why for why in seen if why is not None]
+    assert failing and all(why.startswith("failing: the last") for why in failing), seen
+    assert seen[-1] is None
+    assert (await health_relay(relay, 1e12, router_up=False))[1] is None  # router's check says
