@@ -74,12 +74,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             if tuned:
                 _collect_as_before()
-            await state.outages.close()
-            if expiry is not None:
-                await expiry.close()
-            if relay is not None:
-                await relay.close()
-            await router.close()
+            # Each part is closed even when one before it fails: the store last, always.
+            closing = [state.outages.close]
+            closing += [expiry.close] if expiry is not None else []
+            closing += [relay.close] if relay is not None else []
+            for close in (*closing, router.close):
+                try:
+                    await close()
+                except Exception:
+                    log.exception("shutting down: closing %s failed", close.__qualname__)
             await store.close()
             log.info("store closed")
 

@@ -184,7 +184,11 @@ class NatsRouter(Router):
         await self._positions.close()
         if self._nc is not None:
             self._closed = True
-            await self._nc.close()
+            try:
+                await self._nc.close()
+            except (OSError, nats.errors.Error) as exc:
+                # Closing while NATS is away: nothing is left to flush; the socket is gone.
+                log.info("NATS connection closed while disconnected: %r", exc)
             self._nc = self._js = None
 
     @property

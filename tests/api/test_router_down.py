@@ -5,9 +5,11 @@ would tell (when a consumer group last read the topic) is missing, and says why.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import httpx
+import pytest
 
 from policy_pubsub.testing import start_server, stop_server
 from tests.api.helpers import SUBSCRIPTIONS, push, subscribe
@@ -16,8 +18,12 @@ from tests.nats_server import PrivateNats
 
 
 async def test_subscription_reads_and_decisions_answer_while_nats_is_down(
-    tmp_path: Path, private_nats: PrivateNats
+    tmp_path: Path, private_nats: PrivateNats, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """...and a server stopped while NATS is still down shuts down cleanly: every part is
+    closed, the store last, with no ERROR.
+    """
+    caplog.set_level(logging.INFO)
     live, task = await start_server(make_settings(tmp_path, router_url=private_nats.url))
     try:
         async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
@@ -40,3 +46,5 @@ async def test_subscription_reads_and_decisions_answer_while_nats_is_down(
             assert list(decided.json()["policies"]) == ["onap.restart.tca"]
     finally:
         await stop_server(live, task)
+    assert "store closed" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
