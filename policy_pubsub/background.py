@@ -12,11 +12,11 @@ owns the store and always leads.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from policy_pubsub.store import Store, leadership
+from policy_pubsub.tasks import cancelled
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +52,8 @@ class Periodic:
 
     async def close(self) -> None:
         """Stop, and give up the lock (another replica takes over)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancelled(task)
 
     async def _run(self) -> None:
         async with leadership(self._store, self.name) as lock:

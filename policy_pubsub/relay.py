@@ -28,6 +28,7 @@ from typing import Any
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
 from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.store import Store, leadership, now_ms
+from policy_pubsub.tasks import cancelled
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,8 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name="policy-pubsub outbox relay")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancelled(task)
 
     def wake(self) -> None:
         """A change just wrote to the outbox."""

@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from policy_pubsub.tasks import cancelled
+
 log = logging.getLogger(__name__)
 
 REVISION_CHANNEL = "policy_pubsub_revision"
@@ -52,11 +54,8 @@ class Notifications:
             self._task = asyncio.create_task(self._run(), name="policy-pubsub notifications")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancelled(task)
         await self._disconnect()
 
     async def _run(self) -> None:
