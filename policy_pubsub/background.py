@@ -44,7 +44,6 @@ class Periodic:
         self._expected = expected
         self._task: asyncio.Task[None] | None = None
         self.leading = False
-        self.runs = 0
 
     def start(self) -> None:
         """Start in the running event loop; the first run is one interval away."""
@@ -63,8 +62,8 @@ class Periodic:
                 if leading != self.leading:
                     self.leading = leading
                     if self._store.shared:
-                        log.info("%s: %s", self.name, "this replica runs it" if leading else
-                                 "another replica runs it")
+                        who = "this replica" if leading else "another replica"
+                        log.info("%s: %s runs it", self.name, who)
                 if not leading:
                     continue
                 try:
@@ -73,7 +72,6 @@ class Periodic:
                     log.warning("%s failed, will retry: %s", self.name, exc)
                 except Exception:
                     log.exception("%s failed, will retry", self.name)
-                self.runs += 1
 
 
 __all__ = ["Periodic"]
