@@ -8,6 +8,7 @@ PolicyPubSubError
 │                         nothing was changed (413)
 ├── StoreUnavailable      the database cannot be reached or refused the change (503)
 ├── RouterUnavailable     the message router cannot be reached (503)
+├── MessageRefused        the message router refused one message for good (a dead letter)
 └── ClientError           raised by the component SDK (``policy_pubsub.client``)
     ├── RequestRejected       the server answered 4xx: retrying the same request cannot help
     │   └── SubscriptionRejected  the server refused the subscription itself
@@ -20,7 +21,10 @@ component can catch ``ClientError`` (or ``PolicyPubSubError``) and act on the at
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from policy_pubsub.routers.messages import OutMessage
 
 
 class PolicyPubSubError(Exception):
@@ -89,6 +93,20 @@ class StoreUnavailable(PolicyPubSubError):
 
 class RouterUnavailable(PolicyPubSubError):
     """The message router cannot be reached."""
+
+
+class MessageRefused(PolicyPubSubError):
+    """The router refused ``message`` for good: no retry of the same message can succeed (a
+    DMaaP 4xx other than 408 and 429, a message over the broker's limit, ...).
+
+    Raised by :meth:`Router.publish`: every message of the batch before ``message`` is durable,
+    none after it was published. ``reason`` is the router's own words.
+    """
+
+    def __init__(self, message: OutMessage, reason: str) -> None:
+        super().__init__(f"the message router refused a message on {message.topic!r}: {reason}")
+        self.refused = message
+        self.reason = reason
 
 
 class ClientError(PolicyPubSubError):

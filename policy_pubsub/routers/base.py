@@ -102,6 +102,10 @@ class Router(ABC):
     async def publish(self, batch: Sequence[OutMessage]) -> None:
         """Append the messages to their topics (creating topics as needed), keeping their order
         within each topic. When it returns, the messages are durable.
+
+        Raises ``RouterUnavailable`` when a retry may succeed, and ``MessageRefused`` when the
+        router refuses one message for good; the messages before that one are then durable and
+        none after it was published.
         """
 
     @abstractmethod
