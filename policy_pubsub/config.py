@@ -92,6 +92,21 @@ class Settings(BaseSettings):
     # How long that stream keeps a message (JetStream max_age); unset: retention_seconds.
     nats_max_age_seconds: float | None = Field(None, gt=0)
 
+    # RabbitMQ router (router_url amqp(s)://user:password@host:5672/vhost): the durable topic
+    # exchange every snapshot is published to, with its topic as routing key.
+    amqp_exchange: str = Field("policy-pubsub", pattern=r"^[A-Za-z0-9._:-]{1,200}$")
+    # A PEM bundle of the CAs to trust for RabbitMQ's certificate (amqps://), instead of the
+    # system ones.
+    amqp_ca_file: str | None = None
+    # Most ready messages a subscriber's queue keeps; past it the oldest is dropped (superseded
+    # by the newer snapshots behind it). At least the number of subscribers sharing a topic.
+    amqp_queue_max_length: int = Field(100, ge=1)
+    # The largest message RabbitMQ takes, in bytes (at most its max_message_size, 128 MiB by
+    # default): a change whose snapshot for some subscriber would be larger is refused (413).
+    amqp_max_message_bytes: int = Field(constants.DEFAULT_MAX_MESSAGE_BYTES, ge=64)
+    # Connect timeout, and how long a publish waits for RabbitMQ's confirms.
+    amqp_timeout_seconds: float = Field(10.0, gt=0)
+
     # Security (README "Security"). Users, roles and topic patterns (TOML, examples/auth.toml);
     # unset: no authentication, which serve allows only on a loopback address.
     auth_file: str | None = None

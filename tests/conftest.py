@@ -18,7 +18,8 @@ from sqlalchemy.engine import make_url
 from policy_pubsub.config import Settings
 from policy_pubsub.testing import LiveServer, start_server, stop_server
 
-pytest_plugins = ["tests.nats_server"]  # the NATS fixtures, for every test module
+# The NATS and RabbitMQ fixtures, for every test module.
+pytest_plugins = ["tests.nats_server", "tests.rabbitmq"]
 
 POLICIES = Path(__file__).resolve().parents[1] / "examples" / "policies"
 

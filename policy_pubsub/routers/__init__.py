@@ -1,6 +1,6 @@
 """Message router backends, chosen by URL: ``embedded`` (in the store),
 ``dmaap+http(s)://[user:pass@]host:port`` (an external DMaaP Message Router),
-``nats://host:4222`` (NATS JetStream).
+``nats://host:4222`` (NATS JetStream), ``amqp(s)://user:password@host:5672/vhost`` (RabbitMQ).
 """
 
 from __future__ import annotations
@@ -45,9 +45,22 @@ def from_url(url: str, store: Store, settings: Settings) -> Router:
             max_age_seconds=settings.nats_max_age_seconds or settings.retention_seconds,
             position_flush_seconds=settings.position_flush_seconds,
         )
+    if url.startswith(("amqp://", "amqps://")):
+        from policy_pubsub.routers.amqp import AmqpRouter
+
+        return AmqpRouter(
+            url,
+            store,
+            exchange=settings.amqp_exchange,
+            retention_seconds=settings.retention_seconds,
+            queue_max_length=settings.amqp_queue_max_length,
+            max_message_bytes=settings.amqp_max_message_bytes,
+            ca_file=settings.amqp_ca_file,
+            timeout=settings.amqp_timeout_seconds,
+        )
     raise UnsupportedRouter(
-        f"unsupported router URL {url!r}: use 'embedded', 'nats://HOST:PORT' "
-        "or 'dmaap+http(s)://HOST:PORT'"
+        f"unsupported router URL {url!r}: use 'embedded', 'nats://HOST:PORT', "
+        "'dmaap+http(s)://HOST:PORT' or 'amqp(s)://USER:PASSWORD@HOST:PORT/VHOST'"
     )
 
 

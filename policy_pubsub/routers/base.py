@@ -132,6 +132,13 @@ class Router(ABC):
     async def stats(self, topic: str) -> TopicStats:
         """Retained messages and consumer groups of a topic; raises ``NotFound`` if unknown."""
 
+    async def subscription_left(self, subscriber_id: str, topic: str, *, deleted: bool) -> None:
+        """A subscription left ``topic``: it was deleted, or moved to another topic. Called
+        after the change committed, best effort (the change stands if this fails), for a
+        router that keeps something per subscriber; the default keeps nothing.
+        """
+        return None
+
     @abstractmethod
     async def ping(self) -> None:
         """Return when the router is reachable; raise ``RouterUnavailable`` otherwise."""

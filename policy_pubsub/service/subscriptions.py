@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from policy_pubsub.exceptions import NotFound, SubscriptionTaken
+from policy_pubsub.exceptions import NotFound, RouterUnavailable, SubscriptionTaken
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.routers import Router
@@ -122,6 +122,8 @@ class Subscriptions:
             self._metrics.commit_seconds.observe(time.perf_counter() - committing)
             state.subscription_put(subscription)
             self._outlet.after_commit(written)
+        if existing is not None and existing.topic != subscription.topic:
+            await self._left(subscriber_id, existing.topic, deleted=False)
         log.info(
             "revision %d: %s subscription %s on topic %s (%d policies)",
             revision,
@@ -148,7 +150,20 @@ class Subscriptions:
             self._metrics.commit_seconds.observe(time.perf_counter() - committing)
             state.subscription_removed(subscriber_id, revision)
         log.info("revision %d: subscription %s removed", revision, subscriber_id)
+        await self._left(subscriber_id, existing.topic, deleted=True)
         return revision
+
+    async def _left(self, subscriber_id: str, topic: str, *, deleted: bool) -> None:
+        """Tell the router a subscription left a topic; the change stands if it cannot hear."""
+        try:
+            await self._router.subscription_left(subscriber_id, topic, deleted=deleted)
+        except RouterUnavailable as exc:
+            log.warning(
+                "subscription %s left topic %s, but the router could not forget it: %s",
+                subscriber_id,
+                topic,
+                exc,
+            )
 
     async def get(self, subscriber_id: str) -> Subscription:
         """A subscription as stored; ``NotFound`` if unknown."""

@@ -1,0 +1,581 @@
+"""The RabbitMQ router: ``--router amqp://user:password@host:5672/vhost`` (or ``amqps://``).
+
+The shape on the broker (exchange, queues, message properties) is drawn in
+:mod:`policy_pubsub.routers.amqp_shape`; components consume their queue with any AMQP client.
+
+Publishing. The outbox relay hands batches to :meth:`AmqpRouter.publish`. Before a snapshot
+leaves, its subscriber's queue is declared and bound to its topic (idempotent, and remembered
+by this process): the queue is made by the first snapshot of the subscription, the one its
+subscribe writes, so a subscribe while RabbitMQ is down is acknowledged, waits in the outbox
+with its snapshot, and gets its queue once RabbitMQ is back. The messages are then written in
+order on one channel with publisher confirms, pipelined, and ``publish`` returns once RabbitMQ
+confirmed every one (for a persistent message on a durable queue: written to disk, and for a
+quorum queue, to a majority). A snapshot returned unroutable (its queue was deleted behind this
+process's back) has its queue declared again and is sent again.
+
+Refused for good (``MessageRefused``), found before anything of the batch from it on is sent:
+a message over ``max_message_bytes``, and a queue RabbitMQ will not declare (an
+``amq.``-prefixed subscriber id, or a queue of that name made with other arguments). The same
+refusal from RabbitMQ while publishing (channel closed with 406, e.g. over its
+``max_message_size``) is one too; RabbitMQ drops what followed on that channel. Anything else
+(connection lost, a nack, no confirm within the timeout) is ``RouterUnavailable``, and the
+relay retries the batch.
+
+Reading (the MR read API). ``read(topic, group, ...)`` takes messages from a queue with
+``basic.get``, without acknowledging them; :meth:`Delivery.ack` acknowledges them once the
+reply was written, and a delivery released (or a reply lost with its connection) closes its
+channel, so RabbitMQ puts them back. The queue is the subscriber's own when ``group`` is the
+subscriber id of a subscription on that topic (the SDK's default group), else the group's
+queue (see :mod:`.amqp_shape`), made at its first read: such a group gets what was published
+after that, not what was published before (RabbitMQ keeps queues, not a log). With nothing
+ready, a read consumes the queue until the first message arrives, its deadline, the client
+leaves or the router drains; nothing polls.
+
+Stats. A topic's consumer groups are its subscribers' queues (and the group queues this process
+has made), each with its ready messages as lag (``queue.declare`` passive); RabbitMQ does not
+say when a queue was last consumed, so ``last_consumed_at`` is never known, and
+``oldest_unread_at`` is estimated as the last publish time while any queue lags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Iterator, Sequence
+
+import aio_pika
+import aio_pika.abc
+import aio_pika.exceptions
+import aiormq.exceptions
+from sqlalchemy import select
+
+from policy_pubsub.exceptions import MessageRefused, NotFound, RouterUnavailable
+from policy_pubsub.routers.amqp_shape import (
+    QueueShape,
+    amqp_message,
+    group_queue,
+    has_quorum_queues,
+)
+from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.routers.holding import HeldReads
+from policy_pubsub.routers.messages import OutMessage
+from policy_pubsub.store import Store, now_ms
+from policy_pubsub.store.tables import subscriptions
+
+log = logging.getLogger(__name__)
+
+#: The client errors that mean RabbitMQ cannot be reached or did not answer in time.
+_TRANSIENT = (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException, OSError, TimeoutError)
+#: A channel closed with these refuses the same request for ever (403, 406).
+_REFUSALS = (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelPreconditionFailed)
+
+
+class _Refused(Exception):
+    """RabbitMQ refused a request for good; the text is its reason."""
+
+
+@contextlib.contextmanager
+def _unavailable(url: str, action: str) -> Iterator[None]:
+    """Translate the AMQP client's errors into ``RouterUnavailable`` at the boundary."""
+    try:
+        yield
+    except _TRANSIENT as exc:
+        raise RouterUnavailable(f"RabbitMQ at {url}: {action} failed: {exc!r}") from exc
+    except RuntimeError as exc:  # aiormq's ChannelInvalidStateError: the channel is gone
+        raise RouterUnavailable(f"RabbitMQ at {url}: {action} failed: {exc!r}") from exc
+
+
+class QueueDelivery(Delivery):
+    """Messages taken from a queue on a channel of their own: acknowledged one by one, and
+    everything else the channel holds goes back to the queue when it closes.
+    """
+
+    def __init__(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        messages: list[aio_pika.abc.AbstractIncomingMessage],
+    ) -> None:
+        self._channel = channel
+        self._taken = messages
+        self.messages = [m.body.decode() for m in messages]
+
+    async def ack(self) -> None:
+        if self._channel.is_closed:
+            return
+        try:
+            for message in self._taken:
+                await message.ack()
+        finally:
+            await self.release()
+
+    async def release(self) -> None:
+        if not self._channel.is_closed:
+            with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                await self._channel.close()
+
+
+class AmqpRouter(Router):
+    """Snapshots through one RabbitMQ topic exchange into a durable queue per subscription."""
+
+    def __init__(
+        self,
+        url: str,
+        store: Store,
+        *,
+        exchange: str,
+        retention_seconds: float,
+        queue_max_length: int,
+        max_message_bytes: int,
+        ca_file: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        if not url.startswith(("amqp://", "amqps://")):
+            raise ValueError("not an AMQP router URL (amqp(s)://user:password@host:port/vhost)")
+        self._url = url
+        self._shown = _without_password(url)
+        self._store = store
+        self._exchange_name = exchange
+        self._retention_ms = max(1, int(retention_seconds * 1000))
+        self._max_length = queue_max_length
+        self._max_message_bytes = max_message_bytes
+        self._ssl = _ssl_context(ca_file) if url.startswith("amqps://") else None
+        self._timeout = timeout
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._publisher: aio_pika.abc.AbstractChannel | None = None
+        self._exchange: aio_pika.abc.AbstractExchange | None = None
+        self._declarer: aio_pika.abc.AbstractChannel | None = None
+        self._shape = QueueShape(quorum=True, retention_ms=self._retention_ms, max_length=1)
+        self._connecting = asyncio.Lock()
+        self._declaring = asyncio.Lock()
+        self._bound: dict[str, str] = {}  # queue -> the topic it was bound to by this process
+        self._group_queues: dict[str, set[str]] = {}  # topic -> group queues made here
+        self._topics: set[str] = set()
+        self._last_published: dict[str, int] = {}
+        self._held = HeldReads()
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The setting ``amqp_max_message_bytes``: AMQP does not announce the broker's own
+        ``max_message_size`` (128 MiB by default in RabbitMQ 3.10), which it must not exceed.
+        """
+        return self._max_message_bytes
+
+    @property
+    def held_reads(self) -> int:
+        return self._held.count
+
+    @property
+    def exchange(self) -> str:
+        """The name of the topic exchange snapshots are published to."""
+        return self._exchange_name
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect once; RabbitMQ being down does not stop the server (the relay retries)."""
+        self._held.start()
+        try:
+            await self._connect()
+        except RouterUnavailable as exc:
+            log.warning("RabbitMQ not reachable yet, publishing will retry: %s", exc)
+
+    async def drain(self) -> None:
+        self._held.drain()
+
+    async def close(self) -> None:
+        await self.drain()
+        connection, self._connection = self._connection, None
+        self._publisher = self._exchange = self._declarer = None
+        if connection is not None:
+            with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                await connection.close()
+
+    async def _connect(self) -> aio_pika.abc.AbstractRobustConnection:
+        """The connection, made on first use; the client reconnects it after a loss."""
+        async with self._connecting:
+            if self._connection is not None and not self._connection.is_closed:
+                return self._connection
+            with _unavailable(self._shown, "connect"):
+                connection = await aio_pika.connect_robust(
+                    self._url,
+                    timeout=self._timeout,
+                    ssl_context=self._ssl,
+                    client_properties={"connection_name": "policy-pubsub"},
+                )
+                try:
+                    properties = connection.transport.connection.server_properties  # type: ignore[union-attr]
+                    quorum = has_quorum_queues(dict(properties))
+                    publisher = await connection.channel(
+                        publisher_confirms=True, on_return_raises=True
+                    )
+                    exchange = await publisher.declare_exchange(
+                        self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+                    )
+                except BaseException:
+                    await connection.close()
+                    raise
+            self._shape = QueueShape(quorum, self._retention_ms, self._max_length)
+            self._connection, self._publisher, self._exchange = connection, publisher, exchange
+            log.info(
+                "connected to RabbitMQ at %s (exchange %s, %s queues)",
+                self._shown,
+                self._exchange_name,
+                "quorum" if quorum else "classic",
+            )
+            return connection
+
+    # -- writing ----------------------------------------------------------------------------
+
+    async def publish(self, batch: Sequence[OutMessage]) -> None:
+        if not batch:
+            return
+        await self._connect()
+        refused: tuple[int, str] | None = None
+        for index, message in enumerate(batch):
+            size = len(message.body.encode())
+            if size > self._max_message_bytes:
+                refused = (
+                    index,
+                    (f"{size} bytes, over the largest message of {self._max_message_bytes}"),
+                )
+                break
+            if message.key is not None:
+                try:
+                    await self._declare(message.key, message.topic)
+                except _Refused as exc:
+                    refused = index, str(exc)
+                    break
+        ready = batch if refused is None else batch[: refused[0]]
+        try:
+            await self._send(ready)
+        except _Refused as exc:
+            # RabbitMQ closed the channel at one message and dropped what followed it.
+            publisher, self._publisher, self._exchange = self._publisher, None, None
+            if publisher is not None:
+                with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                    await publisher.close()
+            raise MessageRefused(exc.args[1], str(exc.args[0])) from exc
+        if refused is not None:
+            log.error(
+                "RabbitMQ refused a message for subscriber %s on topic %s: %s",
+                batch[refused[0]].key,
+                batch[refused[0]].topic,
+                refused[1],
+            )
+            raise MessageRefused(batch[refused[0]], refused[1])
+
+    async def _send(self, batch: Sequence[OutMessage]) -> None:
+        """Publish in order, pipelined on the one confirming channel; return once every
+        message is confirmed.
+        """
+        if not batch:
+            return
+        exchange = await self._publishing_exchange()
+        # Tasks start in order and each takes the channel's lock at once, in order, so the
+        # messages are written in batch order while the confirms are awaited together.
+        sending = [asyncio.ensure_future(self._publish_one(exchange, message)) for message in batch]
+        try:
+            await asyncio.wait(sending)
+        finally:
+            for task in sending:
+                task.cancel()
+        # The first failure in batch order is the one to report: a channel closed at one
+        # message fails every confirm still awaited, those after it included.
+        returned: list[bool] = []
+        failure: BaseException | None = None
+        for task in sending:
+            error = None if task.cancelled() else task.exception()
+            if task.cancelled() and failure is None:
+                failure = asyncio.CancelledError()
+            if error is not None and failure is None:
+                failure = error
+            returned.append(not task.cancelled() and error is None and task.result())
+        if failure is not None:
+            raise failure
+        for message in (m for m, back in zip(batch, returned, strict=True) if back):
+            # Unroutable: no queue is bound to its topic any more. Declare its queue and send.
+            if message.key is not None:
+                self._bound.pop(message.key, None)
+                await self._declare(message.key, message.topic)
+                await self._publish_one(exchange, message, mandatory=False)
+        at = now_ms()
+        for message in batch:
+            self._last_published[message.topic] = at
+            self._topics.add(message.topic)
+
+    async def _publish_one(
+        self, exchange: aio_pika.abc.AbstractExchange, message: OutMessage, mandatory: bool = True
+    ) -> bool:
+        """Publish and await the confirm; True when RabbitMQ returned the message unroutable."""
+        try:
+            with _unavailable(self._shown, "publish"), _refusal(message):
+                await exchange.publish(
+                    amqp_message(message),
+                    routing_key=message.topic,
+                    mandatory=mandatory and message.key is not None,
+                    timeout=self._timeout,
+                )
+        except RouterUnavailable as exc:
+            if isinstance(exc.__cause__, aio_pika.exceptions.PublishError):
+                return True
+            raise
+        return False
+
+    async def _publishing_exchange(self) -> aio_pika.abc.AbstractExchange:
+        """The exchange on the confirming channel, reopened after RabbitMQ closed it."""
+        if self._publisher is None or self._publisher.is_closed or self._exchange is None:
+            connection = await self._connect()
+            with _unavailable(self._shown, "open a channel"):
+                publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
+                self._exchange = await publisher.declare_exchange(
+                    self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+                )
+            self._publisher = publisher
+        return self._exchange
+
+    async def _declare(self, queue: str, topic: str, *, expires: bool = False) -> None:
+        """Declare a durable queue bound to the exchange with ``topic``, once per process;
+        raises ``_Refused`` when RabbitMQ will not, ``RouterUnavailable`` when it cannot.
+        """
+        if self._bound.get(queue) == topic:
+            return
+        async with self._declaring:
+            channel = await self._declaring_channel()
+            try:
+                with _unavailable(self._shown, f"declare queue {queue!r}"):
+                    declared = await channel.declare_queue(
+                        queue,
+                        durable=True,
+                        arguments=self._shape.arguments(expires=expires),
+                        timeout=self._timeout,
+                    )
+                    await declared.bind(
+                        self._exchange_name, routing_key=topic, timeout=self._timeout
+                    )
+            except RouterUnavailable as exc:
+                self._declarer = None
+                if isinstance(exc.__cause__, _REFUSALS):
+                    raise _Refused(f"queue {queue!r}: {exc.__cause__}") from exc
+                raise
+        self._bound[queue] = topic
+
+    async def _declaring_channel(self) -> aio_pika.abc.AbstractChannel:
+        if self._declarer is None or self._declarer.is_closed:
+            connection = await self._connect()
+            with _unavailable(self._shown, "open a channel"):
+                self._declarer = await connection.channel(publisher_confirms=False)
+        return self._declarer
+
+    async def subscription_left(self, subscriber_id: str, topic: str, *, deleted: bool) -> None:
+        """Delete the subscriber's queue (unsubscribed), or unbind it from the topic it left."""
+        connection = await self._connect()
+        self._bound.pop(subscriber_id, None)
+        with _unavailable(self._shown, f"remove queue {subscriber_id!r}"):
+            channel = await connection.channel(publisher_confirms=False)
+            try:
+                if deleted:
+                    await channel.queue_delete(subscriber_id, timeout=self._timeout)
+                else:
+                    queue = await channel.get_queue(subscriber_id, ensure=False)
+                    await queue.unbind(self._exchange_name, routing_key=topic)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def read(
+        self,
+        topic: str,
+        group: str,
+        consumer: str,
+        *,
+        timeout: float,
+        limit: int,
+        gone: asyncio.Future[None] | None = None,
+    ) -> Delivery:
+        await self._require(topic)
+        queue = await self._queue_of(topic, group)
+        deadline = asyncio.get_running_loop().time() + timeout
+        connection = await self._connect()
+        with _unavailable(self._shown, f"read queue {queue!r}"):
+            channel = await connection.channel(publisher_confirms=False)
+        try:
+            with _unavailable(self._shown, f"read queue {queue!r}"):
+                source = await channel.get_queue(queue, ensure=False)
+                taken = await self._get(source, limit)
+                if not taken and not self._held.over(deadline, gone):
+                    taken = await self._wait(channel, source, topic, limit, deadline, gone)
+        except BaseException:
+            with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                await channel.close()
+            raise
+        if not taken:
+            with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                await channel.close()
+            return EmptyDelivery()
+        return QueueDelivery(channel, taken)
+
+    async def _get(
+        self, queue: aio_pika.abc.AbstractQueue, limit: int
+    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+        while len(taken) < limit:
+            message = await queue.get(no_ack=False, fail=False, timeout=self._timeout)
+            if message is None:
+                break
+            taken.append(message)
+        return taken
+
+    async def _wait(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        queue: aio_pika.abc.AbstractQueue,
+        topic: str,
+        limit: int,
+        deadline: float,
+        gone: asyncio.Future[None] | None,
+    ) -> list[aio_pika.abc.AbstractIncomingMessage]:
+        """Consume the queue until a message arrives (or the read is over); the consumer is
+        cancelled before returning, and what it was sent beyond ``limit`` goes back to the
+        queue when the channel closes.
+        """
+        arrived: list[aio_pika.abc.AbstractIncomingMessage] = []
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            arrived.append(message)
+            if not first.done():
+                first.set_result(None)
+
+        await channel.set_qos(prefetch_count=limit, timeout=self._timeout)
+        tag = await queue.consume(on_message, no_ack=False, timeout=self._timeout)
+        try:
+            waiter = self._held.waiter(None)
+            await self._held.hold(None, waiter, deadline=deadline, gone=gone, until=first)
+            await asyncio.sleep(0)  # messages already read off the socket join the first
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                    await queue.cancel(tag, timeout=self._timeout)
+        if gone is not None and gone.done():
+            return []  # the channel's close hands them back
+        return arrived[:limit]
+
+    async def _require(self, topic: str) -> None:
+        if topic not in self._topics:
+            if await self._store.topics.get(topic) is None:
+                raise NotFound("topic", topic)
+            self._topics.add(topic)
+
+    async def _queue_of(self, topic: str, group: str) -> str:
+        """The subscriber's own queue when ``group`` is a subscription on ``topic``, else the
+        group's queue, declared at its first read.
+        """
+        if await self._subscriber_topic(group) == topic:
+            await self._declare(group, topic)
+            return group
+        name = group_queue(self._exchange_name, topic, group)
+        try:
+            await self._declare(name, topic, expires=True)
+        except _Refused as exc:
+            raise RouterUnavailable(f"RabbitMQ refused the group queue: {exc}") from exc
+        self._group_queues.setdefault(topic, set()).add(name)
+        return name
+
+    async def _subscriber_topic(self, subscriber_id: str) -> str | None:
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(subscriptions.c.topic).where(subscriptions.c.subscriber_id == subscriber_id)
+            )
+            topic = result.scalar_one_or_none()
+            return None if topic is None else str(topic)
+
+    # -- topics -----------------------------------------------------------------------------
+
+    async def topics(self) -> list[str]:
+        return await self._store.topics.names()
+
+    async def stats(self, topic: str) -> TopicStats:
+        row = await self._store.topics.get(topic)
+        if row is None:
+            raise NotFound("topic", topic)
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(subscriptions.c.subscriber_id).where(subscriptions.c.topic == topic)
+            )
+            queues = sorted(set(result.scalars()) | self._group_queues.get(topic, set()))
+        depths = await self._depths(queues)
+        last = max(row.last_published_at or 0, self._last_published.get(topic, 0)) or None
+        lagging = any(depth > 0 for depth in depths.values())
+        return TopicStats(
+            name=topic,
+            messages=max(depths.values(), default=0),
+            last_published_at=last,
+            oldest_unread_at=last if lagging else None,
+            consumer_groups=[GroupStats(q, 0, depths[q], None) for q in queues if q in depths],
+        )
+
+    async def _depths(self, queues: list[str]) -> dict[str, int]:
+        """The ready messages of each queue that exists."""
+        connection = await self._connect()
+        depths: dict[str, int] = {}
+        channel: aio_pika.abc.AbstractChannel | None = None
+        try:
+            for queue in queues:
+                with _unavailable(self._shown, "stats"):
+                    if channel is None or channel.is_closed:
+                        channel = await connection.channel(publisher_confirms=False)
+                    try:
+                        declared = await channel.declare_queue(
+                            queue, passive=True, timeout=self._timeout
+                        )
+                    except aiormq.exceptions.ChannelNotFoundEntity:
+                        continue  # not made yet: its first snapshot waits in the outbox
+                    count = declared.declaration_result.message_count
+                    depths[queue] = int(count or 0)
+        finally:
+            if channel is not None and not channel.is_closed:
+                with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                    await channel.close()
+        return depths
+
+    async def ping(self) -> None:
+        connection = await self._connect()
+        with _unavailable(self._shown, "ping"):
+            channel = await connection.channel(publisher_confirms=False)
+            try:
+                await channel.get_exchange(self._exchange_name, ensure=True)
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+
+
+@contextlib.contextmanager
+def _refusal(message: OutMessage) -> Iterator[None]:
+    """A channel closed for good at this message becomes ``_Refused(reason, message)``."""
+    try:
+        yield
+    except _REFUSALS as exc:
+        raise _Refused(str(exc), message) from exc
+
+
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"amqp_ca_file {ca_file!r} is not a readable PEM file: {exc}") from exc
+
+
+def _without_password(url: str) -> str:
+    """The URL for logs: ``amqp://user@host:5672/vhost``."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}@{host}"
+
+
+__all__ = ["AmqpRouter", "QueueDelivery"]
