@@ -1,0 +1,201 @@
+"""The server with the RabbitMQ router, end to end on the real broker: snapshots leave the
+outbox for each subscriber's queue; pushes acknowledged while RabbitMQ cannot be reached wait
+in the outbox and arrive once, once it can; a kill -9 of the server in the middle of a push
+burst loses no acknowledged push; the SDK's HTTP long-poll reads the subscriber's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+
+from policy_pubsub.client import PolicySubscriber
+from tests.api.helpers import tosca
+from tests.client.conftest import fast
+from tests.conftest import make_settings, start_server, stop_server, wait_for
+from tests.processes import ServerProcess, free_port
+from tests.rabbitmq import AMQP_URL, delete_on_broker, unique_exchange
+
+FILTERS = [{"policy-id": "onap.*"}]
+
+
+async def _outbox_depth(http: httpx.AsyncClient) -> int:
+    details: dict[str, Any] = (await http.get("/healthcheck")).json()["details"]
+    return int(details["outbox"]["depth"])
+
+
+async def _queued(queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
+    """Every message in a queue, taken and acknowledged by a plain AMQP client."""
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        source = await (await connection.channel()).get_queue(queue, ensure=False)
+        taken = []
+        while (message := await source.get(no_ack=False, fail=False)) is not None:
+            await message.ack()
+            taken.append(message)
+        return taken
+    finally:
+        await connection.close()
+
+
+async def _skip_without_rabbitmq() -> None:
+    try:
+        connection = await aio_pika.connect(AMQP_URL, timeout=2)
+    except (OSError, aio_pika.exceptions.AMQPException) as exc:
+        from tests.nats_server import skip_unless_ci
+
+        skip_unless_ci(f"no RabbitMQ at {AMQP_URL}: {exc!r}")
+    else:
+        await connection.close()
+
+
+@pytest.mark.parametrize("wrong", ["port", "vhost"])
+async def test_pushes_wait_in_the_outbox_until_rabbitmq_is_reachable(
+    tmp_path: Path, wrong: str
+) -> None:
+    """With a wrong port or vhost, a subscribe and a push are acknowledged and wait in the
+    outbox; restarted with the right URL, the server delivers the newest snapshot, once.
+    """
+    await _skip_without_rabbitmq()
+    exchange, subscriber = unique_exchange(), f"sub-{wrong}-{random.getrandbits(32):x}"
+    bad = (
+        f"amqp://guest:guest@127.0.0.1:{free_port()}/"
+        if wrong == "port"
+        else "amqp://guest:guest@127.0.0.1:5672/no-such-vhost"
+    )
+    settings = make_settings(
+        tmp_path, router_url=bad, amqp_exchange=exchange, amqp_timeout_seconds=1
+    )
+    try:
+        live, task = await start_server(settings)
+        try:
+            async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+                r = await http.post(
+                    f"/decision/v1/subscription/{subscriber}",
+                    json={"subscriber_topic": "t.outage", "policy-filters": FILTERS},
+                )
+                assert r.status_code == 201, r.text
+                r = await http.post("/pap/v1/policies", json={"policies": [tosca("onap.a")]})
+                assert r.status_code == 200, r.text
+                assert await _outbox_depth(http) == 2
+        finally:
+            await stop_server(live, task)
+        live, task = await start_server(settings.model_copy(update={"router_url": AMQP_URL}))
+        try:
+            async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+                await wait_for(lambda: _outbox_depth_is(http, 0), timeout=15)
+        finally:
+            await stop_server(live, task)
+        messages = await _queued(subscriber)
+        assert len(messages) == 1  # the subscribe snapshot was superseded in the same batch
+        snapshot = json.loads(messages[0].body)
+        assert list(snapshot["policies"]) == ["onap.a"]
+    finally:
+        await delete_on_broker(exchange, [subscriber])
+
+
+async def _outbox_depth_is(http: httpx.AsyncClient, depth: int) -> bool:
+    return await _outbox_depth(http) == depth
+
+
+async def test_a_kill_9_in_a_push_burst_loses_no_acknowledged_push(tmp_path: Path) -> None:
+    """kill -9 of the server while a PAP pushes new policies: after the restart the newest
+    snapshot in the subscriber's queue holds every policy whose push was acknowledged.
+    """
+    await _skip_without_rabbitmq()
+    exchange, subscriber = unique_exchange(), f"sub-kill-{random.getrandbits(32):x}"
+    acknowledged: list[str] = []
+    attempted = 0
+    pushing = True
+    server = ServerProcess(
+        tmp_path / "store.db",
+        tmp_path / "server.log",
+        args=["--router", AMQP_URL],
+        env={"POLICY_PUBSUB_AMQP_EXCHANGE": exchange},
+    )
+    try:
+        async with server, httpx.AsyncClient(base_url=server.url, timeout=5) as http:
+            r = await http.post(
+                f"/decision/v1/subscription/{subscriber}",
+                json={"subscriber_topic": "t.kill", "policy-filters": FILTERS},
+            )
+            assert r.status_code == 201, r.text
+
+            async def pusher() -> None:
+                nonlocal attempted
+                while pushing:
+                    attempted += 1
+                    name = f"onap.p{attempted}"
+                    try:
+                        answer = await http.post(
+                            "/pap/v1/policies", json={"policies": [tosca(name)]}
+                        )
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.02)  # the server is down: not acknowledged
+                        continue
+                    if answer.status_code == 200:
+                        acknowledged.append(name)
+
+            pushes = asyncio.create_task(pusher())
+            try:
+                await wait_for(lambda: len(acknowledged) >= 10, timeout=15)
+                await server.kill(signal.SIGKILL)
+                await server.restart()
+                before = len(acknowledged)
+                await wait_for(lambda: len(acknowledged) >= before + 5, timeout=15)
+            finally:
+                pushing = False
+                await pushes
+            await wait_for(lambda: _outbox_depth_is(http, 0), timeout=20)
+        messages = await _queued(subscriber)
+        newest = max((json.loads(m.body) for m in messages), key=lambda s: s["revision"])
+        assert set(acknowledged) <= set(newest["policies"]), server.explain("lost pushes")
+        assert set(newest["policies"]) <= {f"onap.p{n}" for n in range(1, attempted + 1)}
+    finally:
+        await server.stop()
+        await delete_on_broker(exchange, [subscriber])
+
+
+async def test_the_sdk_long_polls_its_queue_through_the_server(tmp_path: Path) -> None:
+    """A component on the SDK's HTTP long-poll (group: its subscriber id) gets each pushed
+    change from its queue, through the server's MR read API.
+    """
+    await _skip_without_rabbitmq()
+    exchange, subscriber = unique_exchange(), f"sub-sdk-{random.getrandbits(32):x}"
+    settings = make_settings(tmp_path, router_url=AMQP_URL, amqp_exchange=exchange)
+    live, task = await start_server(settings)
+    try:
+        component = PolicySubscriber(
+            live.url,
+            subscriber_id=subscriber,
+            subscriber_topic="t.sdk",
+            policy_filters=FILTERS,
+            timings=fast(),
+        )
+        async with (
+            component,
+            httpx.AsyncClient(base_url=live.url, timeout=10) as http,
+        ):
+            seen: list[list[str]] = []
+            for version in (1, 2):
+                r = await http.post(
+                    "/pap/v1/policies",
+                    json={"policies": [tosca("onap.sdk", version=f"{version}.0.0")]},
+                )
+                assert r.status_code == 200, r.text
+                async for change in component.changes():
+                    seen.append(sorted(change.added) + sorted(change.updated))
+                    break
+                await component.ack()
+        assert seen == [["onap.sdk"], ["onap.sdk"]]
+    finally:
+        await stop_server(live, task)
+        await delete_on_broker(exchange, [subscriber])
