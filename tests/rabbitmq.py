@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
+import aio_pika.exceptions
 import aiormq.exceptions
 import pytest
 
@@ -27,6 +28,16 @@ from policy_pubsub.store import Store
 from tests.nats_server import skip_unless_ci
 
 AMQP_URL = os.environ.get("POLICY_PUBSUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+async def skip_without_rabbitmq(url: str = AMQP_URL) -> None:
+    """Skip the test when RabbitMQ does not answer (fail in CI)."""
+    try:
+        connection = await aio_pika.connect(url, timeout=2)
+    except (OSError, aio_pika.exceptions.AMQPException, aiormq.exceptions.AMQPError) as exc:
+        skip_unless_ci(f"no RabbitMQ at {url}: {exc!r}")
+    else:
+        await connection.close()
 
 
 def unique_exchange() -> str:
@@ -122,5 +133,6 @@ __all__ = [
     "amqp_router",
     "delete_on_broker",
     "open_amqp_router",
+    "skip_without_rabbitmq",
     "unique_exchange",
 ]

@@ -22,7 +22,7 @@ from tests.api.helpers import tosca
 from tests.client.conftest import fast
 from tests.conftest import make_settings, start_server, stop_server, wait_for
 from tests.processes import ServerProcess, free_port
-from tests.rabbitmq import AMQP_URL, delete_on_broker, unique_exchange
+from tests.rabbitmq import AMQP_URL, delete_on_broker, skip_without_rabbitmq, unique_exchange
 
 FILTERS = [{"policy-id": "onap.*"}]
 
@@ -46,17 +46,6 @@ async def _queued(queue: str) -> list[aio_pika.abc.AbstractIncomingMessage]:
         await connection.close()
 
 
-async def _skip_without_rabbitmq() -> None:
-    try:
-        connection = await aio_pika.connect(AMQP_URL, timeout=2)
-    except (OSError, aio_pika.exceptions.AMQPException) as exc:
-        from tests.nats_server import skip_unless_ci
-
-        skip_unless_ci(f"no RabbitMQ at {AMQP_URL}: {exc!r}")
-    else:
-        await connection.close()
-
-
 @pytest.mark.parametrize("wrong", ["port", "vhost"])
 async def test_pushes_wait_in_the_outbox_until_rabbitmq_is_reachable(
     tmp_path: Path, wrong: str
@@ -64,7 +53,7 @@ async def test_pushes_wait_in_the_outbox_until_rabbitmq_is_reachable(
     """With a wrong port or vhost, a subscribe and a push are acknowledged and wait in the
     outbox; restarted with the right URL, the server delivers the newest snapshot, once.
     """
-    await _skip_without_rabbitmq()
+    await skip_without_rabbitmq()
     exchange, subscriber = unique_exchange(), f"sub-{wrong}-{random.getrandbits(32):x}"
     bad = (
         f"amqp://guest:guest@127.0.0.1:{free_port()}/"
@@ -110,7 +99,7 @@ async def test_a_kill_9_in_a_push_burst_loses_no_acknowledged_push(tmp_path: Pat
     """kill -9 of the server while a PAP pushes new policies: after the restart the newest
     snapshot in the subscriber's queue holds every policy whose push was acknowledged.
     """
-    await _skip_without_rabbitmq()
+    await skip_without_rabbitmq()
     exchange, subscriber = unique_exchange(), f"sub-kill-{random.getrandbits(32):x}"
     acknowledged: list[str] = []
     attempted = 0
@@ -168,7 +157,7 @@ async def test_the_sdk_long_polls_its_queue_through_the_server(tmp_path: Path) -
     """A component on the SDK's HTTP long-poll (group: its subscriber id) gets each pushed
     change from its queue, through the server's MR read API.
     """
-    await _skip_without_rabbitmq()
+    await skip_without_rabbitmq()
     exchange, subscriber = unique_exchange(), f"sub-sdk-{random.getrandbits(32):x}"
     settings = make_settings(tmp_path, router_url=AMQP_URL, amqp_exchange=exchange)
     live, task = await start_server(settings)
