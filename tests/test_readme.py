@@ -29,14 +29,14 @@ README = (ROOT / "README.md").read_text()
 DEFAULT_URL = "http://127.0.0.1:6969"
 
 
-def _blocks(section: str | None = None) -> list[str]:
-    """The ```sh blocks of the README, or of one ``## section`` of it."""
+def _blocks(section: str | None = None, language: str = "sh") -> list[str]:
+    """The ```sh (or other ``language``) blocks of the README, or of one ``## section``."""
     text = README
     if section is not None:
         start = text.index(f"## {section}\n")
         end = text.find("\n## ", start + 1)
         text = text[start : end if end != -1 else None]
-    return re.findall(r"```sh\n(.*?)```", text, flags=re.DOTALL)
+    return re.findall(rf"```{language}\n(.*?)```", text, flags=re.DOTALL)
 
 
 async def _run(command: str, *, cwd: Path = ROOT, timeout: float = 60, **env: str) -> str:
@@ -191,9 +191,7 @@ async def test_sdk_snippet_works_as_written(server: LiveServer, tmp_path: Path) 
     """The README's SDK example, run as a script, prints each change a push and a delete
     make, and after a restart reports only what changed while it was down.
     """
-    [snippet] = re.findall(
-        r"```python\n(.*?)```", README[README.index("## For component authors") :], re.DOTALL
-    )
+    [snippet] = _blocks("For component authors: the SDK", "python")
     script = tmp_path / "component.py"
     script.write_text(snippet.replace(DEFAULT_URL, server.url))
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
@@ -324,3 +322,51 @@ async def test_signature_example_works_as_written(tmp_path: Path) -> None:
             assert again.status_code == 401, again.text
     finally:
         await stop_server(live, task)
+
+
+async def test_amqp_consumer_snippet_works_as_written(tmp_path: Path) -> None:
+    """The README's plain aio-pika consumer, run as a script against a server on RabbitMQ,
+    prints the subscription's starting snapshot and then the snapshot a push makes.
+    """
+    from tests.rabbitmq import AMQP_URL, delete_on_broker, skip_without_rabbitmq, unique_exchange
+
+    await skip_without_rabbitmq()
+    [snippet] = _blocks("AMQP (RabbitMQ)", "python")
+    exchange, subscriber = unique_exchange(), f"readme-{os.getpid()}-{id(tmp_path):x}"
+    script = tmp_path / "consumer.py"
+    script.write_text(
+        snippet.replace('"tca-1"', f'"{subscriber}"').replace(
+            "amqp://guest:guest@127.0.0.1:5672/", AMQP_URL
+        )
+    )
+    settings = make_settings(tmp_path, router_url=AMQP_URL, amqp_exchange=exchange)
+    live, task = await start_server(settings)
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=30) as http:
+            r = await http.post(
+                f"/decision/v1/subscription/{subscriber}",
+                json={
+                    "subscriber_topic": "readme.amqp",
+                    "policy-filters": [{"policy-id": "onap.*"}],
+                },
+            )
+            assert r.status_code == 201, r.text
+            status = (await http.get(f"/decision/v1/subscription/{subscriber}")).json()["status"]
+            subscribed = status["last_revision"]
+
+            async def delivered() -> bool:
+                return (
+                    int((await http.get("/healthcheck")).json()["details"]["outbox"]["depth"]) == 0
+                )
+
+            await wait_for(delivered, timeout=15)
+            async with _running(script) as lines:
+                assert await _next(lines) == f"{subscribed} []"
+                r = await http.post(
+                    "/pap/v1/policies", json={"policies": [load_policy("onap.restart.tca")]}
+                )
+                pushed = r.json()["revision"]
+                assert await _next(lines) == f"{pushed} ['onap.restart.tca']"
+    finally:
+        await stop_server(live, task)
+        await delete_on_broker(exchange, [subscriber])
