@@ -202,8 +202,11 @@ def serve_policy_pubsub(
     loop: str = "auto",
     log_level: str = "info",
     extra: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Child:
-    """The policy-pubsub server as ``serve`` runs it, plus the benchmark probes."""
+    """The policy-pubsub server as ``serve`` runs it, plus the benchmark probes; ``env``
+    adds ``POLICY_PUBSUB_*`` settings (e.g. the router URL).
+    """
     child = Child(
         [
             PYTHON,
@@ -219,6 +222,7 @@ def serve_policy_pubsub(
             *extra,
         ],
         log=log,
+        env=env,
     )
     wait_http(port, "/healthcheck")
     return child

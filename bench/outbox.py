@@ -1,7 +1,9 @@
-"""Snapshots per second out of the outbox, through the relay, into NATS JetStream; in process.
+"""Snapshots per second out of the outbox, through the relay, into NATS JetStream or RabbitMQ;
+in process.
 
     .venv/bin/python bench/outbox.py [--db sqlite postgres] [--subs 10000] [--sets 1000] \
-        [--rounds 5] [--nats nats://127.0.0.1:4222]
+        [--rounds 5] [--router nats amqp] [--nats nats://127.0.0.1:4222] \
+        [--amqp amqp://guest:guest@127.0.0.1:5672/]
 
 The store is seeded by bulk insert with ``--subs`` subscriptions, each on its own topic, in
 ``--sets`` distinct filter sets (``{"policy-id": ["bench.p<i % sets>"], "policy-type":
@@ -32,8 +34,20 @@ like the first:
 - ``core publish + reply sub``: ``nc.publish`` with a reply subject, the acknowledgements
   counted by one subscription (no future per message): the least nats-py work per message.
 
-Rates are medians over the rounds; ``vs_relay`` is a row's rate over the relay's. Both streams
-are deleted at the end; PostgreSQL runs in a scratch database (created, then dropped).
+RabbitMQ (``--router amqp``): the same service, relay and seeding with the RabbitMQ router on
+an exchange of its own. One untimed round first makes the relay declare the ``--subs`` quorum
+queues; each timed round is measured as for NATS, until the relay deleted the round's rows
+(every message confirmed by RabbitMQ), and at the end every queue must hold one message per
+round. The baseline publishes the captured messages (body and properties as the router sets
+them) with aio-pika on a confirming channel to the same exchange, so into the same queues:
+
+- ``publish, one at a time``: each confirm awaited before the next publish;
+- ``publish, relay batches``: a batch as large as the relay's published at once, its confirms
+  gathered, batch after batch (the relay's discipline).
+
+Rates are medians over the rounds; ``vs_relay`` is a row's rate over the relay's. Streams,
+exchanges and queues are deleted at the end; PostgreSQL runs in a scratch database (created,
+then dropped).
 """
 
 from __future__ import annotations
@@ -65,7 +79,9 @@ from policy_pubsub import routers
 from policy_pubsub.config import Settings
 from policy_pubsub.models import ToscaPolicy
 from policy_pubsub.relay import OutboxRelay
-from policy_pubsub.routers import OutMessage
+from policy_pubsub.routers import OutMessage, Router
+from policy_pubsub.routers.amqp import AmqpRouter
+from policy_pubsub.routers.amqp_shape import amqp_message
 from policy_pubsub.routers.nats import NatsRouter
 from policy_pubsub.routers.nats_stream import MSG_ID_HEADER, TopicStream
 from policy_pubsub.routers.nats_subjects import Subjects
@@ -113,7 +129,7 @@ async def _until_published(relay: OutboxRelay, target: int, timeout: float) -> N
 class Probe:
     """Notes when a change woke the relay and keeps what the router published."""
 
-    def __init__(self, relay: OutboxRelay, router: NatsRouter) -> None:
+    def __init__(self, relay: OutboxRelay, router: Router) -> None:
         self.woke: float | None = None
         self.cpu = 0.0  # the process's CPU time (all threads) at the wake-up
         self.captured: list[OutMessage] | None = None
@@ -299,10 +315,156 @@ async def _one(url: str, nats_url: str, n: int, sets: int, rounds: int) -> list[
         relay_rows, captured, batch_size = await _relay_rounds(url, nats_url, stream, n, rounds)
     finally:
         await _delete_stream(nats_url, stream)
+    baseline = await _baseline(nats_url, captured, batch_size, rounds)
+    return _summary(relay_rows, captured, batch_size, seeded, n, baseline, "relay")
+
+
+async def _amqp_relay_rounds(
+    url: str, amqp_url: str, exchange: str, n: int, rounds: int
+) -> tuple[list[dict[str, Any]], list[OutMessage], int]:
+    settings = Settings(database_url=url, router_url=amqp_url, amqp_exchange=exchange)
+    store = Store(url)
+    await store.open()
+    router = routers.from_url(amqp_url, store, settings)
+    assert isinstance(router, AmqpRouter)
+    relay = OutboxRelay(store, router)
+    service = PolicyService(store, router, OutboxOutlet(relay))
+    probe = Probe(relay, router)
+    rows: list[dict[str, Any]] = []
+    try:
+        await router.start()
+        await service.start()
+        relay.start()
+        for r in range(-1, rounds):  # round -1: the relay declares the queues, untimed
+            before = relay.published
+            probe.woke = None
+            push = ToscaPolicy.model_validate(policy("bench.push", PUSH_TYPE, r))
+            started = time.perf_counter()
+            result = await service.deploy([push])
+            committed = time.perf_counter()
+            assert result.notified == n, (result.notified, n)
+            await _until_published(relay, before + n, timeout=600)
+            done = time.perf_counter()
+            cpu = time.process_time() - probe.cpu
+            woke = probe.woke or committed
+            depth, _ = await store.outbox.stats()
+            assert depth == 0, f"{depth} messages left in the outbox"
+            if r < 0:
+                probe.capturing.clear()
+                print(f"  declared {n} queues and published in {done - woke:.1f} s", flush=True)
+                continue
+            if probe.captured is None:
+                probe.captured = list(probe.capturing)
+            rows.append(
+                {
+                    "deploy_ms": (committed - started) * 1000,
+                    "relay_s": done - woke,
+                    "snapshots_per_s": n / (done - woke),
+                    "cpu_us": cpu / n * 1e6,
+                }
+            )
+            print(f"  relay round {r}: {rows[-1]}", flush=True)
+        batch_size = relay.batch_size
+        depths = await router._depths([f"s-{i}" for i in range(n)])
+        assert set(depths.values()) == {rounds + 1}, f"queue depths {set(depths.values())}"
+    finally:
+        await relay.close()
+        await router.close()
+        await store.close()
+    assert probe.captured is not None and len(probe.captured) == n
+    return rows, probe.captured, batch_size
+
+
+async def _amqp_baseline(
+    amqp_url: str, exchange: str, captured: list[OutMessage], batch_size: int, rounds: int
+) -> list[dict[str, Any]]:
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel(publisher_confirms=True)
+    target = await channel.get_exchange(exchange)
+
+    async def one_at_a_time(items: list[OutMessage]) -> None:
+        for m in items:
+            await target.publish(amqp_message(m), routing_key=m.topic)
+
+    async def batches(items: list[OutMessage]) -> None:
+        for start in range(0, len(items), batch_size):
+            await asyncio.gather(
+                *(
+                    target.publish(amqp_message(m), routing_key=m.topic)
+                    for m in items[start : start + batch_size]
+                )
+            )
+
+    ways = [("publish, one at a time", one_at_a_time), ("publish, relay batches", batches)]
+    rows: list[dict[str, Any]] = []
+    try:
+        for name, way in ways:
+            rates: list[float] = []
+            cpus: list[float] = []
+            for _ in range(rounds):
+                started, cpu = time.perf_counter(), time.process_time()
+                await way(captured)
+                elapsed = time.perf_counter() - started
+                cpus.append((time.process_time() - cpu) / len(captured) * 1e6)
+                rates.append(len(captured) / elapsed)
+            rows.append(
+                {
+                    "case": f"raw aio-pika: {name}",
+                    "snapshots_per_s": round(median(rates)),
+                    "cpu_us": median(cpus),
+                }
+            )
+            print(f"  baseline {name}: {[round(x) for x in rates]}", flush=True)
+    finally:
+        await connection.close()
+    return rows
+
+
+async def _amqp_cleanup(amqp_url: str, exchange: str, n: int) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        for i in range(n):
+            await channel.queue_delete(f"s-{i}")
+        await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
+async def _one_amqp(
+    url: str, amqp_url: str, n: int, sets: int, rounds: int
+) -> list[dict[str, Any]]:
+    started = time.perf_counter()
+    await seed(url, _subscriptions(n, sets), [policy("bench.base", "bench.other", 0)])
+    seeded = time.perf_counter() - started
+    exchange = f"pps-bench-{uuid.uuid4().hex[:12]}"
+    try:
+        relay_rows, captured, batch_size = await _amqp_relay_rounds(
+            url, amqp_url, exchange, n, rounds
+        )
+        baseline = await _amqp_baseline(amqp_url, exchange, captured, batch_size, rounds)
+    finally:
+        await _amqp_cleanup(amqp_url, exchange, n)
+    return _summary(relay_rows, captured, batch_size, seeded, n, baseline, "relay to RabbitMQ")
+
+
+def _summary(
+    relay_rows: list[dict[str, Any]],
+    captured: list[OutMessage],
+    batch_size: int,
+    seeded: float,
+    n: int,
+    baseline: list[dict[str, Any]],
+    case: str,
+) -> list[dict[str, Any]]:
     sizes = sorted(len(m.body) for m in captured)
     rows = [
         {
-            "case": "relay",
+            "case": case,
             "subs": n,
             "batch": batch_size,
             "body_bytes": sizes[len(sizes) // 2],
@@ -314,7 +476,7 @@ async def _one(url: str, nats_url: str, n: int, sets: int, rounds: int) -> list[
             "seed_s": seeded,
         }
     ]
-    for row in await _baseline(nats_url, captured, batch_size, rounds):
+    for row in baseline:
         rows.append({**row, "subs": n, "batch": batch_size})
     relay_rate = rows[0]["snapshots_per_s"]
     for row in rows:
@@ -330,23 +492,29 @@ async def main() -> None:
     parser.add_argument("--subs", type=int, default=10_000)
     parser.add_argument("--sets", type=int, default=1_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--router", nargs="+", default=["nats"], choices=["nats", "amqp"])
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
     args = parser.parse_args()
     head = header()
     rows = []
-    for db in args.db:
-        with tempfile.TemporaryDirectory(prefix="bench-outbox-") as tmp:
-            if db == "sqlite":
-                url = f"sqlite+aiosqlite:///{Path(tmp) / 'outbox.db'}"
-            else:
-                url = pg_database("pp_bench_outbox")
-            try:
-                found = await _one(url, args.nats, args.subs, args.sets, args.rounds)
-            finally:
-                if db == "postgres":
-                    pg_drop("pp_bench_outbox")
-        for row in found:
-            rows.append({"db": db, **row})
+    for router in args.router:
+        for db in args.db:
+            with tempfile.TemporaryDirectory(prefix="bench-outbox-") as tmp:
+                if db == "sqlite":
+                    url = f"sqlite+aiosqlite:///{Path(tmp) / 'outbox.db'}"
+                else:
+                    url = pg_database("pp_bench_outbox")
+                try:
+                    if router == "nats":
+                        found = await _one(url, args.nats, args.subs, args.sets, args.rounds)
+                    else:
+                        found = await _one_amqp(url, args.amqp, args.subs, args.sets, args.rounds)
+                finally:
+                    if db == "postgres":
+                        pg_drop("pp_bench_outbox")
+            for row in found:
+                rows.append({"db": db, **row})
     table(
         rows,
         [

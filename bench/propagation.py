@@ -1,7 +1,7 @@
 """Propagation: N components long-poll their own topics; one PAP push matches all of them.
 
     .venv/bin/python bench/propagation.py [--n 100 1000 5000] [--rounds 5] \
-        [--systems pubsub bare opal] [--workers 2]
+        [--systems pubsub bare amqp opal] [--workers 2] [--amqp-url amqp://...]
 
 Each component is one keep-alive HTTP/1.1 connection driven by a minimal asyncio-streams
 client, spread over ``--workers`` client processes. Per round: every component sends its
@@ -12,6 +12,12 @@ the p50, p99 and last (all-N) component; the median of each over the rounds.
 - ``pubsub``: policy-pubsub (SQLite file, embedded router, the server of ``serve``), the N
   subscriptions seeded by bulk insert, each on its own topic; the push is
   ``POST /pap/v1/policies``, acknowledged only after the N snapshots are committed.
+- ``amqp``: policy-pubsub as for ``pubsub`` but with ``--router amqp://...`` (RabbitMQ, an
+  exchange of its own, deleted after), and each component a minimal AMQP consumer of its own
+  queue (one channel each, on one connection per client process) that acknowledges what it
+  gets. The subscriptions are seeded as for ``pubsub``, so before the rounds one untimed push
+  makes the relay declare the N queues; then each round's push travels through the outbox,
+  the relay and RabbitMQ with publisher confirms.
 - ``bare``: bench/_bare.py, an in-memory long-poll Starlette app on the same uvicorn, with the
   same clients: the ceiling for this stack.
 - ``opal``: OPAL 0.9.9 (bench/.venv-opal; ``make -C bench opal-venv`` or the pip line in
@@ -109,6 +115,54 @@ async def http_worker(port: int, first: int, count: int, path: str) -> None:
         _say(arrived=arrived, bad=bad)
     for conn in conns:
         await conn.close()
+
+
+async def amqp_worker(url: str, first: int, count: int) -> None:
+    """Components ``first .. first+count-1``, each consuming queue ``comp-<i>``."""
+    import aio_pika
+
+    commands = await _stdin_lines()
+    arrived: list[float] = [0.0] * count
+    connection = await aio_pika.connect(url)
+    # The server declares the queues when their first snapshot leaves (the warm-up push).
+    ready = asyncio.get_running_loop().create_future()
+    got = [False] * count
+
+    def on_message_for(i: int) -> Any:
+        async def on_message(message: Any) -> None:
+            arrived[i] = time.monotonic()
+            await message.ack()
+            if not got[i]:
+                got[i] = True
+                if all(got) and not ready.done():
+                    ready.set_result(None)
+
+        return on_message
+
+    channels = []
+    for i in range(count):
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=1)
+        queue = await channel.get_queue(f"comp-{first + i}", ensure=False)
+        await queue.consume(on_message_for(i))
+        channels.append(channel)
+    await ready  # each got its warm-up snapshot
+    _say(ready=True)
+    while True:
+        command = await commands.get()
+        if command == "quit":
+            break
+        word, _, _ = command.partition(" ")
+        if word == "poll":
+            for i in range(count):
+                arrived[i] = 0.0
+            _say(sent=True)
+        elif word == "collect":
+            deadline = time.monotonic() + 60
+            while not all(arrived) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            _say(arrived=list(arrived), bad=sum(1 for a in arrived if not a))
+    await connection.close()
 
 
 async def opal_worker(port: int, count: int) -> None:
@@ -289,6 +343,80 @@ def run_pubsub(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         return _rounds(workers, n, rounds, port, push)
 
 
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+def _push(port: int, n: int, r: int) -> None:
+    status, body = asyncio.run(
+        _request(
+            port, "POST", "/pap/v1/policies", {"policies": [policy("bench.prop", "bench.type", r)]}
+        )
+    )
+    if status != 200 or json.loads(body)["notified"] != n:
+        raise RuntimeError(f"push failed: {status} {body[:200]!r}")
+
+
+def _delete_amqp(url: str, exchange: str, queues: list[str]) -> None:
+    import aio_pika
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(url)
+        try:
+            channel = await connection.channel()
+            for queue in queues:
+                await channel.queue_delete(queue)
+            await channel.exchange_delete(exchange)
+        finally:
+            await connection.close()
+
+    asyncio.run(delete())
+
+
+def run_amqp(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+    url = f"sqlite+aiosqlite:///{tmp / 'prop.db'}"
+    subs = [(f"comp-{i}", f"comp-{i}", [{"policy-id": ["bench.prop"]}]) for i in range(n)]
+    asyncio.run(seed(url, subs, [policy("bench.prop", "bench.type", 0)]))
+    exchange = f"bench-prop-{free_port()}"
+    port = free_port()
+    try:
+        with children() as started:
+            started.append(
+                serve_policy_pubsub(
+                    port,
+                    url,
+                    tmp / "server.log",
+                    env={
+                        "POLICY_PUBSUB_ROUTER_URL": AMQP_URL,
+                        "POLICY_PUBSUB_AMQP_EXCHANGE": exchange,
+                    },
+                )
+            )
+            _push(port, n, -1)  # untimed: the relay declares the N queues
+            workers = Workers(
+                [
+                    [
+                        PYTHON,
+                        __file__,
+                        "--worker",
+                        "amqp",
+                        "--amqp-url",
+                        AMQP_URL,
+                        "--first",
+                        str(f),
+                        "--count",
+                        str(c),
+                    ]
+                    for f, c in _split(n, nworkers)
+                ],
+                tmp / "workers.log",
+            )
+            started.extend(workers.children)
+            workers.expect("ready")
+            return _rounds(workers, n, rounds, None, lambda r: _push(port, n, r))
+    finally:
+        _delete_amqp(AMQP_URL, exchange, [f"comp-{i}" for i in range(n)])
+
+
 def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
     port = free_port()
     with children() as started:
@@ -406,7 +534,7 @@ def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         return _rounds(workers, n, rounds, None, push)
 
 
-RUNNERS = {"pubsub": run_pubsub, "bare": run_bare, "opal": run_opal}
+RUNNERS = {"pubsub": run_pubsub, "bare": run_bare, "amqp": run_amqp, "opal": run_opal}
 
 
 def main() -> None:
@@ -417,7 +545,8 @@ def main() -> None:
         "--systems", nargs="+", default=["pubsub", "bare", "opal"], choices=list(RUNNERS)
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--worker", choices=["http", "opal"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["http", "amqp", "opal"], help=argparse.SUPPRESS)
+    parser.add_argument("--amqp-url", default=AMQP_URL, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
@@ -433,6 +562,8 @@ def main() -> None:
             runner = asyncio.run
         if args.worker == "http":
             runner(http_worker(args.port, args.first, args.count, args.path))
+        elif args.worker == "amqp":
+            runner(amqp_worker(args.amqp_url, args.first, args.count))
         else:
             asyncio.run(opal_worker(args.port, args.count))
         return
