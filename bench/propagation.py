@@ -356,6 +356,18 @@ def _push(port: int, n: int, r: int) -> None:
         raise RuntimeError(f"push failed: {status} {body[:200]!r}")
 
 
+def _wait_relayed(port: int, timeout: float = 300) -> None:
+    """Until the outbox is empty: every queue is declared and holds its snapshot."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = asyncio.run(_request(port, "GET", "/healthcheck"))
+        if status == 200 and json.loads(body)["details"]["outbox"]["depth"] == 0:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError("the relay did not empty the outbox in time")
+        time.sleep(0.1)
+
+
 def _delete_amqp(url: str, exchange: str, queues: list[str]) -> None:
     import aio_pika
 
@@ -392,6 +404,7 @@ def run_amqp(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
                 )
             )
             _push(port, n, -1)  # untimed: the relay declares the N queues
+            _wait_relayed(port)
             workers = Workers(
                 [
                     [

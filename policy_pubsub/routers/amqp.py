@@ -142,7 +142,7 @@ class AmqpRouter(Router):
         self._max_message_bytes = max_message_bytes
         self._ssl = _ssl_context(ca_file) if url.startswith("amqps://") else None
         self._timeout = timeout
-        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._connection: aio_pika.abc.AbstractConnection | None = None
         self._publisher: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
         self._declarer: aio_pika.abc.AbstractChannel | None = None
@@ -192,13 +192,19 @@ class AmqpRouter(Router):
             with contextlib.suppress(*_TRANSIENT, RuntimeError):
                 await connection.close()
 
-    async def _connect(self) -> aio_pika.abc.AbstractRobustConnection:
-        """The connection, made on first use; the client reconnects it after a loss."""
+    async def _connect(self) -> aio_pika.abc.AbstractConnection:
+        """The connection, made on first use and again at the first use after it was lost.
+
+        A plain connection, not aio-pika's robust one: a robust connection's channels wait for
+        the reconnect, so a publish or a read during an outage would hang instead of raising
+        ``RouterUnavailable`` at once. Here an operation on a lost connection fails, and the
+        next one (the relay's retry, the component's next poll) connects again.
+        """
         async with self._connecting:
             if self._connection is not None and not self._connection.is_closed:
                 return self._connection
             with _unavailable(self._shown, "connect"):
-                connection = await aio_pika.connect_robust(
+                connection = await aio_pika.connect(
                     self._url,
                     timeout=self._timeout,
                     ssl_context=self._ssl,
