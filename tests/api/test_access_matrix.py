@@ -23,7 +23,7 @@ from policy_pubsub.api.table import Endpoint, Openness
 from policy_pubsub.auth import COMPONENT
 from policy_pubsub.testing import start_server, stop_server
 from tests.api.helpers import tosca
-from tests.api.test_auth import (
+from tests.api.users import (
     ADMIN,
     DECISION,
     IDENTITIES,
