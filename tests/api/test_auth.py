@@ -271,6 +271,20 @@ async def test_failed_login_is_logged_with_address_not_password(
     assert header["Authorization"].split()[1] not in caplog.text
 
 
+async def test_a_guessing_client_writes_one_warning_not_one_a_guess(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twenty wrong passwords from one client are twenty 401s and one failed-login warning;
+    the rest are summarised later (``policy_pubsub.repeats``).
+    """
+    with caplog.at_level(logging.WARNING, logger="policy_pubsub.api.access"):
+        for n in range(20):
+            r = await client.get(SUBSCRIPTIONS, headers=basic("tca", f"guess-{n}"))
+            assert r.status_code == 401
+    failures = [rec.getMessage() for rec in caplog.records if "failed login" in rec.getMessage()]
+    assert len(failures) == 1, failures
+
+
 async def test_metrics_is_open_unless_metrics_public_is_off(tmp_path: Path) -> None:
     """With metrics_public (the default) /metrics needs no credentials; with it off, only an
     admin gets past authentication.
