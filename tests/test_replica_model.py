@@ -138,7 +138,7 @@ STEPS = st.lists(
         st.integers(0, FILTERS - 1),
     ),
     min_size=1,
-    max_size=16,
+    max_size=20,
 )
 
 
@@ -149,7 +149,7 @@ async def test_two_replicas_answer_as_the_model_says(
     examples = itertools.count()
 
     @settings(
-        max_examples=10,
+        max_examples=15,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -132,6 +132,8 @@ async def test_components_never_go_back_nor_lose_a_change_across_kills(
         stack.push_async_callback(_kill_all, components)
         pushing = [asyncio.create_task(writer.run(http)) for writer in writers]
         try:
+            # The faults begin once every component applied its first change.
+            await wait_for(lambda: all(c.holds() for c in components), timeout=30, every=0.05)
             for target in rng.sample(KILLS, len(KILLS)):
                 await asyncio.sleep(rng.uniform(0.1, 0.5))
                 if target == "replica":
