@@ -13,7 +13,9 @@ arrives a moment after the answer to the change: the check on the other replica 
 change waits up to ``SETTLE`` seconds for it. Every other read must be exact at once.
 
 The two servers are real processes, started once for the test; each example works on ids of
-its own (``e<n>.``), so examples need no fresh database and the model covers only them.
+its own (``e<n>.``), so examples need no fresh database and the model covers only them. At
+the end a third process, started afresh on the store, answers every example's reads as the
+model says too.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ STEPS = st.lists(
 
 
 async def test_two_replicas_answer_as_the_model_says(
-    pair: tuple[ServerProcess, ServerProcess],
+    pair: tuple[ServerProcess, ServerProcess], tmp_path: Path
 ) -> None:
     urls = [pair[0].url, pair[1].url]
     examples = itertools.count()
@@ -157,10 +159,23 @@ async def test_two_replicas_answer_as_the_model_says(
     @given(steps=STEPS)
     def check(steps: list[Step]) -> None:
         with httpx.Client(timeout=30, trust_env=False) as http:
-            _run(http, urls, Model(f"e{next(examples)}"), steps)
+            model = Model(f"e{next(examples)}")
+            _run(http, urls, model, steps)
+            models.append(model)
 
+    models: list[Model] = []
     # Hypothesis drives a synchronous body: it runs in a thread, this loop keeps the servers.
     await asyncio.to_thread(check)
+
+    # A process started afresh on the store answers as the two did, for every example.
+    async with ServerProcess(pair[0].database_url, tmp_path / "fresh.log") as fresh:
+        await asyncio.to_thread(_check_all, fresh.url, models)
+
+
+def _check_all(url: str, models: list[Model]) -> None:
+    with httpx.Client(timeout=30, trust_env=False) as http:
+        for model in models:
+            _check_final(http, model, url)
 
 
 def _run(http: httpx.Client, urls: list[str], model: Model, steps: list[Step]) -> None:
@@ -187,10 +202,15 @@ def _run(http: httpx.Client, urls: list[str], model: Model, steps: list[Step]) -
             _check_subscription(http, model, here, f"{model.example}-s{which % SUBSCRIBERS}")
     # In the end both replicas agree with the model on everything this example touched.
     for url in urls:
-        for choice in range(FILTERS):
-            _check_decision(http, model, url, _filters(model.example, choice))
-        for index in range(SUBSCRIBERS):
-            _check_subscription(http, model, url, f"{model.example}-s{index}")
+        _check_final(http, model, url)
+
+
+def _check_final(http: httpx.Client, model: Model, url: str) -> None:
+    """Every filter set's decision and every subscription read, as the model says."""
+    for choice in range(FILTERS):
+        _check_decision(http, model, url, _filters(model.example, choice))
+    for index in range(SUBSCRIBERS):
+        _check_subscription(http, model, url, f"{model.example}-s{index}")
 
 
 def _settled(check: Callable[..., None], *args: Any) -> None:
