@@ -161,16 +161,16 @@ async def supersede(conn: AsyncConnection, delivered: Mapping[str, int]) -> None
     if delivered:
         await conn.execute(
             update(dead_letters)
-            .where(dead_letters.c.subscriber_id == bindparam("subscriber"))
+            .where(dead_letters.c.subscriber_id == bindparam("delivered_subscriber"))
             .where(dead_letters.c.superseded_by.is_(None))
             .where(
                 or_(
                     dead_letters.c.revision.is_(None),
-                    dead_letters.c.revision < bindparam("revision"),
+                    dead_letters.c.revision < bindparam("delivered_revision"),
                 )
             )
-            .values(superseded_by=bindparam("revision")),
-            [{"subscriber": s, "revision": r} for s, r in delivered.items()],
+            .values(superseded_by=bindparam("delivered_revision")),
+            [{"delivered_subscriber": s, "delivered_revision": r} for s, r in delivered.items()],
         )
 
 
