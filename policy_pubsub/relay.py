@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from policy_pubsub.background import Periodic
 from policy_pubsub.exceptions import MessageRefused, RouterUnavailable, StoreUnavailable
 from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.store import DeadLetter, Store, leadership, now_ms
@@ -247,6 +248,22 @@ class OutboxRelay:
             await self._store.outbox.delete([row_id for row_id, _ in rows], delivered)
             self._open -= delivered.keys()
             self.published += len(rows)
+
+
+def dead_letter_retention(store: Store, *, retention_seconds: float, interval: float) -> Periodic:
+    """The job that removes dead letters older than ``retention_seconds``, every
+    ``interval`` seconds, on one replica at a time (the routers keep messages that long too).
+    """
+
+    async def prune() -> int:
+        removed = await store.dead_letters.prune(now_ms() - int(retention_seconds * 1000))
+        if removed:
+            log.info("removed %d dead letters older than %g s", removed, retention_seconds)
+        return removed
+
+    return Periodic(
+        "dead-letter retention", store, prune, interval=interval, expected=(StoreUnavailable,)
+    )
 
 
 def _log_dead_letter(letter: DeadLetter) -> None:

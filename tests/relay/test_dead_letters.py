@@ -13,7 +13,7 @@ import pytest
 from policy_pubsub.exceptions import MessageRefused
 from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.routers import OutMessage
-from policy_pubsub.store import Store
+from policy_pubsub.store import Store, SubscriptionRow
 from tests.conftest import postgres_database
 from tests.relay.helpers import snapshot
 from tests.relay.test_pipeline import FakeRouter
@@ -140,3 +140,21 @@ async def test_the_dead_letter_count_survives_their_removal(store: Store) -> Non
     assert await store.dead_letters.prune(letter.refused_at) == 0
     assert await store.dead_letters.prune(letter.refused_at + 1) == 1
     assert await store.dead_letters.figures() == (1, 0)
+
+
+async def test_only_open_dead_letters_of_existing_subscriptions_hold_up_delivery(
+    store: Store,
+) -> None:
+    """``undelivered`` (what /healthcheck reads) lists the open dead letters whose subscription
+    still exists; removing a subscriber's dead letters (a retry) takes them all.
+    """
+    await _outbox(store, snapshot(1, 1), snapshot(2, 1))
+    await OutboxRelay(store, RefusingRouter({"s1", "s2"})).relay_pending()
+    assert await store.dead_letters.undelivered() == []  # no subscription: nobody waits
+    async with store.write() as tx:
+        await tx.put_subscription(SubscriptionRow("s2", "t2", "{}", 1, 0, 0, 1, 0))
+    assert [d.subscriber_id for d in await store.dead_letters.undelivered()] == ["s2"]
+    async with store.write() as tx:
+        assert await tx.remove_dead_letters(["s2", "s9"]) == 1
+    assert await store.dead_letters.undelivered() == []
+    assert [d.subscriber_id for d in await store.dead_letters.listing()] == ["s1"]
