@@ -14,8 +14,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from policy_pubsub.metrics import Metrics
+from policy_pubsub.routers import OutMessage
+from policy_pubsub.store import now_ms
 from policy_pubsub.testing import LiveServer, start_server, stop_server
 from tests.conftest import make_settings, wait_for
+from tests.processes import free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -269,3 +272,32 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     one.pushed(changed=True, notified=3)
     assert one.registry.get_sample_value("policy_pubsub_pushes_total", {"outcome": "deployed"})
     assert two.registry.get_sample_value("policy_pubsub_pushes_total", {"outcome": "deployed"}) == 0
+
+
+async def test_the_dead_letter_count_outlives_a_restart_and_the_dead_letters(
+    tmp_path: Path,
+) -> None:
+    """``dead_letters_total`` is a count kept in the store: a restarted server reports the
+    dead letter made before, and keeps reporting it once the dead letter is gone, while
+    ``dead_letters_kept`` follows the rows.
+    """
+    overrides = {"router_url": f"dmaap+http://127.0.0.1:{free_port()}"}
+    refused = OutMessage("t", "{}", key="s1", revision=1, dedup_id="s1@1")
+    async with (
+        serving(tmp_path / "pp", **overrides) as server,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        await server.state.store.dead_letters.bury(refused, "413", 2, now_ms(), [], {})
+        samples = await scrape(http, server.url)
+        assert value(samples, "policy_pubsub_dead_letters_total") == 1
+        assert value(samples, "policy_pubsub_dead_letters_kept") == 1
+    async with (
+        serving(tmp_path / "pp", **overrides) as server,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        samples = await scrape(http, server.url)
+        assert value(samples, "policy_pubsub_dead_letters_total") == 1
+        assert await server.state.store.dead_letters.prune(now_ms() + 1) == 1
+        samples = await scrape(http, server.url)
+        assert value(samples, "policy_pubsub_dead_letters_total") == 1
+        assert value(samples, "policy_pubsub_dead_letters_kept") == 0

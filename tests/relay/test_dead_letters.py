@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from policy_pubsub.exceptions import MessageRefused
-from policy_pubsub.relay import OutboxRelay
+from policy_pubsub.relay import OutboxRelay, dead_letter_retention
 from policy_pubsub.routers import OutMessage
-from policy_pubsub.store import Store, SubscriptionRow
-from tests.conftest import postgres_database
+from policy_pubsub.store import Store, SubscriptionRow, now_ms
+from tests.conftest import postgres_database, wait_for
 from tests.relay.helpers import snapshot
 from tests.relay.test_pipeline import FakeRouter
 
@@ -158,3 +158,27 @@ async def test_only_open_dead_letters_of_existing_subscriptions_hold_up_delivery
         assert await tx.remove_dead_letters(["s2", "s9"]) == 1
     assert await store.dead_letters.undelivered() == []
     assert [d.subscriber_id for d in await store.dead_letters.listing()] == ["s1"]
+
+
+async def test_the_retention_job_removes_dead_letters_past_the_window(tmp_path: Path) -> None:
+    """The dead-letter retention job removes, at its interval, the dead letters older than
+    the retention window, and keeps the newer ones.
+    """
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'retention.db'}")
+    await store.open()
+    try:
+        for message, age in ((snapshot(1, 1), 60_000), (snapshot(2, 1), 0)):
+            await store.dead_letters.bury(message, "413", 10, now_ms() - age, [], {})
+        job = dead_letter_retention(store, retention_seconds=30, interval=0.05)
+        job.start()
+        try:
+
+            async def pruned() -> bool:
+                return len(await store.dead_letters.listing()) == 1
+
+            await wait_for(pruned)
+        finally:
+            await job.close()
+        assert [d.subscriber_id for d in await store.dead_letters.listing()] == ["s2"]
+    finally:
+        await store.close()
