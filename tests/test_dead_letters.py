@@ -143,3 +143,9 @@ async def test_a_refused_snapshot_is_a_dead_letter_that_blocks_nobody_and_can_be
             assert value(samples, "policy_pubsub_dead_letters_kept") == 0
     finally:
         await mr_cm.__aexit__(None, None, None)
+
+
+def test_subscriber_ids_without_retry_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """Naming subscribers without ``--retry`` is refused before anything is sent (exit 2)."""
+    assert run_main(["dead-letters", "tca-1", "--url", "http://127.0.0.1:9"]) == 2
+    assert "SUBSCRIBER_ID goes with --retry" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """A message the router refuses for good leaves the outbox for the dead letters, and the
-relay goes on: on SQLite and PostgreSQL, with a router that refuses chosen subscribers.
+relay goes on: on SQLite and PostgreSQL, with a router that refuses chosen subscribers, and
+once with the real JetStream refusing a message for its size.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import nats
 import pytest
 
 from policy_pubsub.exceptions import MessageRefused
@@ -15,6 +17,7 @@ from policy_pubsub.relay import OutboxRelay, dead_letter_retention
 from policy_pubsub.routers import OutMessage
 from policy_pubsub.store import Store, SubscriptionRow, now_ms
 from tests.conftest import postgres_database, wait_for
+from tests.nats_server import NATS_URL, open_nats_router, stream_info
 from tests.relay.helpers import snapshot
 from tests.relay.test_pipeline import FakeRouter
 
@@ -181,4 +184,35 @@ async def test_the_retention_job_removes_dead_letters_past_the_window(tmp_path: 
             await job.close()
         assert [d.subscriber_id for d in await store.dead_letters.listing()] == ["s2"]
     finally:
+        await store.close()
+
+
+async def test_on_jetstream_a_message_over_the_streams_limit_is_a_dead_letter(
+    tmp_path: Path,
+) -> None:
+    """With the real JetStream refusing one snapshot for its size (the stream's max_msg_size),
+    the relay delivers the snapshots before and after it and makes that one a dead letter
+    with JetStream's reason.
+    """
+    router, store = await open_nats_router(tmp_path)
+    try:
+        nc = await nats.connect(NATS_URL)
+        try:
+            js = nc.jetstream()
+            config = (await js.stream_info(router.stream)).config
+            config.max_msg_size = 2000
+            await js.update_stream(config)
+        finally:
+            await nc.close()
+        big = OutMessage("t2", "y" * 4000, key="s2", revision=1, dedup_id="s2@1")
+        await _outbox(store, snapshot(1, 1), big, snapshot(3, 1))
+        assert await OutboxRelay(store, router).relay_pending() == 3
+        info = await stream_info(NATS_URL, router.stream)
+        assert info.state.messages == 2
+        [letter] = await store.dead_letters.listing()
+        assert (letter.subscriber_id, letter.size) == ("s2", 4000)
+        assert "10054" in letter.reason
+        assert await store.outbox.stats() == (0, None)
+    finally:
+        await router.close()
         await store.close()
