@@ -121,7 +121,7 @@ async def test_a_refused_snapshot_is_a_dead_letter_that_blocks_nobody_and_can_be
             assert health.status_code == 503, health.text
             details = health.json()["details"]
             assert details["relay"] == "ok" and details["outbox"]["depth"] == 0
-            assert details["dead_letters"].startswith("1 subscribers have had nothing")
+            assert details["dead_letters"].startswith("1 subscriber has had nothing")
             assert "a (revision" in details["dead_letters"]
             samples = await scrape(http, server.url)
             assert value(samples, "policy_pubsub_dead_letters_total") == 1

@@ -160,9 +160,10 @@ async def dead_letters_check(store: Store) -> str | None:
         for d in list(newest.values())[:NAMED_DEAD_LETTERS]
     ]
     more = len(newest) - len(named)
+    who = "1 subscriber has" if len(newest) == 1 else f"{len(newest)} subscribers have"
     return (
-        f"{len(newest)} subscribers have had nothing delivered since the router refused "
-        f"their snapshot for good: {'; '.join(named)}"
+        f"{who} had nothing delivered since the router refused a snapshot for good: "
+        f"{'; '.join(named)}"
         + (f"; and {more} more" if more > 0 else "")
         + "; see `policy-pubsub dead-letters`, fix the cause, then retry"
     )
