@@ -179,6 +179,8 @@ class Subscriptions:
         (nothing changed, the dead letters stay).
         """
         wanted = sorted(set(subscriber_ids))
+        if not wanted:
+            return Resent(None, [], [], 0)
         state = self._state
         async with state.writing:
             async with self._store.write() as tx:

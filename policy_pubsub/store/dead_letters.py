@@ -85,24 +85,35 @@ class DeadLetterRepository:
         async with self._store.write() as tx:
             conn = tx.conn
             await supersede(conn, delivered)
-            values = {
-                "subscriber_id": refused.key,
-                "topic": refused.topic,
-                "revision": refused.revision,
-                "size": size,
-                "reason": reason,
-                "dedup_id": refused.dedup_id,
-                "refused_at": at,
-                "superseded_by": None,
-            }
             result = await conn.execute(
-                dead_letters.insert().values(values).returning(dead_letters.c.id)
+                dead_letters.insert()
+                .values(
+                    subscriber_id=refused.key,
+                    topic=refused.topic,
+                    revision=refused.revision,
+                    size=size,
+                    reason=reason,
+                    dedup_id=refused.dedup_id,
+                    refused_at=at,
+                    superseded_by=None,
+                )
+                .returning(dead_letters.c.id)
             )
             row_id = int(result.scalar_one())
             await _count_one(conn, self._store.dialect)
             if outbox_ids:
                 await conn.execute(delete(outbox).where(outbox.c.id.in_(list(outbox_ids))))
-        return DeadLetter(id=row_id, **values)  # type: ignore[arg-type]
+        return DeadLetter(
+            row_id,
+            refused.key,
+            refused.topic,
+            refused.revision,
+            size,
+            reason,
+            refused.dedup_id,
+            at,
+            None,
+        )
 
     async def listing(self) -> list[DeadLetter]:
         """Every dead letter, oldest first."""
