@@ -71,6 +71,9 @@ NonEmptyStr = Annotated[StrictStr, StringConstraints(min_length=1, max_length=MA
 FilterValue = Annotated[str | list[str], PlainValidator(_filter_value)]
 PolicyId = Annotated[StrictStr, StringConstraints(pattern=constants.POLICY_ID_PATTERN)]
 Topic = Annotated[StrictStr, StringConstraints(pattern=constants.TOPIC_PATTERN)]
+# Subscribers named in one dead-letter retry.
+MAX_RETRY = 10_000
+SubscriberId = Annotated[StrictStr, StringConstraints(pattern=constants.SUBSCRIBER_ID_PATTERN)]
 Version = Annotated[str | int, PlainValidator(_version)]
 ColumnStr = Annotated[StrictStr, AfterValidator(_no_nul)]
 
@@ -258,3 +261,11 @@ class PdpUpdate(BaseModel):
                 "'policiesToBeDeployed'/'policiesToBeUndeployed' (a delta), not both"
             )
         return self
+
+
+class DeadLetterRetry(_Strict):
+    """``POST /dead-letters/retry``: the subscribers to send a fresh snapshot to (their dead
+    letters are removed); absent: every subscriber with a dead letter.
+    """
+
+    subscriber_ids: list[SubscriberId] | None = Field(None, min_length=1, max_length=MAX_RETRY)

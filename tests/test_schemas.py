@@ -30,6 +30,7 @@ import policy_pubsub
 from policy_pubsub import constants, schemas
 from policy_pubsub.config import Settings
 from policy_pubsub.models import (
+    DeadLetterRetry,
     DecisionRequest,
     PdpUpdate,
     PolicyFilter,
@@ -543,6 +544,12 @@ DOCUMENTS: dict[str, tuple[type[BaseModel], st.SearchStrategy[dict[str, Any]]]] 
                 "resource": shared.policy_filters(),
                 "policy-filters": shared.filter_lists(),
             },
+        ),
+    ),
+    "dead-letter-retry": (
+        DeadLetterRetry,
+        st.fixed_dictionaries(
+            {}, optional={"subscriber_ids": st.lists(shared.policy_ids(), min_size=1, max_size=3)}
         ),
     ),
     "policy-push": (

@@ -26,6 +26,7 @@ from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
+from policy_pubsub.relay import dead_letter_retention
 from policy_pubsub.service import PolicyService, outlet_for
 from policy_pubsub.stale import StaleExpiry
 from policy_pubsub.store import Store
@@ -53,6 +54,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         outlet, relay = outlet_for(store, router)
         service = PolicyService(store, router, outlet, metrics=metrics)
         expiry = _stale_expiry(settings, service, store, metrics)
+        retention = None
+        if relay is not None:
+            retention = dead_letter_retention(
+                store,
+                retention_seconds=settings.retention_seconds,
+                interval=settings.maintenance_interval_seconds,
+            )
         tuned = False
         try:
             await router.start()
@@ -61,6 +69,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 relay.start()
             if expiry is not None:
                 expiry.start()
+            if retention is not None:
+                retention.start()
             state.running = Running(store, router, service, relay)
             state.outages.start(store.ping, router.ping)
             _collect_for_serving()
@@ -77,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Each part is closed even when one before it fails: the store last, always.
             closing = [state.outages.close]
             closing += [expiry.close] if expiry is not None else []
+            closing += [retention.close] if retention is not None else []
             closing += [relay.close] if relay is not None else []
             for close in (*closing, router.close):
                 try:

@@ -1,5 +1,6 @@
-"""``GET /healthcheck``: is the store reachable, is the router reachable, is the relay moving;
-and ``GET /metrics``, the metrics in the Prometheus text format.
+"""``GET /healthcheck``: is the store reachable, is the router reachable, is the relay moving,
+has every subscriber with a dead letter had something delivered since; and ``GET /metrics``,
+the metrics in the Prometheus text format.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.state import app_state
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
 from policy_pubsub.relay import OutboxRelay
+from policy_pubsub.store import DeadLetter, Store
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ async def healthcheck(request: Request) -> Response:
         outbox, problems["relay"] = await relay_check(
             relay, state.settings.relay_stuck_seconds, router_up=not problems["router"]
         )
+    if relay is not None and not problems["store"]:
+        problems["dead_letters"] = await dead_letters_check(state.store)
     healthy = not any(problems.values())
     code = 200 if healthy else 503
     failing = [f"{part}: {why}" for part, why in problems.items() if why]
@@ -129,6 +133,42 @@ async def relay_check(
     return outbox, None
 
 
+# Subscribers named in the dead-letter verdict; the rest are counted.
+NAMED_DEAD_LETTERS = 3
+
+
+async def dead_letters_check(store: Store) -> str | None:
+    """Why delivery is unhealthy: a dead letter newer than anything delivered to its
+    subscriber since (the subscriber misses a snapshot until one reaches it); None when
+    every dead letter was superseded or its subscription is gone.
+    """
+    try:
+        waiting = await asyncio.wait_for(store.dead_letters.undelivered(), CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return f"the dead letters did not answer within {CHECK_TIMEOUT_SECONDS:g} s"
+    except StoreUnavailable as exc:
+        log.warning("healthcheck: the dead letters cannot be read: %s", exc)
+        return "the dead letters cannot be read; the server log says why"
+    if not waiting:
+        return None
+    newest: dict[str, DeadLetter] = {}
+    for letter in waiting:
+        if letter.subscriber_id is not None:
+            newest[letter.subscriber_id] = letter
+    named = [
+        f"{d.subscriber_id} (revision {d.revision}, {d.size} bytes: {d.reason})"
+        for d in list(newest.values())[:NAMED_DEAD_LETTERS]
+    ]
+    more = len(newest) - len(named)
+    who = "1 subscriber has" if len(newest) == 1 else f"{len(newest)} subscribers have"
+    return (
+        f"{who} had nothing delivered since the router refused a snapshot for good: "
+        f"{'; '.join(named)}"
+        + (f"; and {more} more" if more > 0 else "")
+        + "; see `policy-pubsub dead-letters`, fix the cause, then retry"
+    )
+
+
 async def metrics(request: Request) -> Response:
     """Every metric, the gauges read from the store and the router now."""
     state = app_state(request)
@@ -136,4 +176,11 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["CHECK_TIMEOUT_SECONDS", "RELAY_FAILURES", "healthcheck", "metrics", "relay_check"]
+__all__ = [
+    "CHECK_TIMEOUT_SECONDS",
+    "RELAY_FAILURES",
+    "dead_letters_check",
+    "healthcheck",
+    "metrics",
+    "relay_check",
+]

@@ -35,7 +35,12 @@ from policy_pubsub.service.outlets import (
 )
 from policy_pubsub.service.snapshots import matching_policies
 from policy_pubsub.service.state import Policy, State, Subscription
-from policy_pubsub.service.subscriptions import SubscribeResult, Subscriptions, TopicCheck
+from policy_pubsub.service.subscriptions import (
+    Resent,
+    SubscribeResult,
+    Subscriptions,
+    TopicCheck,
+)
 from policy_pubsub.store import Store
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "Policy",
     "PolicyChange",
     "PolicyService",
+    "Resent",
     "State",
     "SubscribeResult",
     "Subscription",
@@ -143,6 +149,12 @@ class PolicyService:
         refuses. Returns the new revision.
         """
         return await self._subscriptions.unsubscribe(subscriber_id, may_use)
+
+    async def resend(self, subscriber_ids: Sequence[str]) -> Resent:
+        """Publish a fresh snapshot, at a new revision, to each of these subscribers, and
+        remove their dead letters (see :meth:`Subscriptions.resend`).
+        """
+        return await self._subscriptions.resend(subscriber_ids)
 
     async def subscription(self, subscriber_id: str) -> Subscription:
         """A subscription; ``NotFound`` if unknown."""

@@ -299,9 +299,7 @@ class GroupCommit:
             else:
                 queued.answer.set_result(result)
 
-    async def commit(
-        self, batch: Sequence[PolicyChange]
-    ) -> list[ChangeResult | PolicyPubSubError]:
+    async def commit(self, batch: Sequence[PolicyChange]) -> list[ChangeResult | PolicyPubSubError]:
         """Commit the changes in one transaction, and return each one's result or refusal,
         in order. Call it holding the state's write lock.
         """

@@ -216,6 +216,11 @@ class State:
             if current is not None:
                 subscriptions[subscriber_id] = current.published(revision, at)
 
+    def resent(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+        """Record a committed revision that only published fresh snapshots to subscribers."""
+        self.published(dict.fromkeys(subscriber_ids, revision), at)
+        self.revision = revision
+
     def deployed(self) -> Iterable[Policy]:
         """The deployed policies, in no particular order."""
         return (policy for _, policy in self.policies.items())

@@ -16,17 +16,24 @@ from typing import Any
 
 import orjson
 
+from policy_pubsub import constants
 from policy_pubsub.exceptions import NotFound, SubscriptionTaken
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.routers import Router
 from policy_pubsub.service.outlets import Outlet
-from policy_pubsub.service.snapshots import matching_policies, oversized, subscribe_snapshot
+from policy_pubsub.service.snapshots import (
+    matching_policies,
+    oversized,
+    snapshot_message,
+    subscribe_snapshot,
+)
 from policy_pubsub.service.state import State, Subscription
 from policy_pubsub.store import Store, SubscriptionRow, now_ms
 from policy_pubsub.subscription_record import SubscriptionRecord
+from policy_pubsub.timestamps import rfc3339
 
-__all__ = ["SubscribeResult", "Subscriptions", "TopicCheck"]
+__all__ = ["Resent", "SubscribeResult", "Subscriptions", "TopicCheck"]
 
 # Whether the caller may use a topic (its auth rules); None where anyone may.
 TopicCheck = Callable[[str], bool]
@@ -43,6 +50,19 @@ class SubscribeResult:
     created: bool
     subscription: Subscription
     policies: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """Fresh snapshots committed for dead letters' subscribers: the revision they carry
+    (None when none of the subscribers exists any more), the subscribers they went to, and
+    those with no subscription, whose dead letters were removed with nothing to send.
+    """
+
+    revision: int | None
+    subscriber_ids: list[str]
+    unknown: list[str]
+    removed: int  # dead letters removed
 
 
 class Subscriptions:
@@ -149,6 +169,61 @@ class Subscriptions:
             state.subscription_removed(subscriber_id, revision)
         log.info("revision %d: subscription %s removed", revision, subscriber_id)
         return revision
+
+    async def resend(self, subscriber_ids: Sequence[str]) -> Resent:
+        """Publish a fresh snapshot to each of the subscribers, at a new revision, and
+        remove their dead letters, in one transaction. A new revision rather than the
+        current one: a subscriber's snapshot revisions must keep increasing whatever commits
+        meanwhile, and the new de-duplication id cannot be mistaken by the router for the
+        refused copy. A snapshot over the router's largest message is ``SnapshotTooLarge``
+        (nothing changed, the dead letters stay).
+        """
+        wanted = sorted(set(subscriber_ids))
+        if not wanted:
+            return Resent(None, [], [], 0)
+        state = self._state
+        async with state.writing:
+            async with self._store.write() as tx:
+                revision = await state.take_revision(tx)
+                found = [state.subscriptions[s] for s in wanted if s in state.subscriptions]
+                unknown = [s for s in wanted if s not in state.subscriptions]
+                if not found:
+                    await tx.rollback()  # nothing to publish: no revision taken
+                else:
+                    at = now_ms()
+                    stamp = rfc3339(at) or ""
+                    with self._metrics.matching_seconds.time():
+                        messages = [
+                            snapshot_message(
+                                s,
+                                revision,
+                                constants.EVENT_UPDATE,
+                                stamp,
+                                orjson.dumps(matching_policies(state.policies, s.selector)),
+                            )
+                            for s in found
+                        ]
+                    refused = oversized(messages, self._router.max_message_bytes)
+                    if refused is not None:
+                        raise refused
+                    written = await self._outlet.write(tx, messages, at)
+                    await tx.mark_published([s.subscriber_id for s in found], revision, at)
+                    removed = await tx.remove_dead_letters(wanted)
+            if found:
+                state.resent((s.subscriber_id for s in found), revision, at)
+                self._outlet.after_commit(written)
+                self._metrics.snapshots.labels(constants.EVENT_UPDATE).inc(len(found))
+        if not found:
+            async with self._store.write() as tx:
+                removed = await tx.remove_dead_letters(wanted)
+            return Resent(None, [], unknown, removed)
+        log.info(
+            "revision %d: fresh snapshots for %d subscribers with dead letters (%s)",
+            revision,
+            len(found),
+            ", ".join(s.subscriber_id for s in found[:5]) + (" ..." if len(found) > 5 else ""),
+        )
+        return Resent(revision, [s.subscriber_id for s in found], unknown, removed)
 
     async def get(self, subscriber_id: str) -> Subscription:
         """A subscription as stored; ``NotFound`` if unknown."""

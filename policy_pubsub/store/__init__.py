@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from policy_pubsub.store.database import Store, WriteTx, now_ms
+from policy_pubsub.store.dead_letters import DeadLetter, DeadLetterRepository
 from policy_pubsub.store.leader import LeaderLock, leadership
 from policy_pubsub.store.outbox import OutboxRepository
 from policy_pubsub.store.positions import GroupClaim, PositionRepository
@@ -12,6 +13,8 @@ from policy_pubsub.store.state import StateRepository
 from policy_pubsub.store.topics import TopicRepository
 
 __all__ = [
+    "DeadLetter",
+    "DeadLetterRepository",
     "GroupClaim",
     "GroupRow",
     "LeaderLock",

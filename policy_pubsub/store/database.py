@@ -3,8 +3,9 @@
 :class:`Store` holds the engines, the transactions and the life cycle; what the store holds is
 read through one repository each: ``store.state`` (policies, subscriptions, the revision),
 ``store.topics`` (the embedded topic log), ``store.positions`` (consumer positions),
-``store.outbox`` (messages for the relay, with its leader lock) and ``store.signatures`` (the
-PAP webhook's replay cache). Every write of a change goes through one :class:`WriteTx`.
+``store.outbox`` (messages for the relay, with its leader lock), ``store.dead_letters``
+(messages the router refused for good) and ``store.signatures`` (the PAP webhook's replay
+cache). Every write of a change goes through one :class:`WriteTx`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.store import dialects
+from policy_pubsub.store.dead_letters import DeadLetterRepository, remove_for
 from policy_pubsub.store.notify import REVISION_CHANNEL, TOPICS_CHANNEL, Notifications
 from policy_pubsub.store.outbox import OutboxRepository
 from policy_pubsub.store.positions import PositionRepository
@@ -71,6 +73,7 @@ class Store:
         self.topics = TopicRepository(self)
         self.positions = PositionRepository(self)
         self.outbox = OutboxRepository(self)
+        self.dead_letters = DeadLetterRepository(self)
         self.signatures = SignatureRepository(self)
 
     async def open(self) -> None:
@@ -274,6 +277,10 @@ class WriteTx:
             OUTBOX_COLUMNS,
             [(m.topic, m.key, m.revision, m.dedup_id, m.body, at) for m in batch],
         )
+
+    async def remove_dead_letters(self, subscriber_ids: Iterable[str]) -> int:
+        """Delete every dead letter of these subscribers; how many went."""
+        return await remove_for(self.conn, self.dialect, subscriber_ids)
 
     async def append(self, batch: Sequence[OutMessage], at: int) -> dict[str, int]:
         """Append messages to their topics (created as needed), in order; returns each topic's
