@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from policy_pubsub import schemas
+from policy_pubsub.models import PdpUpdate
 from tests.api.helpers import PDP_UPDATE, POLICIES, assert_onap_error, revision
 from tests.conftest import LiveServer, make_settings, start_server, stop_server
 
@@ -135,3 +137,13 @@ async def test_istanbul_delta_and_an_undeploy_of_what_is_not_deployed(
         "not deployed, so not undeployed: never.deployed 1.0.0"
     )
     assert len(status["policies"]) == 2
+
+
+@pytest.mark.parametrize("release", ["el-alto", "honolulu", "istanbul"])
+def test_each_release_fixture_is_valid_against_the_schema(release: str) -> None:
+    """Every release's PDP_UPDATE fixture is valid against schemas/v1/pdp-update.json and
+    the model, so the schema describes what each PAP release sends.
+    """
+    message = fixture(f"{release}.pdp-update")
+    assert list(schemas.validator("pdp-update").iter_errors(message)) == []
+    assert PdpUpdate.model_validate(message).pdp_heartbeat_interval_ms == 120000
