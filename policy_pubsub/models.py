@@ -296,8 +296,3 @@ class PdpUpdate(BaseModel):
         if value != "PDP_UPDATE":
             raise ValueError(f"expected messageName 'PDP_UPDATE', got {value!r}")
         return value
-
-    @property
-    def complete(self) -> bool:
-        """True when the update names the complete desired set (``policies``)."""
-        return self.policies is not None
