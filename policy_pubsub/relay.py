@@ -185,13 +185,13 @@ class OutboxRelay:
         delete the rows of the messages the router took before it, in one transaction.
         ``published`` is what the router was given. Returns how many rows left the outbox.
         """
-        refused = refusal.refused
-        index = next((i for i, m in enumerate(published) if m is refused), None)
+        index = next((i for i, m in enumerate(published) if m is refusal.refused), None)
         if index is None:
             raise RouterUnavailable(
-                f"the router refused a message it was not given, on {refused.topic!r}: "
+                f"the router refused a message it was not given, on {refusal.refused.topic!r}: "
                 f"{refusal.reason}"
             )
+        refused = published[index]
         taken = published[:index]
         taken_ids = {id(m) for m in taken}
         taken_keys = {(m.topic, m.key) for m in taken if m.key is not None}

@@ -68,8 +68,9 @@ def _decide(operation_id: str) -> Operation:
         (400, 413, 415),
         body=ref("decision-request"),
         query=("abbrev",),
-        description="Ids that are not deployed are absent. An `action` other than "
-        "`configure` is 400 `No application for action <x>`.",
+        description="Ids that are not deployed are absent. The `action` is checked first: "
+        "one other than `configure` (e.g. `guard`, whatever its `resource`) is 400 `No "
+        "application for action <x>`.",
     )
 
 
@@ -152,10 +153,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "pdpUpdate",
             "pap",
-            "Apply an ONAP PDP_UPDATE (a delta, or El Alto's complete set)",
+            "Apply an ONAP PDP_UPDATE of any PAP release",
             {200: ("The PDP_STATUS answer.", ref("pdp-status"))},
             _WRITE,
             body=ref("pdp-update"),
+            description="`policies` (El Alto to Honolulu) is the complete desired set and "
+            "wins; a delta beside it (Honolulu) must agree with it, else 400 and nothing "
+            "changes; the delta alone (Istanbul on) is applied, undeployments first. Policies "
+            "are named by their TOSCA `name` and `version`. An undeployment of a policy, or a "
+            "version of it, that is not deployed changes nothing and answers `SUCCESS`, as "
+            "ONAP's PDPs do, naming it in `responseMessage`; `policies` lists what is deployed.",
             error_bodies={
                 413: (
                     "The body is larger than the server's limit (an Error), or a snapshot the "
@@ -179,9 +186,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             {200: ("What changed.", ref("policy-change-result"))},
             _WRITE,
             body=ref("policy-push"),
-            description="Re-deploying a policy identical to the deployed one changes nothing "
-            "and notifies nobody. A 2xx means the change and its snapshots are durably "
-            "committed.",
+            description="A policy is identified by its TOSCA `name` and `version` (else "
+            "`metadata.policy-id` / `policy-version`); a `name` and `metadata.policy-id` that "
+            "differ are 400. Missing `metadata.policy-id` / `policy-version` are filled in from "
+            "the name and version, as ONAP's policy-api fills them. Re-deploying a policy "
+            "identical to the deployed one changes nothing and notifies nobody. A 2xx means "
+            "the change and its snapshots are durably committed.",
         ),
         pap.deploy,
     ),

@@ -45,6 +45,7 @@ __all__ = [
     "Overlay",
     "Plan",
     "PolicyChange",
+    "absent",
     "diff",
 ]
 
@@ -61,12 +62,18 @@ Changes = Mapping[str, tuple[Policy | None, Policy | None]]
 class ChangeResult:
     """A committed policy change: its revision (the store's, if it changed nothing), the
     policies it deployed and undeployed, and how many subscribers got a snapshot.
+
+    ``not_deployed`` lists the undeployments asked for that found nothing to undeploy, as
+    ``{"name", "version", "deployed"}``: the name and version asked for, and the version that
+    is deployed under that name (None if none is). ONAP's PDPs leave such a policy as it is
+    and answer SUCCESS, listing what they have deployed; the PDP_STATUS says so in words too.
     """
 
     revision: int
     deployed: list[dict[str, str]]
     undeployed: list[dict[str, str]]
     notified: int
+    not_deployed: tuple[dict[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,24 @@ class Overlay:
         return found
 
 
+def absent(current: Overlay, change: PolicyChange) -> tuple[dict[str, str | None], ...]:
+    """The undeployments of the change that name a policy (or a version of it) that is not
+    deployed, each with the version deployed under that name, if any.
+    """
+    found: list[dict[str, str | None]] = []
+    for policy_id, version in change.undeploy:
+        deployed = current.get(policy_id)
+        if deployed is None or (version is not None and deployed.version != version):
+            found.append(
+                {
+                    "name": policy_id,
+                    "version": version,
+                    "deployed": None if deployed is None else deployed.version,
+                }
+            )
+    return tuple(found)
+
+
 def diff(current: Overlay, change: PolicyChange) -> dict[str, tuple[Policy | None, Policy | None]]:
     """The net change: policy id -> (deployed now, deployed after), only where they differ;
     an identical policy deployed again is no change.
@@ -175,16 +200,25 @@ class _Planned:
     revision: int
     changes: Changes
     snapshots: ChangeSnapshots
+    absent: tuple[dict[str, str | None], ...] = ()
 
     def result(self) -> ChangeResult:
         changes = self.changes.values()
         deployed = [new.ident() for _, new in changes if new is not None]
         undeployed = [old.ident() for old, new in changes if new is None and old is not None]
-        return ChangeResult(self.revision, deployed, undeployed, len(self.snapshots.notified))
+        notified = len(self.snapshots.notified)
+        return ChangeResult(self.revision, deployed, undeployed, notified, self.absent)
 
 
-#: What became of one change of a batch: planned, refused, or no change (None).
-_Outcome = _Planned | PolicyPubSubError | None
+@dataclass(frozen=True, slots=True)
+class _Unchanged:
+    """A change of a transaction that changes nothing, and what it named that is not deployed."""
+
+    absent: tuple[dict[str, str | None], ...] = ()
+
+
+#: What became of one change of a batch: planned, refused, or no change.
+_Outcome = _Planned | PolicyPubSubError | _Unchanged
 
 
 @dataclass(slots=True)
@@ -220,8 +254,8 @@ class Plan:
         results: list[ChangeResult | PolicyPubSubError] = []
         unchanged_at = self.first - 1
         for outcome in self.outcomes:
-            if outcome is None:
-                results.append(ChangeResult(unchanged_at, [], [], 0))
+            if isinstance(outcome, _Unchanged):
+                results.append(ChangeResult(unchanged_at, [], [], 0, outcome.absent))
             elif isinstance(outcome, PolicyPubSubError):
                 results.append(outcome)
             else:
@@ -337,9 +371,10 @@ class GroupCommit:
             if change.require is not None and overlay.get(change.require) is None:
                 plan.outcomes.append(NotFound("policy", change.require))
                 continue
+            missing = absent(overlay, change)
             changes = diff(overlay, change)
             if not changes:
-                plan.outcomes.append(None)
+                plan.outcomes.append(_Unchanged(missing))
                 continue
             revision = plan.last + 1
             before = overlay.saved(changes)
@@ -353,7 +388,7 @@ class GroupCommit:
                 log.warning("refused a policy change: %s", refused.message)
                 plan.outcomes.append(refused)
                 continue
-            plan.add(_Planned(revision, changes, snapshots))
+            plan.add(_Planned(revision, changes, snapshots, missing))
         return plan
 
     async def write(self, tx: WriteTx, plan: Plan) -> Written:

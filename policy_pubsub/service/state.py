@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A deployed policy: its identity, and its body exactly as deployed."""
+    """A deployed policy: its identity (the TOSCA name and version, see ``policy_identity``),
+    and its body as deployed, with ``metadata.policy-id`` / ``policy-version`` filled in where
+    the PAP left them out.
+    """
 
     policy_id: str
     version: str
@@ -41,9 +44,12 @@ class Policy:
 
     @classmethod
     def from_model(cls, model: ToscaPolicy) -> Policy:
-        body = model.model_dump(by_alias=True, exclude_unset=True)
         return cls._make(
-            model.policy_id or "", model.policy_version or "", model.type, model.type_version, body
+            model.policy_id or "",
+            model.policy_version or "",
+            model.type,
+            model.type_version,
+            model.body(),
         )
 
     @classmethod
