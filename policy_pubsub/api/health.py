@@ -19,7 +19,7 @@ from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.state import app_state
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
 from policy_pubsub.relay import OutboxRelay
-from policy_pubsub.store import DeadLetter, Store
+from policy_pubsub.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ CHECK_TIMEOUT_SECONDS = 2.0
 # Attempts to publish that fail in a row, with the router answering, before /healthcheck says
 # the relay is failing (with its backoff, a few seconds).
 RELAY_FAILURES = 3
+RELAY_ERROR = "the last attempt to publish failed; the server log says why"
 
 
 # What the anonymous answer says of a failed probe: the driver's own text (an SQL statement,
@@ -111,7 +112,9 @@ async def relay_check(
         "depth": status.depth,
         "oldest_age_seconds": status.oldest_age_seconds,
         "relay_leader": status.leader,
-        "relay_error": status.last_error,
+        # Whether the last attempt failed; the router's own words (hosts, subjects) go to
+        # the log only, as for the store and router checks.
+        "relay_error": RELAY_ERROR if status.last_error else None,
         "relay_failures": status.failures,
     }
     age = status.oldest_age_seconds
@@ -121,26 +124,24 @@ async def relay_check(
             f"more than {stuck_seconds:g} s, while the router answers"
         )
         if status.last_error:
-            why += f" (last error: {status.last_error})"
+            why += "; the server log says why"
         return outbox, why
     if router_up and status.failures >= RELAY_FAILURES:
         # The router answers, yet what the relay hands it keeps failing: a message it will
         # not take, or a fault of its own. Said at once, not after relay_stuck_seconds.
         return outbox, (
             f"failing: the last {status.failures} attempts to publish failed while the router "
-            f"answers (last error: {status.last_error})"
+            "answers; the server log says why"
         )
     return outbox, None
-
-
-# Subscribers named in the dead-letter verdict; the rest are counted.
-NAMED_DEAD_LETTERS = 3
 
 
 async def dead_letters_check(store: Store) -> str | None:
     """Why delivery is unhealthy: a dead letter newer than anything delivered to its
     subscriber since (the subscriber misses a snapshot until one reaches it); None when
-    every dead letter was superseded or its subscription is gone.
+    every dead letter was superseded or its subscription is gone. Says how many subscribers,
+    not which nor the router's reason: anyone may ask, and ``GET /dead-letters`` (admin) and
+    the log (one ERROR per dead letter) tell the rest.
     """
     try:
         waiting = await asyncio.wait_for(store.dead_letters.undelivered(), CHECK_TIMEOUT_SECONDS)
@@ -151,21 +152,11 @@ async def dead_letters_check(store: Store) -> str | None:
         return "the dead letters cannot be read; the server log says why"
     if not waiting:
         return None
-    newest: dict[str, DeadLetter] = {}
-    for letter in waiting:
-        if letter.subscriber_id is not None:
-            newest[letter.subscriber_id] = letter
-    named = [
-        f"{d.subscriber_id} (revision {d.revision}, {d.size} bytes: {d.reason})"
-        for d in list(newest.values())[:NAMED_DEAD_LETTERS]
-    ]
-    more = len(newest) - len(named)
-    who = "1 subscriber has" if len(newest) == 1 else f"{len(newest)} subscribers have"
+    subscribers = {letter.subscriber_id for letter in waiting if letter.subscriber_id}
+    who = "1 subscriber has" if len(subscribers) == 1 else f"{len(subscribers)} subscribers have"
     return (
-        f"{who} had nothing delivered since the router refused a snapshot for good: "
-        f"{'; '.join(named)}"
-        + (f"; and {more} more" if more > 0 else "")
-        + "; see `policy-pubsub dead-letters`, fix the cause, then retry"
+        f"{who} had nothing delivered since the router refused a snapshot for good; "
+        "`policy-pubsub dead-letters` lists them: fix the cause, then retry"
     )
 
 
