@@ -299,9 +299,7 @@ class GroupCommit:
             else:
                 queued.answer.set_result(result)
 
-    async def commit(
-        self, batch: Sequence[PolicyChange]
-    ) -> list[ChangeResult | PolicyPubSubError]:
+    async def commit(self, batch: Sequence[PolicyChange]) -> list[ChangeResult | PolicyPubSubError]:
         """Commit the changes in one transaction, and return each one's result or refusal,
         in order. Call it holding the state's write lock.
         """
@@ -380,7 +378,14 @@ class GroupCommit:
                 if new is not None
             ]
         )
-        await tx.delete_policies(policy_id for policy_id, new in changed.items() if new is None)
+        await tx.delete_policies(
+            {
+                policy_id: plan.overlay.revisions[policy_id]
+                for policy_id, new in changed.items()
+                if new is None
+            },
+            plan.at,
+        )
         written = await self._outlet.write(tx, plan.messages, plan.at)
         by_revision: dict[int, list[str]] = {}
         for subscriber_id, published in plan.latest.items():

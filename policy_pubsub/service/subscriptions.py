@@ -143,7 +143,7 @@ class Subscriptions:
                 existing = state.subscriptions.get(subscriber_id)
                 if existing is None or (may_use is not None and not may_use(existing.topic)):
                     raise NotFound("subscription", subscriber_id)
-                await tx.delete_subscription(subscriber_id)
+                await tx.delete_subscription(subscriber_id, revision, now_ms())
                 committing = time.perf_counter()
             self._metrics.commit_seconds.observe(time.perf_counter() - committing)
             state.subscription_removed(subscriber_id, revision)

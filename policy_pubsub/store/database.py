@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,9 @@ from policy_pubsub.store.outbox import OutboxRepository
 from policy_pubsub.store.positions import PositionRepository
 from policy_pubsub.store.rows import PolicyRow, SubscriptionRow
 from policy_pubsub.store.signatures import SignatureRepository
-from policy_pubsub.store.state import SUBSCRIPTION_COLUMNS, StateRepository
+from policy_pubsub.store.state import POLICY, SUBSCRIPTION, SUBSCRIPTION_COLUMNS, StateRepository
 from policy_pubsub.store.tables import (
+    change_log,
     messages,
     outbox,
     policies,
@@ -182,11 +183,15 @@ class WriteTx:
                 ),
                 [_asdict(row) for row in rows],
             )
+            await self._log(
+                POLICY, [(row.policy_id, row.revision) for row in rows], rows[0].deployed_at
+            )
 
-    async def delete_policies(self, policy_ids: Iterable[str]) -> None:
-        ids = list(policy_ids)
-        if ids:
-            await self.conn.execute(delete(policies).where(policies.c.policy_id.in_(ids)))
+    async def delete_policies(self, deleted: Mapping[str, int], at: int) -> None:
+        """Delete policies: policy id -> the revision that undeployed it."""
+        if deleted:
+            await self.conn.execute(delete(policies).where(policies.c.policy_id.in_(list(deleted))))
+            await self._log(POLICY, list(deleted.items()), at)
 
     async def put_subscription(self, row: SubscriptionRow) -> None:
         """Insert or update a subscription. A new one gets its mark (what was last published
@@ -201,6 +206,7 @@ class WriteTx:
             ),
             [{name: getattr(row, name) for name in SUBSCRIPTION_COLUMNS}],
         )
+        await self._log(SUBSCRIPTION, [(row.subscriber_id, row.revision)], row.updated_at)
         await self.conn.execute(
             dialects.insert_ignore(self.dialect, subscription_marks),
             [
@@ -212,13 +218,24 @@ class WriteTx:
             ],
         )
 
-    async def delete_subscription(self, subscriber_id: str) -> None:
-        """Delete a subscription and its mark."""
+    async def delete_subscription(self, subscriber_id: str, revision: int, at: int) -> None:
+        """Delete a subscription and its mark, at ``revision``."""
         await self.conn.execute(
             delete(subscriptions).where(subscriptions.c.subscriber_id == subscriber_id)
         )
         await self.conn.execute(
             delete(subscription_marks).where(subscription_marks.c.subscriber_id == subscriber_id)
+        )
+        await self._log(SUBSCRIPTION, [(subscriber_id, revision)], at)
+
+    async def _log(self, kind: str, keys: Sequence[tuple[str, int]], at: int) -> None:
+        """Log that these keys (with the revision of each) were written or deleted."""
+        await self.conn.execute(
+            dialects.insert_ignore(self.dialect, change_log),
+            [
+                {"revision": revision, "kind": kind, "key": key, "created_at": at}
+                for key, revision in keys
+            ],
         )
 
     async def create_topics(self, names: Iterable[str], at: int) -> None:
