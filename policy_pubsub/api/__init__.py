@@ -23,6 +23,7 @@ from policy_pubsub.api.middleware import RequestMiddleware
 from policy_pubsub.api.routes import POLL_PATH, TABLE
 from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
+from policy_pubsub.background import ChangeLogPruning
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         outlet, relay = outlet_for(store, router)
         service = PolicyService(store, router, outlet, metrics=metrics)
         expiry = _stale_expiry(settings, service, store, metrics)
+        pruning = ChangeLogPruning(store, interval=settings.maintenance_interval_seconds)
         tuned = False
         try:
             await router.start()
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 relay.start()
             if expiry is not None:
                 expiry.start()
+            pruning.start()
             state.running = Running(store, router, service, relay)
             state.outages.start(store.ping, router.ping)
             _collect_for_serving()
@@ -75,7 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if tuned:
                 _collect_as_before()
             # Each part is closed even when one before it fails: the store last, always.
-            closing = [state.outages.close]
+            closing = [state.outages.close, pruning.close]
             closing += [expiry.close] if expiry is not None else []
             closing += [relay.close] if relay is not None else []
             for close in (*closing, router.close):

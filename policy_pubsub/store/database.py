@@ -218,15 +218,64 @@ class WriteTx:
             ],
         )
 
+    async def subscribe(self, rows: Sequence[SubscriptionRow]) -> None:
+        """Insert or update subscriptions (at most one row per subscriber), each with its
+        mark as its row says: a subscribe publishes the subscriber's starting snapshot.
+        """
+        if not rows:
+            return
+        await self.conn.execute(
+            dialects.upsert(
+                self.dialect,
+                subscriptions,
+                keys=("subscriber_id",),
+                update=("topic", "body", "revision", "updated_at"),
+            ),
+            [{name: getattr(row, name) for name in SUBSCRIPTION_COLUMNS} for row in rows],
+        )
+        await self.conn.execute(
+            dialects.upsert(
+                self.dialect,
+                subscription_marks,
+                keys=("subscriber_id",),
+                update=("last_revision", "last_published_at"),
+            ),
+            [
+                {
+                    "subscriber_id": row.subscriber_id,
+                    "last_revision": row.last_revision,
+                    "last_published_at": row.last_published_at,
+                }
+                for row in rows
+            ],
+        )
+        for at in sorted({row.updated_at for row in rows}):
+            await self._log(
+                SUBSCRIPTION,
+                [(row.subscriber_id, row.revision) for row in rows if row.updated_at == at],
+                at,
+            )
+
     async def delete_subscription(self, subscriber_id: str, revision: int, at: int) -> None:
         """Delete a subscription and its mark, at ``revision``."""
+        await self.delete_subscriptions({subscriber_id: revision}, at)
+
+    async def delete_subscriptions(self, deleted: Mapping[str, int], at: int) -> None:
+        """Delete subscriptions and their marks: subscriber id -> the revision deleting it."""
+        if not deleted:
+            return
+        ids = list(deleted)
         await self.conn.execute(
-            delete(subscriptions).where(subscriptions.c.subscriber_id == subscriber_id)
+            delete(subscriptions).where(
+                dialects.among(self.dialect, subscriptions.c.subscriber_id, ids)
+            )
         )
         await self.conn.execute(
-            delete(subscription_marks).where(subscription_marks.c.subscriber_id == subscriber_id)
+            delete(subscription_marks).where(
+                dialects.among(self.dialect, subscription_marks.c.subscriber_id, ids)
+            )
         )
-        await self._log(SUBSCRIPTION, [(subscriber_id, revision)], at)
+        await self._log(SUBSCRIPTION, list(deleted.items()), at)
 
     async def _log(self, kind: str, keys: Sequence[tuple[str, int]], at: int) -> None:
         """Log that these keys (with the revision of each) were written or deleted."""
