@@ -85,6 +85,11 @@ class Subscriptions:
             state.writing, self.commit, MAX_SUBSCRIPTION_CHANGES_PER_COMMIT
         )
 
+    @property
+    def queued(self) -> int:
+        """How many subscribes and unsubscribes wait for a transaction."""
+        return self._batches.queued
+
     async def subscribe(
         self,
         subscriber_id: str,
