@@ -1,8 +1,8 @@
 """Two replicas on one PostgreSQL database: what a change made on one costs the other, and a
 subscribe storm; the code under test against another version of it, in the same run.
 
-    .venv/bin/python bench/replicas.py [--subs 20000] [--pushes 40] [--storm 3000] \
-        [--clients 32] [--before REF] [--only after]
+    .venv/bin/python bench/replicas.py [--subs 20000] [--pushes 30] [--storm 3000] \
+        [--clients 32] [--storm-seconds 30] [--before REF] [--only after]
 
 For each version (``before``: the git ref ``--before``, default ``main``, exported to a
 scratch directory; ``after``: this tree), in a scratch PostgreSQL database seeded by bulk
@@ -16,7 +16,8 @@ policy ids; one in a thousand filters on ``bench.push``), two servers as ``serve
 - ``decide B quiet``: ms per ``POST /decision/v1`` on B with nothing changing;
 - ``decide B after push A``: the same on B, sent as soon as a push on A was answered;
 - ``subscribes/s``: ``--storm`` new subscriptions from ``--clients`` connections, half on
-  each replica, until all are answered; and the same on one server over SQLite.
+  each replica, until all are answered (or ``--storm-seconds`` passed: the rate is then of
+  those answered); and the same on one server over SQLite.
 
 Medians (and p90) of the latencies; client and servers share the machine's cores.
 """
@@ -195,13 +196,20 @@ async def _replica_latencies(port_a: int, port_b: int, pushes: int) -> dict[str,
     }
 
 
-async def _storm(ports: list[int], count: int, clients: int, prefix: str) -> float:
-    """Subscribes per second: ``count`` new subscriptions from ``clients`` connections."""
+async def _storm(
+    ports: list[int], count: int, clients: int, prefix: str, seconds: float
+) -> tuple[float, int]:
+    """Subscribes per second and how many were made: ``count`` new subscriptions from
+    ``clients`` connections, or as many as were answered within ``seconds``.
+    """
     conns = [Replica(ports[c % len(ports)]) for c in range(clients)]
     queue = list(range(count))
+    deadline = time.perf_counter() + seconds
+    done = 0
 
     async def client(conn: Replica) -> None:
-        while queue:
+        nonlocal done
+        while queue and time.perf_counter() < deadline:
             i = queue.pop()
             body = json.dumps(
                 {
@@ -215,6 +223,7 @@ async def _storm(ports: list[int], count: int, clients: int, prefix: str) -> flo
             )
             if status not in (200, 201):
                 raise RuntimeError(f"subscribe answered {status}: {answer[:200]!r}")
+            done += 1
 
     started = time.perf_counter()
     try:
@@ -222,7 +231,7 @@ async def _storm(ports: list[int], count: int, clients: int, prefix: str) -> flo
     finally:
         for conn in conns:
             await conn.close()
-    return count / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), done
 
 
 def run(version: str, tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -240,25 +249,32 @@ def run(version: str, tree: Path, args: argparse.Namespace, tmp: Path) -> dict[s
             b, port_b = _serve(tree, url, tmp / f"{version}-b.log")
             started.append(b)
             row |= asyncio.run(_replica_latencies(port_a, port_b, args.pushes))
-            row["subscribes/s PG A+B"] = asyncio.run(
-                _storm([port_a, port_b], args.storm, args.clients, version)
+            rate, done = asyncio.run(
+                _storm([port_a, port_b], args.storm, args.clients, version, args.storm_seconds)
             )
+            row["subscribes/s PG A+B"], row["made PG"] = rate, done
     finally:
         pg_drop(name)
     sqlite = f"sqlite+aiosqlite:///{tmp / f'{version}.db'}"
     with children() as started:
         server, port = _serve(tree, sqlite, tmp / f"{version}-sqlite.log")
         started.append(server)
-        row["subscribes/s SQLite"] = asyncio.run(_storm([port], args.storm, args.clients, version))
+        rate, done = asyncio.run(
+            _storm([port], args.storm, args.clients, version, args.storm_seconds)
+        )
+        row["subscribes/s SQLite"], row["made SQLite"] = rate, done
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--subs", type=int, default=20_000)
-    parser.add_argument("--pushes", type=int, default=40)
+    parser.add_argument("--pushes", type=int, default=30)
     parser.add_argument("--storm", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument(
+        "--storm-seconds", type=float, default=30.0, help="stop a storm after this long"
+    )
     parser.add_argument("--before", default="main", help="the git ref to compare with")
     parser.add_argument("--only", choices=["before", "after"], help="run one version")
     args = parser.parse_args()
@@ -281,7 +297,9 @@ def main() -> None:
             "decide B after push A ms",
             "decide after p90",
             "subscribes/s PG A+B",
+            "made PG",
             "subscribes/s SQLite",
+            "made SQLite",
         ],
     )
     save("replicas", head, rows)

@@ -187,6 +187,8 @@ class State:
             changes = await changes_since(tx.conn, self.revision)
             found = changes if changes is not None else await load_all(tx.conn)
             self._follow(replace(found, revision=revision - 1))
+        # The indexes now reflect every revision committed before this one.
+        self._behind = False
         return revision
 
     # -- what a commit changed ----------------------------------------------------------------

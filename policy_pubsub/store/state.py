@@ -55,9 +55,17 @@ class StateRepository:
         what changed after it, if the change log reaches back that far; else everything.
         """
         async with self._store.read(consistent=True) as conn:
-            if await current_revision(conn) == revision:
+            both = store_revision.join(
+                change_log_floor, change_log_floor.c.id == store_revision.c.id
+            )
+            now, floor = (
+                await conn.execute(
+                    select(store_revision.c.revision, change_log_floor.c.revision).select_from(both)
+                )
+            ).one()
+            if now == revision:
                 return None
-            changes = await changes_since(conn, revision)
+            changes = await changes_since(conn, revision, now, floor) if floor <= revision else None
             return changes if changes is not None else await load_all(conn)
 
     async def prune_log(self, before: int) -> int:
@@ -95,10 +103,13 @@ async def load_all(conn: AsyncConnection) -> Snapshot:
     return Snapshot(revision, policy_rows, subscription_rows, topic_rows)
 
 
-async def changes_since(conn: AsyncConnection, revision: int) -> Changes | None:
-    """What changed after ``revision``, read on ``conn``; None if the change log was pruned
-    past it. In one snapshot (a consistent read), or in a write transaction that holds the
-    revision lock, so that no change commits in between.
+async def changes_since(
+    conn: AsyncConnection, revision: int, now: int | None = None, floor: int | None = None
+) -> Changes | None:
+    """What changed after ``revision`` up to the store's revision ``now`` (read here if not
+    given), read on ``conn``; None if the change log was pruned past it (``floor``, if given,
+    is the log's floor read in the same snapshot). In one snapshot (a consistent read), or in
+    a write transaction that holds the revision lock, so that no change commits in between.
     """
     logged = await conn.execute(
         select(change_log.c.kind, change_log.c.key)
@@ -109,11 +120,13 @@ async def changes_since(conn: AsyncConnection, revision: int) -> Changes | None:
     subscriber_ids: list[str] = []
     for kind, key in logged:
         (policy_ids if kind == POLICY else subscriber_ids).append(key)
-    # Read after the log: a pruning that committed before the log's read shows here.
-    floor = (await conn.execute(select(change_log_floor.c.revision))).scalar_one_or_none()
-    if floor is None or floor > revision:
+    if floor is None:
+        # Read after the log: a pruning that committed before the log's read shows here.
+        floor = (await conn.execute(select(change_log_floor.c.revision))).scalar_one()
+    if floor > revision:
         return None
-    now = await current_revision(conn)
+    if now is None:
+        now = await current_revision(conn)
     dialect = conn.dialect.name
     policy_rows = (
         [
