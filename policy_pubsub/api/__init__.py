@@ -23,6 +23,7 @@ from policy_pubsub.api.middleware import RequestMiddleware
 from policy_pubsub.api.routes import POLL_PATH, TABLE
 from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
+from policy_pubsub.background import ChangeLogPruning
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 retention_seconds=settings.retention_seconds,
                 interval=settings.maintenance_interval_seconds,
             )
+        pruning = ChangeLogPruning(store, interval=settings.maintenance_interval_seconds)
         tuned = False
         try:
             await router.start()
@@ -71,6 +73,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 expiry.start()
             if retention is not None:
                 retention.start()
+            pruning.start()
             state.running = Running(store, router, service, relay)
             state.outages.start(store.ping, router.ping)
             _collect_for_serving()
@@ -85,7 +88,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if tuned:
                 _collect_as_before()
             # Each part is closed even when one before it fails: the store last, always.
-            closing = [state.outages.close]
+            closing = [state.outages.close, pruning.close]
             closing += [expiry.close] if expiry is not None else []
             closing += [retention.close] if retention is not None else []
             closing += [relay.close] if relay is not None else []

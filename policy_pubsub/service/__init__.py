@@ -208,6 +208,11 @@ class PolicyService:
         """How many policy changes wait for the next transaction."""
         return self._commits.queued
 
+    @property
+    def queued_subscription_changes(self) -> int:
+        """How many subscribes and unsubscribes wait for the next transaction."""
+        return self._subscriptions.queued
+
 
 def _policies(models: Sequence[ToscaPolicy]) -> list[Policy]:
     return [Policy.from_model(model) for model in models]

@@ -21,7 +21,6 @@ acknowledges them all. A transaction goes through these steps, in order:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,10 +28,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from policy_pubsub.exceptions import NotFound, PolicyPubSubError, StoreUnavailable
+from policy_pubsub.exceptions import NotFound, PolicyPubSubError
 from policy_pubsub.matching import PolicyIndex, Selector
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.routers import OutMessage, Router
+from policy_pubsub.service.batches import Batches
 from policy_pubsub.service.outlets import Outlet, Written
 from policy_pubsub.service.snapshots import ChangeSnapshots, change_snapshots, oversized
 from policy_pubsub.service.state import Policy, State
@@ -264,14 +264,6 @@ class Plan:
         return results
 
 
-@dataclass(slots=True)
-class _Queued:
-    """A change waiting for a transaction, and the future its caller awaits."""
-
-    change: PolicyChange
-    answer: asyncio.Future[ChangeResult]
-
-
 class GroupCommit:
     """Commits policy changes, those that queue up together in one transaction."""
 
@@ -283,12 +275,14 @@ class GroupCommit:
         self._router = router  # its largest message bounds every snapshot
         self._outlet = outlet
         self._metrics = metrics
-        self._queue: list[_Queued] = []  # changes waiting for the next transaction
+        self._batches: Batches[PolicyChange, ChangeResult] = Batches(
+            state.writing, self.commit, MAX_CHANGES_PER_COMMIT
+        )
 
     @property
     def queued(self) -> int:
         """How many changes wait for a transaction."""
-        return len(self._queue)
+        return self._batches.queued
 
     async def submit(self, change: PolicyChange) -> ChangeResult:
         """Queue the change, and return once it committed with whatever else was queued.
@@ -297,41 +291,7 @@ class GroupCommit:
         first of them to get it commits every queued change (at most
         ``MAX_CHANGES_PER_COMMIT``), each with its own revision in arrival order.
         """
-        queued = _Queued(change, asyncio.get_running_loop().create_future())
-        self._queue.append(queued)
-        try:
-            async with self._state.writing:
-                if not queued.answer.done():
-                    batch = self._queue[:MAX_CHANGES_PER_COMMIT]
-                    del self._queue[:MAX_CHANGES_PER_COMMIT]
-                    await self._commit_and_answer(batch)
-        except asyncio.CancelledError:
-            if queued in self._queue:
-                self._queue.remove(queued)
-            raise
-        return queued.answer.result()
-
-    async def _commit_and_answer(self, batch: Sequence[_Queued]) -> None:
-        """Commit the batch and answer each change's future, with its failure if it failed."""
-        try:
-            results = await self.commit([queued.change for queued in batch])
-        except BaseException as exc:
-            failure: Exception = (
-                exc
-                if isinstance(exc, Exception)
-                else StoreUnavailable("the transaction was interrupted; nothing was changed")
-            )
-            for queued in batch:
-                if not queued.answer.done():
-                    queued.answer.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for queued, result in zip(batch, results, strict=True):
-            if isinstance(result, PolicyPubSubError):
-                queued.answer.set_exception(result)
-            else:
-                queued.answer.set_result(result)
+        return await self._batches.submit(change)
 
     async def commit(self, batch: Sequence[PolicyChange]) -> list[ChangeResult | PolicyPubSubError]:
         """Commit the changes in one transaction, and return each one's result or refusal,
@@ -413,7 +373,14 @@ class GroupCommit:
                 if new is not None
             ]
         )
-        await tx.delete_policies(policy_id for policy_id, new in changed.items() if new is None)
+        await tx.delete_policies(
+            {
+                policy_id: plan.overlay.revisions[policy_id]
+                for policy_id, new in changed.items()
+                if new is None
+            },
+            plan.at,
+        )
         written = await self._outlet.write(tx, plan.messages, plan.at)
         by_revision: dict[int, list[str]] = {}
         for subscriber_id, published in plan.latest.items():

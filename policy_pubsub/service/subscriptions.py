@@ -1,9 +1,12 @@
 """Subscriptions: subscribe (insert or update, with its starting snapshot), unsubscribe, and
 the reads of the subscriber table and of its delivery status.
 
-Each subscribe and unsubscribe is a transaction of its own with its own revision; they are
-not grouped like policy changes (a subscribe answers with the subscriber's policies, and
-subscribers come one at a time).
+Subscribes and unsubscribes share commits the way policy changes do
+(:class:`~policy_pubsub.service.batches.Batches`): those that queue up behind a transaction
+commit together in the next one, each with its own revision in arrival order, its own
+starting snapshot and its own answer, as if it had been alone; one commit (one fsync)
+acknowledges them all. A fleet of components restarting together subscribes at the rate of
+the store's commits times the batch, not at the rate of its commits.
 """
 
 from __future__ import annotations
@@ -11,16 +14,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from policy_pubsub import constants
-from policy_pubsub.exceptions import NotFound, SubscriptionTaken
+from policy_pubsub.exceptions import NotFound, PolicyPubSubError, SubscriptionTaken
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import SubscriptionRequest
-from policy_pubsub.routers import Router
+from policy_pubsub.routers import OutMessage, Router
+from policy_pubsub.service.batches import Batches
 from policy_pubsub.service.outlets import Outlet
 from policy_pubsub.service.snapshots import (
     matching_policies,
@@ -33,7 +37,13 @@ from policy_pubsub.store import Store, SubscriptionRow, now_ms
 from policy_pubsub.subscription_record import SubscriptionRecord
 from policy_pubsub.timestamps import rfc3339
 
-__all__ = ["Resent", "SubscribeResult", "Subscriptions", "TopicCheck"]
+__all__ = [
+    "MAX_SUBSCRIPTION_CHANGES_PER_COMMIT",
+    "Resent",
+    "SubscribeResult",
+    "Subscriptions",
+    "TopicCheck",
+]
 
 # Whether the caller may use a topic (its auth rules); None where anyone may.
 TopicCheck = Callable[[str], bool]
@@ -65,6 +75,27 @@ class Resent:
     removed: int  # dead letters removed
 
 
+#: Subscribes and unsubscribes committed together at most.
+MAX_SUBSCRIPTION_CHANGES_PER_COMMIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscribe:
+    subscriber_id: str
+    record: dict[str, Any]  # the wire fields of the subscription record
+    may_use: TopicCheck | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsubscribe:
+    subscriber_id: str
+    may_use: TopicCheck | None
+
+
+_Request = _Subscribe | _Unsubscribe
+_Answer = SubscribeResult | int  # an unsubscribe answers with its revision
+
+
 class Subscriptions:
     """The subscriber table: its writes, each with a revision, and its reads."""
 
@@ -76,6 +107,14 @@ class Subscriptions:
         self._router = router
         self._outlet = outlet
         self._metrics = metrics
+        self._batches: Batches[_Request, _Answer] = Batches(
+            state.writing, self.commit, MAX_SUBSCRIPTION_CHANGES_PER_COMMIT
+        )
+
+    @property
+    def queued(self) -> int:
+        """How many subscribes and unsubscribes wait for a transaction."""
+        return self._batches.queued
 
     async def subscribe(
         self,
@@ -99,76 +138,117 @@ class Subscriptions:
             request.onap_component,
             request.onap_instance,
         ).to_wire()
-        state = self._state
-        async with state.writing:
-            async with self._store.write() as tx:
-                revision = await state.take_revision(tx)
-                existing = state.subscriptions.get(subscriber_id)
-                if existing and may_use is not None and not may_use(existing.topic):
-                    raise SubscriptionTaken(subscriber_id)
-                at = now_ms()
-                subscription = Subscription.make(
-                    subscriber_id,
-                    record,
-                    revision=revision,
-                    created_at=existing.created_at if existing else at,
-                    updated_at=at,
-                    last_revision=revision,
-                    last_published_at=at,
-                )
-                with self._metrics.matching_seconds.time():
-                    policies = matching_policies(state.policies, subscription.selector)
-                    message = subscribe_snapshot(subscription, revision, at, policies)
-                refused = oversized([message], self._router.max_message_bytes)
-                if refused is not None:
-                    # Raised in the transaction: it rolls back, the revision is not taken.
-                    log.warning("refused subscription %s: %s", subscriber_id, refused.message)
-                    raise refused
-                await tx.put_subscription(
-                    SubscriptionRow(
-                        subscriber_id,
-                        subscription.topic,
-                        orjson.dumps(record).decode(),
-                        revision,
-                        subscription.created_at,
-                        at,
-                        None,
-                        None,
-                    )
-                )
-                written = await self._outlet.write(tx, [message], at)
-                await tx.mark_published([subscriber_id], revision, at)
-                committing = time.perf_counter()
-            self._metrics.commit_seconds.observe(time.perf_counter() - committing)
-            state.subscription_put(subscription)
-            self._outlet.after_commit(written)
-        log.info(
-            "revision %d: %s subscription %s on topic %s (%d policies)",
-            revision,
-            "updated" if existing else "new",
-            subscriber_id,
-            subscription.topic,
-            len(policies),
-        )
-        return SubscribeResult(existing is None, subscription, policies)
+        answer = await self._batches.submit(_Subscribe(subscriber_id, record, may_use))
+        assert isinstance(answer, SubscribeResult)
+        return answer
 
     async def unsubscribe(self, subscriber_id: str, may_use: TopicCheck | None = None) -> int:
         """Delete a subscription; ``NotFound`` if unknown, or (with ``may_use``) on a topic it
         refuses, decided under the write lock. Returns the new revision.
         """
+        answer = await self._batches.submit(_Unsubscribe(subscriber_id, may_use))
+        assert isinstance(answer, int)
+        return answer
+
+    async def commit(self, batch: Sequence[_Request]) -> list[_Answer | PolicyPubSubError]:
+        """Commit the subscribes and unsubscribes in one transaction, each with its own
+        revision in order, and return each one's answer or refusal (a refused one takes no
+        revision and writes nothing). Call it holding the state's write lock.
+        """
         state = self._state
-        async with state.writing:
-            async with self._store.write() as tx:
-                revision = await state.take_revision(tx)
-                existing = state.subscriptions.get(subscriber_id)
-                if existing is None or (may_use is not None and not may_use(existing.topic)):
-                    raise NotFound("subscription", subscriber_id)
-                await tx.delete_subscription(subscriber_id)
-                committing = time.perf_counter()
-            self._metrics.commit_seconds.observe(time.perf_counter() - committing)
-            state.subscription_removed(subscriber_id, revision)
-        log.info("revision %d: subscription %s removed", revision, subscriber_id)
-        return revision
+        async with self._store.write() as tx:
+            first = await state.take_revision(tx)
+            at = now_ms()
+            planned = _Planned(first)
+            for request in batch:
+                if isinstance(request, _Subscribe):
+                    planned.answers.append(self._plan_subscribe(planned, request, at))
+                else:
+                    planned.answers.append(_plan_unsubscribe(planned, state, request))
+            if planned.last < first:
+                await tx.rollback()  # the revision taken goes back: nothing is written
+                return planned.answers
+            if planned.last > first:
+                await tx.advance_revision(planned.last)
+            await tx.subscribe(
+                [
+                    SubscriptionRow(
+                        s.subscriber_id,
+                        s.topic,
+                        orjson.dumps(s.record).decode(),
+                        s.revision,
+                        s.created_at,
+                        s.updated_at,
+                        s.last_revision,
+                        s.last_published_at,
+                    )
+                    for s in planned.after.values()
+                    if s is not None
+                ]
+            )
+            await tx.delete_subscriptions(
+                {
+                    subscriber_id: planned.revisions[subscriber_id]
+                    for subscriber_id, after in planned.after.items()
+                    if after is None
+                },
+                at,
+            )
+            written = (
+                await self._outlet.write(tx, planned.messages, at) if planned.messages else None
+            )
+            committing = time.perf_counter()
+        self._metrics.commit_seconds.observe(time.perf_counter() - committing)
+        for answer in planned.answers:
+            if isinstance(answer, SubscribeResult):
+                state.subscription_put(answer.subscription)
+            elif isinstance(answer, int):
+                state.subscription_removed(planned.removed[answer], answer)
+        if written is not None:
+            self._outlet.after_commit(written)
+        for answer in planned.answers:
+            if isinstance(answer, SubscribeResult):
+                subscription = answer.subscription
+                log.info(
+                    "revision %d: %s subscription %s on topic %s (%d policies)",
+                    subscription.revision,
+                    "new" if answer.created else "updated",
+                    subscription.subscriber_id,
+                    subscription.topic,
+                    len(answer.policies),
+                )
+            elif isinstance(answer, int):
+                log.info("revision %d: subscription %s removed", answer, planned.removed[answer])
+        return planned.answers
+
+    def _plan_subscribe(
+        self, planned: _Planned, request: _Subscribe, at: int
+    ) -> SubscribeResult | PolicyPubSubError:
+        """The subscription a subscribe writes and its starting snapshot; or its refusal."""
+        subscriber_id = request.subscriber_id
+        existing = planned.current(self._state, subscriber_id)
+        if existing and request.may_use is not None and not request.may_use(existing.topic):
+            return SubscriptionTaken(subscriber_id)
+        revision = planned.last + 1
+        subscription = Subscription.make(
+            subscriber_id,
+            request.record,
+            revision=revision,
+            created_at=existing.created_at if existing else at,
+            updated_at=at,
+            last_revision=revision,
+            last_published_at=at,
+        )
+        with self._metrics.matching_seconds.time():
+            policies = matching_policies(self._state.policies, subscription.selector)
+            message = subscribe_snapshot(subscription, revision, at, policies)
+        refused = oversized([message], self._router.max_message_bytes)
+        if refused is not None:
+            log.warning("refused subscription %s: %s", subscriber_id, refused.message)
+            return refused
+        planned.take(subscriber_id, subscription, revision)
+        planned.messages.append(message)
+        return SubscribeResult(existing is None, subscription, policies)
 
     async def resend(self, subscriber_ids: Sequence[str]) -> Resent:
         """Publish a fresh snapshot to each of the subscribers, at a new revision, and
@@ -272,3 +352,45 @@ class Subscriptions:
                 continue
             verdict[topic] = stats.oldest_unread_at is not None and stats.oldest_unread_at <= cutoff
         return [s for s in subscriptions if verdict[s.topic]]
+
+
+@dataclass(slots=True)
+class _Planned:
+    """What one transaction of subscribes and unsubscribes commits, planned in order:
+    revisions from ``first`` on, each subscriber's subscription after it (None: deleted)
+    with the revision of its last change, the starting snapshots, and each one's answer.
+    """
+
+    first: int
+    last: int = 0
+    after: dict[str, Subscription | None] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)
+    removed: dict[int, str] = field(default_factory=dict)  # revision -> subscriber id
+    messages: list[OutMessage] = field(default_factory=list)
+    answers: list[_Answer | PolicyPubSubError] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.last = self.first - 1
+
+    def current(self, state: State, subscriber_id: str) -> Subscription | None:
+        """The subscription as the changes planned so far leave it."""
+        if subscriber_id in self.after:
+            return self.after[subscriber_id]
+        return state.subscriptions.get(subscriber_id)
+
+    def take(self, subscriber_id: str, after: Subscription | None, revision: int) -> None:
+        self.after[subscriber_id] = after
+        self.revisions[subscriber_id] = revision
+        self.last = revision
+
+
+def _plan_unsubscribe(planned: _Planned, state: State, request: _Unsubscribe) -> int | NotFound:
+    """The revision an unsubscribe takes; or ``NotFound``."""
+    subscriber_id = request.subscriber_id
+    existing = planned.current(state, subscriber_id)
+    if existing is None or (request.may_use is not None and not request.may_use(existing.topic)):
+        return NotFound("subscription", subscriber_id)
+    revision = planned.last + 1
+    planned.take(subscriber_id, None, revision)
+    planned.removed[revision] = subscriber_id
+    return revision

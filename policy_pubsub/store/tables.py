@@ -144,3 +144,23 @@ store_counters = Table(
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# Which policy ("p") or subscription ("s") each revision wrote or deleted, written in the
+# transaction of the change: a replica at revision R reads the keys logged after R and then
+# those rows as they are now (absent: deleted). Pruned by age (``ChangeLogPruning``).
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(1), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("created_at", BigInteger, nullable=False, index=True),
+)
+
+# One row (id = 1): the change log holds every change after this revision; pruning raises it.
+change_log_floor = Table(
+    "change_log_floor",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)
