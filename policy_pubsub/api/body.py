@@ -132,7 +132,12 @@ def _too_large(limit: int) -> ApiError:
 
 
 async def read_model(request: Request, model: type[M]) -> M:
-    body = await read_json(request)
+    """The body, read as JSON and validated into ``model``; 400 naming each bad field."""
+    return to_model(await read_json(request), model)
+
+
+def to_model(body: Any, model: type[M]) -> M:
+    """A JSON body validated into ``model``; 400 naming each bad field."""
     if not isinstance(body, dict):
         raise ApiError(400, f"body: must be a JSON object, not {_kind(body)}.")
     try:

@@ -188,3 +188,36 @@ async def test_the_sdk_long_polls_its_queue_through_the_server(tmp_path: Path) -
     finally:
         await stop_server(live, task)
         await delete_on_broker(exchange, [subscriber])
+
+
+async def test_a_message_the_broker_refuses_for_good_goes_to_the_dead_letters(
+    tmp_path: Path,
+) -> None:
+    """A subscriber whose queue RabbitMQ will not declare (an ``amq.`` name is reserved) has
+    its snapshot moved to the dead letters with RabbitMQ's reason; the snapshot behind it, of
+    another subscriber on the same topic, is delivered.
+    """
+    await skip_without_rabbitmq()
+    exchange, tag = unique_exchange(), f"{random.getrandbits(32):x}"
+    refused, fine = f"amq.refused-{tag}", f"sub-fine-{tag}"
+    settings = make_settings(tmp_path, router_url=AMQP_URL, amqp_exchange=exchange)
+    live, task = await start_server(settings)
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+            for subscriber in (refused, fine):
+                r = await http.post(
+                    f"/decision/v1/subscription/{subscriber}",
+                    json={"subscriber_topic": "t.dead", "policy-filters": FILTERS},
+                )
+                assert r.status_code == 201, r.text
+            await wait_for(lambda: _outbox_depth_is(http, 0), timeout=15)
+            r = await http.get("/dead-letters")
+            assert r.status_code == 200, r.text
+            [letter] = r.json()["dead_letters"]
+        assert letter["subscriber_id"] == refused
+        assert "ACCESS_REFUSED" in letter["reason"]
+        [message] = await _queued(fine)
+        assert json.loads(message.body)["subscriber_id"] == fine
+    finally:
+        await stop_server(live, task)
+        await delete_on_broker(exchange, [fine])
