@@ -26,6 +26,7 @@ from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
+from policy_pubsub.onap.channel import build_channel, build_pdp
 from policy_pubsub.service import PolicyService, outlet_for
 from policy_pubsub.stale import StaleExpiry
 from policy_pubsub.store import Store
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         outlet, relay = outlet_for(store, router)
         service = PolicyService(store, router, outlet, metrics=metrics)
         expiry = _stale_expiry(settings, service, store, metrics)
+        pdp = build_pdp(settings, service)
+        pap = build_channel(settings, pdp, store, router)
         tuned = False
         try:
             await router.start()
@@ -61,7 +64,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 relay.start()
             if expiry is not None:
                 expiry.start()
-            state.running = Running(store, router, service, relay)
+            if pap is not None:
+                await pap.start()
+                log.info(
+                    "PDP %s joins PDP group %s on topic %s",
+                    pdp.identity.name,
+                    pdp.identity.group,
+                    pap.topic,
+                )
+            state.running = Running(store, router, service, relay, pdp, pap)
             state.outages.start(store.ping, router.ping)
             _collect_for_serving()
             tuned = True
@@ -76,6 +87,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 _collect_as_before()
             # Each part is closed even when one before it fails: the store last, always.
             closing = [state.outages.close]
+            closing += [pap.close] if pap is not None else []
             closing += [expiry.close] if expiry is not None else []
             closing += [relay.close] if relay is not None else []
             for close in (*closing, router.close):
