@@ -68,7 +68,9 @@ async def pdp_update(request: Request) -> Response:
         deployed = await service.policies()
         return json_response(pdp_refused(update, exc.message, service.revision, deployed), 413)
     _pushed(request, result)
-    return json_response(pdp_status(update, result, await service.policies()))
+    status = pdp_status(update, result, await service.policies())
+    status["state"] = app_state(request).pdp.state  # as PDP_STATE_CHANGE last set it
+    return json_response(status)
 
 
 async def _state_change(request: Request, body: dict[str, Any]) -> Response:

@@ -151,10 +151,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "pdpUpdate",
             "pap",
-            "Apply an ONAP PDP_UPDATE (a delta, or El Alto's complete set)",
+            "Apply an ONAP PDP_UPDATE (a delta, or El Alto's complete set), or take a "
+            "PDP_STATE_CHANGE (PASSIVE or ACTIVE)",
             {200: ("The PDP_STATUS answer.", ref("pdp-status"))},
             _WRITE,
-            body=ref("pdp-update"),
+            body={"oneOf": [ref("pdp-update"), ref("pdp-state-change")]},
             error_bodies={
                 413: (
                     "The body is larger than the server's limit (an Error), or a snapshot the "

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from policy_pubsub import schemas
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.onap.channel import PapChannel
 from tests.api.helpers import tosca
@@ -112,6 +113,9 @@ async def dialogue(pap: PapSimulator, pdp: LiveServer) -> None:
     assert passive["response"]["responseStatus"] == "SUCCESS"
     assert passive["state"] == "PASSIVE"
 
+    for status in pap.statuses:  # registration, heartbeats and answers, as schemas/v1 says
+        schemas.validator("pdp-status").validate(status)
+
 
 async def test_dialogue_over_the_embedded_router(tmp_path: Path) -> None:
     """A PAP whose DMaaP topic is this server's own /events registers, deploys, undeploys,
@@ -201,6 +205,7 @@ async def test_webhook_takes_a_state_change(tmp_path: Path) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["state"] == "PASSIVE"
         assert r.json()["response"]["responseStatus"] == "SUCCESS"
+        schemas.validator("pdp-status").validate(r.json())
         r = await http.post("/pap/v1/pdp-update", json=state_change(None, "SAFE"))
         assert r.status_code == 400
         assert "SAFE" in r.json()["error"]
