@@ -146,6 +146,8 @@ class PapChannel:
                 await self._send(await self.pdp.status())
             except (*_TRANSIENT, MessageRefused) as exc:
                 self._failed("heartbeat not sent", exc)
+            except Exception:
+                log.exception("PAP channel: heartbeat failed")
             self._first_beat.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._interval_changed.wait(), self.pdp.heartbeat_ms / 1000)
@@ -181,7 +183,14 @@ class PapChannel:
         ) as delivery:
             interval = self.pdp.heartbeat_ms
             for text in delivery.messages:
-                answer = await self.pdp.handle(text)
+                try:
+                    answer = await self.pdp.handle(text)
+                except _TRANSIENT:
+                    raise  # read again once the store or router is back
+                except Exception:
+                    # A fault of ours with this message: skipped, not retried for ever.
+                    log.exception("PAP channel: skipped a message it failed to handle")
+                    continue
                 if answer is None:
                     continue
                 try:

@@ -33,7 +33,7 @@ import orjson
 from pydantic import ValidationError
 
 from policy_pubsub.api.wire import pdp_refused, pdp_status
-from policy_pubsub.exceptions import InvalidRequest, SnapshotTooLarge
+from policy_pubsub.exceptions import InvalidRequest, NotFound, SnapshotTooLarge
 from policy_pubsub.models import PdpUpdate
 from policy_pubsub.onap import messages
 from policy_pubsub.onap.messages import Addressing, PdpStateChange
@@ -138,7 +138,8 @@ class Pdp:
 
     async def update(self, update: PdpUpdate) -> dict[str, Any]:
         """Apply a PDP_UPDATE for this PDP and answer it; the change is committed (with its
-        snapshots) when this returns. A change the router could not carry is a FAIL.
+        snapshots) when this returns. An update the service refuses (a snapshot the router
+        could not carry, a request it finds invalid) is a FAIL that changed nothing.
         """
         extra = update.model_extra or {}
         subgroup = extra.get("pdpSubgroup")
@@ -148,7 +149,8 @@ class Pdp:
             self.heartbeat_ms = interval
         try:
             result = await self._service.pdp_update(update)
-        except SnapshotTooLarge as exc:
+        except (SnapshotTooLarge, InvalidRequest, NotFound) as exc:
+            # Refused, nothing changed: the PAP reads why from the FAIL.
             log.warning("refused PDP_UPDATE %s: %s", update.request_id, exc.message)
             deployed = await self._service.policies()
             answer = pdp_refused(update, exc.message, self._service.revision, deployed)

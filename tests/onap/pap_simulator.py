@@ -31,7 +31,7 @@ Status = dict[str, Any]
 
 
 class PapSimulator:
-    """The PAP's side of the dialogue over a DMaaP MR reached at ``mr_url``."""
+    """The PAP's side of the dialogue, over a DMaaP MR that ``http`` reaches."""
 
     def __init__(self, http: httpx.AsyncClient, *, topic: str = TOPIC, group: str = "policy-pap"):
         self._http = http
@@ -41,7 +41,7 @@ class PapSimulator:
         self._arrived = asyncio.Condition()
 
     async def run(self) -> None:
-        """Read the topic for ever, keeping each PDP_STATUS (a DMaaP consumer, 15 s polls)."""
+        """Read the topic for ever, keeping each PDP_STATUS (a DMaaP consumer, 1 s polls)."""
         while True:
             try:
                 r = await self._http.get(
@@ -54,7 +54,7 @@ class PapSimulator:
                 await asyncio.sleep(0.05)
                 continue
             r.raise_for_status()
-            received = [orjson.loads(item) for item in r.json()]
+            received = [_decoded(item) for item in r.json()]
             async with self._arrived:
                 self.statuses += [m for m in received if m.get("messageName") == "PDP_STATUS"]
                 self._arrived.notify_all()
@@ -108,6 +108,15 @@ class PapSimulator:
         )
         activated = await self.request(state_change(status["name"], "ACTIVE"))
         return updated, activated
+
+
+def _decoded(item: str) -> dict[str, Any]:
+    """A message read, or {} for one that is no JSON object (the PAP's decoder skips those)."""
+    try:
+        message = orjson.loads(item)
+    except orjson.JSONDecodeError:
+        return {}
+    return message if isinstance(message, dict) else {}
 
 
 def _header(kind: str, name: str | None, group: str | None, subgroup: str | None) -> Status:

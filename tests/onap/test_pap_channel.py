@@ -17,6 +17,7 @@ import pytest
 from policy_pubsub import schemas
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.onap.channel import PapChannel
+from policy_pubsub.routers import OutMessage
 from tests.api.helpers import tosca
 from tests.conftest import (
     LiveServer,
@@ -137,8 +138,9 @@ async def test_dialogue_over_an_external_message_router(tmp_path: Path) -> None:
 
 async def test_messages_for_others_are_ignored(tmp_path: Path) -> None:
     """Updates for another PDP name, broadcasts to another group or subgroup, other PDPs'
-    statuses and a message that is no PDP message change nothing and get no answer; a broadcast
-    to the PDP's own group and subgroup is handled, and a malformed update for it gets FAIL.
+    statuses, a message that is no PDP message and one that is not JSON change nothing, get no
+    answer and hold nothing up; a broadcast to the PDP's own group is handled, and a malformed
+    update for it gets FAIL.
     """
     async with live(pdp_settings(tmp_path, "embedded")) as pdp, running_pap(pdp.url) as pap:
         registration = await pap.registration(group=GROUP)
@@ -150,6 +152,8 @@ async def test_messages_for_others_are_ignored(tmp_path: Path) -> None:
             {**registration, "name": "pdp-2", "requestId": "someone-else"},
             {"hello": "world"},
         ]
+        # Not JSON at all: only another writer than a DMaaP client could put it there.
+        await pdp.state.router.publish([OutMessage(pap.topic, "{not json")])
         for message in ignored:
             await pap.send(message)
         broadcast = await pap.request(update(None, GROUP, None, deploy=[tosca("for.group")]))
