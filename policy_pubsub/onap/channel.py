@@ -111,11 +111,26 @@ class PapChannel:
         if self._owns_router:
             await self._router.close()
 
+    def report(self) -> dict[str, Any]:
+        """What /healthcheck says of the PDP: informative only, the server's health does not
+        depend on its PAP.
+        """
+        return {
+            "name": self.pdp.identity.name,
+            "group": self.pdp.identity.group,
+            "subgroup": self.pdp.subgroup,
+            "state": self.pdp.state,
+            "topic": self.topic,
+            "leader": self.leading,
+            "error": self.last_error,
+        }
+
     async def _run(self) -> None:
         async with leadership(self._store, LOCK_NAME) as lock:
             while True:
                 if not await lock.acquire():
-                    await asyncio.sleep(self._retry_max)
+                    # Another replica is the PDP; take over about as fast as a beat is missed.
+                    await asyncio.sleep(min(self._retry_max, self.pdp.heartbeat_ms / 1000))
                     continue
                 self.leading = True
                 self._restart_pdp()

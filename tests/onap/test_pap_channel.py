@@ -110,12 +110,34 @@ async def dialogue(pap: PapSimulator, pdp: LiveServer) -> None:
     assert undeployed["policies"] == []
     assert await deployed(pdp) == set()
 
+    # El Alto's PAP sends the complete set in `policies`: what is not listed goes.
+    for wanted in (["onap.scaleout.tca", "onap.vfirewall.tca"], ["onap.vfirewall.tca"]):
+        el_alto = update(NAME, GROUP, PDP_TYPE, heartbeat_ms=HEARTBEAT_MS)
+        del el_alto["policiesToBeDeployed"], el_alto["policiesToBeUndeployed"]
+        answer = await pap.request({**el_alto, "policies": [tosca(p) for p in wanted]})
+        assert answer["response"]["responseStatus"] == "SUCCESS"
+        assert [p["name"] for p in answer["policies"]] == wanted
+        assert await deployed(pdp) == set(wanted)
+
     passive = await pap.request(state_change(NAME, "PASSIVE"))
     assert passive["response"]["responseStatus"] == "SUCCESS"
     assert passive["state"] == "PASSIVE"
 
     for status in pap.statuses:  # registration, heartbeats and answers, as schemas/v1 says
         schemas.validator("pdp-status").validate(status)
+
+    async with httpx.AsyncClient(base_url=pdp.url) as http:
+        health = (await http.get("/healthcheck")).json()
+    schemas.validator("healthcheck").validate(health)
+    assert health["details"]["pdp"] == {
+        "name": NAME,
+        "group": GROUP,
+        "subgroup": PDP_TYPE,
+        "state": "PASSIVE",
+        "topic": "POLICY-PDP-PAP",
+        "leader": True,
+        "error": None,
+    }
 
 
 async def test_dialogue_over_the_embedded_router(tmp_path: Path) -> None:
@@ -218,19 +240,39 @@ async def test_webhook_takes_a_state_change(tmp_path: Path) -> None:
 
 async def test_one_replica_talks_to_the_pap(tmp_path: Path) -> None:
     """Two replicas of one PostgreSQL store are one PDP: only the lock holder registers and
-    beats; the other stays silent.
+    beats, the other stays silent; when the leader stops it says TERMINATED, and the other
+    replica takes over and registers.
     """
     async with postgres_database() as url:
         (tmp_path / "a").mkdir()
         (tmp_path / "b").mkdir()
         common = {"database_url": url, "pdp_name": None, "pdp_heartbeat_ms": 100}
-        async with (
-            live(pdp_settings(tmp_path / "a", "embedded", **common)) as a,
-            live(pdp_settings(tmp_path / "b", "embedded", **common)) as b,
-            running_pap(a.url) as pap,
-        ):
-            await pap.registration(group=GROUP)
-            await wait_for(lambda: len(pap.statuses) >= 5, timeout=5)
-            names = {s["name"] for s in pap.statuses}
-            assert len(names) == 1
-            assert [channel(a).leading, channel(b).leading].count(True) == 1
+        a, a_task = await start_server(pdp_settings(tmp_path / "a", "embedded", **common))
+        try:
+            async with (
+                live(pdp_settings(tmp_path / "b", "embedded", **common)) as b,
+                running_pap(b.url) as pap,
+            ):
+                first = await pap.registration(group=GROUP)
+                await wait_for(lambda: len(pap.statuses) >= 5, timeout=5)
+                assert {s["name"] for s in pap.statuses} == {first["name"]}
+                leader, other = (a, b) if channel(a).leading else (b, a)
+                assert not channel(other).leading
+                assert first["name"] == channel(leader).pdp.identity.name
+
+                if leader is a:
+                    await stop_server(a, a_task)
+                else:
+                    await channel(b).close()  # b serves the PAP's topic: stop only its PDP
+                goodbye = await pap.wait_status(
+                    lambda s: s["name"] == first["name"] and s["state"] == "TERMINATED"
+                )
+                taken = await pap.wait_status(
+                    lambda s: s["name"] != first["name"] and "response" not in s,
+                    after=pap.statuses.index(goodbye),
+                )
+                assert taken["name"] == channel(other).pdp.identity.name
+                assert taken["state"] == "PASSIVE"
+        finally:
+            if not a_task.done():
+                await stop_server(a, a_task)
