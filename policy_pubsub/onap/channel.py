@@ -182,7 +182,7 @@ class PapChannel:
                 backoff = min(self._retry_max, max(0.05, backoff * 2)) * random.uniform(0.8, 1.2)
                 continue
             if self.last_error is not None:
-                log.info("PAP channel: reading %r again", self.topic)
+                log.info("PAP channel: topic %r reachable again", self.topic)
                 self.last_error = None
             backoff = 0.0
 

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from policy_pubsub import schemas
+from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.onap.channel import PapChannel
 from policy_pubsub.routers import OutMessage
@@ -35,9 +36,9 @@ PDP_TYPE = "policy-pubsub"
 HEARTBEAT_MS = 200
 
 
-def pdp_settings(tmp_path: Path, pap_topic_url: str, **overrides: Any) -> Any:
-    """A PDP server: a named PDP whose own heartbeat is slow until its PAP says otherwise."""
-    values: dict[str, Any] = {
+def pdp_overrides(pap_topic_url: str, **overrides: Any) -> dict[str, Any]:
+    """A named PDP whose own heartbeat is slow until its PAP says otherwise."""
+    return {
         "pap_topic_url": pap_topic_url,
         "pdp_name": NAME,
         "pdp_group": GROUP,
@@ -45,11 +46,15 @@ def pdp_settings(tmp_path: Path, pap_topic_url: str, **overrides: Any) -> Any:
         "pap_poll_timeout_ms": 1000,
         **overrides,
     }
-    return make_settings(tmp_path, **values)
+
+
+def pdp_settings(tmp_path: Path, pap_topic_url: str, **overrides: Any) -> Settings:
+    """A PDP server on a SQLite file in ``tmp_path``."""
+    return make_settings(tmp_path, **pdp_overrides(pap_topic_url, **overrides))
 
 
 @asynccontextmanager
-async def live(settings: Any) -> AsyncIterator[LiveServer]:
+async def live(settings: Settings) -> AsyncIterator[LiveServer]:
     server, task = await start_server(settings)
     try:
         yield server
@@ -140,11 +145,12 @@ async def dialogue(pap: PapSimulator, pdp: LiveServer) -> None:
     }
 
 
-async def test_dialogue_over_the_embedded_router(tmp_path: Path) -> None:
+async def test_dialogue_over_the_embedded_router(settings: Settings) -> None:
     """A PAP whose DMaaP topic is this server's own /events registers, deploys, undeploys,
-    activates and hears the heartbeats of the server's PDP.
+    activates and hears the heartbeats of the server's PDP (on each store).
     """
-    async with live(pdp_settings(tmp_path, "embedded")) as pdp, running_pap(pdp.url) as pap:
+    ours = settings.model_copy(update=pdp_overrides("embedded"))
+    async with live(ours) as pdp, running_pap(pdp.url) as pap:
         await dialogue(pap, pdp)
 
 
