@@ -30,6 +30,12 @@ class PapTopic:
         if url == EMBEDDED or url.startswith(EMBEDDED + "/"):
             return cls(None, _topic(url[len(EMBEDDED) + 1 :], url))
         parts = urlsplit(url)
+        if parts.scheme.startswith("kafka"):
+            raise ValueError(
+                "Kafka is not a transport of the PAP channel: put POLICY-PDP-PAP on a DMaaP "
+                "Message Router (dmaap+http(s)://HOST:PORT/POLICY-PDP-PAP) or on this server "
+                "('embedded')"
+            )
         if parts.scheme not in ("dmaap+http", "dmaap+https") or not parts.hostname:
             raise ValueError(
                 "the PAP topic URL must be 'embedded', 'embedded/TOPIC' or "
