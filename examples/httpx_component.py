@@ -58,8 +58,12 @@ def say(line: str) -> None:
 
 
 def version(policy: dict[str, Any]) -> str:
+    """The TOSCA version, as ONAP's PAP names it; metadata.policy-version only without one."""
     metadata = policy.get("metadata") or {}
-    return str(metadata.get("policy-version") or policy.get("version") or "?")
+    found = policy.get("version")
+    if found is None:
+        found = metadata.get("policy-version")
+    return "?" if found is None else str(found)
 
 
 @dataclass

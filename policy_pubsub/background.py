@@ -15,7 +15,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from policy_pubsub.store import Store, leadership
+from policy_pubsub.exceptions import StoreUnavailable
+from policy_pubsub.store import Store, leadership, now_ms
 from policy_pubsub.tasks import cancelled
 
 log = logging.getLogger(__name__)
@@ -74,4 +75,43 @@ class Periodic:
                     log.exception("%s failed, will retry", self.name)
 
 
-__all__ = ["Periodic"]
+#: How long the store's change log keeps what each revision changed. A replica that comes
+#: back to the store within this time (from a lost notification connection, a network
+#: partition, a pause) reads only what changed; one away longer reads everything again. A
+#: connected replica follows within a moment, so this only bounds an outage.
+CHANGE_LOG_KEEP_SECONDS = 3600.0
+
+
+class ChangeLogPruning:
+    """Drops what the store's change log holds for longer than ``keep_seconds``, every
+    ``interval`` seconds, on one replica at a time.
+    """
+
+    def __init__(
+        self, store: Store, *, interval: float, keep_seconds: float = CHANGE_LOG_KEEP_SECONDS
+    ) -> None:
+        self._store = store
+        self._keep_ms = int(keep_seconds * 1000)
+        self._job = Periodic(
+            "change log pruning",
+            store,
+            self.prune_once,
+            interval=interval,
+            expected=(StoreUnavailable,),
+        )
+
+    def start(self) -> None:
+        self._job.start()
+
+    async def close(self) -> None:
+        await self._job.close()
+
+    async def prune_once(self) -> int:
+        """Prune now; how many entries were dropped."""
+        dropped = await self._store.state.prune_log(now_ms() - self._keep_ms)
+        if dropped:
+            log.debug("dropped %d change log entries", dropped)
+        return dropped
+
+
+__all__ = ["CHANGE_LOG_KEEP_SECONDS", "ChangeLogPruning", "Periodic"]

@@ -21,10 +21,22 @@ component can catch ``ClientError`` (or ``PolicyPubSubError``) and act on the at
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from policy_pubsub.routers.messages import OutMessage
+
+class RoutedMessage(Protocol):
+    """What :class:`MessageRefused` tells of the refused message (a router's ``OutMessage``;
+    named structurally so that this module needs nothing from the server's packages).
+    """
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def key(self) -> str | None: ...
+
+    @property
+    def revision(self) -> int | None: ...
 
 
 class PolicyPubSubError(Exception):
@@ -103,7 +115,7 @@ class MessageRefused(PolicyPubSubError):
     none after it was published. ``reason`` is the router's own words.
     """
 
-    def __init__(self, message: OutMessage, reason: str) -> None:
+    def __init__(self, message: RoutedMessage, reason: str) -> None:
         super().__init__(f"the message router refused a message on {message.topic!r}: {reason}")
         self.refused = message
         self.reason = reason

@@ -76,6 +76,7 @@ class _Scraped:
     held_reads: int | None = None
     active_polls: int | None = None
     outbox: tuple[int, float, bool, bool, int] | None = None  # depth, age, leader, failing, sent
+    dead_letters: tuple[int, int] | None = None  # ever made (kept in the store), kept now
     lag_top: list[tuple[str, int]] = field(default_factory=list)
     lag_total: int | None = None
     lag_topics: int | None = None
@@ -138,6 +139,20 @@ class _ScrapeCollector(Collector):
                 PREFIX + "outbox_relayed",
                 "Outbox rows this server's relay delivered to the router.",
                 value=sent,
+            )
+        if s.dead_letters is not None:
+            total, kept = s.dead_letters
+            yield CounterMetricFamily(
+                PREFIX + "dead_letters",
+                "Messages the router refused for good, moved to the dead letters: a count kept "
+                "in the store, so it survives restarts, retries and expiry, and is the same on "
+                "every replica of a shared store.",
+                value=total,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "dead_letters_kept",
+                "Dead letters in the store now (until retried or past the retention window).",
+                value=kept,
             )
 
 
@@ -282,6 +297,11 @@ class Metrics:
                     status.last_error is not None,
                     relay.published,
                 )
+            try:
+                scraped.dead_letters = await state.store.dead_letters.figures()
+            except StoreUnavailable as exc:
+                self.store_errors.inc()
+                log.warning("metrics: cannot read the dead letters: %s", exc)
         now = time.monotonic()
         if self._lag_read_at is None or now - self._lag_read_at >= self._lag_refresh:
             self._lag_read_at = now

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from policy_pubsub import constants
-from policy_pubsub.policy_identity import choose_id, choose_version
+from policy_pubsub.policy_identity import choose_id, choose_version, filled_metadata
 
 # Outer safety nets, as in schemas/v1; the settings' caps (max_filters_per_subscription,
 # max_ids_per_filter, max_policies_per_push) are checked by the API and may only be lower.
@@ -31,6 +31,9 @@ MAX_IDS_PER_FILTER = 10_000
 MAX_FILTERS = 1000
 MAX_POLICIES = 100_000
 MAX_TEXT = 1024
+
+# The start of the refusal of a policy whose name and metadata.policy-id differ.
+NAME_MISMATCH = "the policy's name and metadata.policy-id differ"
 
 
 def _filter_value(value: Any) -> str | list[str]:
@@ -71,6 +74,9 @@ NonEmptyStr = Annotated[StrictStr, StringConstraints(min_length=1, max_length=MA
 FilterValue = Annotated[str | list[str], PlainValidator(_filter_value)]
 PolicyId = Annotated[StrictStr, StringConstraints(pattern=constants.POLICY_ID_PATTERN)]
 Topic = Annotated[StrictStr, StringConstraints(pattern=constants.TOPIC_PATTERN)]
+# Subscribers named in one dead-letter retry.
+MAX_RETRY = 10_000
+SubscriberId = Annotated[StrictStr, StringConstraints(pattern=constants.SUBSCRIBER_ID_PATTERN)]
 Version = Annotated[str | int, PlainValidator(_version)]
 ColumnStr = Annotated[StrictStr, AfterValidator(_no_nul)]
 
@@ -118,7 +124,14 @@ class PolicyMetadata(BaseModel):
 
 
 class ToscaPolicy(BaseModel):
-    """A policy as ONAP deploys it. Only identity, type and version are read; the rest is kept."""
+    """A policy as ONAP deploys it. Only identity, type and version are read; the rest is kept.
+
+    The identity is ONAP's (see ``policy_identity``): ``name`` and ``version``, else
+    ``metadata.policy-id`` and ``metadata.policy-version``. A ``name`` and a
+    ``metadata.policy-id`` that differ are refused: ONAP's policy-api writes the second from
+    the first, and a PDP that answered the PAP under one and components under the other would
+    be two policies at once.
+    """
 
     model_config = ConfigDict(extra="allow")
 
@@ -132,22 +145,34 @@ class ToscaPolicy(BaseModel):
     @model_validator(mode="after")
     def _identity(self) -> ToscaPolicy:
         if self.policy_id is None:
-            raise ValueError("a policy needs 'metadata.policy-id' or 'name'")
+            raise ValueError("a policy needs 'name' or 'metadata.policy-id'")
         if self.policy_version is None:
-            raise ValueError("a policy needs 'metadata.policy-version' or 'version'")
+            raise ValueError("a policy needs 'version' or 'metadata.policy-version'")
+        metadata_id = None if self.metadata is None else self.metadata.policy_id
+        if self.name is not None and metadata_id is not None and metadata_id != self.name:
+            raise ValueError(
+                f"{NAME_MISMATCH}: 'name' is {self.name!r}, 'metadata.policy-id' "
+                f"{metadata_id!r} (ONAP's policy-api sets metadata.policy-id to the name)"
+            )
         return self
 
     @property
     def policy_id(self) -> str | None:
-        """``metadata.policy-id``, else ``name`` (the rule of ``policy_identity``)."""
+        """``name``, else ``metadata.policy-id`` (the rule of ``policy_identity``)."""
         metadata_id = None if self.metadata is None else self.metadata.policy_id
-        return choose_id(metadata_id, self.name)
+        return choose_id(self.name, metadata_id)
 
     @property
     def policy_version(self) -> str | None:
-        """``metadata.policy-version``, else ``version``, as a string."""
+        """``version``, else ``metadata.policy-version``, as a string."""
         metadata_version = None if self.metadata is None else self.metadata.policy_version
-        return choose_version(metadata_version, self.version)
+        return choose_version(self.version, metadata_version)
+
+    def body(self) -> dict[str, Any]:
+        """The policy as given, with ``metadata.policy-id`` and ``policy-version`` filled in
+        where missing, as ONAP's policy-api fills them.
+        """
+        return filled_metadata(self.model_dump(by_alias=True, exclude_unset=True))
 
 
 PolicyList = Annotated[list[ToscaPolicy], Field(max_length=MAX_POLICIES)]
@@ -215,25 +240,53 @@ class PolicyPush(_Strict):
 
 
 class PolicyIdent(_Strict):
-    """A policy named for undeployment in a PDP_UPDATE."""
+    """A policy named for undeployment in a PDP_UPDATE: ONAP's ``ToscaConceptIdentifier``,
+    the TOSCA name and version. Without a version, whichever version is deployed.
+    """
 
     name: PolicyId
     version: Version | None = None
 
 
 IdentList = Annotated[list[PolicyIdent], Field(max_length=MAX_POLICIES)]
+OptionalText = StrictStr | None
+
+
+def _non_negative(value: Any) -> int | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError("must be a non-negative integer (milliseconds)")
+
+
+Millis = Annotated[int | None, PlainValidator(_non_negative)]
 
 
 class PdpUpdate(BaseModel):
-    """An ONAP PDP_UPDATE: a delta (``policiesToBeDeployed``/``policiesToBeUndeployed``) or the
-    complete desired set (El Alto's ``policies``). The PAP's other fields are accepted and ignored.
+    """An ONAP PDP_UPDATE (onap/policy-models ``PdpUpdate``), as every PAP release sends it.
+
+    - El Alto to Guilin: ``policies``, the complete set the PDP's subgroup should have.
+    - Honolulu: ``policies`` (still the complete set) and the delta that led to it,
+      ``policiesToBeDeployed`` / ``policiesToBeUndeployed``. Its PDPs applied the complete set.
+    - Istanbul on: the delta alone, plus ``source``.
+
+    So ``policies``, when given, is the desired set and wins; the delta is applied when it is
+    alone (see ``PolicyService.pdp_update``). The PdpMessage fields (``requestId``,
+    ``timestampMs``, ``name``, ``pdpGroup``, ``pdpSubgroup``) and ``description``,
+    ``pdpHeartbeatIntervalMs`` and ``source`` are read for the answer and the PDP's channel;
+    fields later releases may add are accepted and ignored.
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     message_name: StrictStr = Field("PDP_UPDATE", alias="messageName")
-    request_id: StrictStr | None = Field(None, alias="requestId")
-    name: StrictStr | None = None
+    request_id: OptionalText = Field(None, alias="requestId")
+    timestamp_ms: Millis = Field(None, alias="timestampMs")
+    name: OptionalText = None
+    pdp_group: OptionalText = Field(None, alias="pdpGroup")
+    pdp_subgroup: OptionalText = Field(None, alias="pdpSubgroup")
+    description: OptionalText = None
+    source: OptionalText = None
+    pdp_heartbeat_interval_ms: Millis = Field(None, alias="pdpHeartbeatIntervalMs")
     policies: PolicyList | None = None
     policies_to_be_deployed: PolicyList | None = Field(None, alias="policiesToBeDeployed")
     policies_to_be_undeployed: IdentList | None = Field(None, alias="policiesToBeUndeployed")
@@ -247,14 +300,10 @@ class PdpUpdate(BaseModel):
             raise ValueError(f"expected messageName 'PDP_UPDATE', got {value!r}")
         return value
 
-    @model_validator(mode="after")
-    def _one_generation(self) -> PdpUpdate:
-        delta = (
-            self.policies_to_be_deployed is not None or self.policies_to_be_undeployed is not None
-        )
-        if delta and self.policies is not None:
-            raise ValueError(
-                "give either 'policies' (the complete set) or "
-                "'policiesToBeDeployed'/'policiesToBeUndeployed' (a delta), not both"
-            )
-        return self
+
+class DeadLetterRetry(_Strict):
+    """``POST /dead-letters/retry``: the subscribers to send a fresh snapshot to (their dead
+    letters are removed); absent: every subscriber with a dead letter.
+    """
+
+    subscriber_ids: list[SubscriberId] | None = Field(None, min_length=1, max_length=MAX_RETRY)

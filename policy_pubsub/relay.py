@@ -13,6 +13,12 @@ is read and the one before is deleted. A batch is handed to the router only once
 one was acknowledged in full: if a publish fails half-way (the router stored some messages and
 not others), nothing newer has been sent, and the retry, which starts again from the oldest
 row, cannot put an older snapshot of a subscriber after a newer one.
+
+A message the router refuses for good (``MessageRefused``) does not hold up the others: in one
+transaction it leaves the outbox for the dead letters (:mod:`policy_pubsub.store.dead_letters`)
+with every outbox row it stands for, and the rows the router took before it are deleted; it
+is logged once, at ERROR, and the relay goes on with the next message. The subscriber's next
+snapshot the router takes supersedes the dead letter (snapshots are full).
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
+from policy_pubsub.background import Periodic
+from policy_pubsub.exceptions import MessageRefused, RouterUnavailable, StoreUnavailable
 from policy_pubsub.routers import OutMessage, Router
-from policy_pubsub.store import Store, leadership, now_ms
+from policy_pubsub.store import DeadLetter, Store, leadership, now_ms
 from policy_pubsub.tasks import cancelled
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,10 @@ class OutboxRelay:
         self.last_error: str | None = None
         self.failures = 0
         self.published = 0
+        # Subscribers with an open dead letter: the deletes that follow a snapshot of theirs
+        # mark it superseded. Read from the store at each pass (another replica's relay may
+        # have made some, an operator removed some).
+        self._open: set[str] = set()
 
     @property
     def batch_size(self) -> int:
@@ -128,13 +139,26 @@ class OutboxRelay:
         lost the lead; returns how many outbox rows it took.
         """
         moved = 0
-        acknowledged: list[int] = []  # rows the router holds: deleted while the next batch goes
-        batch = await self._store.outbox.batch(self._batch_size)
+        self._open = await self._store.dead_letters.open_subscribers()
+        acknowledged: list[tuple[int, OutMessage]] = []  # rows the router holds: deleted
+        batch = await self._store.outbox.batch(self._batch_size)  # while the next batch goes
         while batch:
             reading = asyncio.create_task(self._following(batch, leading))
             deleting = asyncio.create_task(self._delete(acknowledged))
+            messages = newest_per_subscriber([m for _, m in batch])
             try:
-                await self._router.publish(newest_per_subscriber([m for _, m in batch]))
+                await self._router.publish(messages)
+            except MessageRefused as refusal:
+                await _discard(reading)
+                await deleting  # when it failed, the relay starts again from the oldest row
+                acknowledged = []
+                moved += await self._bury(batch, messages, refusal)
+                # What followed the refused message is still in the outbox: from the oldest.
+                if leading is not None and not await leading():
+                    self._leader = False
+                    return moved
+                batch = await self._store.outbox.batch(self._batch_size)
+                continue
             except BaseException:
                 await _discard(reading)
                 await _settle(deleting)  # the publish failure is the one to report
@@ -144,11 +168,66 @@ class OutboxRelay:
             except BaseException:
                 await _discard(reading)
                 raise
-            acknowledged = [row_id for row_id, _ in batch]
+            acknowledged = batch
             moved += len(batch)
             batch = await reading
         await self._delete(acknowledged)
         return moved
+
+    async def _bury(
+        self,
+        batch: list[tuple[int, OutMessage]],
+        published: list[OutMessage],
+        refusal: MessageRefused,
+    ) -> int:
+        """Move the refused message to the dead letters, with every row of ``batch`` it
+        stands for (its subscriber's older snapshots in the batch, which it superseded), and
+        delete the rows of the messages the router took before it, in one transaction.
+        ``published`` is what the router was given. Returns how many rows left the outbox.
+        """
+        index = next((i for i, m in enumerate(published) if m is refusal.refused), None)
+        if index is None:
+            raise RouterUnavailable(
+                f"the router refused a message it was not given, on {refusal.refused.topic!r}: "
+                f"{refusal.reason}"
+            )
+        refused = published[index]
+        taken = published[:index]
+        taken_ids = {id(m) for m in taken}
+        taken_keys = {(m.topic, m.key) for m in taken if m.key is not None}
+        sent: list[int] = []  # rows of the messages the router took
+        dead: list[int] = []  # rows the refused message stands for
+        for row_id, message in batch:
+            if message.key is None:
+                if id(message) in taken_ids:
+                    sent.append(row_id)
+                elif message is refused:
+                    dead.append(row_id)
+            elif (message.topic, message.key) in taken_keys:
+                sent.append(row_id)
+            elif (message.topic, message.key) == (refused.topic, refused.key):
+                dead.append(row_id)
+        delivered = self._delivered(taken)
+        size = len(refused.body.encode())
+        letter = await self._store.dead_letters.bury(
+            refused, refusal.reason, size, now_ms(), sent + dead, delivered
+        )
+        self._open -= delivered.keys()
+        if refused.key is not None:
+            self._open.add(refused.key)
+        self.published += len(sent)
+        _log_dead_letter(letter)
+        return len(sent) + len(dead)
+
+    def _delivered(self, messages: Iterable[OutMessage]) -> dict[str, int]:
+        """Subscriber -> newest revision among ``messages``, for the subscribers with an
+        open dead letter (which those messages supersede).
+        """
+        return {
+            m.key: m.revision
+            for m in messages
+            if m.key is not None and m.revision is not None and m.key in self._open
+        }
 
     async def _following(
         self, batch: list[tuple[int, OutMessage]], leading: Callable[[], Awaitable[bool]] | None
@@ -163,10 +242,41 @@ class OutboxRelay:
             return []
         return await self._store.outbox.batch(self._batch_size, after=batch[-1][0])
 
-    async def _delete(self, row_ids: list[int]) -> None:
-        if row_ids:
-            await self._store.outbox.delete(row_ids)
-            self.published += len(row_ids)
+    async def _delete(self, rows: list[tuple[int, OutMessage]]) -> None:
+        if rows:
+            delivered = self._delivered(m for _, m in rows)
+            await self._store.outbox.delete([row_id for row_id, _ in rows], delivered)
+            self._open -= delivered.keys()
+            self.published += len(rows)
+
+
+def dead_letter_retention(store: Store, *, retention_seconds: float, interval: float) -> Periodic:
+    """The job that removes dead letters older than ``retention_seconds``, every
+    ``interval`` seconds, on one replica at a time (the routers keep messages that long too).
+    """
+
+    async def prune() -> int:
+        removed = await store.dead_letters.prune(now_ms() - int(retention_seconds * 1000))
+        if removed:
+            log.info("removed %d dead letters older than %g s", removed, retention_seconds)
+        return removed
+
+    return Periodic(
+        "dead-letter retention", store, prune, interval=interval, expected=(StoreUnavailable,)
+    )
+
+
+def _log_dead_letter(letter: DeadLetter) -> None:
+    log.error(
+        "the message router refused for good the message to subscriber %s on topic %s "
+        "(revision %s, %d bytes): %s; it is a dead letter now (policy-pubsub dead-letters), "
+        "and delivery goes on with the next message",
+        letter.subscriber_id or "-",
+        letter.topic,
+        letter.revision,
+        letter.size,
+        letter.reason,
+    )
 
 
 async def _discard(task: asyncio.Task[Any]) -> None:

@@ -1,12 +1,11 @@
 """The subscription record: who subscribes, to which topic, with which policy filters.
 
-One record, three wire shapes (API.md):
+One record, two wire shapes (API.md):
 
 - ``to_wire()``: the record as the server stores and answers it, and as every snapshot
   message begins: ``subscriber_id`` first, the ``ONAP*`` fields present (null when not given);
 - ``subscribe_body()``: the body of ``POST /decision/v1/subscription/{subscriber_id}``,
-  which names the subscriber in its path and leaves out the ``ONAP*`` fields not given;
-- ``decision_body()``: the decision-API request that reads the same policies.
+  which names the subscriber in its path and leaves out the ``ONAP*`` fields not given.
 
 ``from_wire`` reads a record back from an answer (``GET`` or ``POST`` of a subscription),
 ignoring what the server adds to it (``revision``, ``status``, ``policies``). The module needs
@@ -120,14 +119,6 @@ class SubscriptionRecord:
             **self._given_onap(),
             "policy-filters": [dict(f) for f in self.policy_filters],
             "return-policies": return_policies,
-        }
-
-    def decision_body(self) -> dict[str, Any]:
-        """The decision-API request for the policies this record's filters select."""
-        return {
-            **self._given_onap(),
-            "action": self.action,
-            "policy-filters": [dict(f) for f in self.policy_filters],
         }
 
     def _given_onap(self) -> dict[str, str]:

@@ -52,9 +52,7 @@ class LiveServer:
         return app_state(self.app)
 
 
-async def start_server(
-    settings: Settings, **options: Any
-) -> tuple[LiveServer, asyncio.Task[None]]:
+async def start_server(settings: Settings, **options: Any) -> tuple[LiveServer, asyncio.Task[None]]:
     """Start a server with ``settings`` in this event loop; return once it accepts requests.
     Stop it with ``stop_server`` (``RuntimeError`` if it does not start). ``options`` go to
     :func:`policy_pubsub.server.build_server`.

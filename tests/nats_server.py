@@ -152,6 +152,13 @@ class PrivateNats:
         if self._process is not None:
             os.kill(self._process.pid, signum)
 
+    async def kill(self) -> None:
+        """SIGKILL, and reap it; ``start()`` brings it back on the same port and store."""
+        if self._process is not None and self._process.returncode is None:
+            os.kill(self._process.pid, signal.SIGKILL)
+            await asyncio.wait_for(self._process.wait(), timeout=10)
+        self._process = None
+
     async def stop(self) -> None:
         if self._process is not None and self._process.returncode is None:
             os.kill(self._process.pid, signal.SIGCONT)  # in case a test left it stopped

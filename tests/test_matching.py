@@ -30,7 +30,7 @@ PROPERTY_SETTINGS = settings(max_examples=200, deadline=None)
 # On a failure, the explain phase and shrinking every distinct bug cost this test minutes (past
 # the per-test timeout); without them it reports one shrunk counterexample in about 20 seconds.
 STATEFUL_SETTINGS = settings(
-    max_examples=200,
+    max_examples=100,
     stateful_step_count=50,
     deadline=None,
     report_multiple_bugs=False,

@@ -14,8 +14,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from policy_pubsub.metrics import Metrics
+from policy_pubsub.routers import OutMessage
+from policy_pubsub.store import now_ms
 from policy_pubsub.testing import LiveServer, start_server, stop_server
 from tests.conftest import make_settings, wait_for
+from tests.processes import free_port
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -271,41 +274,30 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     assert two.registry.get_sample_value("policy_pubsub_pushes_total", {"outcome": "deployed"}) == 0
 
 
-async def test_healthcheck_is_503_when_the_relay_is_stuck_behind_a_reachable_router(
+async def test_the_dead_letter_count_outlives_a_restart_and_the_dead_letters(
     tmp_path: Path,
 ) -> None:
-    """When the outbox's oldest snapshot waits past relay_stuck_seconds, or the relay's last
-    attempts failed in a row, while the router answers (here the MR refuses every snapshot as
-    too large), /healthcheck is 503 and says so under details.relay; before that it is 200
-    with the relay ok.
+    """``dead_letters_total`` is a count kept in the store: a restarted server reports the
+    dead letter made before, and keeps reporting it once the dead letter is gone, while
+    ``dead_letters_kept`` follows the rows.
     """
-    async with serving(tmp_path / "mr", max_message_bytes=64) as mr:
-        overrides = {"router_url": f"dmaap+{mr.url}", "relay_stuck_seconds": 0.2}
-        async with (
-            serving(tmp_path / "pp", **overrides) as server,
-            httpx.AsyncClient(timeout=30) as http,
-        ):
-            healthy = await http.get(f"{server.url}/healthcheck")
-            assert healthy.status_code == 200, healthy.text
-            assert healthy.json()["details"]["relay"] == "ok"
-            r = await http.post(
-                f"{server.url}/decision/v1/subscription/s1",
-                json={"subscriber_topic": "t1", "policy-filters": [{"policy-id": "p*"}]},
-            )
-            assert r.status_code == 201
-
-            async def stuck() -> bool:
-                r = await http.get(f"{server.url}/healthcheck")
-                # Stuck, and the relay has tried (and failed) at least once.
-                return r.status_code == 503 and "413" in r.json()["details"]["relay"]
-
-            await wait_for(stuck, timeout=10)
-            body = (await http.get(f"{server.url}/healthcheck")).json()
-    assert (body["healthy"], body["code"]) == (False, 503)
-    details = body["details"]
-    assert (details["store"], details["router"]) == ("ok", "ok")
-    # Stuck (waited past relay_stuck_seconds) or failing (3 attempts in a row failed):
-    # whichever comes first, both are true here.
-    assert details["relay"].startswith(("stuck:", "failing:")), details
-    assert details["outbox"]["depth"] == 1
-    assert body["message"].startswith(("relay: stuck", "relay: failing"))
+    overrides = {"router_url": f"dmaap+http://127.0.0.1:{free_port()}"}
+    refused = OutMessage("t", "{}", key="s1", revision=1, dedup_id="s1@1")
+    async with (
+        serving(tmp_path / "pp", **overrides) as server,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        await server.state.store.dead_letters.bury(refused, "413", 2, now_ms(), [], {})
+        samples = await scrape(http, server.url)
+        assert value(samples, "policy_pubsub_dead_letters_total") == 1
+        assert value(samples, "policy_pubsub_dead_letters_kept") == 1
+    async with (
+        serving(tmp_path / "pp", **overrides) as server,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        samples = await scrape(http, server.url)
+        assert value(samples, "policy_pubsub_dead_letters_total") == 1
+        assert await server.state.store.dead_letters.prune(now_ms() + 1) == 1
+        samples = await scrape(http, server.url)
+        assert value(samples, "policy_pubsub_dead_letters_total") == 1
+        assert value(samples, "policy_pubsub_dead_letters_kept") == 0

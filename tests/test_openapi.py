@@ -212,6 +212,7 @@ class Checker:
 SUB = "/decision/v1/subscription/{subscriber_id}"
 POLICY = "/pap/v1/policies/{policy_id}"
 POLL = "/events/{topic}/{consumer_group}/{consumer_id}"
+RETRY = "/dead-letters/retry"
 SUBSCRIPTION = {"subscriber_topic": "t1", "policy-filters": [{"policy-id": "onap.restart.tca"}]}
 
 
@@ -259,6 +260,10 @@ async def test_real_answers_match_the_document(client: httpx.AsyncClient) -> Non
         ("GET", "/topics", "/topics", {}),
         ("GET", "/topics/{topic}", "/topics/t1", {}),
         ("GET", "/topics/{topic}", "/topics/unknown", {}),
+        ("GET", "/dead-letters", "/dead-letters", {}),
+        ("POST", RETRY, RETRY, {"json": {}}),
+        ("POST", RETRY, RETRY, {"json": {"subscriber_ids": ["tca-1"]}}),
+        ("POST", RETRY, RETRY, {"json": {"subscriber_ids": []}}),
         ("GET", "/healthcheck", "/healthcheck", {}),
         ("GET", "/openapi.json", "/openapi.json", {}),
         ("GET", "/metrics", "/metrics", {}),

@@ -1,10 +1,12 @@
 """The JSON Schemas of schemas/v1: well-formed, true to the server's real answers, and in
 agreement with the pydantic request models on every document.
 
-Two request rules cannot be said in JSON Schema, and the drift tests allow exactly these:
-a policy-id repeated in one list (``uniqueItems`` compares whole items), and a version given
+Three request rules cannot be said in JSON Schema, and the drift tests allow exactly these:
+a policy-id repeated in one list (``uniqueItems`` compares whole items), a ``name`` and a
+``metadata.policy-id`` that differ (a schema cannot compare two values), and a version given
 as ``1.0`` (JSON Schema counts it as an integer; the server does not). The generators never
-draw integral floats; a repeated id is the one refusal the schema may miss.
+draw integral floats; a repeated id and a contradicted name are the refusals the schema may
+miss.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import policy_pubsub
 from policy_pubsub import constants, schemas
 from policy_pubsub.config import Settings
 from policy_pubsub.models import (
+    NAME_MISMATCH,
+    DeadLetterRetry,
     DecisionRequest,
     PdpUpdate,
     PolicyFilter,
@@ -546,6 +550,12 @@ DOCUMENTS: dict[str, tuple[type[BaseModel], st.SearchStrategy[dict[str, Any]]]] 
             },
         ),
     ),
+    "dead-letter-retry": (
+        DeadLetterRetry,
+        st.fixed_dictionaries(
+            {}, optional={"subscriber_ids": st.lists(shared.policy_ids(), min_size=1, max_size=3)}
+        ),
+    ),
     "policy-push": (
         PolicyPush,
         st.fixed_dictionaries({"policies": st.lists(tosca_policies(), min_size=1, max_size=3)}),
@@ -559,6 +569,9 @@ DOCUMENTS: dict[str, tuple[type[BaseModel], st.SearchStrategy[dict[str, Any]]]] 
                 "requestId": TEXT,
                 "name": TEXT,
                 "pdpGroup": TEXT,
+                "pdpSubgroup": TEXT | st.none(),
+                "source": TEXT,
+                "pdpHeartbeatIntervalMs": st.integers(-1, 2**31) | st.none(),
                 "timestampMs": st.integers(0, 2**41),
                 "policies": POLICY_LISTS,
                 "policiesToBeDeployed": POLICY_LISTS,
@@ -596,11 +609,16 @@ def verdicts(name: str, document: dict[str, Any]) -> tuple[bool, bool, list[str]
     return schemas.validator(name).is_valid(document), True, []
 
 
+def _unstatable(message: str) -> bool:
+    """A refusal JSON Schema cannot state: a repeated policy-id, a contradicted name."""
+    return "appears twice" in message or NAME_MISMATCH in message
+
+
 def assert_same_verdict(name: str, document: dict[str, Any]) -> bool:
     """Fail unless the schema and the model agree on the document; return the verdict."""
     schema_ok, model_ok, messages = verdicts(name, document)
-    if schema_ok and not model_ok and all("appears twice" in m for m in messages):
-        return False  # a repeated policy-id: the one rule JSON Schema cannot state
+    if schema_ok and not model_ok and all(_unstatable(m) for m in messages):
+        return False  # a rule JSON Schema cannot state
     assert schema_ok == model_ok, f"schema says {schema_ok}, model says {model_ok}: {messages}"
     return model_ok
 
@@ -685,7 +703,10 @@ BOUNDARIES: list[tuple[str, dict[str, Any], bool]] = [
     ("pdp-update", {"messageName": "PDP_STATE_CHANGE"}, False),
     ("pdp-update", {"messageName": None}, False),
     ("pdp-update", {"policies": [], "policiesToBeDeployed": None}, True),
-    ("pdp-update", {"policies": [], "policiesToBeUndeployed": []}, False),
+    ("pdp-update", {"policies": [], "policiesToBeUndeployed": []}, True),
+    ("pdp-update", {"pdpHeartbeatIntervalMs": 120000, "timestampMs": 0, "source": "pap"}, True),
+    ("pdp-update", {"pdpHeartbeatIntervalMs": -1}, False),
+    ("pdp-update", {"pdpGroup": 3}, False),
     ("pdp-update", {"policiesToBeUndeployed": [{"name": "p", "version": None}]}, True),
     ("pdp-update", {"policiesToBeUndeployed": [{"name": "p", "extra": 1}]}, False),
     ("pdp-update", {"policiesToBeUndeployed": [{"version": "1"}]}, False),

@@ -31,8 +31,8 @@ def test_the_wire_record_names_every_field_in_api_order() -> None:
 
 
 def test_the_bodies_leave_out_what_was_not_given() -> None:
-    """The subscribe and decision bodies carry only the ONAP fields given; the subscribe body
-    names no subscriber (the path does) and asks for the policies back.
+    """The subscribe body carries only the ONAP fields given, names no subscriber (the path
+    does) and asks for the policies back.
     """
     record = SubscriptionRecord.make("tca-1", "t1", FILTERS, onap_instance="tca-1")
     assert record.subscribe_body() == {
@@ -41,11 +41,6 @@ def test_the_bodies_leave_out_what_was_not_given() -> None:
         "ONAPInstance": "tca-1",
         "policy-filters": FILTERS,
         "return-policies": True,
-    }
-    assert record.decision_body() == {
-        "ONAPInstance": "tca-1",
-        "action": "configure",
-        "policy-filters": FILTERS,
     }
 
 

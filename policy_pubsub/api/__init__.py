@@ -23,10 +23,12 @@ from policy_pubsub.api.middleware import RequestMiddleware
 from policy_pubsub.api.routes import POLL_PATH, TABLE
 from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
+from policy_pubsub.background import ChangeLogPruning
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.onap.channel import build_channel, build_pdp
+from policy_pubsub.relay import dead_letter_retention
 from policy_pubsub.service import PolicyService, outlet_for
 from policy_pubsub.stale import StaleExpiry
 from policy_pubsub.store import Store
@@ -54,6 +56,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
         outlet, relay = outlet_for(store, router)
         service = PolicyService(store, router, outlet, metrics=metrics)
         expiry = _stale_expiry(settings, service, store, metrics)
+        retention = None
+        if relay is not None:
+            retention = dead_letter_retention(
+                store,
+                retention_seconds=settings.retention_seconds,
+                interval=settings.maintenance_interval_seconds,
+            )
+        pruning = ChangeLogPruning(store, interval=settings.maintenance_interval_seconds)
         pdp = build_pdp(settings, service)
         pap = build_channel(settings, pdp, store, router)
         tuned = False
@@ -64,6 +74,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 relay.start()
             if expiry is not None:
                 expiry.start()
+            if retention is not None:
+                retention.start()
+            pruning.start()
             if pap is not None:
                 await pap.start()
                 log.info(
@@ -86,9 +99,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if tuned:
                 _collect_as_before()
             # Each part is closed even when one before it fails: the store last, always.
-            closing = [state.outages.close]
+            closing = [state.outages.close, pruning.close]
             closing += [pap.close] if pap is not None else []
             closing += [expiry.close] if expiry is not None else []
+            closing += [retention.close] if retention is not None else []
             closing += [relay.close] if relay is not None else []
             for close in (*closing, router.close):
                 try:

@@ -52,6 +52,7 @@ from policy_pubsub.api.table import Access, RouteTable
 from policy_pubsub.auth import ADMIN, REALM, Authenticator, User
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import StoreUnavailable
+from policy_pubsub.repeats import RepeatedWarnings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,9 @@ class AccessMiddleware:
             window_seconds=settings.pap_signature_window_seconds,
             legacy=settings.pap_signature_legacy,
         )
+        # Refused credentials and signatures: one line per client host and reason, then a
+        # summary a minute while they repeat (a guessing client writes no line per guess).
+        self.refusals = RepeatedWarnings(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (self.authenticator is None and self.secret is None):
@@ -108,7 +112,9 @@ class AccessMiddleware:
     async def _authenticate(self, authenticator: Authenticator, scope: Scope) -> User:
         def refuse(message: str, why: str | None) -> ApiError:
             if why is not None:
-                log.warning("failed login from %s: %s", _client(scope), why)
+                self.refusals.warn(
+                    (_host(scope), why), "failed login from %s: %s", _client(scope), why
+                )
             return ApiError(401, message, headers={"WWW-Authenticate": authenticator.challenge})
 
         header = _header(scope, b"authorization")
@@ -158,7 +164,11 @@ class AccessMiddleware:
         """
         given = _header(scope, SIGNATURE_HEADER.lower().encode())
         if given is None:
-            log.warning("refused a PAP webhook request from %s: no signature", _client(scope))
+            self.refusals.warn(
+                (_host(scope), "unsigned"),
+                "refused a PAP webhook request from %s: no signature",
+                _client(scope),
+            )
             raise _unsigned(
                 f"The PAP webhook needs a {SIGNATURE_HEADER} header: t=<unix seconds>,"
                 "nonce=<nonce>,v1=<hex HMAC-SHA256 of the request> (README, Security)."
@@ -172,7 +182,12 @@ class AccessMiddleware:
                 secret, given, scope["method"], request_target(scope), body, store.signatures
             )
         except SignatureRefused as refused:
-            log.warning("refused a PAP webhook request from %s: %s", _client(scope), refused.reason)
+            self.refusals.warn(
+                (_host(scope), refused.reason),
+                "refused a PAP webhook request from %s: %s",
+                _client(scope),
+                refused.reason,
+            )
             raise _unsigned(refused.message) from None
         except StoreUnavailable as exc:
             app_state(HTTPConnection(scope)).outages.refused(exc)
@@ -264,6 +279,11 @@ def _basic(value: str) -> tuple[str, str] | None:
     if not colon or not name:
         return None
     return name, password
+
+
+def _host(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def _client(scope: Scope) -> str:

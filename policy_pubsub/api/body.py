@@ -132,11 +132,12 @@ def _too_large(limit: int) -> ApiError:
 
 
 async def read_model(request: Request, model: type[M]) -> M:
-    return validated(await read_json(request), model)
+    """The body, read as JSON and validated into ``model``; 400 naming each bad field."""
+    return to_model(await read_json(request), model)
 
 
-def validated(body: Any, model: type[M]) -> M:
-    """``body`` (decoded JSON) as ``model``; a 400 that names each bad field otherwise."""
+def to_model(body: Any, model: type[M]) -> M:
+    """A JSON body validated into ``model``; 400 naming each bad field."""
     if not isinstance(body, dict):
         raise ApiError(400, f"body: must be a JSON object, not {_kind(body)}.")
     try:

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from policy_pubsub import constants
-from policy_pubsub.api.body import flag, read_model
+from policy_pubsub.api.body import flag, read_json, to_model
 from policy_pubsub.api.errors import ApiError, json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.state import app_state
@@ -18,13 +18,17 @@ from policy_pubsub.models import DecisionRequest
 
 async def decide(request: Request) -> Response:
     mark_request(request.scope, READ)  # a POST that changes nothing: logged as a read
-    decision = await read_model(request, DecisionRequest)
+    body = await read_json(request)
+    action = body.get("action") if isinstance(body, dict) else None
+    if isinstance(action, str) and action != constants.ACTION_CONFIGURE:
+        # ONAP's PDP checks the action before the rest: a guard request, whose resource is
+        # {"guard": {...}}, is told that no application takes it, not that "guard" is unknown.
+        raise ApiError(400, f"No application for action {action}")
+    decision = to_model(body, DecisionRequest)
     if decision.resource is not None:
         limits(request).check_filters([decision.resource], "resource", single=True)
     else:
         limits(request).check_filters(decision.filters(), "policy-filters")
-    if decision.action != constants.ACTION_CONFIGURE:
-        raise ApiError(400, f"No application for action {decision.action}")
     abbrev = flag(request, "abbrev")
     policies = await app_state(request).service.decide(decision.filters())
     if abbrev:

@@ -1,5 +1,6 @@
-"""``GET /healthcheck``: is the store reachable, is the router reachable, is the relay moving;
-and ``GET /metrics``, the metrics in the Prometheus text format.
+"""``GET /healthcheck``: is the store reachable, is the router reachable, is the relay moving,
+has every subscriber with a dead letter had something delivered since; and ``GET /metrics``,
+the metrics in the Prometheus text format.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.state import app_state
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
 from policy_pubsub.relay import OutboxRelay
+from policy_pubsub.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ CHECK_TIMEOUT_SECONDS = 2.0
 # Attempts to publish that fail in a row, with the router answering, before /healthcheck says
 # the relay is failing (with its backoff, a few seconds).
 RELAY_FAILURES = 3
+RELAY_ERROR = "the last attempt to publish failed; the server log says why"
 
 
 # What the anonymous answer says of a failed probe: the driver's own text (an SQL statement,
@@ -71,6 +74,8 @@ async def healthcheck(request: Request) -> Response:
         outbox, problems["relay"] = await relay_check(
             relay, state.settings.relay_stuck_seconds, router_up=not problems["router"]
         )
+    if relay is not None and not problems["store"]:
+        problems["dead_letters"] = await dead_letters_check(state.store)
     healthy = not any(problems.values())
     code = 200 if healthy else 503
     failing = [f"{part}: {why}" for part, why in problems.items() if why]
@@ -110,7 +115,9 @@ async def relay_check(
         "depth": status.depth,
         "oldest_age_seconds": status.oldest_age_seconds,
         "relay_leader": status.leader,
-        "relay_error": status.last_error,
+        # Whether the last attempt failed; the router's own words (hosts, subjects) go to
+        # the log only, as for the store and router checks.
+        "relay_error": RELAY_ERROR if status.last_error else None,
         "relay_failures": status.failures,
     }
     age = status.oldest_age_seconds
@@ -120,16 +127,40 @@ async def relay_check(
             f"more than {stuck_seconds:g} s, while the router answers"
         )
         if status.last_error:
-            why += f" (last error: {status.last_error})"
+            why += "; the server log says why"
         return outbox, why
     if router_up and status.failures >= RELAY_FAILURES:
         # The router answers, yet what the relay hands it keeps failing: a message it will
         # not take, or a fault of its own. Said at once, not after relay_stuck_seconds.
         return outbox, (
             f"failing: the last {status.failures} attempts to publish failed while the router "
-            f"answers (last error: {status.last_error})"
+            "answers; the server log says why"
         )
     return outbox, None
+
+
+async def dead_letters_check(store: Store) -> str | None:
+    """Why delivery is unhealthy: a dead letter newer than anything delivered to its
+    subscriber since (the subscriber misses a snapshot until one reaches it); None when
+    every dead letter was superseded or its subscription is gone. Says how many subscribers,
+    not which nor the router's reason: anyone may ask, and ``GET /dead-letters`` (admin) and
+    the log (one ERROR per dead letter) tell the rest.
+    """
+    try:
+        waiting = await asyncio.wait_for(store.dead_letters.undelivered(), CHECK_TIMEOUT_SECONDS)
+    except TimeoutError:
+        return f"the dead letters did not answer within {CHECK_TIMEOUT_SECONDS:g} s"
+    except StoreUnavailable as exc:
+        log.warning("healthcheck: the dead letters cannot be read: %s", exc)
+        return "the dead letters cannot be read; the server log says why"
+    if not waiting:
+        return None
+    subscribers = {letter.subscriber_id for letter in waiting if letter.subscriber_id}
+    who = "1 subscriber has" if len(subscribers) == 1 else f"{len(subscribers)} subscribers have"
+    return (
+        f"{who} had nothing delivered since the router refused a snapshot for good; "
+        "`policy-pubsub dead-letters` lists them: fix the cause, then retry"
+    )
 
 
 async def metrics(request: Request) -> Response:
@@ -139,4 +170,11 @@ async def metrics(request: Request) -> Response:
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
-__all__ = ["CHECK_TIMEOUT_SECONDS", "RELAY_FAILURES", "healthcheck", "metrics", "relay_check"]
+__all__ = [
+    "CHECK_TIMEOUT_SECONDS",
+    "RELAY_FAILURES",
+    "dead_letters_check",
+    "healthcheck",
+    "metrics",
+    "relay_check",
+]

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from policy_pubsub.api import validation
-from policy_pubsub.api.body import read_json, read_model, validated
+from policy_pubsub.api.body import read_json, read_model, to_model
 from policy_pubsub.api.errors import ApiError, json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.state import app_state
@@ -50,7 +50,7 @@ async def pdp_update(request: Request) -> Response:
     body = await read_json(request)
     if isinstance(body, dict) and body.get("messageName") == PDP_STATE_CHANGE:
         return await _state_change(request, body)
-    update = validated(body, PdpUpdate)
+    update = to_model(body, PdpUpdate)
     for field, listed in (
         ("policies", update.policies),
         ("policiesToBeDeployed", update.policies_to_be_deployed),
@@ -75,7 +75,7 @@ async def pdp_update(request: Request) -> Response:
 
 async def _state_change(request: Request, body: dict[str, Any]) -> Response:
     """A PDP_STATE_CHANGE, taken by the server's PDP as one read from the PAP's topic."""
-    change = validated(body, PdpStateChange)
+    change = to_model(body, PdpStateChange)
     if change.state not in SETTABLE_STATES:
         raise ApiError(
             400, f"state: {change.state} is not supported; use {' or '.join(SETTABLE_STATES)}."

@@ -7,7 +7,7 @@ of the OpenAPI document's paths.
 
 from __future__ import annotations
 
-from policy_pubsub.api import decision, events, health, openapi, pap, subscriptions
+from policy_pubsub.api import dead_letters, decision, events, health, openapi, pap, subscriptions
 from policy_pubsub.api.errors import ErrorShape
 from policy_pubsub.api.openapi import ref
 from policy_pubsub.api.table import (
@@ -34,6 +34,7 @@ DECISION = Access("decision", frozenset({COMPONENT}))
 POLL = Access("poll", frozenset({COMPONENT}), topic="topic")
 PUBLISH = Access("publish", frozenset())
 TOPICS = Access("topics", frozenset())
+DEAD_LETTERS = Access("dead-letters", frozenset())
 
 # -- schemas of the operations that are not message files ---------------------------------------
 
@@ -67,8 +68,9 @@ def _decide(operation_id: str) -> Operation:
         (400, 413, 415),
         body=ref("decision-request"),
         query=("abbrev",),
-        description="Ids that are not deployed are absent. An `action` other than "
-        "`configure` is 400 `No application for action <x>`.",
+        description="Ids that are not deployed are absent. The `action` is checked first: "
+        "one other than `configure` (e.g. `guard`, whatever its `resource`) is 400 `No "
+        "application for action <x>`.",
     )
 
 
@@ -151,11 +153,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "pdpUpdate",
             "pap",
-            "Apply an ONAP PDP_UPDATE (a delta, or El Alto's complete set), or take a "
-            "PDP_STATE_CHANGE (PASSIVE or ACTIVE)",
+            "Apply an ONAP PDP_UPDATE of any PAP release, or take a PDP_STATE_CHANGE "
+            "(PASSIVE or ACTIVE)",
             {200: ("The PDP_STATUS answer.", ref("pdp-status"))},
             _WRITE,
             body={"oneOf": [ref("pdp-update"), ref("pdp-state-change")]},
+            description="`policies` (El Alto to Honolulu) is the complete desired set and "
+            "wins; a delta beside it (Honolulu) must agree with it, else 400 and nothing "
+            "changes; the delta alone (Istanbul on) is applied, undeployments first. Policies "
+            "are named by their TOSCA `name` and `version`. An undeployment of a policy, or a "
+            "version of it, that is not deployed changes nothing and answers `SUCCESS`, as "
+            "ONAP's PDPs do, naming it in `responseMessage`; `policies` lists what is deployed.",
             error_bodies={
                 413: (
                     "The body is larger than the server's limit (an Error), or a snapshot the "
@@ -179,9 +187,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             {200: ("What changed.", ref("policy-change-result"))},
             _WRITE,
             body=ref("policy-push"),
-            description="Re-deploying a policy identical to the deployed one changes nothing "
-            "and notifies nobody. A 2xx means the change and its snapshots are durably "
-            "committed.",
+            description="A policy is identified by its TOSCA `name` and `version` (else "
+            "`metadata.policy-id` / `policy-version`); a `name` and `metadata.policy-id` that "
+            "differ are 400. Missing `metadata.policy-id` / `policy-version` are filled in from "
+            "the name and version, as ONAP's policy-api fills them. Re-deploying a policy "
+            "identical to the deployed one changes nothing and notifies nobody. A 2xx means "
+            "the change and its snapshots are durably committed.",
         ),
         pap.deploy,
     ),
@@ -291,6 +302,42 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "GET",
+        "/dead-letters",
+        DEAD_LETTERS,
+        Operation(
+            "listDeadLetters",
+            "operations",
+            "The messages the message router refused for good",
+            {200: ("The dead letters, oldest first.", ref("dead-letter-list"))},
+            (503,),
+            description="A message the router refuses for good leaves the outbox for the "
+            "dead letters, so the messages behind it go on. The subscriber's next snapshot "
+            "the router takes supersedes it (`superseded_by`); until then `/healthcheck` is "
+            "503. Dead letters older than the retention window are removed.",
+        ),
+        dead_letters.listing,
+    ),
+    Endpoint(
+        "POST",
+        "/dead-letters/retry",
+        DEAD_LETTERS,
+        Operation(
+            "retryDeadLetters",
+            "operations",
+            "Send a fresh snapshot to subscribers with dead letters",
+            {200: ("What was sent.", ref("dead-letter-retry-result"))},
+            (400, 413, 415, 503),
+            body=ref("dead-letter-retry"),
+            description="In one transaction, at a new store revision (so the subscriber's "
+            "revisions keep increasing, and the router cannot take the snapshot for a copy "
+            "of the refused one): a fresh snapshot of each subscriber's current policies "
+            "goes through the outbox, and their dead letters are removed. 413 when a "
+            "snapshot is still larger than the router's largest message: nothing changed.",
+        ),
+        dead_letters.retry,
+    ),
+    Endpoint(
+        "GET",
         "/healthcheck",
         HEALTH,
         Operation(
@@ -300,7 +347,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             {
                 200: ("Healthy.", ref("healthcheck")),
                 503: (
-                    "The store or the router is unreachable, or the outbox relay is stuck.",
+                    "The store or the router is unreachable, the outbox relay is stuck or "
+                    "failing, or a subscriber has had nothing delivered since the router "
+                    "refused its snapshot for good (a dead letter).",
                     ref("healthcheck"),
                 ),
             },
@@ -342,6 +391,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 TABLE = RouteTable(ENDPOINTS)
 
 __all__ = [
+    "DEAD_LETTERS",
     "DECISION",
     "ENDPOINTS",
     "HEALTH",

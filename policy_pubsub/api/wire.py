@@ -13,7 +13,7 @@ from policy_pubsub import constants
 from policy_pubsub.models import PdpUpdate
 from policy_pubsub.service import ChangeResult, Policy
 
-__all__ = ["change_result", "pdp_refused", "pdp_status"]
+__all__ = ["change_result", "not_deployed_sentence", "pdp_refused", "pdp_status"]
 
 
 def change_result(result: ChangeResult) -> dict[str, Any]:
@@ -29,7 +29,10 @@ def change_result(result: ChangeResult) -> dict[str, Any]:
 def pdp_status(
     update: PdpUpdate, result: ChangeResult, deployed: Sequence[Policy]
 ) -> dict[str, Any]:
-    """The PDP_STATUS answer to a PDP_UPDATE."""
+    """The PDP_STATUS answer to a PDP_UPDATE: SUCCESS, as ONAP's PDPs answer, with what was
+    done in words; an undeployment that found nothing to undeploy is named there, and
+    ``policies`` lists what is deployed now.
+    """
     if result.deployed or result.undeployed:
         message = (
             f"deployed {_count(len(result.deployed), 'policy', 'policies')} and undeployed "
@@ -38,7 +41,21 @@ def pdp_status(
         )
     else:
         message = f"no change; revision {result.revision}"
+    if result.not_deployed:
+        message += "; " + not_deployed_sentence(result.not_deployed)
     return _status(update, "SUCCESS", message, result.revision, result.notified, deployed)
+
+
+def not_deployed_sentence(absent: Sequence[dict[str, str | None]]) -> str:
+    """Says which undeployments found nothing to undeploy, and what is deployed instead."""
+    parts = []
+    for item in absent:
+        asked = (
+            f"{item['name']}" if item["version"] is None else f"{item['name']} {item['version']}"
+        )
+        instead = "" if item["deployed"] is None else f" ({item['deployed']} is deployed)"
+        parts.append(asked + instead)
+    return "not deployed, so not undeployed: " + ", ".join(parts)
 
 
 def pdp_refused(
@@ -75,10 +92,9 @@ def _status(
         "revision": revision,
         "notified": notified,
     }
-    extra = update.model_extra or {}
-    for key in ("pdpGroup", "pdpSubgroup"):
-        if isinstance(extra.get(key), str):
-            status[key] = extra[key]
+    for key, value in (("pdpGroup", update.pdp_group), ("pdpSubgroup", update.pdp_subgroup)):
+        if value is not None:
+            status[key] = value
     return status
 
 

@@ -10,7 +10,7 @@ import argparse
 import importlib
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("serve", "push", "operator", "watch", "hash_password")
+COMMAND_MODULES = ("serve", "push", "operator", "dead_letters", "watch", "hash_password")
 
 
 def parser() -> argparse.ArgumentParser:

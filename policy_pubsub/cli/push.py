@@ -30,6 +30,7 @@ from policy_pubsub.cli.common import (
     positive_int,
     print_json,
 )
+from policy_pubsub.cli.templates import Loader, TemplateError, template_policies
 from policy_pubsub.policy_identity import policy_id, version_label
 
 SUFFIXES = (".json", ".yaml", ".yml")
@@ -47,9 +48,12 @@ examples:
   policy-pubsub push policies/ --batch-size 500   one atomic request per 500 policies
 
 A file holds one ToscaPolicy, a list of them, {"policies": [...]}, a TOSCA service template
-(topology_template.policies, in YAML or JSON), or an ONAP PDP_UPDATE message. The policies of
-all files are deployed in one request, all or none, unless --batch-size splits them; then each
-PDP_UPDATE is sent as it is, in the order given. A policy-id given twice must be identical.
+(topology_template.policies, in YAML or JSON), or an ONAP PDP_UPDATE message. YAML is read as
+ONAP's policy-api reads it, and a service template's policies are sent as policy-api stores
+them: named by their key, version 0.0.0 if they give none, metadata.policy-id and
+policy-version set to that name and version. The policies of all files are deployed in one
+request, all or none, unless --batch-size splits them; then each PDP_UPDATE is sent as it is,
+in the order given. A policy-id given twice in different files must be identical.
 A file that cannot be read or used stops the command before anything is sent (exit 2)."""
 
 
@@ -72,15 +76,6 @@ def register(commands: Commands) -> None:
         help="send the policies in requests of N, each atomic (default: all in one)",
     )
 
-
-class _Loader(yaml.SafeLoader):
-    """YAML 1.1 without its timestamps: a date in a policy goes on the wire as the text given."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
 
 Item = tuple[dict[str, Any], str]  # a policy or a PDP_UPDATE, and where it was read
 
@@ -196,7 +191,7 @@ def read_documents(path: Path) -> list[tuple[Any, str]]:
             raise UsageError(f"{path}: not valid JSON: {exc}") from None
     else:
         try:
-            documents = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
+            documents = [d for d in yaml.load_all(text, Loader=Loader) if d is not None]
         except yaml.YAMLError as exc:
             raise UsageError(f"{path}: not valid YAML: {_yaml_reason(exc)}") from None
         except RecursionError:
@@ -234,7 +229,10 @@ def classify(document: Any, origin: str, loaded: Loaded) -> None:
         loaded.updates.append((document, origin))
         return
     if isinstance(document, dict) and "tosca_definitions_version" in document:
-        items: Any = template_policies(document, origin)
+        try:
+            items: Any = template_policies(document)
+        except TemplateError as exc:
+            raise UsageError(f"{origin}: {exc}") from None
     elif isinstance(document, dict) and "policies" in document:
         items = document["policies"]
         if not isinstance(items, list):
@@ -254,29 +252,6 @@ def classify(document: Any, origin: str, loaded: Loaded) -> None:
         if not isinstance(item, dict):
             raise UsageError(f"{where}: not a ToscaPolicy object")
         loaded.policies.append((item, where))
-
-
-def template_policies(template: dict[str, Any], origin: str) -> list[dict[str, Any]]:
-    """The policies of a TOSCA service template: ``topology_template.policies`` is a list of
-    ``{name: policy}`` maps; a policy without a ``name`` takes its key.
-    """
-    topology = template.get("topology_template")
-    entries = topology.get("policies") if isinstance(topology, dict) else None
-    if entries is None:
-        raise UsageError(f"{origin}: the service template has no topology_template.policies")
-    if isinstance(entries, dict):
-        entries = [entries]
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise UsageError(
-            f"{origin}: topology_template.policies must be a list of {{name: policy}} maps"
-        )
-    policies = []
-    for entry in entries:
-        for name, body in entry.items():
-            if not isinstance(body, dict):
-                raise UsageError(f"{origin}: policy {name!r} of the service template is not a map")
-            policies.append({"name": str(name), **body})
-    return policies
 
 
 def unique(items: list[Item]) -> list[Item]:

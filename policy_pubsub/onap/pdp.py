@@ -141,11 +141,9 @@ class Pdp:
         snapshots) when this returns. An update the service refuses (a snapshot the router
         could not carry, a request it finds invalid) is a FAIL that changed nothing.
         """
-        extra = update.model_extra or {}
-        subgroup = extra.get("pdpSubgroup")
-        self.subgroup = subgroup if isinstance(subgroup, str) else None
-        interval = extra.get("pdpHeartbeatIntervalMs")
-        if isinstance(interval, int) and not isinstance(interval, bool) and interval > 0:
+        self.subgroup = update.pdp_subgroup
+        interval = update.pdp_heartbeat_interval_ms
+        if interval is not None and interval > 0:
             self.heartbeat_ms = interval
         try:
             result = await self._service.pdp_update(update)

@@ -4,15 +4,16 @@ Chosen by ``dmaap+http://host:port`` or ``dmaap+https://user:pass@host:port[/pre
 server writes snapshots to its outbox and the relay hands them to :meth:`DmaapRouter.publish`;
 components long-poll the MR directly (the SDK's ``router_url``).
 
-Publishing. Each topic's messages go in order, as a JSON array in ``POST /events/{topic}``.
-The partition (the subscriber id, so one subscriber's snapshots keep their order on a Kafka
-backed MR) travels as the ``partitionKey`` query parameter, one POST per run of consecutive
-messages with the same key. The ONAP MR takes that parameter as the partition of every
+Publishing. The messages go in the batch's order, as JSON arrays in ``POST /events/{topic}``,
+one POST per run of consecutive messages with the same topic and key. The partition (the
+subscriber id, so one subscriber's snapshots keep their order on a Kafka backed MR) travels
+as the ``partitionKey`` query parameter. The ONAP MR takes that parameter as the partition of every
 message in the request that has no ``cambria.partition`` field of its own
 (``EventsRestService.pushEvents`` -> ``CambriaJsonStreamReader``). We do not add a
 ``cambria.partition`` field: the MR stores each object whole, field included, so every
-consumer would read a changed snapshot. A topic with one subscriber takes one POST per batch;
-a shared topic takes one per subscriber in the batch.
+consumer would read a changed snapshot. The relay hands over one snapshot per subscriber and
+topic, so a batch takes about one POST per subscriber. A permanent 4xx (the MR refuses that
+message, e.g. 413) is ``MessageRefused``: the messages before it were published, none after.
 
 Reading. ``GET /events/{topic}/{group}/{consumer}`` is a long-poll on the MR, and the MR
 moves the group past the messages when it answers: acknowledging is a no-op here, and a
@@ -41,7 +42,7 @@ import orjson
 
 from policy_pubsub import constants
 from policy_pubsub.config import Settings
-from policy_pubsub.exceptions import NotFound, RouterUnavailable
+from policy_pubsub.exceptions import MessageRefused, NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
 from policy_pubsub.routers.holding import HeldReads
 from policy_pubsub.routers.messages import OutMessage
@@ -52,6 +53,8 @@ SCHEMES = {"dmaap+http": "http", "dmaap+https": "https"}
 PARTITION_PARAM = "partitionKey"
 DEFAULT_TIMEOUT_SECONDS = 10.0
 DEFAULT_MAX_REQUEST_BYTES = 1_000_000
+# 4xx answers to a publish that a retry of the same message may get past.
+TRANSIENT_4XX = frozenset({401, 407, 408, 429})
 
 
 class ConsumedDelivery(Delivery):
@@ -170,23 +173,36 @@ class DmaapRouter(Router):
     # -- writing -----------------------------------------------------------------------------
 
     async def publish(self, batch: Sequence[OutMessage]) -> None:
-        """POST each topic's messages in order, one request per run of one partition key.
-        A failure part way leaves the earlier requests published: the relay's retry
-        publishes them again, and consumers drop the duplicate revisions.
+        """POST the messages in the batch's order, one request per run of consecutive
+        messages with one topic and one partition key. A failure part way leaves the earlier
+        requests published: the relay's retry publishes them again, and consumers drop the
+        duplicate revisions. A permanent 4xx (see :func:`permanent`) is ``MessageRefused``
+        for the message the MR refused; in a request of several messages, each is sent again
+        alone to tell which one.
         """
-        topics: dict[str, list[OutMessage]] = {}
-        for message in batch:
-            topics.setdefault(message.topic, []).append(message)
-        for topic, messages in topics.items():
+        for (topic, key), run in itertools.groupby(batch, key=lambda m: (m.topic, m.key)):
             if self._create_topics and topic not in self._known_topics:
                 await self.ensure_topic(topic)
-            for key, bodies in _requests(messages, self._max_request_bytes):
-                await self._post(topic, key, bodies)
+            for messages in _requests(list(run), self._max_request_bytes):
+                response = await self._post(topic, key, messages)
+                if response is None:
+                    continue
+                if len(messages) == 1:
+                    raise MessageRefused(messages[0], _refusal(response))
+                for message in messages:
+                    alone = await self._post(topic, key, [message])
+                    if alone is not None:
+                        raise MessageRefused(message, _refusal(alone))
 
-    async def _post(self, topic: str, key: str | None, bodies: list[str]) -> None:
+    async def _post(
+        self, topic: str, key: str | None, messages: list[OutMessage]
+    ) -> httpx.Response | None:
+        """POST one request; None when the MR took every message, the MR's answer when it
+        refused them for good (see :func:`permanent`); ``RouterUnavailable`` otherwise.
+        """
         # The bodies are JSON objects already: joined, not parsed and re-encoded. No newlines:
         # the ONAP MR's reader ends an array at a newline between objects.
-        content = ("[" + ",".join(bodies) + "]").encode()
+        content = ("[" + ",".join(m.body for m in messages) + "]").encode()
         response = await self._call(
             "POST",
             f"/events/{_segment(topic)}",
@@ -194,13 +210,16 @@ class DmaapRouter(Router):
             params=None if key is None else {PARTITION_PARAM: key},
             headers={"content-type": "application/json"},
         )
+        if permanent(response.status_code):
+            return response
         if not response.is_success:
             raise self._refused(response, f"publish to topic {topic!r}")
         count = _count(response)
-        if count is not None and count != len(bodies):
+        if count is not None and count != len(messages):
             raise RouterUnavailable(
-                f"message router took {count} of {len(bodies)} messages for topic {topic!r}"
+                f"message router took {count} of {len(messages)} messages for topic {topic!r}"
             )
+        return None
 
     async def ensure_topic(self, topic: str) -> None:
         """Create the topic on the MR (``POST /topics/create``); one that exists is fine."""
@@ -380,20 +399,32 @@ def _verify(ca_file: str | None, insecure: bool, https: bool) -> ssl.SSLContext 
     return True
 
 
-def _requests(messages: list[OutMessage], max_bytes: int) -> Iterator[tuple[str | None, list[str]]]:
-    """Runs of consecutive messages with one key, each cut to at most ``max_bytes``."""
-    for key, run in itertools.groupby(messages, key=lambda m: m.key):
-        bodies: list[str] = []
-        size = 2
-        for message in run:
-            length = len(message.body.encode()) + 1
-            if bodies and size + length > max_bytes:
-                yield key, bodies
-                bodies, size = [], 2
-            bodies.append(message.body)
-            size += length
-        if bodies:
-            yield key, bodies
+def _requests(messages: list[OutMessage], max_bytes: int) -> Iterator[list[OutMessage]]:
+    """The messages cut into requests of at most ``max_bytes`` (at least one message each)."""
+    request: list[OutMessage] = []
+    size = 2
+    for message in messages:
+        length = len(message.body.encode()) + 1
+        if request and size + length > max_bytes:
+            yield request
+            request, size = [], 2
+        request.append(message)
+        size += length
+    if request:
+        yield request
+
+
+def permanent(status: int) -> bool:
+    """Whether an MR answer refuses a publish for good: a 4xx, except 408 and 429 (later
+    may work) and 401 and 407 (the credentials of this server, not the message, are wrong:
+    every message would be refused until they are fixed, so that waits and retries).
+    """
+    return 400 <= status < 500 and status not in TRANSIENT_4XX
+
+
+def _refusal(response: httpx.Response) -> str:
+    """The MR's refusal of a message, for the dead letter."""
+    return f"message router answered {response.status_code}: {_mr_message(response)}"
 
 
 def _segment(value: str) -> str:

@@ -168,9 +168,7 @@ class EmbeddedRouter(Router):
             heads = await tx.append(batch, now_ms())
         self.wake_readers(heads, batch)
 
-    def wake_readers(
-        self, heads: Mapping[str, int], messages: Sequence[OutMessage] = ()
-    ) -> None:
+    def wake_readers(self, heads: Mapping[str, int], messages: Sequence[OutMessage] = ()) -> None:
         """Wake the held reads of the topics that moved on, after a transaction that appended
         to them committed (here, or on a shared store in another replica): ``heads`` holds
         each topic's new last offset and ``messages``, when the caller has them, what was

@@ -61,7 +61,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
-from policy_pubsub.exceptions import NotFound, RouterUnavailable
+from policy_pubsub.exceptions import MessageRefused, NotFound, RouterUnavailable
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
 from policy_pubsub.routers.holding import HeldReads
 from policy_pubsub.routers.messages import OutMessage
@@ -246,6 +246,8 @@ class NatsRouter(Router):
             with _unavailable("publish"):
                 await self._publisher.publish(batch, self._timeout)
         except Refused as exc:
+            if exc.permanent and exc.index is not None:
+                raise MessageRefused(batch[exc.index], str(exc)) from exc
             raise RouterUnavailable(str(exc)) from exc
 
     async def _register(self, topics: list[str]) -> None:

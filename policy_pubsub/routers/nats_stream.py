@@ -201,41 +201,60 @@ class TopicStream:
 
 
 class Refused(Exception):
-    """JetStream answered a publish with an error, or no stream took the subject."""
+    """JetStream answered a publish with an error, or no stream took the subject.
+
+    ``permanent``: no retry of the message at ``index`` (of the batch given to
+    :meth:`Publisher.publish`) can succeed, and every message before it was stored.
+    """
+
+    def __init__(self, reason: str, index: int | None = None, *, permanent: bool = False) -> None:
+        super().__init__(reason)
+        self.index = index
+        self.permanent = permanent
 
 
-def _refusal(data: bytes) -> str | None:
-    """Why a JetStream publish acknowledgement is not a success, or None for a success (a
-    stored message, or a duplicate JetStream already holds).
+#: JetStream API errors (``err_code``) that refuse the message itself, for good:
+#: 10054 JSStreamMessageExceedsMaximumErr, over the stream's max_msg_size (or the server's
+#: max_payload). Storage full, no responders, timeouts and the like may pass with time.
+PERMANENT_ERR_CODES = frozenset({10054})
+
+
+def _refusal(data: bytes) -> tuple[str, bool] | None:
+    """Why a JetStream publish acknowledgement is not a success, and whether no retry can
+    cure it; None for a success (a stored message, or a duplicate JetStream already holds).
     """
     # The server writes {"stream":...,"seq":...[,"duplicate":true]} for a success and
     # {"error":{...}} for a refusal; only the unusual is parsed.
     if data.startswith(b'{"stream":') and b'"seq":' in data and b'"error":' not in data:
         return None
     if not data:
-        return "no stream answered (no responders)"
+        return "no stream answered (no responders)", False
     try:
         answer = json.loads(data)
     except ValueError:
-        return f"not a JetStream acknowledgement: {data[:200]!r}"
+        return f"not a JetStream acknowledgement: {data[:200]!r}", False
     if not isinstance(answer, dict):
-        return f"not a JetStream acknowledgement: {data[:200]!r}"
+        return f"not a JetStream acknowledgement: {data[:200]!r}", False
     if "error" in answer:
-        return f"JetStream refused a message: {answer['error']}"
+        error = answer["error"]
+        code = error.get("err_code") if isinstance(error, dict) else None
+        return f"JetStream refused a message: {error}", code in PERMANENT_ERR_CODES
     if "seq" not in answer:
-        return f"not a JetStream acknowledgement: {data[:200]!r}"
+        return f"not a JetStream acknowledgement: {data[:200]!r}", False
     return None
 
 
 class _Window:
     """The acknowledgements one publish call waits for, by message index."""
 
-    __slots__ = ("done", "failure", "missing", "waiting")
+    __slots__ = ("done", "failed_at", "failure", "missing", "permanent", "waiting")
 
     def __init__(self, size: int, done: asyncio.Future[None]) -> None:
         self.waiting = bytearray(b"\x01") * size
         self.missing = size
         self.failure: str | None = None
+        self.failed_at: int | None = None
+        self.permanent = False
         self.done = done
 
     def answer(self, index: int, data: bytes) -> None:
@@ -244,11 +263,26 @@ class _Window:
         self.waiting[index] = 0
         refusal = _refusal(data)
         if refusal is not None:
-            self.failure = refusal
-            self.done.set_result(None)
+            self.fail(index, *refusal)
             return
         self.missing -= 1
         if not self.missing:
+            self.done.set_result(None)
+
+    def fail(self, index: int, reason: str, permanent: bool) -> None:
+        """The first refusal, of the message at ``index``: permanent only when every message
+        before it was stored (acknowledged before it), so the caller may go on after it.
+        """
+        self.failure, self.failed_at = reason, index
+        self.permanent = permanent and not any(self.waiting[:index])
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def unsent(self, index: int) -> None:
+        """The messages from ``index`` on were never sent: no answer will come for them."""
+        self.missing -= sum(self.waiting[index:])
+        self.waiting[index:] = bytes(len(self.waiting) - index)
+        if not self.missing and not self.done.done():
             self.done.set_result(None)
 
 
@@ -266,6 +300,11 @@ class Publisher:
     ``publish`` returns once JetStream acknowledged every message of the batch, and raises
     :class:`Refused` at the first refusal and ``TimeoutError`` when no acknowledgement came for
     ``timeout`` seconds. Several calls may run at once; each waits for its own messages only.
+    A refusal is ``permanent`` for a message over the server's max_payload (the client does
+    not send it, nor any after it) and for a JetStream error no retry cures
+    (``PERMANENT_ERR_CODES``), once the messages before it were acknowledged. Messages sent
+    after such a message may have been stored too; the relay sends them again, and JetStream
+    drops the copies by their ``Nats-Msg-Id``.
     """
 
     def __init__(self, stream: TopicStream) -> None:
@@ -299,6 +338,7 @@ class Publisher:
         self._windows[window_id] = window
         reply = f"{self._prefix}{window_id}."
         subject_of = self._stream.subject_of
+        oversize: int | None = None
         try:
             async with asyncio.timeout(timeout):
                 for index, message in enumerate(messages):
@@ -307,12 +347,17 @@ class Publisher:
                     headers = None
                     if message.dedup_id is not None:
                         headers = {MSG_ID_HEADER: message.dedup_id}
-                    await nc.publish(
-                        subject_of(message),
-                        message.body.encode(),
-                        reply=f"{reply}{index}",
-                        headers=headers,
-                    )
+                    try:
+                        await nc.publish(
+                            subject_of(message),
+                            message.body.encode(),
+                            reply=f"{reply}{index}",
+                            headers=headers,
+                        )
+                    except nats.errors.MaxPayloadError:
+                        oversize = index  # the client refuses it: nothing after it is sent
+                        window.unsent(index)
+                        break
             while not window.done.done():
                 missing = window.missing
                 await asyncio.wait((window.done,), timeout=timeout)
@@ -324,4 +369,10 @@ class Publisher:
         finally:
             del self._windows[window_id]
         if window.failure is not None:
-            raise Refused(window.failure)
+            raise Refused(window.failure, window.failed_at, permanent=window.permanent)
+        if oversize is not None:
+            raise Refused(
+                f"the message is larger than the server's max_payload of {nc.max_payload} bytes",
+                oversize,
+                permanent=True,
+            )

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from policy_pubsub.exceptions import NotFound
+from policy_pubsub.exceptions import InvalidRequest, NotFound
 from policy_pubsub.matching import Selector
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PdpUpdate, PolicyFilter, SubscriptionRequest, ToscaPolicy
@@ -35,7 +35,12 @@ from policy_pubsub.service.outlets import (
 )
 from policy_pubsub.service.snapshots import matching_policies
 from policy_pubsub.service.state import Policy, State, Subscription
-from policy_pubsub.service.subscriptions import SubscribeResult, Subscriptions, TopicCheck
+from policy_pubsub.service.subscriptions import (
+    Resent,
+    SubscribeResult,
+    Subscriptions,
+    TopicCheck,
+)
 from policy_pubsub.store import Store
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "Policy",
     "PolicyChange",
     "PolicyService",
+    "Resent",
     "State",
     "SubscribeResult",
     "Subscription",
@@ -96,8 +102,19 @@ class PolicyService:
         )
 
     async def pdp_update(self, update: PdpUpdate) -> ChangeResult:
-        """Apply a PDP_UPDATE: a delta, or (El Alto) the complete desired set."""
+        """Apply a PDP_UPDATE of any PAP release (see ``models.PdpUpdate``).
+
+        ``policies``, when given, is the complete desired set: what is deployed and not in it
+        is undeployed. A Honolulu PAP sends the delta beside it; that delta must agree with
+        the set (every policy to deploy is in it, no policy to undeploy is), or the update is
+        refused with ``InvalidRequest`` and changes nothing: a message that contradicts itself
+        cannot be applied both ways. Without ``policies``, the delta is applied: undeployments
+        first, so "undeploy v1, deploy v2" is an upgrade. An undeployment that names a policy
+        (or a version of it) that is not deployed changes nothing and is reported in
+        ``ChangeResult.not_deployed``.
+        """
         if update.policies is not None:
+            _check_agreement(update)
             change = PolicyChange(wanted=_policies(update.policies), replace_all=True)
         else:
             change = PolicyChange(
@@ -144,6 +161,12 @@ class PolicyService:
         """
         return await self._subscriptions.unsubscribe(subscriber_id, may_use)
 
+    async def resend(self, subscriber_ids: Sequence[str]) -> Resent:
+        """Publish a fresh snapshot, at a new revision, to each of these subscribers, and
+        remove their dead letters (see :meth:`Subscriptions.resend`).
+        """
+        return await self._subscriptions.resend(subscriber_ids)
+
     async def subscription(self, subscriber_id: str) -> Subscription:
         """A subscription; ``NotFound`` if unknown."""
         return await self._subscriptions.get(subscriber_id)
@@ -185,6 +208,35 @@ class PolicyService:
         """How many policy changes wait for the next transaction."""
         return self._commits.queued
 
+    @property
+    def queued_subscription_changes(self) -> int:
+        """How many subscribes and unsubscribes wait for the next transaction."""
+        return self._subscriptions.queued
+
 
 def _policies(models: Sequence[ToscaPolicy]) -> list[Policy]:
     return [Policy.from_model(model) for model in models]
+
+
+def _check_agreement(update: PdpUpdate) -> None:
+    """``InvalidRequest`` unless the delta of an update that carries the complete set too
+    agrees with that set.
+    """
+    complete = {(p.policy_id, p.policy_version) for p in update.policies or ()}
+    names = {name for name, _ in complete}
+    problems = [
+        f"{p.policy_id} {p.policy_version} is in policiesToBeDeployed but not in policies"
+        for p in update.policies_to_be_deployed or ()
+        if (p.policy_id, p.policy_version) not in complete
+    ]
+    for ident in update.policies_to_be_undeployed or ():
+        version = None if ident.version is None else str(ident.version)
+        if (ident.name, version) in complete or (version is None and ident.name in names):
+            problems.append(f"{ident.name} is in policiesToBeUndeployed and in policies")
+    if problems:
+        raise InvalidRequest(
+            "The PDP_UPDATE contradicts itself: 'policies' is the complete set, and "
+            + "; ".join(problems[:5])
+            + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+            + ". Nothing was changed.",
+        )

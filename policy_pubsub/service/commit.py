@@ -21,7 +21,6 @@ acknowledges them all. A transaction goes through these steps, in order:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,10 +28,11 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from policy_pubsub.exceptions import NotFound, PolicyPubSubError, StoreUnavailable
+from policy_pubsub.exceptions import NotFound, PolicyPubSubError
 from policy_pubsub.matching import PolicyIndex, Selector
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.routers import OutMessage, Router
+from policy_pubsub.service.batches import Batches
 from policy_pubsub.service.outlets import Outlet, Written
 from policy_pubsub.service.snapshots import ChangeSnapshots, change_snapshots, oversized
 from policy_pubsub.service.state import Policy, State
@@ -45,6 +45,7 @@ __all__ = [
     "Overlay",
     "Plan",
     "PolicyChange",
+    "absent",
     "diff",
 ]
 
@@ -61,12 +62,18 @@ Changes = Mapping[str, tuple[Policy | None, Policy | None]]
 class ChangeResult:
     """A committed policy change: its revision (the store's, if it changed nothing), the
     policies it deployed and undeployed, and how many subscribers got a snapshot.
+
+    ``not_deployed`` lists the undeployments asked for that found nothing to undeploy, as
+    ``{"name", "version", "deployed"}``: the name and version asked for, and the version that
+    is deployed under that name (None if none is). ONAP's PDPs leave such a policy as it is
+    and answer SUCCESS, listing what they have deployed; the PDP_STATUS says so in words too.
     """
 
     revision: int
     deployed: list[dict[str, str]]
     undeployed: list[dict[str, str]]
     notified: int
+    not_deployed: tuple[dict[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,24 @@ class Overlay:
         return found
 
 
+def absent(current: Overlay, change: PolicyChange) -> tuple[dict[str, str | None], ...]:
+    """The undeployments of the change that name a policy (or a version of it) that is not
+    deployed, each with the version deployed under that name, if any.
+    """
+    found: list[dict[str, str | None]] = []
+    for policy_id, version in change.undeploy:
+        deployed = current.get(policy_id)
+        if deployed is None or (version is not None and deployed.version != version):
+            found.append(
+                {
+                    "name": policy_id,
+                    "version": version,
+                    "deployed": None if deployed is None else deployed.version,
+                }
+            )
+    return tuple(found)
+
+
 def diff(current: Overlay, change: PolicyChange) -> dict[str, tuple[Policy | None, Policy | None]]:
     """The net change: policy id -> (deployed now, deployed after), only where they differ;
     an identical policy deployed again is no change.
@@ -175,16 +200,25 @@ class _Planned:
     revision: int
     changes: Changes
     snapshots: ChangeSnapshots
+    absent: tuple[dict[str, str | None], ...] = ()
 
     def result(self) -> ChangeResult:
         changes = self.changes.values()
         deployed = [new.ident() for _, new in changes if new is not None]
         undeployed = [old.ident() for old, new in changes if new is None and old is not None]
-        return ChangeResult(self.revision, deployed, undeployed, len(self.snapshots.notified))
+        notified = len(self.snapshots.notified)
+        return ChangeResult(self.revision, deployed, undeployed, notified, self.absent)
 
 
-#: What became of one change of a batch: planned, refused, or no change (None).
-_Outcome = _Planned | PolicyPubSubError | None
+@dataclass(frozen=True, slots=True)
+class _Unchanged:
+    """A change of a transaction that changes nothing, and what it named that is not deployed."""
+
+    absent: tuple[dict[str, str | None], ...] = ()
+
+
+#: What became of one change of a batch: planned, refused, or no change.
+_Outcome = _Planned | PolicyPubSubError | _Unchanged
 
 
 @dataclass(slots=True)
@@ -220,22 +254,14 @@ class Plan:
         results: list[ChangeResult | PolicyPubSubError] = []
         unchanged_at = self.first - 1
         for outcome in self.outcomes:
-            if outcome is None:
-                results.append(ChangeResult(unchanged_at, [], [], 0))
+            if isinstance(outcome, _Unchanged):
+                results.append(ChangeResult(unchanged_at, [], [], 0, outcome.absent))
             elif isinstance(outcome, PolicyPubSubError):
                 results.append(outcome)
             else:
                 unchanged_at = outcome.revision
                 results.append(outcome.result())
         return results
-
-
-@dataclass(slots=True)
-class _Queued:
-    """A change waiting for a transaction, and the future its caller awaits."""
-
-    change: PolicyChange
-    answer: asyncio.Future[ChangeResult]
 
 
 class GroupCommit:
@@ -249,12 +275,14 @@ class GroupCommit:
         self._router = router  # its largest message bounds every snapshot
         self._outlet = outlet
         self._metrics = metrics
-        self._queue: list[_Queued] = []  # changes waiting for the next transaction
+        self._batches: Batches[PolicyChange, ChangeResult] = Batches(
+            state.writing, self.commit, MAX_CHANGES_PER_COMMIT
+        )
 
     @property
     def queued(self) -> int:
         """How many changes wait for a transaction."""
-        return len(self._queue)
+        return self._batches.queued
 
     async def submit(self, change: PolicyChange) -> ChangeResult:
         """Queue the change, and return once it committed with whatever else was queued.
@@ -263,45 +291,9 @@ class GroupCommit:
         first of them to get it commits every queued change (at most
         ``MAX_CHANGES_PER_COMMIT``), each with its own revision in arrival order.
         """
-        queued = _Queued(change, asyncio.get_running_loop().create_future())
-        self._queue.append(queued)
-        try:
-            async with self._state.writing:
-                if not queued.answer.done():
-                    batch = self._queue[:MAX_CHANGES_PER_COMMIT]
-                    del self._queue[:MAX_CHANGES_PER_COMMIT]
-                    await self._commit_and_answer(batch)
-        except asyncio.CancelledError:
-            if queued in self._queue:
-                self._queue.remove(queued)
-            raise
-        return queued.answer.result()
+        return await self._batches.submit(change)
 
-    async def _commit_and_answer(self, batch: Sequence[_Queued]) -> None:
-        """Commit the batch and answer each change's future, with its failure if it failed."""
-        try:
-            results = await self.commit([queued.change for queued in batch])
-        except BaseException as exc:
-            failure: Exception = (
-                exc
-                if isinstance(exc, Exception)
-                else StoreUnavailable("the transaction was interrupted; nothing was changed")
-            )
-            for queued in batch:
-                if not queued.answer.done():
-                    queued.answer.set_exception(failure)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for queued, result in zip(batch, results, strict=True):
-            if isinstance(result, PolicyPubSubError):
-                queued.answer.set_exception(result)
-            else:
-                queued.answer.set_result(result)
-
-    async def commit(
-        self, batch: Sequence[PolicyChange]
-    ) -> list[ChangeResult | PolicyPubSubError]:
+    async def commit(self, batch: Sequence[PolicyChange]) -> list[ChangeResult | PolicyPubSubError]:
         """Commit the changes in one transaction, and return each one's result or refusal,
         in order. Call it holding the state's write lock.
         """
@@ -339,9 +331,10 @@ class GroupCommit:
             if change.require is not None and overlay.get(change.require) is None:
                 plan.outcomes.append(NotFound("policy", change.require))
                 continue
+            missing = absent(overlay, change)
             changes = diff(overlay, change)
             if not changes:
-                plan.outcomes.append(None)
+                plan.outcomes.append(_Unchanged(missing))
                 continue
             revision = plan.last + 1
             before = overlay.saved(changes)
@@ -355,7 +348,7 @@ class GroupCommit:
                 log.warning("refused a policy change: %s", refused.message)
                 plan.outcomes.append(refused)
                 continue
-            plan.add(_Planned(revision, changes, snapshots))
+            plan.add(_Planned(revision, changes, snapshots, missing))
         return plan
 
     async def write(self, tx: WriteTx, plan: Plan) -> Written:
@@ -380,7 +373,14 @@ class GroupCommit:
                 if new is not None
             ]
         )
-        await tx.delete_policies(policy_id for policy_id, new in changed.items() if new is None)
+        await tx.delete_policies(
+            {
+                policy_id: plan.overlay.revisions[policy_id]
+                for policy_id, new in changed.items()
+                if new is None
+            },
+            plan.at,
+        )
         written = await self._outlet.write(tx, plan.messages, plan.at)
         by_revision: dict[int, list[str]] = {}
         for subscriber_id, published in plan.latest.items():

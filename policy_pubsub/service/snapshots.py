@@ -153,4 +153,3 @@ def snapshot_message(
         key=subscription.subscriber_id,
         revision=revision,
     )
-

@@ -4,7 +4,9 @@ matching, as of one store revision, and how that is kept in step with the store.
 The indexes mirror the committed tables. A change updates them only after its commit, and
 while it holds :attr:`State.writing`; whenever the store's revision is not the one they
 reflect (another replica committed a change), :meth:`State.catch_up` and
-:meth:`State.take_revision` read them again from the store.
+:meth:`State.take_revision` take in what changed since from the store's change log: the
+policies and subscriptions written or deleted after their revision, and the published marks
+that moved. Only a replica that was away longer than the log keeps reads everything again.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ import orjson
 
 from policy_pubsub.matching import PolicyIndex, Selector, SubscriptionIndex
 from policy_pubsub.models import ToscaPolicy
-from policy_pubsub.store import PolicyRow, Snapshot, Store, SubscriptionRow, WriteTx
+from policy_pubsub.store import Changes, PolicyRow, Snapshot, Store, SubscriptionRow, WriteTx
 from policy_pubsub.store.notify import REVISION_CHANNEL
-from policy_pubsub.store.state import load_all
+from policy_pubsub.store.state import changes_since, load_all
 
 __all__ = ["Policy", "State", "Subscription"]
 
@@ -30,7 +32,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    """A deployed policy: its identity, and its body exactly as deployed."""
+    """A deployed policy: its identity (the TOSCA name and version, see ``policy_identity``),
+    and its body as deployed, with ``metadata.policy-id`` / ``policy-version`` filled in where
+    the PAP left them out.
+    """
 
     policy_id: str
     version: str
@@ -41,9 +46,12 @@ class Policy:
 
     @classmethod
     def from_model(cls, model: ToscaPolicy) -> Policy:
-        body = model.model_dump(by_alias=True, exclude_unset=True)
         return cls._make(
-            model.policy_id or "", model.policy_version or "", model.type, model.type_version, body
+            model.policy_id or "",
+            model.policy_version or "",
+            model.type,
+            model.type_version,
+            model.body(),
         )
 
     @classmethod
@@ -95,7 +103,7 @@ class Subscription:
             **kwargs,
         )
 
-    def published(self, revision: int, at: int) -> Subscription:
+    def published(self, revision: int, at: int | None) -> Subscription:
         """A copy that records a snapshot published at ``revision``. (The constructor, not
         ``dataclasses.replace``: a push can touch 10,000 subscriptions, and replace costs
         half as much again.)
@@ -163,16 +171,17 @@ class State:
 
     async def catch_up(self) -> None:
         """Make the indexes reflect the store before a read. With one process (SQLite) they
-        always do; replicas sharing a store read it again when a notification says it moved
-        on, and check its revision on every read while notifications are not arriving.
+        always do; replicas sharing a store take in what changed when a notification says it
+        moved on, and check its revision on every read while notifications are not arriving.
         """
         notifications = self._store.notifications
         if notifications is None or (notifications.connected and not self._behind):
             return
         async with self.writing:
             self._behind = False
-            if await self._store.state.revision() != self.revision:
-                self._replace(await self._store.state.load())
+            found = await self._store.state.since(self.revision)
+            if found is not None:
+                self._follow(found)
 
     async def take_revision(self, tx: WriteTx) -> int:
         """Take the next revision in ``tx``; first catch up, in the same transaction, if
@@ -180,9 +189,12 @@ class State:
         """
         revision = await tx.next_revision()
         if revision - 1 != self.revision:
-            log.info("store moved from revision %d to %d: reloading", self.revision, revision - 1)
-            snapshot = await load_all(tx.conn)
-            self._replace(replace(snapshot, revision=revision - 1))
+            # The revision row is locked: no other change commits while these are read.
+            changes = await changes_since(tx.conn, self.revision)
+            found = changes if changes is not None else await load_all(tx.conn)
+            self._follow(replace(found, revision=revision - 1))
+        # The indexes now reflect every revision committed before this one.
+        self._behind = False
         return revision
 
     # -- what a commit changed ----------------------------------------------------------------
@@ -216,11 +228,53 @@ class State:
             if current is not None:
                 subscriptions[subscriber_id] = current.published(revision, at)
 
+    def resent(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
+        """Record a committed revision that only published fresh snapshots to subscribers."""
+        self.published(dict.fromkeys(subscriber_ids, revision), at)
+        self.revision = revision
+
     def deployed(self) -> Iterable[Policy]:
         """The deployed policies, in no particular order."""
         return (policy for _, policy in self.policies.items())
 
     # -- following the store ------------------------------------------------------------------
+
+    def _follow(self, found: Changes | Snapshot) -> None:
+        """Take in what changed since :attr:`revision`, or everything."""
+        if isinstance(found, Snapshot):
+            log.info(
+                "store moved from revision %d to %d, further back than its change log keeps: "
+                "reloading %d policies and %d subscriptions",
+                self.revision,
+                found.revision,
+                len(found.policies),
+                len(found.subscriptions),
+            )
+            self._replace(found)
+        else:
+            self._apply(found)
+
+    def _apply(self, changes: Changes) -> None:
+        for row in changes.policies:
+            policy = Policy.from_row(row)
+            self.policies.put(policy.policy_id, policy.type, policy)
+        for policy_id in changes.deleted_policies:
+            self.policies.remove(policy_id)
+        subscriptions, index = self.subscriptions, self.index
+        for subscriber_id in changes.deleted_subscriptions:
+            subscriptions.pop(subscriber_id, None)
+            index.remove(subscriber_id)
+        written: set[str] = set()
+        for subscription_row in changes.subscriptions:
+            subscription = Subscription.from_row(subscription_row)
+            subscriptions[subscription.subscriber_id] = subscription
+            index.put(subscription.subscriber_id, subscription.selector)
+            written.add(subscription.subscriber_id)
+        for subscriber_id, (last, at) in changes.marks.items():
+            current = subscriptions.get(subscriber_id)
+            if current is not None and subscriber_id not in written:
+                subscriptions[subscriber_id] = current.published(last, at)
+        self.revision = changes.revision
 
     def _replace(self, snapshot: Snapshot) -> None:
         policies: PolicyIndex[Policy] = PolicyIndex()

@@ -1,9 +1,12 @@
 """Subscriptions: subscribe (insert or update, with its starting snapshot), unsubscribe, and
 the reads of the subscriber table and of its delivery status.
 
-Each subscribe and unsubscribe is a transaction of its own with its own revision; they are
-not grouped like policy changes (a subscribe answers with the subscriber's policies, and
-subscribers come one at a time).
+Subscribes and unsubscribes share commits the way policy changes do
+(:class:`~policy_pubsub.service.batches.Batches`): those that queue up behind a transaction
+commit together in the next one, each with its own revision in arrival order, its own
+starting snapshot and its own answer, as if it had been alone; one commit (one fsync)
+acknowledges them all. A fleet of components restarting together subscribes at the rate of
+the store's commits times the batch, not at the rate of its commits.
 """
 
 from __future__ import annotations
@@ -11,22 +14,36 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from policy_pubsub.exceptions import NotFound, SubscriptionTaken
+from policy_pubsub import constants
+from policy_pubsub.exceptions import NotFound, PolicyPubSubError, SubscriptionTaken
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import SubscriptionRequest
-from policy_pubsub.routers import Router
+from policy_pubsub.routers import OutMessage, Router
+from policy_pubsub.service.batches import Batches
 from policy_pubsub.service.outlets import Outlet
-from policy_pubsub.service.snapshots import matching_policies, oversized, subscribe_snapshot
+from policy_pubsub.service.snapshots import (
+    matching_policies,
+    oversized,
+    snapshot_message,
+    subscribe_snapshot,
+)
 from policy_pubsub.service.state import State, Subscription
 from policy_pubsub.store import Store, SubscriptionRow, now_ms
 from policy_pubsub.subscription_record import SubscriptionRecord
+from policy_pubsub.timestamps import rfc3339
 
-__all__ = ["SubscribeResult", "Subscriptions", "TopicCheck"]
+__all__ = [
+    "MAX_SUBSCRIPTION_CHANGES_PER_COMMIT",
+    "Resent",
+    "SubscribeResult",
+    "Subscriptions",
+    "TopicCheck",
+]
 
 # Whether the caller may use a topic (its auth rules); None where anyone may.
 TopicCheck = Callable[[str], bool]
@@ -45,6 +62,40 @@ class SubscribeResult:
     policies: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Resent:
+    """Fresh snapshots committed for dead letters' subscribers: the revision they carry
+    (None when none of the subscribers exists any more), the subscribers they went to, and
+    those with no subscription, whose dead letters were removed with nothing to send.
+    """
+
+    revision: int | None
+    subscriber_ids: list[str]
+    unknown: list[str]
+    removed: int  # dead letters removed
+
+
+#: Subscribes and unsubscribes committed together at most.
+MAX_SUBSCRIPTION_CHANGES_PER_COMMIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscribe:
+    subscriber_id: str
+    record: dict[str, Any]  # the wire fields of the subscription record
+    may_use: TopicCheck | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Unsubscribe:
+    subscriber_id: str
+    may_use: TopicCheck | None
+
+
+_Request = _Subscribe | _Unsubscribe
+_Answer = SubscribeResult | int  # an unsubscribe answers with its revision
+
+
 class Subscriptions:
     """The subscriber table: its writes, each with a revision, and its reads."""
 
@@ -56,6 +107,14 @@ class Subscriptions:
         self._router = router
         self._outlet = outlet
         self._metrics = metrics
+        self._batches: Batches[_Request, _Answer] = Batches(
+            state.writing, self.commit, MAX_SUBSCRIPTION_CHANGES_PER_COMMIT
+        )
+
+    @property
+    def queued(self) -> int:
+        """How many subscribes and unsubscribes wait for a transaction."""
+        return self._batches.queued
 
     async def subscribe(
         self,
@@ -79,76 +138,172 @@ class Subscriptions:
             request.onap_component,
             request.onap_instance,
         ).to_wire()
-        state = self._state
-        async with state.writing:
-            async with self._store.write() as tx:
-                revision = await state.take_revision(tx)
-                existing = state.subscriptions.get(subscriber_id)
-                if existing and may_use is not None and not may_use(existing.topic):
-                    raise SubscriptionTaken(subscriber_id)
-                at = now_ms()
-                subscription = Subscription.make(
-                    subscriber_id,
-                    record,
-                    revision=revision,
-                    created_at=existing.created_at if existing else at,
-                    updated_at=at,
-                    last_revision=revision,
-                    last_published_at=at,
-                )
-                with self._metrics.matching_seconds.time():
-                    policies = matching_policies(state.policies, subscription.selector)
-                    message = subscribe_snapshot(subscription, revision, at, policies)
-                refused = oversized([message], self._router.max_message_bytes)
-                if refused is not None:
-                    # Raised in the transaction: it rolls back, the revision is not taken.
-                    log.warning("refused subscription %s: %s", subscriber_id, refused.message)
-                    raise refused
-                await tx.put_subscription(
-                    SubscriptionRow(
-                        subscriber_id,
-                        subscription.topic,
-                        orjson.dumps(record).decode(),
-                        revision,
-                        subscription.created_at,
-                        at,
-                        None,
-                        None,
-                    )
-                )
-                written = await self._outlet.write(tx, [message], at)
-                await tx.mark_published([subscriber_id], revision, at)
-                committing = time.perf_counter()
-            self._metrics.commit_seconds.observe(time.perf_counter() - committing)
-            state.subscription_put(subscription)
-            self._outlet.after_commit(written)
-        log.info(
-            "revision %d: %s subscription %s on topic %s (%d policies)",
-            revision,
-            "updated" if existing else "new",
-            subscriber_id,
-            subscription.topic,
-            len(policies),
-        )
-        return SubscribeResult(existing is None, subscription, policies)
+        answer = await self._batches.submit(_Subscribe(subscriber_id, record, may_use))
+        assert isinstance(answer, SubscribeResult)
+        return answer
 
     async def unsubscribe(self, subscriber_id: str, may_use: TopicCheck | None = None) -> int:
         """Delete a subscription; ``NotFound`` if unknown, or (with ``may_use``) on a topic it
         refuses, decided under the write lock. Returns the new revision.
         """
+        answer = await self._batches.submit(_Unsubscribe(subscriber_id, may_use))
+        assert isinstance(answer, int)
+        return answer
+
+    async def commit(self, batch: Sequence[_Request]) -> list[_Answer | PolicyPubSubError]:
+        """Commit the subscribes and unsubscribes in one transaction, each with its own
+        revision in order, and return each one's answer or refusal (a refused one takes no
+        revision and writes nothing). Call it holding the state's write lock.
+        """
+        state = self._state
+        async with self._store.write() as tx:
+            first = await state.take_revision(tx)
+            at = now_ms()
+            planned = _Planned(first)
+            for request in batch:
+                if isinstance(request, _Subscribe):
+                    planned.answers.append(self._plan_subscribe(planned, request, at))
+                else:
+                    planned.answers.append(_plan_unsubscribe(planned, state, request))
+            if planned.last < first:
+                await tx.rollback()  # the revision taken goes back: nothing is written
+                return planned.answers
+            if planned.last > first:
+                await tx.advance_revision(planned.last)
+            await tx.subscribe(
+                [
+                    SubscriptionRow(
+                        s.subscriber_id,
+                        s.topic,
+                        orjson.dumps(s.record).decode(),
+                        s.revision,
+                        s.created_at,
+                        s.updated_at,
+                        s.last_revision,
+                        s.last_published_at,
+                    )
+                    for s in planned.after.values()
+                    if s is not None
+                ]
+            )
+            await tx.delete_subscriptions(
+                {
+                    subscriber_id: planned.revisions[subscriber_id]
+                    for subscriber_id, after in planned.after.items()
+                    if after is None
+                },
+                at,
+            )
+            written = (
+                await self._outlet.write(tx, planned.messages, at) if planned.messages else None
+            )
+            committing = time.perf_counter()
+        self._metrics.commit_seconds.observe(time.perf_counter() - committing)
+        for answer in planned.answers:
+            if isinstance(answer, SubscribeResult):
+                state.subscription_put(answer.subscription)
+            elif isinstance(answer, int):
+                state.subscription_removed(planned.removed[answer], answer)
+        if written is not None:
+            self._outlet.after_commit(written)
+        for answer in planned.answers:
+            if isinstance(answer, SubscribeResult):
+                subscription = answer.subscription
+                log.info(
+                    "revision %d: %s subscription %s on topic %s (%d policies)",
+                    subscription.revision,
+                    "new" if answer.created else "updated",
+                    subscription.subscriber_id,
+                    subscription.topic,
+                    len(answer.policies),
+                )
+            elif isinstance(answer, int):
+                log.info("revision %d: subscription %s removed", answer, planned.removed[answer])
+        return planned.answers
+
+    def _plan_subscribe(
+        self, planned: _Planned, request: _Subscribe, at: int
+    ) -> SubscribeResult | PolicyPubSubError:
+        """The subscription a subscribe writes and its starting snapshot; or its refusal."""
+        subscriber_id = request.subscriber_id
+        existing = planned.current(self._state, subscriber_id)
+        if existing and request.may_use is not None and not request.may_use(existing.topic):
+            return SubscriptionTaken(subscriber_id)
+        revision = planned.last + 1
+        subscription = Subscription.make(
+            subscriber_id,
+            request.record,
+            revision=revision,
+            created_at=existing.created_at if existing else at,
+            updated_at=at,
+            last_revision=revision,
+            last_published_at=at,
+        )
+        with self._metrics.matching_seconds.time():
+            policies = matching_policies(self._state.policies, subscription.selector)
+            message = subscribe_snapshot(subscription, revision, at, policies)
+        refused = oversized([message], self._router.max_message_bytes)
+        if refused is not None:
+            log.warning("refused subscription %s: %s", subscriber_id, refused.message)
+            return refused
+        planned.take(subscriber_id, subscription, revision)
+        planned.messages.append(message)
+        return SubscribeResult(existing is None, subscription, policies)
+
+    async def resend(self, subscriber_ids: Sequence[str]) -> Resent:
+        """Publish a fresh snapshot to each of the subscribers, at a new revision, and
+        remove their dead letters, in one transaction. A new revision rather than the
+        current one: a subscriber's snapshot revisions must keep increasing whatever commits
+        meanwhile, and the new de-duplication id cannot be mistaken by the router for the
+        refused copy. A snapshot over the router's largest message is ``SnapshotTooLarge``
+        (nothing changed, the dead letters stay).
+        """
+        wanted = sorted(set(subscriber_ids))
+        if not wanted:
+            return Resent(None, [], [], 0)
         state = self._state
         async with state.writing:
             async with self._store.write() as tx:
                 revision = await state.take_revision(tx)
-                existing = state.subscriptions.get(subscriber_id)
-                if existing is None or (may_use is not None and not may_use(existing.topic)):
-                    raise NotFound("subscription", subscriber_id)
-                await tx.delete_subscription(subscriber_id)
-                committing = time.perf_counter()
-            self._metrics.commit_seconds.observe(time.perf_counter() - committing)
-            state.subscription_removed(subscriber_id, revision)
-        log.info("revision %d: subscription %s removed", revision, subscriber_id)
-        return revision
+                found = [state.subscriptions[s] for s in wanted if s in state.subscriptions]
+                unknown = [s for s in wanted if s not in state.subscriptions]
+                if not found:
+                    await tx.rollback()  # nothing to publish: no revision taken
+                else:
+                    at = now_ms()
+                    stamp = rfc3339(at) or ""
+                    with self._metrics.matching_seconds.time():
+                        messages = [
+                            snapshot_message(
+                                s,
+                                revision,
+                                constants.EVENT_UPDATE,
+                                stamp,
+                                orjson.dumps(matching_policies(state.policies, s.selector)),
+                            )
+                            for s in found
+                        ]
+                    refused = oversized(messages, self._router.max_message_bytes)
+                    if refused is not None:
+                        raise refused
+                    written = await self._outlet.write(tx, messages, at)
+                    await tx.mark_published([s.subscriber_id for s in found], revision, at)
+                    removed = await tx.remove_dead_letters(wanted)
+            if found:
+                state.resent((s.subscriber_id for s in found), revision, at)
+                self._outlet.after_commit(written)
+                self._metrics.snapshots.labels(constants.EVENT_UPDATE).inc(len(found))
+        if not found:
+            async with self._store.write() as tx:
+                removed = await tx.remove_dead_letters(wanted)
+            return Resent(None, [], unknown, removed)
+        log.info(
+            "revision %d: fresh snapshots for %d subscribers with dead letters (%s)",
+            revision,
+            len(found),
+            ", ".join(s.subscriber_id for s in found[:5]) + (" ..." if len(found) > 5 else ""),
+        )
+        return Resent(revision, [s.subscriber_id for s in found], unknown, removed)
 
     async def get(self, subscriber_id: str) -> Subscription:
         """A subscription as stored; ``NotFound`` if unknown."""
@@ -197,3 +352,45 @@ class Subscriptions:
                 continue
             verdict[topic] = stats.oldest_unread_at is not None and stats.oldest_unread_at <= cutoff
         return [s for s in subscriptions if verdict[s.topic]]
+
+
+@dataclass(slots=True)
+class _Planned:
+    """What one transaction of subscribes and unsubscribes commits, planned in order:
+    revisions from ``first`` on, each subscriber's subscription after it (None: deleted)
+    with the revision of its last change, the starting snapshots, and each one's answer.
+    """
+
+    first: int
+    last: int = 0
+    after: dict[str, Subscription | None] = field(default_factory=dict)
+    revisions: dict[str, int] = field(default_factory=dict)
+    removed: dict[int, str] = field(default_factory=dict)  # revision -> subscriber id
+    messages: list[OutMessage] = field(default_factory=list)
+    answers: list[_Answer | PolicyPubSubError] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.last = self.first - 1
+
+    def current(self, state: State, subscriber_id: str) -> Subscription | None:
+        """The subscription as the changes planned so far leave it."""
+        if subscriber_id in self.after:
+            return self.after[subscriber_id]
+        return state.subscriptions.get(subscriber_id)
+
+    def take(self, subscriber_id: str, after: Subscription | None, revision: int) -> None:
+        self.after[subscriber_id] = after
+        self.revisions[subscriber_id] = revision
+        self.last = revision
+
+
+def _plan_unsubscribe(planned: _Planned, state: State, request: _Unsubscribe) -> int | NotFound:
+    """The revision an unsubscribe takes; or ``NotFound``."""
+    subscriber_id = request.subscriber_id
+    existing = planned.current(state, subscriber_id)
+    if existing is None or (request.may_use is not None and not request.may_use(existing.topic)):
+        return NotFound("subscription", subscriber_id)
+    revision = planned.last + 1
+    planned.take(subscriber_id, None, revision)
+    planned.removed[revision] = subscriber_id
+    return revision

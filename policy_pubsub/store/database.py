@@ -3,8 +3,9 @@
 :class:`Store` holds the engines, the transactions and the life cycle; what the store holds is
 read through one repository each: ``store.state`` (policies, subscriptions, the revision),
 ``store.topics`` (the embedded topic log), ``store.positions`` (consumer positions),
-``store.outbox`` (messages for the relay, with its leader lock) and ``store.signatures`` (the
-PAP webhook's replay cache). Every write of a change goes through one :class:`WriteTx`.
+``store.outbox`` (messages for the relay, with its leader lock), ``store.dead_letters``
+(messages the router refused for good) and ``store.signatures`` (the PAP webhook's replay
+cache). Every write of a change goes through one :class:`WriteTx`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,13 +29,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.store import dialects
+from policy_pubsub.store.dead_letters import DeadLetterRepository, remove_for
 from policy_pubsub.store.notify import REVISION_CHANNEL, TOPICS_CHANNEL, Notifications
 from policy_pubsub.store.outbox import OutboxRepository
 from policy_pubsub.store.positions import PositionRepository
 from policy_pubsub.store.rows import PolicyRow, SubscriptionRow
 from policy_pubsub.store.signatures import SignatureRepository
-from policy_pubsub.store.state import SUBSCRIPTION_COLUMNS, StateRepository
+from policy_pubsub.store.state import POLICY, SUBSCRIPTION, SUBSCRIPTION_COLUMNS, StateRepository
 from policy_pubsub.store.tables import (
+    change_log,
     messages,
     outbox,
     policies,
@@ -71,6 +74,7 @@ class Store:
         self.topics = TopicRepository(self)
         self.positions = PositionRepository(self)
         self.outbox = OutboxRepository(self)
+        self.dead_letters = DeadLetterRepository(self)
         self.signatures = SignatureRepository(self)
 
     async def open(self) -> None:
@@ -182,11 +186,15 @@ class WriteTx:
                 ),
                 [_asdict(row) for row in rows],
             )
+            await self._log(
+                POLICY, [(row.policy_id, row.revision) for row in rows], rows[0].deployed_at
+            )
 
-    async def delete_policies(self, policy_ids: Iterable[str]) -> None:
-        ids = list(policy_ids)
-        if ids:
-            await self.conn.execute(delete(policies).where(policies.c.policy_id.in_(ids)))
+    async def delete_policies(self, deleted: Mapping[str, int], at: int) -> None:
+        """Delete policies: policy id -> the revision that undeployed it."""
+        if deleted:
+            await self.conn.execute(delete(policies).where(policies.c.policy_id.in_(list(deleted))))
+            await self._log(POLICY, list(deleted.items()), at)
 
     async def put_subscription(self, row: SubscriptionRow) -> None:
         """Insert or update a subscription. A new one gets its mark (what was last published
@@ -201,6 +209,7 @@ class WriteTx:
             ),
             [{name: getattr(row, name) for name in SUBSCRIPTION_COLUMNS}],
         )
+        await self._log(SUBSCRIPTION, [(row.subscriber_id, row.revision)], row.updated_at)
         await self.conn.execute(
             dialects.insert_ignore(self.dialect, subscription_marks),
             [
@@ -212,13 +221,73 @@ class WriteTx:
             ],
         )
 
-    async def delete_subscription(self, subscriber_id: str) -> None:
-        """Delete a subscription and its mark."""
+    async def subscribe(self, rows: Sequence[SubscriptionRow]) -> None:
+        """Insert or update subscriptions (at most one row per subscriber), each with its
+        mark as its row says: a subscribe publishes the subscriber's starting snapshot.
+        """
+        if not rows:
+            return
         await self.conn.execute(
-            delete(subscriptions).where(subscriptions.c.subscriber_id == subscriber_id)
+            dialects.upsert(
+                self.dialect,
+                subscriptions,
+                keys=("subscriber_id",),
+                update=("topic", "body", "revision", "updated_at"),
+            ),
+            [{name: getattr(row, name) for name in SUBSCRIPTION_COLUMNS} for row in rows],
         )
         await self.conn.execute(
-            delete(subscription_marks).where(subscription_marks.c.subscriber_id == subscriber_id)
+            dialects.upsert(
+                self.dialect,
+                subscription_marks,
+                keys=("subscriber_id",),
+                update=("last_revision", "last_published_at"),
+            ),
+            [
+                {
+                    "subscriber_id": row.subscriber_id,
+                    "last_revision": row.last_revision,
+                    "last_published_at": row.last_published_at,
+                }
+                for row in rows
+            ],
+        )
+        for at in sorted({row.updated_at for row in rows}):
+            await self._log(
+                SUBSCRIPTION,
+                [(row.subscriber_id, row.revision) for row in rows if row.updated_at == at],
+                at,
+            )
+
+    async def delete_subscription(self, subscriber_id: str, revision: int, at: int) -> None:
+        """Delete a subscription and its mark, at ``revision``."""
+        await self.delete_subscriptions({subscriber_id: revision}, at)
+
+    async def delete_subscriptions(self, deleted: Mapping[str, int], at: int) -> None:
+        """Delete subscriptions and their marks: subscriber id -> the revision deleting it."""
+        if not deleted:
+            return
+        ids = list(deleted)
+        await self.conn.execute(
+            delete(subscriptions).where(
+                dialects.among(self.dialect, subscriptions.c.subscriber_id, ids)
+            )
+        )
+        await self.conn.execute(
+            delete(subscription_marks).where(
+                dialects.among(self.dialect, subscription_marks.c.subscriber_id, ids)
+            )
+        )
+        await self._log(SUBSCRIPTION, list(deleted.items()), at)
+
+    async def _log(self, kind: str, keys: Sequence[tuple[str, int]], at: int) -> None:
+        """Log that these keys (with the revision of each) were written or deleted."""
+        await self.conn.execute(
+            dialects.insert_ignore(self.dialect, change_log),
+            [
+                {"revision": revision, "kind": kind, "key": key, "created_at": at}
+                for key, revision in keys
+            ],
         )
 
     async def create_topics(self, names: Iterable[str], at: int) -> None:
@@ -274,6 +343,10 @@ class WriteTx:
             OUTBOX_COLUMNS,
             [(m.topic, m.key, m.revision, m.dedup_id, m.body, at) for m in batch],
         )
+
+    async def remove_dead_letters(self, subscriber_ids: Iterable[str]) -> int:
+        """Delete every dead letter of these subscribers; how many went."""
+        return await remove_for(self.conn, self.dialect, subscriber_ids)
 
     async def append(self, batch: Sequence[OutMessage], at: int) -> dict[str, int]:
         """Append messages to their topics (created as needed), in order; returns each topic's

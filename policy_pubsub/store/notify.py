@@ -3,8 +3,8 @@
 A notification is only a hint that something committed: whoever receives it re-reads the
 database. The listening connection is watched; while it is down the store says so
 (:attr:`Notifications.connected` is false) so that readers fall back to re-reading on their own,
-and after it is re-established every ``on_reconnect`` callback runs, since notifications sent
-meanwhile are lost.
+and each time it is established, the first time too, every ``on_reconnect`` callback runs, since
+notifications sent before it listened are lost.
 """
 
 from __future__ import annotations
@@ -79,9 +79,11 @@ class Notifications:
             backoff = 0.1
             if not first:
                 log.info("listening for store notifications again")
-                for callback in self._reconnect_callbacks:
-                    callback()
             first = False
+            # Whatever committed before this connection listened was not notified, even on
+            # the first connection: a process reads the store before it listens.
+            for callback in self._reconnect_callbacks:
+                callback()
             try:
                 while True:
                     await asyncio.sleep(self._check_interval)

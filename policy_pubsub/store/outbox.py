@@ -5,12 +5,13 @@ hand them to a router outside the store.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select
 
 from policy_pubsub.routers.messages import OutMessage
+from policy_pubsub.store.dead_letters import supersede
 from policy_pubsub.store.tables import outbox
 
 if TYPE_CHECKING:
@@ -47,11 +48,15 @@ class OutboxRepository:
             )
             return [(row[0], OutMessage(*row[1:])) for row in result]
 
-    async def delete(self, ids: Sequence[int]) -> None:
-        """Remove the messages with these ids (the router acknowledged them)."""
+    async def delete(self, ids: Sequence[int], delivered: Mapping[str, int] | None = None) -> None:
+        """Remove the messages with these ids (the router acknowledged them); in the same
+        transaction, mark the open dead letters of the subscribers in ``delivered``
+        (subscriber id -> revision the router took) superseded.
+        """
         if ids:
             async with self._store.write() as tx:
                 await tx.conn.execute(delete(outbox).where(outbox.c.id.in_(list(ids))))
+                await supersede(tx.conn, delivered or {})
 
     async def stats(self) -> tuple[int, int | None]:
         """How many messages wait in the outbox, and when the oldest was written."""

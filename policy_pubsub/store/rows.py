@@ -54,4 +54,19 @@ class Snapshot:
     topics: list[TopicRow]
 
 
-__all__ = ["GroupRow", "PolicyRow", "Snapshot", "SubscriptionRow", "TopicRow"]
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """What changed in the store after one revision, up to ``revision``: the policies and
+    subscriptions written since, as they are now, the ids of those deleted since, and the
+    published marks that moved since (subscriber id -> last revision, published at).
+    """
+
+    revision: int
+    policies: list[PolicyRow]
+    deleted_policies: list[str]
+    subscriptions: list[SubscriptionRow]
+    deleted_subscriptions: list[str]
+    marks: dict[str, tuple[int, int | None]]
+
+
+__all__ = ["Changes", "GroupRow", "PolicyRow", "Snapshot", "SubscriptionRow", "TopicRow"]

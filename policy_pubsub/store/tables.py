@@ -116,3 +116,51 @@ pap_signatures = Table(
     Column("digest", String(64), primary_key=True),
     Column("expires_at", BigInteger, nullable=False, index=True),
 )
+
+# Messages the router refused for good, moved here from the outbox by the relay (in the
+# transaction that deletes their outbox rows), so that the messages behind them go on.
+# superseded_by: the revision of the subscriber's next snapshot the router took; until then
+# the subscriber has had nothing delivered since this one (and /healthcheck says so).
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("subscriber_id", String(255), nullable=True, index=True),
+    Column("topic", String(255), nullable=False),
+    Column("revision", BigInteger, nullable=True),
+    Column("size", BigInteger, nullable=False),  # the body, in bytes of UTF-8
+    Column("reason", Text, nullable=False),
+    Column("dedup_id", String(600), nullable=True),
+    Column("refused_at", BigInteger, nullable=False, index=True),
+    Column("superseded_by", BigInteger, nullable=True),
+)
+
+# Counts that outlive the rows they count (one row per name): the dead letters ever made,
+# for the policy_pubsub_dead_letters_total counter, which must not go down when dead letters
+# are retried or expire, nor start again at 0 when the server restarts.
+store_counters = Table(
+    "store_counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+# Which policy ("p") or subscription ("s") each revision wrote or deleted, written in the
+# transaction of the change: a replica at revision R reads the keys logged after R and then
+# those rows as they are now (absent: deleted). Pruned by age (``ChangeLogPruning``).
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(1), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("created_at", BigInteger, nullable=False, index=True),
+)
+
+# One row (id = 1): the change log holds every change after this revision; pruning raises it.
+change_log_floor = Table(
+    "change_log_floor",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("revision", BigInteger, nullable=False),
+)

@@ -23,7 +23,7 @@ from policy_pubsub.api.table import Endpoint, Openness
 from policy_pubsub.auth import COMPONENT
 from policy_pubsub.testing import start_server, stop_server
 from tests.api.helpers import tosca
-from tests.api.test_auth import (
+from tests.api.users import (
     ADMIN,
     DECISION,
     IDENTITIES,
@@ -111,9 +111,7 @@ async def test_no_variant_of_a_path_reaches_an_endpoint_the_caller_may_not_use(
             continue
         body = BODIES.get(endpoint.operation.operation_id)
         for path in variants(_path(endpoint)):
-            r = await client.request(
-                endpoint.method, path, json=body, headers=IDENTITIES[identity]
-            )
+            r = await client.request(endpoint.method, path, json=body, headers=IDENTITIES[identity])
             where = f"{identity}: {endpoint.method} {path}"
             assert r.status_code in REFUSED, f"{where}: {r.status_code} {r.text[:300]}"
             checked += 1

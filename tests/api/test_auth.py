@@ -21,59 +21,26 @@ from policy_pubsub import auth, webhook_signature
 from policy_pubsub.api.access import SIGNATURE_HEADER
 from policy_pubsub.testing import LiveServer, start_server, stop_server
 from tests.api.helpers import POLICIES, tosca
+from tests.api.users import (
+    ADMIN,
+    CHALLENGE,
+    COMPONENT,
+    DECISION,
+    IDENTITIES,
+    OTHER_TOPIC,
+    PAP,
+    ROLE,
+    SECRET,
+    SUBSCRIPTIONS,
+    TCA_TOKEN,
+    TCA_TOPIC,
+    auth_file,
+    basic,
+    setup_state,
+    snapshot,
+    sub,
+)
 from tests.conftest import load_policy, make_settings
-
-PAP, COMPONENT = "pap", "component"
-PASSWORDS = {"pap": "pap-pw", "tca": "tca-pw", "admin": "admin-pw"}
-TCA_TOKEN = "tca-token-0123456789abcdef"
-AUTH_TOML = f"""
-[users.pap]
-password = "{PASSWORDS["pap"]}"
-roles = ["pap"]
-
-[users.tca]
-password = "{PASSWORDS["tca"]}"
-roles = ["component"]
-topics = ["policies_DCAE_tca_*"]
-
-[users.tca-bot]
-token = "{TCA_TOKEN}"
-roles = ["component"]
-topics = ["policies_DCAE_tca_*"]
-
-[users.admin]
-password = "{PASSWORDS["admin"]}"
-roles = ["admin"]
-"""
-CHALLENGE = 'Basic realm="policy-pubsub", Bearer realm="policy-pubsub"'
-SECRET = "webhook-shared-secret"
-
-TCA_TOPIC = "policies_DCAE_tca_tca-1"
-OTHER_TOPIC = "policies_DCAE_other_1"
-SUBSCRIPTIONS = "/decision/v1/subscription"
-DECISION = {"ONAPName": "DCAE", "action": "configure", "resource": {"policy-id": "p0"}}
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    """An HTTP Basic Authorization header."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-IDENTITIES: dict[str, dict[str, str]] = {
-    "anonymous": {},
-    "pap": basic("pap", PASSWORDS["pap"]),
-    "tca": basic("tca", PASSWORDS["tca"]),
-    "tca-bot": {"Authorization": f"Bearer {TCA_TOKEN}"},
-    "admin": basic("admin", PASSWORDS["admin"]),
-}
-ROLE = {"anonymous": None, "pap": PAP, "tca": COMPONENT, "tca-bot": COMPONENT, "admin": "admin"}
-ADMIN = IDENTITIES["admin"]
-
-
-def sub(topic: str) -> dict[str, Any]:
-    """A subscription request body on ``topic``."""
-    return {"subscriber_topic": topic, "policy-filters": [{"policy-id": "p0"}]}
 
 
 @dataclass(frozen=True)
@@ -135,13 +102,6 @@ CASES: tuple[Case, ...] = (
 )
 
 
-def auth_file(directory: Path, text: str = AUTH_TOML) -> Path:
-    path = directory / "auth.toml"
-    path.write_text(text)
-    path.chmod(0o600)
-    return path
-
-
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
     """A server with the users of ``AUTH_TOML``."""
@@ -156,33 +116,6 @@ async def server(tmp_path: Path) -> AsyncIterator[LiveServer]:
 async def client(server: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         yield http
-
-
-async def setup_state(client: httpx.AsyncClient) -> None:
-    """Policies p0 and pdel; subscriptions on two of tca's topics and on two others."""
-    r = await client.post(
-        "/pap/v1/policies", json={"policies": [tosca("p0"), tosca("pdel")]}, headers=ADMIN
-    )
-    assert r.status_code == 200, r.text
-    for subscriber_id, topic in [
-        ("tca-1", TCA_TOPIC),
-        ("tca-del", "policies_DCAE_tca_del"),
-        ("other-1", OTHER_TOPIC),
-        ("other-del", "policies_DCAE_other_del"),
-    ]:
-        r = await client.post(f"{SUBSCRIPTIONS}/{subscriber_id}", json=sub(topic), headers=ADMIN)
-        assert r.status_code == 201, r.text
-
-
-async def snapshot(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
-    """What a refused request must leave as it was: policies, subscriptions, topic contents."""
-    policies = (await client.get("/pap/v1/policies", headers=headers)).json()
-    subscriptions = (await client.get(SUBSCRIPTIONS, headers=headers)).json()
-    topics = (await client.get("/topics", headers=headers)).json()["topics"]
-    messages = {
-        t: (await client.get(f"/topics/{t}", headers=headers)).json()["messages"] for t in topics
-    }
-    return {"policies": policies, "subscriptions": subscriptions, "messages": messages}
 
 
 def assert_refusal(r: httpx.Response, status: int, challenge: str | None = CHALLENGE) -> None:
@@ -336,6 +269,20 @@ async def test_failed_login_is_logged_with_address_not_password(
     assert failures[2].endswith("an unsupported Authorization scheme"), failures
     assert secret not in caplog.text
     assert header["Authorization"].split()[1] not in caplog.text
+
+
+async def test_a_guessing_client_writes_one_warning_not_one_a_guess(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Twenty wrong passwords from one client are twenty 401s and one failed-login warning;
+    the rest are summarised later (``policy_pubsub.repeats``).
+    """
+    with caplog.at_level(logging.WARNING, logger="policy_pubsub.api.access"):
+        for n in range(20):
+            r = await client.get(SUBSCRIPTIONS, headers=basic("tca", f"guess-{n}"))
+            assert r.status_code == 401
+    failures = [rec.getMessage() for rec in caplog.records if "failed login" in rec.getMessage()]
+    assert len(failures) == 1, failures
 
 
 async def test_metrics_is_open_unless_metrics_public_is_off(tmp_path: Path) -> None:

@@ -148,6 +148,26 @@ async def test_action_other_than_configure(
     assert revision(shared) == before
 
 
+async def test_action_is_checked_before_the_resource(http: httpx.AsyncClient, path: str) -> None:
+    """A guard request as ONAP's drools PDP sends it (a ``guard`` resource this API has no
+    field for) is told that no application takes the action, as ONAP's PDP answers; with
+    ``configure`` the same resource is a field error.
+    """
+    guard = {
+        "ONAPName": "Policy",
+        "ONAPComponent": "drools-pdp",
+        "ONAPInstance": "usecase-template",
+        "requestId": "unique-request-id-1",
+        "action": "guard",
+        "resource": {"guard": {"actor": "SO", "operation": "VF Module Create", "vfCount": 1}},
+    }
+    assert_onap_error(
+        await http.post(path, json=guard), 400, error="No application for action guard"
+    )
+    r = await http.post(path, json={**guard, "action": "configure"})
+    assert r.status_code == 400 and "guard" in r.json()["error"]
+
+
 async def test_request_id_echoed_or_made(http: httpx.AsyncClient, path: str) -> None:
     """X-ONAP-RequestID is echoed when given, and a new one is made on each request without it,
     on successes and errors alike.

@@ -351,12 +351,14 @@ ONAP_CASES = [
     case("pdp-malformed-json", "POST", PDP_UPDATE, 400, content=b"{'messageName': 'PDP_UPDATE'}"),
     case("pdp-json-array", "POST", PDP_UPDATE, 400, "body", json=[]),
     case(
-        "pdp-both-generations",
+        "pdp-delta-contradicts-complete-set",
         "POST",
         PDP_UPDATE,
         400,
-        "body",
-        json={"policies": [], "policiesToBeUndeployed": [{"name": "onap.restart.tca"}]},
+        json={
+            "policies": [],
+            "policiesToBeDeployed": [{"type": "t", "name": "p", "version": "1.0.0"}],
+        },
     ),
     case(
         "pdp-wrong-message",

@@ -161,21 +161,30 @@ async def test_versions_are_kept_as_given_and_listed_as_strings(client: httpx.As
     assert (await client.get(f"{POLICIES}/p")).json() == policy
 
 
-async def test_identity_falls_back_to_name(client: httpx.AsyncClient) -> None:
-    """A policy without metadata is identified by its name and version."""
+async def test_identity_is_name_and_version_and_metadata_is_filled(
+    client: httpx.AsyncClient,
+) -> None:
+    """A policy without metadata is identified by its name and version, and is kept with
+    ``metadata.policy-id`` / ``policy-version`` filled in, as ONAP's policy-api stores it; a
+    push of the same file again changes nothing.
+    """
     policy = {"type": TCA_TYPE, "name": "bare", "version": "1.2.3"}
     answer = await push(client, policy)
     assert answer["deployed"] == [{"policy-id": "bare", "policy-version": "1.2.3"}]
-    assert (await client.get(f"{POLICIES}/bare")).json() == policy
+    filled = {**policy, "metadata": {"policy-id": "bare", "policy-version": "1.2.3"}}
+    assert (await client.get(f"{POLICIES}/bare")).json() == filled
+    assert (await push(client, policy))["deployed"] == []
 
 
-async def test_metadata_policy_id_wins_over_name(client: httpx.AsyncClient) -> None:
-    """When metadata.policy-id and name differ, the policy is known by metadata.policy-id."""
+async def test_a_name_that_metadata_contradicts_is_refused(client: httpx.AsyncClient) -> None:
+    """A policy whose ``name`` and ``metadata.policy-id`` differ is a 400 naming both, and
+    nothing is deployed under either.
+    """
     policy = tosca("by-metadata")
     policy["name"] = "by-name"
-    await push(client, policy)
-    assert await deployed(client) == {"by-metadata": "1.0.0"}
-    assert_onap_error(await client.get(f"{POLICIES}/by-name"), 404)
+    body = assert_onap_error(await client.post(POLICIES, json={"policies": [policy]}), 400)
+    assert "'by-name'" in body["error"] and "'by-metadata'" in body["error"]
+    assert await deployed(client) == {}
 
 
 async def test_big_integers_in_a_policy_are_refused(client: httpx.AsyncClient) -> None:

@@ -30,7 +30,7 @@ from policy_pubsub.api.table import (
 )
 from policy_pubsub.testing import LiveServer, start_server, stop_server
 from tests.api.helpers import assert_dmaap_error, assert_onap_error
-from tests.api.test_auth import IDENTITIES, auth_file
+from tests.api.users import IDENTITIES, auth_file
 from tests.conftest import make_settings
 
 

@@ -144,9 +144,7 @@ async def test_get_with_policies_answers_the_snapshot_of_last_revision(
     assert again["status"]["last_revision"] == pushed["revision"]
     assert again["policies"] == delivered["policies"]
     assert "policies" not in (await client.get(f"{SUBSCRIPTIONS}/tca-1")).json()
-    assert_onap_error(
-        await client.get(f"{SUBSCRIPTIONS}/tca-1", params={"policies": "maybe"}), 400
-    )
+    assert_onap_error(await client.get(f"{SUBSCRIPTIONS}/tca-1", params={"policies": "maybe"}), 400)
 
 
 async def test_get_one_with_status(client: httpx.AsyncClient) -> None:

@@ -19,6 +19,7 @@ from tests.conftest import POLICIES, LiveServer, load_policy
 
 SCRIPT = Path(sys.executable).with_name("policy-pubsub")
 TOPIC = "policies_DCAE_tca_tca-1"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "onap"
 
 
 async def deployed(client: httpx.AsyncClient) -> dict[str, str]:
@@ -118,7 +119,7 @@ async def test_service_template_policy_takes_its_name_from_its_key(
     cli: Cli, client: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """In a service template (here in JSON) a policy without name or policy-id is named by its
-    key in topology_template.policies.
+    key in topology_template.policies, and its metadata is filled in as policy-api fills it.
     """
     body = {"type": TCA_TYPE, "type_version": "1.0.0", "version": "2.0.0", "properties": {}}
     template = {
@@ -129,7 +130,65 @@ async def test_service_template_policy_takes_its_name_from_its_key(
     assert result.code == 0, result.explain()
     assert await deployed(client) == {"p.one": "2.0.0", "p.two": "2.0.0"}
     stored = (await client.get("/pap/v1/policies/p.one")).json()
-    assert stored == {"name": "p.one", **body}
+    metadata = {"policy-id": "p.one", "policy-version": "2.0.0"}
+    assert stored == {"name": "p.one", **body, "metadata": metadata}
+
+
+async def test_onap_service_templates_are_sent_as_policy_api_stores_them(
+    cli: Cli, client: httpx.AsyncClient
+) -> None:
+    """ONAP's YAML goes through as policy-api takes it: ``operator: [=]`` is the string "=";
+    two policies that share a metadata.policy-id are two policies, named by their keys; a
+    policy listed twice is deployed as listed last; metadata.policy-id / policy-version are
+    set from the name and version, so El Alto's ``policy-version: 1`` becomes "1.0.0".
+    """
+    result = await cli(
+        "push",
+        str(FIXTURES / "optimization.service-template.yaml"),
+        str(FIXTURES / "el-alto.service-template.yaml"),
+    )
+    assert result.code == 0, result.explain()
+    assert await deployed(client) == {
+        "OPT.hpa_policy_vG": "1.0.0",
+        "OPT.Affinity_vG_Gold": "1.0.0",
+        "OPT.Affinity_vG_Platinum": "1.0.0",
+        "OPT.queryPolicy_vG": "1.0.0",
+        "onap.restart.tca": "1.0.0",
+    }
+    answer = await client.post(
+        "/decision/v1",
+        json={"resource": {"policy-id": ["OPT.*", "onap.restart.tca"]}},
+        params={"abbrev": "true"},
+    )
+    for name, found in answer.json()["policies"].items():
+        assert found["metadata"] == {"policy-id": name, "policy-version": "1.0.0"}, name
+    hpa = (await client.get("/pap/v1/policies/OPT.hpa_policy_vG")).json()
+    features = hpa["properties"]["flavorFeatures"][0]["flavorProperties"]
+    assert [a["operator"] for f in features for a in f["hpa-feature-attributes"]] == [
+        [">="],
+        ["<="],
+        ["="],
+    ]
+    query = (await client.get("/pap/v1/policies/OPT.queryPolicy_vG")).json()
+    assert query["properties"]["queryProperties"][0]["value"] == "x"
+
+
+async def test_a_template_policy_named_other_than_its_key_is_exit_2(
+    cli: Cli, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """A service template policy whose ``name`` is not its key is refused before anything is
+    sent, as policy-api refuses it.
+    """
+    body = {"type": TCA_TYPE, "version": "1.0.0", "name": "other"}
+    template = {"tosca_definitions_version": "x", "topology_template": {"policies": [{"p": body}]}}
+    path = write(tmp_path / "template.json", template)
+    result = await cli("push", str(path))
+    assert result.code == 2
+    assert result.err == (
+        f"policy-pubsub: {path}: policy 'p' of the service template has the name 'other': "
+        "its name must be its key (ONAP's policy-api refuses it too)\n"
+    )
+    assert await deployed(client) == {}
 
 
 async def test_pdp_update_file_is_sent_as_it_is(cli: Cli, client: httpx.AsyncClient) -> None:

@@ -135,9 +135,7 @@ async def _run(steps: list[tuple[str, Any]]) -> None:
         record=record,
         consumer_group=SUBSCRIBER,
         consumer_id=SUBSCRIBER,
-        timings=Timings(
-            poll_timeout=0, backoff_initial=0, backoff_max=0, resync_interval=0
-        ),
+        timings=Timings(poll_timeout=0, backoff_initial=0, backoff_max=0, resync_interval=0),
         poll_limit=3,
         stopped=asyncio.Event(),
     )

@@ -19,9 +19,9 @@ from policy_pubsub.api.health import relay_check as health_relay
 from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.relay import OutboxRelay, newest_per_subscriber
 from policy_pubsub.routers import Delivery, OutMessage, Router, TopicStats
-from policy_pubsub.store import OutboxRepository, Store
+from policy_pubsub.store import OutboxRepository, Store, now_ms
 from tests.conftest import wait_for
-from tests.relay.helpers import fill_outbox
+from tests.relay.helpers import fill_outbox, snapshot
 
 
 class FakeRouter(Router):
@@ -290,3 +290,19 @@ async def test_health_says_failing_after_attempts_in_a_row_fail_then_healthy_aga
     assert failing and all(why.startswith("failing: the last") for why in failing), seen
     assert (await health_relay(relay, 1e12, router_up=True))[1] is None  # healthy again
     assert (await health_relay(relay, 1e12, router_up=False))[1] is None  # router's check says
+
+
+async def test_health_says_stuck_once_the_oldest_outbox_message_waited_too_long(
+    store: Store,
+) -> None:
+    """An outbox message older than relay_stuck_seconds while the router answers is "stuck",
+    with the outbox's figures; with the router down, the router's own check says why.
+    """
+    async with store.write() as tx:
+        await tx.outbox_add([snapshot(1, 1)], now_ms() - 5000)
+    relay = OutboxRelay(store, FakeRouter())
+    outbox, why = await health_relay(relay, 1.0, router_up=True)
+    assert why is not None and why.startswith("stuck: the oldest of 1 outbox messages"), why
+    assert outbox is not None and outbox["depth"] == 1
+    assert (await health_relay(relay, 60.0, router_up=True))[1] is None
+    assert (await health_relay(relay, 1.0, router_up=False))[1] is None

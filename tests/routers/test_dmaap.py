@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -20,7 +19,7 @@ import orjson
 import pytest
 
 from policy_pubsub.config import Settings
-from policy_pubsub.exceptions import NotFound, RouterUnavailable
+from policy_pubsub.exceptions import MessageRefused, NotFound, RouterUnavailable
 from policy_pubsub.routers import OutMessage, from_url
 from policy_pubsub.routers.dmaap import DmaapRouter
 from policy_pubsub.store import Store
@@ -94,8 +93,9 @@ async def test_published_messages_arrive_on_the_mr_unchanged_and_in_order(tmp_pa
 
 
 async def test_each_run_of_one_key_is_one_post_with_its_partition_key() -> None:
-    """Consecutive messages with one key go as one JSON-array POST carrying the key as
-    ``partitionKey``; the message bodies are sent unchanged, with no ``cambria.partition``.
+    """Consecutive messages with one topic and key go as one JSON-array POST carrying the
+    key as ``partitionKey``, in the batch's order; the message bodies are sent unchanged,
+    with no ``cambria.partition``.
     """
     transport, seen = _recorder()
     batch = [
@@ -114,10 +114,49 @@ async def test_each_run_of_one_key_is_one_post_with_its_partition_key() -> None:
         ("POST", "/events/t", {"partitionKey": "a"}, f"[{bodies[0]},{bodies[1]}]"),
         ("POST", "/events/t", {"partitionKey": "b"}, f"[{bodies[2]}]"),
         ("POST", "/events/t", {}, f"[{bodies[3]}]"),
-        ("POST", "/events/t", {"partitionKey": "a"}, f"[{bodies[5]}]"),
         ("POST", "/events/u", {"partitionKey": "a"}, f"[{bodies[4]}]"),
+        ("POST", "/events/t", {"partitionKey": "a"}, f"[{bodies[5]}]"),
     ]
     assert all(r.headers["content-type"] == "application/json" for r in seen)
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 413])
+async def test_a_permanent_4xx_refuses_that_message_after_publishing_those_before(
+    status: int,
+) -> None:
+    """A 4xx other than 401, 407, 408 and 429 is ``MessageRefused`` for the message the MR
+    refused, with its answer as the reason: the messages before it were posted, none after;
+    in a POST of several messages each is sent again alone to tell which.
+    """
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if b"bad" in request.content:
+            return httpx.Response(status, json={"message": "no, thanks"})
+        return httpx.Response(200, json={})
+
+    transport, seen = _recorder(answer)
+    bad = OutMessage("t", '{"bad":1}', key="b")
+    batch = [_snap("t", "a", 1), OutMessage("t", '{"ok":1}', key="b"), bad, _snap("u", "c", 2)]
+    async with _router("dmaap+http://mr", transport=transport) as router:
+        with pytest.raises(MessageRefused) as refused:
+            await router.publish(batch)
+    assert refused.value.refused is bad
+    assert refused.value.reason == f"message router answered {status}: no, thanks"
+    assert [r.content.decode() for r in seen] == [
+        f"[{batch[0].body}]",
+        f"[{batch[1].body},{bad.body}]",
+        f"[{batch[1].body}]",
+        f"[{bad.body}]",
+    ]
+
+
+@pytest.mark.parametrize("status", [401, 407, 408, 429, 500, 503])
+async def test_an_answer_a_retry_may_get_past_is_router_unavailable(status: int) -> None:
+    """A 5xx, and a 401, 407, 408 or 429, is ``RouterUnavailable``: the relay retries."""
+    transport, _ = _recorder(lambda _: httpx.Response(status, json={"message": "later"}))
+    async with _router("dmaap+http://mr", transport=transport) as router:
+        with pytest.raises(RouterUnavailable, match=str(status)):
+            await router.publish([_snap("t", "a", 1)])
 
 
 async def test_a_large_run_is_split_into_posts_within_max_request_bytes() -> None:
@@ -173,19 +212,17 @@ async def test_topics_are_created_once_before_their_first_publish_when_asked() -
 # -- errors ------------------------------------------------------------------------------------
 
 
-async def test_a_4xx_raises_router_unavailable_with_the_mrs_message(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """An MR that refuses a publish (4xx) raises RouterUnavailable carrying the MR's own
-    message, and the refusal is logged as an error.
+async def test_a_4xx_from_the_mr_refuses_the_message_with_the_mrs_words(tmp_path: Path) -> None:
+    """A real MR that refuses a message (400 here) makes ``MessageRefused`` carrying that
+    message and the MR's own words; the router logs nothing (the relay logs the dead letter).
     """
+    bad = OutMessage(topic="t", body="[1]")
     async with _mr(tmp_path / "mr") as live, _router(f"dmaap+{live.url}") as router:
-        with (
-            caplog.at_level(logging.ERROR, logger="policy_pubsub.routers.dmaap"),
-            pytest.raises(RouterUnavailable, match=r"400 .*Message 0 is not a JSON object\."),
-        ):
-            await router.publish([OutMessage(topic="t", body="[1]")])
-        assert any("Message 0 is not a JSON object" in r.getMessage() for r in caplog.records)
+        with pytest.raises(MessageRefused) as refused:
+            await router.publish([bad])
+    assert refused.value.refused is bad
+    assert refused.value.reason.startswith("message router answered 400: ")
+    assert "Message 0 is not a JSON object." in refused.value.reason
 
 
 async def test_5xx_and_short_publishes_raise_router_unavailable() -> None:

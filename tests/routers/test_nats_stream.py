@@ -6,12 +6,15 @@ calls sharing one connection.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
+import nats
 import pytest
 
-from policy_pubsub.exceptions import RouterUnavailable
-from policy_pubsub.routers.nats import NatsRouter
+from policy_pubsub.exceptions import MessageRefused, RouterUnavailable
+from policy_pubsub.routers import OutMessage
+from policy_pubsub.routers.nats import HEADER_ALLOWANCE, NatsRouter
 from policy_pubsub.routers.nats_stream import _refusal, _Window
 from tests.nats_server import NATS_URL, delete_stream, open_nats_router, stream_info
 from tests.relay.helpers import snapshot
@@ -94,6 +97,60 @@ async def test_a_publish_no_stream_takes_is_refused_at_once(tmp_path: Path) -> N
     finally:
         await router.close()
         await store.close()
+
+
+def test_only_an_oversized_message_is_a_permanent_refusal() -> None:
+    """JetStream's "message size exceeds maximum" (10054) is permanent; storage limits and
+    the like are not.
+    """
+    oversize = b'{"error":{"code":400,"err_code":10054,"description":"message size exceeds"}}'
+    full = b'{"error":{"code":503,"err_code":10077,"description":"maximum bytes exceeded"}}'
+    assert _refusal(oversize) == (f"JetStream refused a message: {_error(oversize)}", True)
+    found = _refusal(full)
+    assert found is not None and not found[1]
+
+
+def _error(answer: bytes) -> object:
+    return json.loads(answer)["error"]
+
+
+async def test_a_message_over_max_payload_is_refused_for_good_after_the_ones_before(
+    nats_router: NatsRouter,
+) -> None:
+    """A message larger than the server's max_payload is ``MessageRefused`` for that very
+    message, once the messages before it are stored; none after it is sent.
+    """
+    size = nats_router.max_message_bytes + HEADER_ALLOWANCE + 1  # the server's max_payload + 1
+    big = OutMessage("t0", "x" * size, key="big", revision=1)
+    batch = [snapshot(1, 1), big, snapshot(2, 1)]
+    with pytest.raises(MessageRefused, match="max_payload") as refused:
+        await nats_router.publish(batch)
+    assert refused.value.refused is big
+    info = await stream_info(NATS_URL, nats_router.stream)
+    assert info.state.messages == 1
+
+
+async def test_a_message_over_the_streams_max_msg_size_is_refused_for_good(
+    nats_router: NatsRouter,
+) -> None:
+    """JetStream refusing a message for the stream's own size limit (an API error, 10054) is
+    ``MessageRefused`` for that message, the ones before it stored.
+    """
+    nc = await nats.connect(NATS_URL)
+    try:
+        js = nc.jetstream()
+        config = (await js.stream_info(nats_router.stream)).config
+        config.max_msg_size = 2000
+        await js.update_stream(config)
+    finally:
+        await nc.close()
+    big = OutMessage("t0", "y" * 4000, key="big", revision=1)
+    batch = [snapshot(1, 1), snapshot(2, 1), big]
+    with pytest.raises(MessageRefused, match="10054") as refused:
+        await nats_router.publish(batch)
+    assert refused.value.refused is big
+    info = await stream_info(NATS_URL, nats_router.stream)
+    assert info.state.messages == 2
 
 
 # -- the stream -----------------------------------------------------------------------------

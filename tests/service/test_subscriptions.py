@@ -4,13 +4,19 @@ service core without HTTP.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
 import pytest
 
-from policy_pubsub.exceptions import NotFound
+from policy_pubsub.exceptions import NotFound, SubscriptionTaken
+from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PolicyFilter
 from policy_pubsub.service import PolicyService
 from policy_pubsub.store import Store
 from tests.api.helpers import TCA_TYPE
+from tests.conftest import wait_for
 from tests.service.conftest import RecordingOutlet, request, tosca
 
 OTHER_TYPE = "onap.policies.controlloop.operational.common.Drools"
@@ -163,3 +169,57 @@ async def test_reads_list_subscriptions_and_decide(service: PolicyService) -> No
     assert (await service.policy("p2")).policy_id == "p2"
     with pytest.raises(NotFound):
         await service.policy("nope")
+
+
+async def test_queued_subscribes_and_unsubscribes_share_one_commit(
+    service: PolicyService, store: Store, outlet: RecordingOutlet, metrics: Metrics
+) -> None:
+    """Subscribes and unsubscribes queued behind a held write commit in one transaction, each
+    with its own revision in arrival order, its own snapshot and answer; a refused one takes
+    no revision, and one made and removed in the same transaction is gone.
+    """
+    await service.deploy([tosca("p1"), tosca("p2")])
+    await service.subscribe("old", request("t", {"policy-id": "p1"}))
+    start = service.revision
+    commits = metrics.registry.get_sample_value("policy_pubsub_commit_seconds_count")
+    outlet.clear()
+
+    def refuse(_topic: str) -> bool:
+        return False
+
+    requests: list[Awaitable[Any]] = [
+        service.subscribe(f"s{i}", request(f"t{i}", {"policy-id": f"p{i % 2 + 1}"}))
+        for i in range(20)
+    ]
+    requests += [
+        service.unsubscribe("old"),
+        service.subscribe("s0", request("t-other", {"policy-id": "p1"}), refuse),
+        service.subscribe("gone", request("t", {"policy-id": "p1"})),
+        service.unsubscribe("gone"),
+    ]
+    tasks: list[asyncio.Future[Any]] = []
+    async with service.writes_held():
+        for n, awaitable in enumerate(requests, start=1):
+            tasks.append(asyncio.ensure_future(awaitable))
+            await wait_for(lambda n=n: service.queued_subscription_changes == n)  # type: ignore[misc]
+    answers = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=30)
+
+    assert metrics.registry.get_sample_value("policy_pubsub_commit_seconds_count") == commits + 1
+    subscribed = answers[:20]
+    assert [a.subscription.revision for a in subscribed] == [start + i for i in range(1, 21)]
+    assert [sorted(a.policies) for a in subscribed] == [[f"p{i % 2 + 1}"] for i in range(20)]
+    assert answers[20] == start + 21
+    assert isinstance(answers[21], SubscriptionTaken)
+    assert answers[22].subscription.revision == start + 22 and answers[23] == start + 23
+    assert len(outlet.handed_on) == 1
+    assert [(s["subscriber_id"], s["revision"]) for s in outlet.snapshots()] == [
+        *((f"s{i}", start + i + 1) for i in range(20)),
+        ("gone", start + 22),
+    ]
+    assert service.revision == await store.state.revision() == start + 23
+    listed = await service.subscriptions()
+    assert [s.subscriber_id for s in listed] == sorted(f"s{i}" for i in range(20))
+    loaded = {r.subscriber_id: r for r in (await store.state.load()).subscriptions}
+    for subscription in listed:
+        row = loaded[subscription.subscriber_id]
+        assert (row.revision, row.last_revision) == (subscription.revision,) * 2

@@ -233,3 +233,41 @@ async def test_a_new_postgresql_store_matches_the_tables() -> None:
         ("subscriptions", None),
         ("topics", ["fillfactor=50"]),
     ]
+
+
+EL_ALTO_BODY = (
+    '{"type": "t", "name": "onap.restart.tca", "version": "1.0.0", '
+    '"metadata": {"policy-id": "onap.restart.tca", "policy-version": "1"}}'
+)
+POLICIES_AT_0004 = (
+    "INSERT INTO policies (policy_id, policy_version, policy_type, policy_type_version, body, "
+    "revision, deployed_at) VALUES "
+    f"('onap.restart.tca', '1', 't', NULL, '{EL_ALTO_BODY}', 3, 10), "
+    """('meta.only', '7', 't', NULL, '{"type": "t", "metadata": {"policy-id": "meta.only", """
+    """"policy-version": 7}}', 4, 11), """
+    """('bare', '2', 't', NULL, '{"type": "t", "name": "bare", "version": 2}', 5, 12)"""
+)
+
+
+async def test_stored_versions_become_the_tosca_versions(database_url: str) -> None:
+    """A store at 0004 whose El Alto policy was stored as version "1" (its
+    metadata.policy-version) opens with version "1.0.0", its TOSCA version; policies with one
+    version only keep it, bodies and keys are kept; the downgrade restores the old versions.
+    """
+    await _migrate(database_url, "0004")
+    await _query(database_url, POLICIES_AT_0004)
+    select = "SELECT policy_id, policy_version, body FROM policies ORDER BY policy_id"
+    before = await _query(database_url, select)
+
+    store = Store(database_url)
+    await store.open()
+    try:
+        loaded = {row.policy_id: row.policy_version for row in (await store.state.load()).policies}
+    finally:
+        await store.close()
+    assert loaded == {"onap.restart.tca": "1.0.0", "meta.only": "7", "bare": "2"}
+    after = await _query(database_url, select)
+    assert [(key, body) for key, _, body in after] == [(key, body) for key, _, body in before]
+
+    await _migrate(database_url, "0004", down=True)
+    assert await _query(database_url, select) == before

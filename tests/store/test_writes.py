@@ -298,7 +298,7 @@ async def test_deleting_a_subscription_deletes_its_mark(store: Store) -> None:
         await tx.put_subscription(_row("b"))
         await tx.mark_published(["a", "b"], 5, 50)
     async with store.write() as tx:
-        await tx.delete_subscription("a")
+        await tx.delete_subscription("a", 6, 60)
     assert await _marks(store) == {"b": (5, 50)}
     assert [s.subscriber_id for s in (await store.state.load()).subscriptions] == ["b"]
     async with store.write() as tx:
