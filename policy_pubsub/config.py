@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policy_pubsub import constants, models
+from policy_pubsub.onap.topic import PapTopic
 
 
 class Settings(BaseSettings):
@@ -126,6 +127,25 @@ class Settings(BaseSettings):
     # GET /metrics without credentials (Prometheus scrapes); false: admin only.
     metrics_public: bool = True
 
+    # ONAP's PAP channel (README "Running under ONAP's PAP"): where the POLICY-PDP-PAP topic
+    # is; unset, the server joins no PAP (the webhook stays). "embedded[/TOPIC]": this
+    # server's own message router API (/events), where the PAP's DMaaP client posts and
+    # polls; "dmaap+http(s)://[user:pass@]host:port[/TOPIC]": an external DMaaP Message Router
+    # (its TLS options are the dmaap_* ones above). Kafka is not a transport here.
+    pap_topic_url: str | None = None
+    # The PDP's name, unique among the PAP's PDPs; unset: "<hostname>-<uuid>", new at each
+    # start, as ONAP's PDPs name themselves. Replicas: give all the same name (README).
+    pdp_name: str | None = Field(None, pattern=constants.CONSUMER_PATTERN)
+    # The PDP type (the PAP assigns a PDP to the subgroup of its type) and the group it joins.
+    pdp_type: str = Field(constants.PDP_TYPE, pattern=constants.CONSUMER_PATTERN)
+    pdp_group: str = Field(constants.DEFAULT_PDP_GROUP, min_length=1, max_length=255)
+    # The PAP topic's consumer group; unset: the PDP's name (every PDP reads every message).
+    pap_consumer_group: str | None = Field(None, pattern=constants.CONSUMER_PATTERN)
+    # Heartbeat interval until the PAP's PDP_UPDATE gives its own (pdpHeartbeatIntervalMs).
+    pdp_heartbeat_ms: int = Field(60_000, ge=10, le=86_400_000)
+    # How long one read of the PAP topic waits for a message (a DMaaP fetchTimeout).
+    pap_poll_timeout_ms: int = Field(15_000, ge=0, le=constants.MAX_POLL_TIMEOUT_MS)
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # text: one line a record for people; json: one JSON object a line for log collectors.
     log_format: Literal["text", "json"] = "text"
@@ -137,6 +157,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 "database_url must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL"
             )
+        return value
+
+    @field_validator("pap_topic_url")
+    @classmethod
+    def _pap_topic(cls, value: str | None) -> str | None:
+        if value is not None:
+            PapTopic.parse(value)  # ValueError says what is wrong
         return value
 
     @model_validator(mode="after")

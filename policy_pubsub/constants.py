@@ -41,6 +41,8 @@ EVENT_RESYNC = "resync"
 
 ACTION_CONFIGURE = "configure"
 PDP_TYPE = "policy-pubsub"
+# The PDP group a PDP asks to join unless told otherwise (ONAP's default group).
+DEFAULT_PDP_GROUP = "defaultGroup"
 SERVICE_NAME = "policy-pubsub"
 
 # DMaaP Message Router error numbers (mrstatus) used by the /events and /topics routes.

@@ -47,6 +47,9 @@ class Server(uvicorn.Server):
 
     async def shutdown(self, sockets: list[Any] | None = None) -> None:
         running = app_state(self.app).running
+        if running is not None and running.pap is not None:
+            # While the router still carries it: the PDP's goodbye to its PAP.
+            await running.pap.close()
         if running is not None:
             log.info("shutting down: answering held long-polls")
             await running.router.drain()

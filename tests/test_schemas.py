@@ -41,6 +41,7 @@ from policy_pubsub.models import (
     SubscriptionRequest,
     ToscaPolicy,
 )
+from policy_pubsub.onap.messages import PdpStateChange
 from tests import strategies as shared
 from tests.conftest import POLICIES, load_policy, make_settings, wait_for
 
@@ -578,6 +579,23 @@ DOCUMENTS: dict[str, tuple[type[BaseModel], st.SearchStrategy[dict[str, Any]]]] 
             },
         ),
     ),
+    "pdp-state-change": (
+        PdpStateChange,
+        st.fixed_dictionaries(
+            {
+                "messageName": st.just("PDP_STATE_CHANGE"),
+                "state": st.sampled_from(["PASSIVE", "ACTIVE", "SAFE", "TEST", "TERMINATED"]),
+            },
+            optional={
+                "requestId": TEXT,
+                "name": TEXT,
+                "pdpGroup": TEXT,
+                "pdpSubgroup": TEXT,
+                "source": TEXT,
+                "timestampMs": st.integers(0, 2**41),
+            },
+        ),
+    ),
 }
 
 
@@ -692,6 +710,11 @@ BOUNDARIES: list[tuple[str, dict[str, Any], bool]] = [
     ("pdp-update", {"policiesToBeUndeployed": [{"name": "p", "version": None}]}, True),
     ("pdp-update", {"policiesToBeUndeployed": [{"name": "p", "extra": 1}]}, False),
     ("pdp-update", {"policiesToBeUndeployed": [{"version": "1"}]}, False),
+    ("pdp-state-change", {"messageName": "PDP_STATE_CHANGE", "state": "ACTIVE"}, True),
+    ("pdp-state-change", {"messageName": "PDP_STATE_CHANGE", "state": "active"}, False),
+    ("pdp-state-change", {"messageName": "PDP_STATE_CHANGE"}, False),
+    ("pdp-state-change", {"state": "ACTIVE"}, False),
+    ("pdp-state-change", {"messageName": "PDP_STATE_CHANGE", "state": "TEST", "name": None}, True),
 ]  # fmt: skip
 
 

@@ -27,6 +27,7 @@ from policy_pubsub.background import ChangeLogPruning
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.metrics import Metrics
+from policy_pubsub.onap.channel import build_channel, build_pdp
 from policy_pubsub.relay import dead_letter_retention
 from policy_pubsub.service import PolicyService, outlet_for
 from policy_pubsub.stale import StaleExpiry
@@ -63,6 +64,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 interval=settings.maintenance_interval_seconds,
             )
         pruning = ChangeLogPruning(store, interval=settings.maintenance_interval_seconds)
+        pdp = build_pdp(settings, service)
+        pap = build_channel(settings, pdp, store, router)
         tuned = False
         try:
             await router.start()
@@ -74,7 +77,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if retention is not None:
                 retention.start()
             pruning.start()
-            state.running = Running(store, router, service, relay)
+            if pap is not None:
+                await pap.start()
+                log.info(
+                    "PDP %s joins PDP group %s on topic %s",
+                    pdp.identity.name,
+                    pdp.identity.group,
+                    pap.topic,
+                )
+            state.running = Running(store, router, service, relay, pdp, pap)
             state.outages.start(store.ping, router.ping)
             _collect_for_serving()
             tuned = True
@@ -89,6 +100,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 _collect_as_before()
             # Each part is closed even when one before it fails: the store last, always.
             closing = [state.outages.close, pruning.close]
+            closing += [pap.close] if pap is not None else []
             closing += [expiry.close] if expiry is not None else []
             closing += [retention.close] if retention is not None else []
             closing += [relay.close] if relay is not None else []

@@ -82,6 +82,9 @@ async def healthcheck(request: Request) -> Response:
     details: dict[str, Any] = {part: why or "ok" for part, why in problems.items()}
     if outbox is not None:
         details["outbox"] = outbox
+    pap = state.running.pap if state.running is not None else None
+    if pap is not None:
+        details["pdp"] = pap.report()
     return json_response(
         {
             "name": constants.SERVICE_NAME,

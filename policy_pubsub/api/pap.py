@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from policy_pubsub.api import validation
-from policy_pubsub.api.body import read_model
-from policy_pubsub.api.errors import json_response
+from policy_pubsub.api.body import read_json, read_model, to_model
+from policy_pubsub.api.errors import ApiError, json_response
 from policy_pubsub.api.limits import limits
 from policy_pubsub.api.state import app_state
 from policy_pubsub.api.table import Handler
 from policy_pubsub.api.wire import change_result, pdp_refused, pdp_status
 from policy_pubsub.exceptions import SnapshotTooLarge
 from policy_pubsub.models import PdpUpdate, PolicyPush
+from policy_pubsub.onap.messages import PDP_STATE_CHANGE, SETTABLE_STATES, PdpStateChange
 from policy_pubsub.service import ChangeResult, PolicyService
 
 
@@ -44,7 +46,11 @@ def _pushed(request: Request, result: ChangeResult) -> None:
 
 @_push
 async def pdp_update(request: Request) -> Response:
-    update = await read_model(request, PdpUpdate)
+    """A PDP_UPDATE, or a PDP_STATE_CHANGE: the PAP's two messages to a PDP."""
+    body = await read_json(request)
+    if isinstance(body, dict) and body.get("messageName") == PDP_STATE_CHANGE:
+        return await _state_change(request, body)
+    update = to_model(body, PdpUpdate)
     for field, listed in (
         ("policies", update.policies),
         ("policiesToBeDeployed", update.policies_to_be_deployed),
@@ -62,7 +68,20 @@ async def pdp_update(request: Request) -> Response:
         deployed = await service.policies()
         return json_response(pdp_refused(update, exc.message, service.revision, deployed), 413)
     _pushed(request, result)
-    return json_response(pdp_status(update, result, await service.policies()))
+    status = pdp_status(update, result, await service.policies())
+    status["state"] = app_state(request).pdp.state  # as PDP_STATE_CHANGE last set it
+    return json_response(status)
+
+
+async def _state_change(request: Request, body: dict[str, Any]) -> Response:
+    """A PDP_STATE_CHANGE, taken by the server's PDP as one read from the PAP's topic."""
+    change = to_model(body, PdpStateChange)
+    if change.state not in SETTABLE_STATES:
+        raise ApiError(
+            400, f"state: {change.state} is not supported; use {' or '.join(SETTABLE_STATES)}."
+        )
+    pdp = app_state(request).pdp
+    return json_response(await pdp.state_change(change))
 
 
 @_push

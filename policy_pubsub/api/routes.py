@@ -153,10 +153,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         Operation(
             "pdpUpdate",
             "pap",
-            "Apply an ONAP PDP_UPDATE of any PAP release",
+            "Apply an ONAP PDP_UPDATE of any PAP release, or take a PDP_STATE_CHANGE "
+            "(PASSIVE or ACTIVE)",
             {200: ("The PDP_STATUS answer.", ref("pdp-status"))},
             _WRITE,
-            body=ref("pdp-update"),
+            body={"oneOf": [ref("pdp-update"), ref("pdp-state-change")]},
             description="`policies` (El Alto to Honolulu) is the complete desired set and "
             "wins; a delta beside it (Honolulu) must agree with it, else 400 and nothing "
             "changes; the delta alone (Istanbul on) is applied, undeployments first. Policies "

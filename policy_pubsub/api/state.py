@@ -2,9 +2,9 @@
 
 ``create_app`` makes it with what exists before start-up (the settings, the metrics, the
 request limits, the route table); the lifespan adds what it opens (``Running``: the store,
-the router, the service and, for an external router, the outbox relay). Endpoints and
-middleware read it with ``app_state(request)``, tests with ``app_state(live.app)`` (or
-``LiveServer.state``).
+the router, the service, for an external router the outbox relay, the PDP and the PAP's
+channel). Endpoints and middleware read it with ``app_state(request)``, tests with
+``app_state(live.app)`` (or ``LiveServer.state``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from policy_pubsub.api.table import RouteTable
     from policy_pubsub.config import Settings
     from policy_pubsub.metrics import Metrics
+    from policy_pubsub.onap.channel import PapChannel
+    from policy_pubsub.onap.pdp import Pdp
     from policy_pubsub.relay import OutboxRelay
     from policy_pubsub.routers import Router
     from policy_pubsub.service import PolicyService
@@ -36,6 +38,8 @@ class Running:
     router: Router
     service: PolicyService
     relay: OutboxRelay | None  # None when the router keeps its messages in the store
+    pdp: Pdp | None = None  # this server as an ONAP PDP (its state answers PDP_STATE_CHANGE)
+    pap: PapChannel | None = None  # the PAP's channel, when pap_topic_url is set
 
 
 @dataclass
@@ -75,6 +79,14 @@ class AppState:
     @property
     def relay(self) -> OutboxRelay | None:
         return self._running().relay
+
+    @property
+    def pdp(self) -> Pdp:
+        """The server as an ONAP PDP (made by the lifespan, with or without a PAP channel)."""
+        pdp = self._running().pdp
+        if pdp is None:
+            raise RuntimeError("the application runs without a PDP")
+        return pdp
 
 
 def attach(app: Starlette, state: AppState) -> None:

@@ -22,6 +22,8 @@ examples:
   policy-pubsub serve
       SQLite file ./policy-pubsub.db and the embedded router on 127.0.0.1:6969
   policy-pubsub serve --port 8080 --database-url sqlite+aiosqlite:////var/lib/pp/store.db
+  policy-pubsub serve --pap-topic-url embedded --pdp-group defaultGroup
+      one PDP of an ONAP PAP whose DMaaP topic POLICY-PDP-PAP is this server's /events
   policy-pubsub serve --host 0.0.0.0 --auth-file /etc/policy-pubsub/auth.toml \
       --ssl-certfile cert.pem --ssl-keyfile key.pem
       on every address, with users and roles (format: examples/auth.toml), over HTTPS
@@ -35,6 +37,8 @@ _MAX_HELD_POLLS, _MAX_EMPTY_POLLS_PER_MINUTE; the other limits are variables onl
 "Observability and limits"): _MAX_POLICIES_PER_PUSH, _MAX_FILTERS_PER_SUBSCRIPTION,
 _MAX_IDS_PER_FILTER, _MAX_MESSAGE_BYTES, _MAX_HELD_POLLS_PER_GROUP, _MIN_POLL_TIMEOUT_MS,
 _MAX_POLL_TIMEOUT_MS, _RELAY_STUCK_SECONDS, _STALE_CHECK_INTERVAL_SECONDS.
+ONAP's PAP: POLICY_PUBSUB_PAP_TOPIC_URL, _PDP_NAME, _PDP_GROUP, _PDP_TYPE, and as variables
+only _PAP_CONSUMER_GROUP, _PDP_HEARTBEAT_MS, _PAP_POLL_TIMEOUT_MS.
 """
 
 
@@ -90,6 +94,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     serve.add_argument("--ssl-certfile", help="TLS certificate chain (PEM); with --ssl-keyfile")
     serve.add_argument("--ssl-keyfile", help="TLS private key (PEM)")
+    pap = serve.add_argument_group(
+        "ONAP PAP",
+        "join an ONAP PAP's PDP group over POLICY-PDP-PAP (README: Running under ONAP's PAP)",
+    )
+    pap.add_argument(
+        "--pap-topic-url",
+        metavar="URL",
+        help="embedded[/TOPIC] (this server's /events) or dmaap+http(s)://HOST:PORT[/TOPIC] "
+        "(default topic POLICY-PDP-PAP; default: no PAP)",
+    )
+    pap.add_argument("--pdp-name", help="the PDP's unique name (default: HOSTNAME-UUID)")
+    pap.add_argument(
+        "--pdp-group", help=f"PDP group to join (default {constants.DEFAULT_PDP_GROUP})"
+    )
+    pap.add_argument("--pdp-type", help=f"PDP type (default {constants.PDP_TYPE})")
     serve.set_defaults(run=serve_command)
 
 

@@ -366,7 +366,22 @@ ONAP_CASES = [
         PDP_UPDATE,
         400,
         "messageName",
+        json={"messageName": "PDP_HEALTH_CHECK", "policies": []},
+    ),
+    case(
+        "pdp-state-change-no-state",
+        "POST",
+        PDP_UPDATE,
+        400,
+        "state",
         json={"messageName": "PDP_STATE_CHANGE", "policies": []},
+    ),
+    case(
+        "pdp-state-change-unsupported",
+        "POST",
+        PDP_UPDATE,
+        400,
+        json={"messageName": "PDP_STATE_CHANGE", "state": "SAFE"},
     ),
     case(
         "pdp-request-id-int",
