@@ -351,5 +351,33 @@ class EmbeddedRouter(Router):
             ],
         )
 
+    async def lags(self, topics: Sequence[str]) -> dict[str, int]:
+        """Every topic's lag from two queries (see ``TopicRepository.lag_figures``), merged
+        with the positions this process knows first, as :meth:`stats` does per topic.
+        """
+        wanted = set(topics)
+        figures, stored = await self._store.topics.lag_figures()
+        positions: dict[str, dict[str, int]] = {}
+        for topic, name, position in stored:
+            if topic in wanted:
+                positions.setdefault(topic, {})[name] = position
+        if not self._store.shared:
+            for state in self._positions.states():
+                if state.topic in wanted:
+                    positions.setdefault(state.topic, {})[state.name] = state.position
+        lags: dict[str, int] = {}
+        for topic in wanted:
+            found = figures.get(topic)
+            if found is None:
+                continue  # nothing published to it yet
+            last, count = found
+            groups = positions.get(topic)
+            if groups:
+                head = max(last, self._heads.get(topic, 0))
+                lags[topic] = max(0, head - min(groups.values()))
+            else:
+                lags[topic] = count
+        return lags
+
     async def ping(self) -> None:
         await self._store.ping()
