@@ -25,6 +25,7 @@ from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
+from policy_pubsub.file_upkeep import file_upkeep
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.service import PolicyService, outlet_for
 from policy_pubsub.stale import StaleExpiry
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         outlet, relay = outlet_for(store, router)
         service = PolicyService(store, router, outlet, metrics=metrics)
         expiry = _stale_expiry(settings, service, store, metrics)
+        upkeep = file_upkeep(store, settings.maintenance_interval_seconds)
         tuned = False
         try:
             await router.start()
@@ -61,6 +63,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 relay.start()
             if expiry is not None:
                 expiry.start()
+            if upkeep is not None:
+                upkeep.start()
             state.running = Running(store, router, service, relay)
             state.outages.start(store.ping, router.ping)
             _collect_for_serving()
@@ -77,6 +81,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # Each part is closed even when one before it fails: the store last, always.
             closing = [state.outages.close]
             closing += [expiry.close] if expiry is not None else []
+            closing += [upkeep.close] if upkeep is not None else []
             closing += [relay.close] if relay is not None else []
             for close in (*closing, router.close):
                 try:

@@ -116,6 +116,8 @@ class Subscriptions:
                         None,
                     )
                 )
+                if existing and existing.topic != subscription.topic:
+                    await self._outlet.left(tx, subscriber_id, existing.topic)
                 written = await self._outlet.write(tx, [message], at)
                 await tx.mark_published([subscriber_id], revision, at)
                 committing = time.perf_counter()
@@ -144,6 +146,7 @@ class Subscriptions:
                 if existing is None or (may_use is not None and not may_use(existing.topic)):
                     raise NotFound("subscription", subscriber_id)
                 await tx.delete_subscription(subscriber_id)
+                await self._outlet.left(tx, subscriber_id, existing.topic)
                 committing = time.perf_counter()
             self._metrics.commit_seconds.observe(time.perf_counter() - committing)
             state.subscription_removed(subscriber_id, revision)
