@@ -67,6 +67,11 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--loop", default="auto")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--unguarded",
+        action="store_true",
+        help="serve on uvicorn's HTTP protocol itself, without the slow-client deadlines",
+    )
     parser.add_argument("--metrics-lag-refresh", type=float, default=10.0)
     parser.add_argument("--retention", type=float, help="retention_seconds")
     parser.add_argument("--maintenance-interval", type=float, help="maintenance_interval_seconds")
@@ -98,6 +103,10 @@ def main() -> None:
     logs.configure(settings.log_level, settings.log_format)
     server = build_server(settings, access_log=False, loop=args.loop)
     server.__class__ = BenchServer
+    if args.unguarded:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        server.config.http = AutoHTTPProtocol  # read when the server loads its config
     server.app.router.routes.extend([Route("/_bench/held", held), Route("/_bench/lag", lag)])
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     server.run()

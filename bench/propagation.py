@@ -12,6 +12,9 @@ the p50, p99 and last (all-N) component; the median of each over the rounds.
 - ``pubsub``: policy-pubsub (SQLite file, embedded router, the server of ``serve``), the N
   subscriptions seeded by bulk insert, each on its own topic; the push is
   ``POST /pap/v1/policies``, acknowledged only after the N snapshots are committed.
+- ``pubsub-unguarded``: the same server on uvicorn's HTTP protocol itself, without the
+  slow-client deadlines of policy_pubsub/connections.py (``_serve.py --unguarded``): what
+  they cost.
 - ``bare``: bench/_bare.py, an in-memory long-poll Starlette app on the same uvicorn, with the
   same clients: the ceiling for this stack.
 - ``opal``: OPAL 0.9.9 (bench/.venv-opal; ``make -C bench opal-venv`` or the pip line in
@@ -28,6 +31,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,13 +247,15 @@ def _rounds(
     }
 
 
-def run_pubsub(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+def run_pubsub(
+    n: int, rounds: int, nworkers: int, tmp: Path, extra: Sequence[str] = ()
+) -> dict[str, Any]:
     url = f"sqlite+aiosqlite:///{tmp / 'prop.db'}"
     subs = [(f"comp-{i}", f"comp-{i}", [{"policy-id": ["bench.prop"]}]) for i in range(n)]
     asyncio.run(seed(url, subs, [policy("bench.prop", "bench.type", 0)]))
     port = free_port()
     with children() as started:
-        started.append(serve_policy_pubsub(port, url, tmp / "server.log"))
+        started.append(serve_policy_pubsub(port, url, tmp / "server.log", extra=extra))
         path = "/events/comp-{i}/g/c?timeout={timeout}"
         workers = Workers(
             [
@@ -406,7 +412,19 @@ def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         return _rounds(workers, n, rounds, None, push)
 
 
-RUNNERS = {"pubsub": run_pubsub, "bare": run_bare, "opal": run_opal}
+def run_pubsub_unguarded(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+    """policy-pubsub on uvicorn's HTTP protocol itself, without the slow-client deadlines
+    (policy_pubsub/connections.py), to show what they cost.
+    """
+    return run_pubsub(n, rounds, nworkers, tmp, ["--unguarded"])
+
+
+RUNNERS = {
+    "pubsub": run_pubsub,
+    "pubsub-unguarded": run_pubsub_unguarded,
+    "bare": run_bare,
+    "opal": run_opal,
+}
 
 
 def main() -> None:
