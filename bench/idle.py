@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -140,6 +141,10 @@ def main() -> None:
     )
     args = parser.parse_args()
     print("file descriptors:", raise_nofile(4 * args.n))
+    # The client workers open all their connections before any sends a request: that many
+    # connections waiting for headers at once, past max_incomplete_requests (1000), would be
+    # closed by the slow-client guard (policy_pubsub/connections.py) as crowding.
+    os.environ["POLICY_PUBSUB_MAX_INCOMPLETE_REQUESTS"] = str(2 * args.n)
     head = header()
     rows = []
     for loop in args.loop:

@@ -43,6 +43,7 @@ from _common import (
     Child,
     Conn,
     children,
+    cpu_seconds,
     free_port,
     header,
     median,
@@ -218,9 +219,15 @@ def _split(n: int, workers: int) -> list[tuple[int, int]]:
 
 
 def _rounds(
-    workers: Workers, n: int, rounds: int, held_port: int | None, push: Any
+    workers: Workers,
+    n: int,
+    rounds: int,
+    held_port: int | None,
+    push: Any,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     p50s, p99s, alls, bads = [], [], [], 0
+    cpu = cpu_seconds(server_pid) if server_pid is not None else 0.0
     for r in range(rounds):
         workers.ask(f"poll {r + 1}")
         workers.expect("sent")
@@ -238,10 +245,13 @@ def _rounds(
         p50s.append(pct(latencies, 0.5))
         p99s.append(pct(latencies, 0.99))
         alls.append(max(latencies) if len(latencies) == n else float("inf"))
+    # The server's CPU over the rounds (taking N polls, one push, N answers each) per answer.
+    cpu_us = (cpu_seconds(server_pid) - cpu) / (rounds * n) * 1e6 if server_pid else None
     return {
         "p50_s": median(p50s),
         "p99_s": median(p99s),
         "all_s": median(alls),
+        "cpu_per_answer_us": cpu_us,
         "all_rounds_s": [round(a, 4) for a in alls],
         "missed": bads,
     }
@@ -255,7 +265,8 @@ def run_pubsub(
     asyncio.run(seed(url, subs, [policy("bench.prop", "bench.type", 0)]))
     port = free_port()
     with children() as started:
-        started.append(serve_policy_pubsub(port, url, tmp / "server.log", extra=extra))
+        server = serve_policy_pubsub(port, url, tmp / "server.log", extra=extra)
+        started.append(server)
         path = "/events/comp-{i}/g/c?timeout={timeout}"
         workers = Workers(
             [
@@ -292,15 +303,14 @@ def run_pubsub(
             if status != 200 or json.loads(body)["notified"] != n:
                 raise RuntimeError(f"push failed: {status} {body[:200]!r}")
 
-        return _rounds(workers, n, rounds, port, push)
+        return _rounds(workers, n, rounds, port, push, server.pid)
 
 
 def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
     port = free_port()
     with children() as started:
-        started.append(
-            Child([PYTHON, str(BENCH / "_bare.py"), "--port", str(port)], log=tmp / "bare.log")
-        )
+        bare = Child([PYTHON, str(BENCH / "_bare.py"), "--port", str(port)], log=tmp / "bare.log")
+        started.append(bare)
         wait_http(port, "/healthcheck")
         path = "/events/comp-{i}/g/c?timeout={timeout}"
         workers = Workers(
@@ -333,7 +343,7 @@ def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
             if status != 200:
                 raise RuntimeError(f"push failed: {status}")
 
-        return _rounds(workers, n, rounds, port, push)
+        return _rounds(workers, n, rounds, port, push, bare.pid)
 
 
 def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
@@ -473,7 +483,7 @@ def main() -> None:
                         print(f"--- {log.name} ---\n{tail}", file=sys.stderr)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    table(rows, ["system", "n", "p50_s", "p99_s", "all_s", "missed", "error"])
+    table(rows, ["system", "n", "p50_s", "p99_s", "all_s", "cpu_per_answer_us", "missed", "error"])
     save("propagation", head, rows)
 
 

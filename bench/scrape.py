@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from _common import (
     ROOT,
     Conn,
     children,
+    cpu_seconds,
     free_port,
     header,
     median,
@@ -101,12 +101,6 @@ async def _seed(url: str, topics: int, per_topic: int) -> None:
         await store.close()
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _scrape(port: int, scrapes: int) -> tuple[list[float], int, int]:
     """Each scrape's time, and the last one's lag total and topics read."""
     conn = await Conn.open(port)
@@ -146,9 +140,9 @@ def run(db: str, topics: int, per_topic: int, scrapes: int, tmp: Path) -> list[d
                 )
                 started.append(server)
                 asyncio.run(_scrape(port, 1))  # warm-up: the first scrape registers families
-                cpu = _cpu_seconds(server.process.pid)
+                cpu = cpu_seconds(server.process.pid)
                 times, total, read = asyncio.run(_scrape(port, scrapes))
-                cpu = _cpu_seconds(server.process.pid) - cpu
+                cpu = cpu_seconds(server.process.pid) - cpu
             rows.append(
                 {
                     "db": db,
