@@ -10,6 +10,7 @@ topics (the largest) and a total. Every name starts with ``policy_pubsub_``.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -282,7 +283,7 @@ class Metrics:
         now = time.monotonic()
         if self._lag_read_at is None or now - self._lag_read_at >= self._lag_refresh:
             self._lag_read_at = now
-            await self._read_lag(router, sorted({s.topic for s in subscriptions}))
+            await self._read_lag(router, list({s.topic for s in subscriptions}))
 
     async def _read_lag(self, router: Router, topics: list[str]) -> None:
         try:
@@ -291,7 +292,7 @@ class Metrics:
             (self.store_errors if isinstance(exc, StoreUnavailable) else self.router_errors).inc()
             log.warning("metrics: cannot read consumer lag: %s", exc)
             return
-        top = sorted(lags.items(), key=lambda item: (-item[1], item[0]))[: self._lag_topics]
+        top = heapq.nsmallest(self._lag_topics, lags.items(), key=lambda item: (-item[1], item[0]))
         scraped = self._scrape.scraped
         scraped.lag_top = top
         scraped.lag_total = sum(lags.values())

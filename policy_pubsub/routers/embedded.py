@@ -391,10 +391,9 @@ class EmbeddedRouter(Router):
             return lags
         slowest_of: dict[str, int] = {}
         for state in self._positions.states():
-            if state.topic in wanted:
-                known = slowest_of.get(state.topic)
-                if known is None or state.position < known:
-                    slowest_of[state.topic] = state.position
+            known = slowest_of.get(state.topic)
+            if known is None or state.position < known:
+                slowest_of[state.topic] = state.position
         lags = {}
         ungrouped: list[str] = []
         for topic in wanted:
