@@ -117,6 +117,13 @@ def median(values: Sequence[float]) -> float:
     return pct(values, 0.5)
 
 
+def cpu_seconds(pid: int) -> float:
+    """The process's user plus system CPU time so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -67,17 +67,46 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--loop", default="auto")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--unguarded",
+        action="store_true",
+        help="serve on uvicorn's HTTP protocol itself, without the slow-client deadlines",
+    )
+    parser.add_argument("--metrics-lag-refresh", type=float, default=10.0)
+    parser.add_argument("--retention", type=float, help="retention_seconds")
+    parser.add_argument("--maintenance-interval", type=float, help="maintenance_interval_seconds")
+    parser.add_argument(
+        "--per-topic-lag",
+        action="store_true",
+        help="read consumer lag per topic (Router.stats each), as scrapes did before Router.lags",
+    )
     args = parser.parse_args()
+    if args.per_topic_lag:
+        from policy_pubsub.routers.base import Router
+        from policy_pubsub.routers.embedded import EmbeddedRouter
+
+        EmbeddedRouter.lags = Router.lags  # type: ignore[method-assign]
     settings = Settings(
         port=args.port,
         database_url=args.database_url,
         log_level=args.log_level,
         # Components drain their starting snapshot with timeout=0 polls: no 429 for those.
         max_empty_polls_per_minute=0,
+        metrics_lag_refresh_seconds=args.metrics_lag_refresh,
+        **({"retention_seconds": args.retention} if args.retention else {}),
+        **(
+            {"maintenance_interval_seconds": args.maintenance_interval}
+            if args.maintenance_interval
+            else {}
+        ),
     )
     logs.configure(settings.log_level, settings.log_format)
     server = build_server(settings, access_log=False, loop=args.loop)
     server.__class__ = BenchServer
+    if args.unguarded:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+        server.config.http = AutoHTTPProtocol  # read when the server loads its config
     server.app.router.routes.extend([Route("/_bench/held", held), Route("/_bench/lag", lag)])
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     server.run()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -46,13 +47,16 @@ def _lag(port: int, since: float) -> list[float]:
     return list(json.loads(body)["lag_ms"]) if status == 200 else []
 
 
-def run(n: int, nworkers: int, rounds: int, tmp: Path, loop: str) -> dict[str, Any]:
+def run(
+    n: int, nworkers: int, rounds: int, tmp: Path, loop: str, protocol: str = "guarded"
+) -> dict[str, Any]:
     url = f"sqlite+aiosqlite:///{tmp / 'idle.db'}"
     subs = [(f"comp-{i}", f"comp-{i}", [{"policy-id": ["bench.idle"]}]) for i in range(n)]
     asyncio.run(seed(url, subs, [policy("bench.idle", "bench.type", 0)]))
     port = free_port()
     with children() as started:
-        server = serve_policy_pubsub(port, url, tmp / "server.log", loop=loop)
+        extra = ["--unguarded"] if protocol == "unguarded" else []
+        server = serve_policy_pubsub(port, url, tmp / "server.log", loop=loop, extra=extra)
         started.append(server)
         time.sleep(1)
         rss_start = rss_mb(server.pid)
@@ -109,6 +113,7 @@ def run(n: int, nworkers: int, rounds: int, tmp: Path, loop: str) -> dict[str, A
         return {
             "n": n,
             "loop": loop,
+            "protocol": protocol,
             "rss_start_mb": rss_start,
             "rss_held_mb": max(rss_held),
             "idle_lag_p99_ms": median(idle_p99),
@@ -127,19 +132,32 @@ def main() -> None:
     parser.add_argument(
         "--loop", nargs="+", default=["auto"], choices=["auto", "asyncio", "uvloop"]
     )
+    parser.add_argument(
+        "--protocol",
+        nargs="+",
+        default=["guarded"],
+        choices=["guarded", "unguarded"],
+        help="unguarded: without the slow-client deadlines (_serve.py --unguarded)",
+    )
     args = parser.parse_args()
     print("file descriptors:", raise_nofile(4 * args.n))
+    # The client workers open all their connections before any sends a request: that many
+    # connections waiting for headers at once, past max_incomplete_requests (1000), would be
+    # closed by the slow-client guard (policy_pubsub/connections.py) as crowding.
+    os.environ["POLICY_PUBSUB_MAX_INCOMPLETE_REQUESTS"] = str(2 * args.n)
     head = header()
     rows = []
     for loop in args.loop:
-        with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
-            rows.append(run(args.n, args.workers, args.rounds, Path(tmp), loop))
-        print(json.dumps(rows[-1]), flush=True)
+        for protocol in args.protocol:
+            with tempfile.TemporaryDirectory(prefix="bench-idle-") as tmp:
+                rows.append(run(args.n, args.workers, args.rounds, Path(tmp), loop, protocol))
+            print(json.dumps(rows[-1]), flush=True)
     table(
         rows,
         [
             "n",
             "loop",
+            "protocol",
             "rss_start_mb",
             "rss_held_mb",
             "idle_lag_p99_ms",

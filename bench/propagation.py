@@ -18,6 +18,9 @@ the p50, p99 and last (all-N) component; the median of each over the rounds.
   gets. The subscriptions are seeded as for ``pubsub``, so before the rounds one untimed push
   makes the relay declare the N queues; then each round's push travels through the outbox,
   the relay and RabbitMQ with publisher confirms.
+- ``pubsub-unguarded``: the same server on uvicorn's HTTP protocol itself, without the
+  slow-client deadlines of policy_pubsub/connections.py (``_serve.py --unguarded``): what
+  they cost.
 - ``bare``: bench/_bare.py, an in-memory long-poll Starlette app on the same uvicorn, with the
   same clients: the ceiling for this stack.
 - ``opal``: OPAL 0.9.9 (bench/.venv-opal; ``make -C bench opal-venv`` or the pip line in
@@ -34,6 +37,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,7 @@ from _common import (
     Child,
     Conn,
     children,
+    cpu_seconds,
     free_port,
     header,
     median,
@@ -268,9 +273,15 @@ def _split(n: int, workers: int) -> list[tuple[int, int]]:
 
 
 def _rounds(
-    workers: Workers, n: int, rounds: int, held_port: int | None, push: Any
+    workers: Workers,
+    n: int,
+    rounds: int,
+    held_port: int | None,
+    push: Any,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     p50s, p99s, alls, bads = [], [], [], 0
+    cpu = cpu_seconds(server_pid) if server_pid is not None else 0.0
     for r in range(rounds):
         workers.ask(f"poll {r + 1}")
         workers.expect("sent")
@@ -288,22 +299,28 @@ def _rounds(
         p50s.append(pct(latencies, 0.5))
         p99s.append(pct(latencies, 0.99))
         alls.append(max(latencies) if len(latencies) == n else float("inf"))
+    # The server's CPU over the rounds (taking N polls, one push, N answers each) per answer.
+    cpu_us = (cpu_seconds(server_pid) - cpu) / (rounds * n) * 1e6 if server_pid else None
     return {
         "p50_s": median(p50s),
         "p99_s": median(p99s),
         "all_s": median(alls),
+        "cpu_per_answer_us": cpu_us,
         "all_rounds_s": [round(a, 4) for a in alls],
         "missed": bads,
     }
 
 
-def run_pubsub(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+def run_pubsub(
+    n: int, rounds: int, nworkers: int, tmp: Path, extra: Sequence[str] = ()
+) -> dict[str, Any]:
     url = f"sqlite+aiosqlite:///{tmp / 'prop.db'}"
     subs = [(f"comp-{i}", f"comp-{i}", [{"policy-id": ["bench.prop"]}]) for i in range(n)]
     asyncio.run(seed(url, subs, [policy("bench.prop", "bench.type", 0)]))
     port = free_port()
     with children() as started:
-        started.append(serve_policy_pubsub(port, url, tmp / "server.log"))
+        server = serve_policy_pubsub(port, url, tmp / "server.log", extra=extra)
+        started.append(server)
         path = "/events/comp-{i}/g/c?timeout={timeout}"
         workers = Workers(
             [
@@ -340,7 +357,7 @@ def run_pubsub(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
             if status != 200 or json.loads(body)["notified"] != n:
                 raise RuntimeError(f"push failed: {status} {body[:200]!r}")
 
-        return _rounds(workers, n, rounds, port, push)
+        return _rounds(workers, n, rounds, port, push, server.pid)
 
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -433,9 +450,8 @@ def run_amqp(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
 def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
     port = free_port()
     with children() as started:
-        started.append(
-            Child([PYTHON, str(BENCH / "_bare.py"), "--port", str(port)], log=tmp / "bare.log")
-        )
+        bare = Child([PYTHON, str(BENCH / "_bare.py"), "--port", str(port)], log=tmp / "bare.log")
+        started.append(bare)
         wait_http(port, "/healthcheck")
         path = "/events/comp-{i}/g/c?timeout={timeout}"
         workers = Workers(
@@ -468,7 +484,7 @@ def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
             if status != 200:
                 raise RuntimeError(f"push failed: {status}")
 
-        return _rounds(workers, n, rounds, port, push)
+        return _rounds(workers, n, rounds, port, push, bare.pid)
 
 
 def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
@@ -547,7 +563,20 @@ def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         return _rounds(workers, n, rounds, None, push)
 
 
-RUNNERS = {"pubsub": run_pubsub, "bare": run_bare, "amqp": run_amqp, "opal": run_opal}
+def run_pubsub_unguarded(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+    """policy-pubsub on uvicorn's HTTP protocol itself, without the slow-client deadlines
+    (policy_pubsub/connections.py), to show what they cost.
+    """
+    return run_pubsub(n, rounds, nworkers, tmp, ["--unguarded"])
+
+
+RUNNERS = {
+    "pubsub": run_pubsub,
+    "pubsub-unguarded": run_pubsub_unguarded,
+    "bare": run_bare,
+    "amqp": run_amqp,
+    "opal": run_opal,
+}
 
 
 def main() -> None:
@@ -599,7 +628,7 @@ def main() -> None:
                         print(f"--- {log.name} ---\n{tail}", file=sys.stderr)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    table(rows, ["system", "n", "p50_s", "p99_s", "all_s", "missed", "error"])
+    table(rows, ["system", "n", "p50_s", "p99_s", "all_s", "cpu_per_answer_us", "missed", "error"])
     save("propagation", head, rows)
 
 

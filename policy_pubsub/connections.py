@@ -2,7 +2,7 @@
 
 uvicorn bounds the idle time between two requests on a keep-alive connection, but not a
 connection that opens and stays silent, one that sends its headers a byte a second, or a body
-trickled in slowly: only the process's file limit would bound them. :func:`guarded` wraps the
+trickled in slowly: only the process's file limit would bound them. :func:`guarded` extends the
 HTTP protocol uvicorn chose (httptools or h11) so that every connection is in one of three
 phases:
 
@@ -54,19 +54,6 @@ class _Cycle(Protocol):
     more_body: bool
 
 
-class _HttpProtocol(Protocol):
-    """What this module uses of uvicorn's protocol objects (both parsers have it)."""
-
-    cycle: _Cycle | None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
-    def connection_lost(self, exc: Exception | None) -> None: ...
-    def data_received(self, data: bytes) -> None: ...
-    def eof_received(self) -> bool | None: ...
-    def pause_writing(self) -> None: ...
-    def resume_writing(self) -> None: ...
-
-
 class _Phase(enum.Enum):
     HEADERS = "headers"
     BODY = "body"
@@ -109,94 +96,123 @@ class GuardedProtocol(asyncio.Protocol):
 
 
 def guarded(base: type[asyncio.Protocol], limits: ConnectionLimits) -> type[GuardedProtocol]:
-    """A protocol class that runs ``base`` (uvicorn's chosen HTTP protocol) under ``limits``;
+    """A subclass of ``base`` (uvicorn's chosen HTTP protocol) that runs it under ``limits``;
     pass it to ``uvicorn.Config(http=...)``.
+
+    What a request costs it is kept small, since every request pays it: a subclass rather
+    than a wrapper (the bytes reach the parser without a call in between, and a connection
+    is one object), and no timer per connection. The connections of each phase wait in
+    an ordered dict, oldest first (a phase has one deadline, so they are also in deadline
+    order), and one timer for all of them fires at the earliest deadline; a request that
+    completes in time only enters and leaves a dict. Attributes of its own start with
+    ``_guard`` so that they cannot collide with the parser's.
     """
-    incomplete: OrderedDict[Guarded, None] = OrderedDict()
+    # connection -> when it entered the phase (loop time), oldest first
+    waiting: dict[_Phase, OrderedDict[Any, float]] = {
+        _Phase.HEADERS: OrderedDict(),
+        _Phase.BODY: OrderedDict(),
+    }
+    seconds = {_Phase.HEADERS: limits.header_seconds, _Phase.BODY: limits.body_seconds}
+    sweeper: list[asyncio.TimerHandle | None] = [None]
     closed = _Tally()
 
-    class Guarded(GuardedProtocol):
+    def oldest(phase: _Phase) -> tuple[Any, float] | None:
+        for entry in waiting[phase].items():
+            return entry
+        return None
+
+    def schedule(loop: asyncio.AbstractEventLoop) -> None:
+        """Have the timer fire at the earliest deadline, unless it is set already."""
+        if sweeper[0] is not None:
+            return
+        deadlines = []
+        for phase in waiting:
+            found = oldest(phase)
+            if found is not None:
+                deadlines.append(found[1] + seconds[phase])
+        if deadlines:
+            sweeper[0] = loop.call_at(min(deadlines), sweep, loop)
+
+    def sweep(loop: asyncio.AbstractEventLoop) -> None:
+        """Close every connection past its phase's deadline."""
+        sweeper[0] = None
+        now = loop.time()
+        for phase in waiting:
+            while (found := oldest(phase)) is not None and found[1] + seconds[phase] <= now:
+                found[0]._guard_expire()  # leaves the dict
+        schedule(loop)
+
+    class Guarded(base, GuardedProtocol):  # type: ignore[valid-type,misc]
         http_protocol_class = base
 
         def __init__(self, **kwargs: Any) -> None:
-            self.inner = cast(_HttpProtocol, base(**kwargs))
-            self.loop = asyncio.get_running_loop()
-            self.transport: asyncio.Transport | None = None
-            self.phase = _Phase.COMPLETE
-            self.cycle_before: _Cycle | None = None
-            self.timer: asyncio.TimerHandle | None = None
+            super().__init__(**kwargs)
+            self._guard_phase = _Phase.COMPLETE
+            self._guard_cycle_before: _Cycle | None = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            # uvloop's TCP transport is not an asyncio.Transport subclass but has its methods.
-            self.transport = cast(asyncio.Transport, transport)
-            self.inner.connection_made(transport)
-            self._enter(_Phase.HEADERS)
+            super().connection_made(transport)
+            self._guard_enter(_Phase.HEADERS)
 
         def data_received(self, data: bytes) -> None:
-            if self.phase is _Phase.COMPLETE:
-                self._enter(_Phase.HEADERS)  # the next request on a keep-alive connection
-            self.inner.data_received(data)
-            self._follow()
+            if self._guard_phase is _Phase.COMPLETE:
+                self._guard_enter(_Phase.HEADERS)  # the next request on a keep-alive connection
+            super().data_received(data)
+            self._guard_follow()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._enter(_Phase.COMPLETE)
-            self.inner.connection_lost(exc)
+            self._guard_enter(_Phase.COMPLETE)
+            super().connection_lost(exc)
 
-        def eof_received(self) -> bool | None:
-            return self.inner.eof_received()
-
-        def pause_writing(self) -> None:
-            self.inner.pause_writing()
-
-        def resume_writing(self) -> None:
-            self.inner.resume_writing()
-
-        def _follow(self) -> None:
+        def _guard_follow(self) -> None:
             """Move to the phase the parser reached with the bytes it was just fed."""
-            cycle = self.inner.cycle
-            if cycle is None or (self.phase is _Phase.HEADERS and cycle is self.cycle_before):
+            cycle: _Cycle | None = self.cycle
+            if cycle is None or (
+                self._guard_phase is _Phase.HEADERS and cycle is self._guard_cycle_before
+            ):
                 return  # the new request's headers are not all in yet
             if cycle.more_body and not cycle.response_complete:
-                if self.phase is not _Phase.BODY:
-                    self._enter(_Phase.BODY)
+                if self._guard_phase is not _Phase.BODY:
+                    self._guard_enter(_Phase.BODY)
             else:
-                self._enter(_Phase.COMPLETE)
+                self._guard_enter(_Phase.COMPLETE)
 
-        def _enter(self, phase: _Phase) -> None:
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
-            self.phase = phase
+        def _guard_enter(self, phase: _Phase) -> None:
+            before = self._guard_phase
+            if before is not _Phase.COMPLETE:
+                waiting[before].pop(self, None)
+            self._guard_phase = phase
+            # The previous request's cycle is only needed while the next one's headers come
+            # in (to tell the two apart); held longer, it would keep every idle connection's
+            # last scope, headers and events alive (about 4 KB each).
+            self._guard_cycle_before = self.cycle if phase is _Phase.HEADERS else None
             if phase is _Phase.COMPLETE:
-                incomplete.pop(self, None)
                 return
-            if phase is _Phase.HEADERS:
-                self.cycle_before = self.inner.cycle
-                seconds = limits.header_seconds
-            else:
-                seconds = limits.body_seconds
-            self.timer = self.loop.call_later(seconds, self._expire)
-            incomplete[self] = None
-            incomplete.move_to_end(self)
-            if len(incomplete) > limits.max_incomplete:
+            loop: asyncio.AbstractEventLoop = self.loop
+            waiting[phase][self] = loop.time()
+            schedule(loop)
+            if len(waiting[_Phase.HEADERS]) + len(waiting[_Phase.BODY]) > limits.max_incomplete:
                 closed.crowded += 1
-                next(iter(incomplete))._close(answer=False)
+                entries = [found for p in waiting if (found := oldest(p)) is not None]
+                min(entries, key=lambda entry: entry[1])[0]._guard_close(answer=False)
                 closed.report(limits)
 
-        def _expire(self) -> None:
-            self.timer = None
-            cycle = self.inner.cycle
-            answered = self.phase is _Phase.BODY and cycle is not None and cycle.response_started
-            if self.phase is _Phase.HEADERS:
+        def _guard_expire(self) -> None:
+            cycle: _Cycle | None = self.cycle
+            answered = (
+                self._guard_phase is _Phase.BODY and cycle is not None and cycle.response_started
+            )
+            if self._guard_phase is _Phase.HEADERS:
                 closed.slow_headers += 1
             else:
                 closed.slow_bodies += 1
-            self._close(answer=not answered)
+            self._guard_close(answer=not answered)
             closed.report(limits)
 
-        def _close(self, *, answer: bool) -> None:
-            self._enter(_Phase.COMPLETE)
-            transport = self.transport
+        def _guard_close(self, *, answer: bool) -> None:
+            self._guard_enter(_Phase.COMPLETE)
+            # uvloop's TCP transport is not an asyncio.Transport subclass but has its methods.
+            transport = cast(asyncio.Transport | None, getattr(self, "transport", None))
             if transport is None or transport.is_closing():
                 return
             if answer:

@@ -10,12 +10,12 @@ topics (the largest) and a total. Every name starts with ``policy_pubsub_``.
 
 from __future__ import annotations
 
-import asyncio
+import heapq
 import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -27,7 +27,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from policy_pubsub.exceptions import (
-    NotFound,
     PolicyPubSubError,
     RouterUnavailable,
     SnapshotTooLarge,
@@ -36,6 +35,7 @@ from policy_pubsub.exceptions import (
 
 if TYPE_CHECKING:
     from policy_pubsub.api.state import AppState
+    from policy_pubsub.routers.base import Router
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,8 @@ LIMITS = (
     "empty_polls",
 )
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
-# Reading consumer lag costs a router call per subscription topic: a few at a time, within a
-# time budget, and reused between scrapes closer than lag_refresh_seconds.
-LAG_CONCURRENCY = 8
-LAG_BUDGET_SECONDS = 5.0
+# Consumer lag is read for every subscription topic at once (Router.lags), and reused between
+# scrapes closer than lag_refresh_seconds.
 
 MATCHING_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
 MATCHING_BUCKETS += [0.25, 0.5, 1.0, 2.5, 5.0]
@@ -305,44 +303,16 @@ class Metrics:
         now = time.monotonic()
         if self._lag_read_at is None or now - self._lag_read_at >= self._lag_refresh:
             self._lag_read_at = now
-            await self._read_lag(router, sorted({s.topic for s in subscriptions}))
+            await self._read_lag(router, list({s.topic for s in subscriptions}))
 
-    async def _read_lag(self, router: Any, topics: list[str]) -> None:
-        lags: dict[str, int] = {}
-        gate = asyncio.Semaphore(LAG_CONCURRENCY)
-        errors: list[BaseException] = []
-
-        async def one(topic: str) -> None:
-            async with gate:
-                if errors:
-                    return
-                try:
-                    stats = await router.stats(topic)
-                except NotFound:
-                    return  # nothing published to it yet
-                except (StoreUnavailable, RouterUnavailable) as exc:
-                    errors.append(exc)
-                    return
-                groups = stats.consumer_groups
-                lags[topic] = max((g.lag for g in groups), default=0) if groups else stats.messages
-
-        tasks = [asyncio.create_task(one(topic)) for topic in topics]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=LAG_BUDGET_SECONDS)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                log.warning(
-                    "metrics: consumer lag of %d of %d topics not read within %g s",
-                    len(pending),
-                    len(tasks),
-                    LAG_BUDGET_SECONDS,
-                )
-        for exc in errors[:1]:
+    async def _read_lag(self, router: Router, topics: list[str]) -> None:
+        try:
+            lags = await router.lags(topics)
+        except (StoreUnavailable, RouterUnavailable) as exc:
             (self.store_errors if isinstance(exc, StoreUnavailable) else self.router_errors).inc()
             log.warning("metrics: cannot read consumer lag: %s", exc)
-        top = sorted(lags.items(), key=lambda item: (-item[1], item[0]))[: self._lag_topics]
+            return
+        top = heapq.nsmallest(self._lag_topics, lags.items(), key=lambda item: (-item[1], item[0]))
         scraped = self._scrape.scraped
         scraped.lag_top = top
         scraped.lag_total = sum(lags.values())

@@ -26,6 +26,7 @@ from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.background import ChangeLogPruning
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
+from policy_pubsub.file_upkeep import file_upkeep
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.onap.channel import build_channel, build_pdp
 from policy_pubsub.relay import dead_letter_retention
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         pruning = ChangeLogPruning(store, interval=settings.maintenance_interval_seconds)
         pdp = build_pdp(settings, service)
         pap = build_channel(settings, pdp, store, router)
+        upkeep = file_upkeep(store, settings.maintenance_interval_seconds)
         tuned = False
         try:
             await router.start()
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     pdp.identity.group,
                     pap.topic,
                 )
+            if upkeep is not None:
+                upkeep.start()
             state.running = Running(store, router, service, relay, pdp, pap)
             state.outages.start(store.ping, router.ping)
             _collect_for_serving()
@@ -103,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             closing += [pap.close] if pap is not None else []
             closing += [expiry.close] if expiry is not None else []
             closing += [retention.close] if retention is not None else []
+            closing += [upkeep.close] if upkeep is not None else []
             closing += [relay.close] if relay is not None else []
             for close in (*closing, router.close):
                 try:

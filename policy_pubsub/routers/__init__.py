@@ -30,6 +30,7 @@ def from_url(url: str, store: Store, settings: Settings) -> Router:
             maintenance_interval_seconds=settings.maintenance_interval_seconds,
             position_flush_seconds=settings.position_flush_seconds,
             max_message_bytes=settings.max_message_bytes,
+            snapshots_of_subscriptions=True,
         )
     if url.startswith(("dmaap+http://", "dmaap+https://")):
         from policy_pubsub.routers.dmaap import DmaapRouter

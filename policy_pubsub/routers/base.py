@@ -9,12 +9,20 @@ to its client consumes nothing; a new group starts at the oldest retained messag
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
+from policy_pubsub.exceptions import NotFound, RouterUnavailable, StoreUnavailable
 from policy_pubsub.routers.messages import OutMessage
+
+log = logging.getLogger(__name__)
+
+# The fallback of Router.lags reads each topic's stats: a few at a time, within a time budget.
+LAG_CONCURRENCY = 8
+LAG_BUDGET_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,57 @@ class Router(ABC):
         """
         return None
 
+    async def lags(self, topics: Sequence[str]) -> dict[str, int]:
+        """Each topic's consumer lag: what its slowest consumer group has yet to read, or,
+        with no group, every message it retains; topics unknown to the router are left out.
+        Equal to what :meth:`stats` says per topic, read for many topics at once (a scrape
+        asks for every subscription topic). This fallback calls :meth:`stats` per topic, a few
+        at a time and within ``LAG_BUDGET_SECONDS`` (the topics not read by then are left
+        out); a router that can read them in bulk overrides it. Raises the first
+        ``StoreUnavailable`` or ``RouterUnavailable`` met.
+        """
+        lags: dict[str, int] = {}
+        gate = asyncio.Semaphore(LAG_CONCURRENCY)
+        errors: list[BaseException] = []
+
+        async def one(topic: str) -> None:
+            async with gate:
+                if errors:
+                    return
+                try:
+                    stats = await self.stats(topic)
+                except NotFound:
+                    return  # nothing published to it yet
+                except (StoreUnavailable, RouterUnavailable) as exc:
+                    errors.append(exc)
+                    return
+                lags[topic] = lag_of(stats)
+
+        tasks = [asyncio.create_task(one(topic)) for topic in topics]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=LAG_BUDGET_SECONDS)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                log.warning(
+                    "consumer lag of %d of %d topics not read within %g s",
+                    len(pending),
+                    len(tasks),
+                    LAG_BUDGET_SECONDS,
+                )
+        if errors:
+            raise errors[0]
+        return lags
+
     @abstractmethod
     async def ping(self) -> None:
         """Return when the router is reachable; raise ``RouterUnavailable`` otherwise."""
+
+
+def lag_of(stats: TopicStats) -> int:
+    """A topic's consumer lag from its stats: the largest lag of its groups, or with no group
+    every message it retains (nobody has read any).
+    """
+    groups = stats.consumer_groups
+    return max(g.lag for g in groups) if groups else stats.messages

@@ -74,8 +74,12 @@ class EmbeddedRouter(Router):
         maintenance_interval_seconds: float,
         position_flush_seconds: float,
         max_message_bytes: int = constants.DEFAULT_MAX_MESSAGE_BYTES,
+        snapshots_of_subscriptions: bool = False,
     ) -> None:
         self._store = store
+        # Keyed messages are the snapshots of the store's subscriptions (the server's case):
+        # maintenance may drop those whose subscription is gone (TopicRepository.drop_orphans).
+        self._drop_orphans = snapshots_of_subscriptions
         self._max_message_bytes = max_message_bytes
         self._retention_ms = int(retention_seconds * 1000)
         self._positions = Positions(store, flush_seconds=position_flush_seconds)
@@ -311,13 +315,28 @@ class EmbeddedRouter(Router):
         await self._positions.advance(state, position)
 
     async def maintain(self) -> tuple[int, int]:
-        """Drop expired messages, then superseded snapshots; returns both counts."""
+        """Drop expired messages, then superseded snapshots, then what outlived its
+        subscription; returns the first two counts.
+        """
         expired = await self._store.topics.expire(now_ms() - self._retention_ms)
         compacted = await self._store.topics.compact()
-        if expired or compacted:
+        orphans = await self._store.topics.drop_orphans() if self._drop_orphans else 0
+        if expired or compacted or orphans:
             self._forget_tails()  # the store dropped messages: the tails may hold them still
-            log.info("dropped %d expired and %d superseded messages", expired, compacted)
+            log.info(
+                "dropped %d expired and %d superseded messages, and %d rows of gone "
+                "subscriptions",
+                expired,
+                compacted,
+                orphans,
+            )
         return expired, compacted
+
+    def forget_tail(self, topic: str) -> None:
+        """The store is dropping messages of ``topic``: read them from there from now on."""
+        tail = self._tails.pop(topic, None)
+        if tail:
+            self._tail_chars -= sum(len(body) for _, body in tail)
 
     # -- topics -----------------------------------------------------------------------------
 
@@ -348,6 +367,45 @@ class EmbeddedRouter(Router):
                 for name, (position, at) in sorted(groups.items())
             ],
         )
+
+    async def lags(self, topics: Sequence[str]) -> dict[str, int]:
+        """Every topic's lag, as :meth:`stats` computes it, without a query per topic. On a
+        store this process alone uses, heads and positions are all in memory (loaded at
+        start, moved here since): only the topics without a consumer group cost anything,
+        one count of their messages. On a shared store, one statement over all topics
+        (``TopicRepository.lag_figures``).
+        """
+        wanted = set(topics)
+        if self._store.shared:
+            lags: dict[str, int] = {}
+            for topic, (last, furthest_back, count) in (
+                await self._store.topics.lag_figures()
+            ).items():
+                if topic in wanted:
+                    newest = max(last, self._heads.get(topic, 0))
+                    lags[topic] = (
+                        count if furthest_back is None else max(0, newest - furthest_back)
+                    )
+            return lags
+        slowest_of: dict[str, int] = {}
+        for state in self._positions.states():
+            known = slowest_of.get(state.topic)
+            if known is None or state.position < known:
+                slowest_of[state.topic] = state.position
+        lags = {}
+        ungrouped: list[str] = []
+        for topic in wanted:
+            head = self._heads.get(topic)
+            if head is None:
+                continue  # nothing published to it yet
+            position = slowest_of.get(topic)
+            if position is None:
+                ungrouped.append(topic)
+            else:
+                lags[topic] = max(0, head - position)
+        counts = await self._store.topics.counts(sorted(ungrouped))
+        lags.update((topic, counts.get(topic, 0)) for topic in ungrouped)
+        return lags
 
     async def ping(self) -> None:
         await self._store.ping()

@@ -115,6 +115,18 @@ class Subjects:
         except ValueError:
             return None
 
+    def topic_of_message(self, subject: str) -> str | None:
+        """The topic a stored message's subject belongs to, or None if it is not this
+        stream's.
+        """
+        parts = subject.split(".")
+        if len(parts) != 5 or parts[0] != self.stream or parts[1] != "t":
+            return None
+        try:
+            return decode_token(parts[2])
+        except ValueError:
+            return None
+
     def topic_of_wake(self, subject: str) -> str | None:
         """The topic a republished subject belongs to, or None if it is not this stream's."""
         parts = subject.split(".")

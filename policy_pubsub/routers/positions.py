@@ -136,6 +136,10 @@ class Positions:
             state = self._groups[key] = GroupState(topic, name)
         return state
 
+    def states(self) -> Iterator[GroupState]:
+        """Every group this replica knows."""
+        return iter(self._groups.values())
+
     def of_topic(self, topic: str) -> Iterator[GroupState]:
         return (state for (t, _), state in self._groups.items() if t == topic)
 

@@ -43,6 +43,14 @@ class Outlet(ABC):
     def after_commit(self, written: Written) -> None:
         """Hand on what :meth:`write` wrote, once its transaction committed; never blocks."""
 
+    async def left(self, tx: WriteTx, subscriber_id: str, topic: str) -> None:
+        """A subscription left ``topic`` in ``tx`` (its row is gone or moved): drop what the
+        outlet keeps for it there. Nothing by default: a router outside the store keeps its
+        messages and consumer groups itself, on topics others may share (a DMaaP MR's
+        groups are not this server's to remove), and its retention ages them out.
+        """
+        return None
+
 
 class InStoreOutlet(Outlet):
     """Appends snapshots to the embedded router's topics, then wakes its readers."""
@@ -55,6 +63,12 @@ class InStoreOutlet(Outlet):
 
     def after_commit(self, written: Written) -> None:
         self._router.wake_readers(written.heads, written.messages)
+
+    async def left(self, tx: WriteTx, subscriber_id: str, topic: str) -> None:
+        # Dropped from memory first: no commit can refill it while this transaction holds the
+        # write lock, and a rollback only costs the reads a trip to the store.
+        self._router.forget_tail(topic)
+        await tx.drop_subscriber_messages(subscriber_id, topic)
 
 
 class OutboxOutlet(Outlet):

@@ -201,15 +201,15 @@ class Subscriptions:
                 },
                 at,
             )
+            for subscriber_id, topic in _left(state, planned):
+                await self._outlet.left(tx, subscriber_id, topic)
             written = (
                 await self._outlet.write(tx, planned.messages, at) if planned.messages else None
             )
             committing = time.perf_counter()
         self._metrics.commit_seconds.observe(time.perf_counter() - committing)
-        for subscriber_id, after in planned.after.items():
-            before = state.subscriptions.get(subscriber_id)
-            if before is not None and (after is None or after.topic != before.topic):
-                self._forget(subscriber_id, before.topic, deleted=after is None)
+        for subscriber_id, topic in _left(state, planned):
+            self._forget(subscriber_id, topic, deleted=planned.after[subscriber_id] is None)
         for answer in planned.answers:
             if isinstance(answer, SubscribeResult):
                 state.subscription_put(answer.subscription)
@@ -412,6 +412,18 @@ class _Planned:
         self.after[subscriber_id] = after
         self.revisions[subscriber_id] = revision
         self.last = revision
+
+
+def _left(state: State, planned: _Planned) -> list[tuple[str, str]]:
+    """The subscriptions of the batch that leave a topic: (subscriber, the topic it had
+    before the batch), for those deleted or moved to another topic.
+    """
+    left = []
+    for subscriber_id, after in planned.after.items():
+        before = state.subscriptions.get(subscriber_id)
+        if before is not None and (after is None or after.topic != before.topic):
+            left.append((subscriber_id, before.topic))
+    return left
 
 
 def _plan_unsubscribe(planned: _Planned, state: State, request: _Unsubscribe) -> int | NotFound:

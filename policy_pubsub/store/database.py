@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Connection, delete, literal, select, update
+from sqlalchemy import BigInteger, Connection, delete, exists, literal, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +39,7 @@ from policy_pubsub.store.signatures import SignatureRepository
 from policy_pubsub.store.state import POLICY, SUBSCRIPTION, SUBSCRIPTION_COLUMNS, StateRepository
 from policy_pubsub.store.tables import (
     change_log,
+    consumer_groups,
     messages,
     outbox,
     policies,
@@ -122,6 +124,21 @@ class Store:
         except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
 
+    @asynccontextmanager
+    async def file_statements(self) -> AsyncIterator[FileStatements]:
+        """SQLite only: statements that cannot run inside a transaction (a WAL checkpoint,
+        VACUUM), on the writer's connection, holding the write lock.
+        """
+        if self.dialect != "sqlite":
+            raise ValueError("file statements are SQLite's")
+        async with self._write_lock or contextlib.nullcontext():
+            try:
+                async with self._writer.connect() as conn:
+                    raw = await conn.get_raw_connection()
+                    yield FileStatements(raw.driver_connection)
+            except (SQLAlchemyError, OSError) as exc:
+                raise StoreUnavailable(f"store write failed: {exc}") from exc
+
     def connect(self) -> AsyncConnection:
         """A connection of its own to the writing engine, for a lock held across statements
         (``async with`` it, or await it and close it); errors are the driver's.
@@ -132,6 +149,32 @@ class Store:
         """Return when the database answers; raise ``StoreUnavailable`` otherwise."""
         async with self.read() as conn:
             await conn.execute(select(store_revision.c.revision))
+
+
+class FileStatements:
+    """Statements on SQLite's writer connection outside any transaction (the connection is
+    in autocommit: see ``dialects``).
+    """
+
+    def __init__(self, driver: Any) -> None:
+        self._driver = driver  # aiosqlite's connection
+
+    async def rows(self, sql: str) -> list[Any]:
+        """Run a statement that answers with rows; its rows."""
+        try:
+            cursor = await self._driver.execute(sql)
+            return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{sql} failed: {exc}") from exc
+
+    async def run(self, sql: str) -> None:
+        """Run a statement to its end. (The sqlite3 module steps a statement that answers
+        with no columns only once, and ``PRAGMA incremental_vacuum`` frees one page a step.)
+        """
+        try:
+            await self._driver.executescript(sql)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"{sql} failed: {exc}") from exc
 
 
 class WriteTx:
@@ -288,6 +331,22 @@ class WriteTx:
                 {"revision": revision, "kind": kind, "key": key, "created_at": at}
                 for key, revision in keys
             ],
+        )
+
+    async def drop_subscriber_messages(self, subscriber_id: str, topic: str) -> None:
+        """After a subscription left ``topic`` (unsubscribed, expired, or moved to another
+        topic): drop its snapshots there, and when no subscription uses the topic any more,
+        every message and consumer group of the topic. The topic row stays: it holds the
+        topic's last offset, so offsets are never reused while a reader may still hold one.
+        Call it after the subscription's row was deleted or moved, in the same transaction.
+        """
+        await self.conn.execute(
+            delete(messages).where(messages.c.topic == topic, messages.c.key == subscriber_id)
+        )
+        unused = ~exists().where(subscriptions.c.topic == topic)
+        await self.conn.execute(delete(messages).where(messages.c.topic == topic, unused))
+        await self.conn.execute(
+            delete(consumer_groups).where(consumer_groups.c.topic == topic, unused)
         )
 
     async def create_topics(self, names: Iterable[str], at: int) -> None:

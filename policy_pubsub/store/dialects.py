@@ -30,6 +30,9 @@ from sqlalchemy.sql.dml import Insert
 from policy_pubsub.store.tables import topics
 
 SQLITE_PRAGMAS = (
+    # Free pages can be handed back to the file system (store/sqlite_file.py). It takes effect
+    # only in a database with no tables yet, or at the next VACUUM.
+    "PRAGMA auto_vacuum=INCREMENTAL",
     "PRAGMA journal_mode=WAL",
     # A commit returns only once the WAL is on disk: a 2xx answer means the change is durable.
     "PRAGMA synchronous=FULL",
