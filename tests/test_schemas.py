@@ -623,7 +623,7 @@ def assert_same_verdict(name: str, document: dict[str, Any]) -> bool:
     return model_ok
 
 
-DRIFT = hypothesis.settings(max_examples=200, deadline=None)
+DRIFT = hypothesis.settings(max_examples=120, deadline=None)
 
 
 @pytest.mark.parametrize("name", sorted(DOCUMENTS))

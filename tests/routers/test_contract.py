@@ -128,6 +128,7 @@ NOT_APPLICABLE: dict[str, dict[str, str]] = {
             "test_drain_answers_held_reads",
             "test_group_reads_every_message_once_in_order",
             "test_groups_are_independent_and_new_groups_start_at_the_oldest",
+            "test_lags_in_bulk_equal_each_topics_stats",
             "test_limit_caps_one_read",
             "test_topics_and_stats",
             "test_unacknowledged_delivery_consumes_nothing",
