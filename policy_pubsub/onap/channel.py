@@ -289,7 +289,7 @@ def default_pdp_name(database_url: str) -> str:
         path = str(Path(url.database or "").resolve()) if url.database else ":memory:"
         identity = f"sqlite:{socket.gethostname()}:{path}"
     else:
-        identity = url.set(password=None).render_as_string(hide_password=False)
+        identity = url.render_as_string(hide_password=True)
     return f"{constants.SERVICE_NAME}-{uuid.uuid5(_PDP_NAMESPACE, identity)}"
 
 
