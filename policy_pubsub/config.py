@@ -133,8 +133,8 @@ class Settings(BaseSettings):
     # polls; "dmaap+http(s)://[user:pass@]host:port[/TOPIC]": an external DMaaP Message Router
     # (its TLS options are the dmaap_* ones above). Kafka is not a transport here.
     pap_topic_url: str | None = None
-    # The PDP's name, unique among the PAP's PDPs; unset: "<hostname>-<uuid>", new at each
-    # start, as ONAP's PDPs name themselves. Replicas: give all the same name (README).
+    # The PDP's name, unique among the PAP's PDPs; unset: "policy-pubsub-<uuid>", the uuid
+    # derived from the store, so the same at every start and on every replica of the store.
     pdp_name: str | None = Field(None, pattern=constants.CONSUMER_PATTERN)
     # The PDP type (the PAP assigns a PDP to the subgroup of its type) and the group it joins.
     pdp_type: str = Field(constants.PDP_TYPE, pattern=constants.CONSUMER_PATTERN)

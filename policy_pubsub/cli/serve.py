@@ -22,7 +22,7 @@ examples:
   policy-pubsub serve
       SQLite file ./policy-pubsub.db and the embedded router on 127.0.0.1:6969
   policy-pubsub serve --port 8080 --database-url sqlite+aiosqlite:////var/lib/pp/store.db
-  policy-pubsub serve --pap-topic-url embedded --pdp-group defaultGroup
+  policy-pubsub serve --pap-topic embedded --pdp-group defaultGroup
       one PDP of an ONAP PAP whose DMaaP topic POLICY-PDP-PAP is this server's /events
   policy-pubsub serve --host 0.0.0.0 --auth-file /etc/policy-pubsub/auth.toml \
       --ssl-certfile cert.pem --ssl-keyfile key.pem
@@ -99,12 +99,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "join an ONAP PAP's PDP group over POLICY-PDP-PAP (README: Running under ONAP's PAP)",
     )
     pap.add_argument(
+        "--pap-topic",
         "--pap-topic-url",
+        dest="pap_topic_url",
         metavar="URL",
         help="embedded[/TOPIC] (this server's /events) or dmaap+http(s)://HOST:PORT[/TOPIC] "
         "(default topic POLICY-PDP-PAP; default: no PAP)",
     )
-    pap.add_argument("--pdp-name", help="the PDP's unique name (default: HOSTNAME-UUID)")
+    pap.add_argument(
+        "--pdp-name",
+        help="the PDP's unique name (default: policy-pubsub-UUID, the same for every start "
+        "and replica of the store)",
+    )
     pap.add_argument(
         "--pdp-group", help=f"PDP group to join (default {constants.DEFAULT_PDP_GROUP})"
     )

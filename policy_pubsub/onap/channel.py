@@ -26,12 +26,13 @@ import asyncio
 import contextlib
 import logging
 import random
-import re
 import socket
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
+from sqlalchemy.engine import make_url
 
 from policy_pubsub import constants
 from policy_pubsub.config import Settings
@@ -235,7 +236,9 @@ def build_pdp(settings: Settings, service: PolicyService) -> Pdp:
     otherwise ACTIVE, as the webhook has always answered.
     """
     joins = settings.pap_topic_url is not None
-    name = settings.pdp_name or (default_pdp_name() if joins else constants.SERVICE_NAME)
+    name = settings.pdp_name or (
+        default_pdp_name(settings.database_url) if joins else constants.SERVICE_NAME
+    )
     return Pdp(
         service,
         PdpIdentity(name, settings.pdp_type, settings.pdp_group),
@@ -270,12 +273,24 @@ def build_channel(settings: Settings, pdp: Pdp, store: Store, router: Router) ->
     )
 
 
-def default_pdp_name() -> str:
-    """``<hostname>-<uuid>``, as ONAP's PDPs name themselves; characters a consumer id cannot
-    hold are dropped from the host name.
+# Names the PDP of one store: uuid5 in this namespace of the store's identity.
+_PDP_NAMESPACE = uuid.UUID("6b1f3c2e-8d4a-5e7b-9c1d-2f3a4b5c6d7e")
+
+
+def default_pdp_name(database_url: str) -> str:
+    """``policy-pubsub-<uuid>``, the uuid derived from the store, so that the name is the same
+    at every start and on every replica of the store: the replicas of one store are one PDP to
+    the PAP, and a restarted PDP keeps its name and its consumer group of the PAP topic. A
+    SQLite store is named by its host and absolute path (two machines may have the same
+    path), any other by its URL without the password.
     """
-    host = re.sub(r"[^A-Za-z0-9._-]", "", socket.gethostname())[:200] or "pdp"
-    return f"{host}-{uuid.uuid4()}"
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = str(Path(url.database or "").resolve()) if url.database else ":memory:"
+        identity = f"sqlite:{socket.gethostname()}:{path}"
+    else:
+        identity = url.render_as_string(hide_password=True)
+    return f"{constants.SERVICE_NAME}-{uuid.uuid5(_PDP_NAMESPACE, identity)}"
 
 
 __all__ = ["LOCK_NAME", "PapChannel", "build_channel", "build_pdp", "default_pdp_name"]

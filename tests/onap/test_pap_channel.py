@@ -6,6 +6,7 @@ router and on a second server acting as an external DMaaP MR.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from policy_pubsub import schemas
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import RouterUnavailable
-from policy_pubsub.onap.channel import PapChannel
+from policy_pubsub.onap.channel import PapChannel, default_pdp_name
 from policy_pubsub.routers import OutMessage
 from tests.api.helpers import tosca
 from tests.conftest import (
@@ -245,9 +246,9 @@ async def test_webhook_takes_a_state_change(tmp_path: Path) -> None:
 
 
 async def test_one_replica_talks_to_the_pap(tmp_path: Path) -> None:
-    """Two replicas of one PostgreSQL store are one PDP: only the lock holder registers and
-    beats, the other stays silent; when the leader stops it says TERMINATED, and the other
-    replica takes over and registers.
+    """Two replicas of one PostgreSQL store are one PDP, of one default name derived from the
+    store: only the lock holder registers and beats, the other stays silent; when the leader
+    stops it says TERMINATED, and the other replica takes over and registers under that name.
     """
     async with postgres_database() as url:
         (tmp_path / "a").mkdir()
@@ -274,11 +275,30 @@ async def test_one_replica_talks_to_the_pap(tmp_path: Path) -> None:
                     lambda s: s["name"] == first["name"] and s["state"] == "TERMINATED"
                 )
                 taken = await pap.wait_status(
-                    lambda s: s["name"] != first["name"] and "response" not in s,
+                    lambda s: s["state"] == "PASSIVE" and "response" not in s,
                     after=pap.statuses.index(goodbye),
                 )
-                assert taken["name"] == channel(other).pdp.identity.name
-                assert taken["state"] == "PASSIVE"
+                assert channel(other).leading
+                assert taken["name"] == first["name"] == default_pdp_name(url)
+                assert channel(other).pdp.identity.name == first["name"]
         finally:
             if not a_task.done():
                 await stop_server(a, a_task)
+
+
+def test_the_default_pdp_name_is_the_stores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default PDP name is the same for every start and replica of one store, differs
+    between stores, and never carries the database password.
+    """
+    pg = "postgresql+asyncpg://pubsub:s3cret@db.example:5432/policies"
+    assert default_pdp_name(pg) == default_pdp_name(pg.replace("s3cret", "rotated"))
+    assert default_pdp_name(pg) != default_pdp_name(pg.replace("/policies", "/other"))
+    assert "s3cret" not in default_pdp_name(pg)
+    assert re.fullmatch(r"policy-pubsub-[0-9a-f-]{36}", default_pdp_name(pg))
+    monkeypatch.chdir(tmp_path)
+    relative = "sqlite+aiosqlite:///pubsub.db"
+    absolute = f"sqlite+aiosqlite:///{tmp_path / 'pubsub.db'}"
+    assert default_pdp_name(relative) == default_pdp_name(absolute)
+    assert default_pdp_name(absolute) != default_pdp_name(absolute.replace("pubsub.db", "b.db"))
