@@ -30,7 +30,9 @@ class _Burst:
 
 
 class RepeatedWarnings:
-    """Warnings on ``logger``, each kind logged once and then summarised once a window."""
+    """Warnings on ``logger`` (at ``level``, WARNING unless told), each kind logged once and
+    then summarised once a window.
+    """
 
     def __init__(
         self,
@@ -38,8 +40,10 @@ class RepeatedWarnings:
         *,
         summary_seconds: float = SUMMARY_SECONDS,
         max_kinds: int = MAX_KINDS,
+        level: int = logging.WARNING,
     ) -> None:
         self._log = logger
+        self._level = level
         self._summary_seconds = summary_seconds
         self._max_kinds = max_kinds
         self._bursts: dict[Hashable, _Burst] = {}
@@ -55,7 +59,7 @@ class RepeatedWarnings:
             burst.repeats += 1
             return
         what = message % args if args else message
-        self._log.warning("%s", what)
+        self._log.log(self._level, "%s", what)
         self._bursts[kind] = _Burst(what)
         self._arm(kind)
 
@@ -69,7 +73,8 @@ class RepeatedWarnings:
         if not burst.repeats:
             del self._bursts[kind]
             return
-        self._log.warning(
+        self._log.log(
+            self._level,
             "%d more like this in the last %.0f s: %s",
             burst.repeats,
             self._summary_seconds,

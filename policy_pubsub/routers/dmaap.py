@@ -43,6 +43,7 @@ import orjson
 from policy_pubsub import constants
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import MessageRefused, NotFound, RouterUnavailable
+from policy_pubsub.repeats import RepeatedWarnings
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
 from policy_pubsub.routers.holding import HeldReads
 from policy_pubsub.routers.messages import OutMessage
@@ -103,6 +104,9 @@ class DmaapRouter(Router):
         if url_user is not None:
             username, password = url_user, url_password
         self.url = base_url  # without credentials, for logs
+        # A refusal the relay retries (401, 407, 408, 429) or a reader repeats: one ERROR per
+        # action and status, then a summary a minute while it lasts.
+        self._refusals = RepeatedWarnings(log, level=logging.ERROR)
         self._timeout = timeout
         self._poll_margin = timeout if poll_margin is None else poll_margin
         self._create_topics = create_topics
@@ -355,12 +359,20 @@ class DmaapRouter(Router):
             ) from exc
 
     def _refused(self, response: httpx.Response, action: str) -> RouterUnavailable:
-        """The error for an answer other than 2xx; a 4xx is logged, as retrying will not help
-        until someone changes the request, the credentials or the MR.
+        """The error for an answer other than 2xx; a 4xx is logged (once, then summarised while
+        it repeats), as retrying will not help until someone changes the request, the
+        credentials or the MR.
         """
         status, message = response.status_code, _mr_message(response)
         if status < 500:
-            log.error("message router %s refused to %s: %s %s", self.url, action, status, message)
+            self._refusals.warn(
+                (action, status),
+                "message router %s refused to %s: %s %s",
+                self.url,
+                action,
+                status,
+                message,
+            )
         return RouterUnavailable(f"message router answered {status} to {action}: {message}")
 
 

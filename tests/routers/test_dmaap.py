@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -157,6 +158,23 @@ async def test_an_answer_a_retry_may_get_past_is_router_unavailable(status: int)
     async with _router("dmaap+http://mr", transport=transport) as router:
         with pytest.raises(RouterUnavailable, match=str(status)):
             await router.publish([_snap("t", "a", 1)])
+
+
+async def test_a_refusal_the_relay_retries_is_logged_once_not_at_every_retry(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Ten publishes the MR refuses with 429 (retried by the relay) write one ERROR, with the
+    MR's words; the repeats are left for the summary.
+    """
+    transport, seen = _recorder(lambda _: httpx.Response(429, json={"message": "slow down"}))
+    async with _router("dmaap+http://mr", transport=transport) as router:
+        with caplog.at_level(logging.ERROR, logger="policy_pubsub.routers.dmaap"):
+            for _ in range(10):
+                with pytest.raises(RouterUnavailable):
+                    await router.publish([_snap("t", "a", 1)])
+    assert len(seen) == 10
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and "429 slow down" in errors[0], errors
 
 
 async def test_a_large_run_is_split_into_posts_within_max_request_bytes() -> None:
