@@ -82,36 +82,27 @@ class Periodic:
 CHANGE_LOG_KEEP_SECONDS = 3600.0
 
 
-class ChangeLogPruning:
-    """Drops what the store's change log holds for longer than ``keep_seconds``, every
-    ``interval`` seconds, on one replica at a time.
+async def prune_change_log(store: Store, keep_seconds: float = CHANGE_LOG_KEEP_SECONDS) -> int:
+    """Drop what the store's change log holds for longer than ``keep_seconds``; how many
+    entries were dropped.
     """
-
-    def __init__(
-        self, store: Store, *, interval: float, keep_seconds: float = CHANGE_LOG_KEEP_SECONDS
-    ) -> None:
-        self._store = store
-        self._keep_ms = int(keep_seconds * 1000)
-        self._job = Periodic(
-            "change log pruning",
-            store,
-            self.prune_once,
-            interval=interval,
-            expected=(StoreUnavailable,),
-        )
-
-    def start(self) -> None:
-        self._job.start()
-
-    async def close(self) -> None:
-        await self._job.close()
-
-    async def prune_once(self) -> int:
-        """Prune now; how many entries were dropped."""
-        dropped = await self._store.state.prune_log(now_ms() - self._keep_ms)
-        if dropped:
-            log.debug("dropped %d change log entries", dropped)
-        return dropped
+    dropped = await store.state.prune_log(now_ms() - int(keep_seconds * 1000))
+    if dropped:
+        log.debug("dropped %d change log entries", dropped)
+    return dropped
 
 
-__all__ = ["CHANGE_LOG_KEEP_SECONDS", "ChangeLogPruning", "Periodic"]
+def change_log_pruning(store: Store, *, interval: float) -> Periodic:
+    """The job that prunes the change log every ``interval`` seconds, on one replica at a
+    time.
+    """
+    return Periodic(
+        "change log pruning",
+        store,
+        lambda: prune_change_log(store),
+        interval=interval,
+        expected=(StoreUnavailable,),
+    )
+
+
+__all__ = ["CHANGE_LOG_KEEP_SECONDS", "Periodic", "change_log_pruning", "prune_change_log"]

@@ -23,37 +23,27 @@ log = logging.getLogger(__name__)
 CHECKPOINT_SECONDS = 5.0
 
 
-class FileUpkeep:
-    """Checkpoints and truncates the WAL, and hands free pages back, every ``interval``."""
-
-    def __init__(self, store: Store, *, interval: float) -> None:
-        self._store = store
-        self._job = Periodic(
-            "SQLite file upkeep",
-            store,
-            self.run_once,
-            interval=interval,
-            expected=(StoreUnavailable,),
-        )
-
-    def start(self) -> None:
-        self._job.start()
-
-    async def close(self) -> None:
-        await self._job.close()
-
-    async def run_once(self) -> Tidied:
-        done = await tidy(self._store)
-        if done.freed:
-            log.info("SQLite file: %d free pages handed back, %d left", done.freed, done.pages)
-        return done
+async def upkeep_once(store: Store) -> Tidied:
+    """Checkpoint and truncate the WAL, and hand free pages back, now."""
+    done = await tidy(store)
+    if done.freed:
+        log.info("SQLite file: %d free pages handed back, %d left", done.freed, done.pages)
+    return done
 
 
-def file_upkeep(store: Store, maintenance_interval: float) -> FileUpkeep | None:
-    """The job for a SQLite store; None for PostgreSQL."""
+def file_upkeep(store: Store, maintenance_interval: float) -> Periodic | None:
+    """The job for a SQLite store, run every ``CHECKPOINT_SECONDS`` at most; None for
+    PostgreSQL.
+    """
     if store.dialect != "sqlite":
         return None
-    return FileUpkeep(store, interval=min(maintenance_interval, CHECKPOINT_SECONDS))
+    return Periodic(
+        "SQLite file upkeep",
+        store,
+        lambda: upkeep_once(store),
+        interval=min(maintenance_interval, CHECKPOINT_SECONDS),
+        expected=(StoreUnavailable,),
+    )
 
 
-__all__ = ["FileUpkeep", "file_upkeep"]
+__all__ = ["file_upkeep", "upkeep_once"]

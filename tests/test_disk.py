@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy import func, insert, select
 
-from policy_pubsub.file_upkeep import FileUpkeep
+from policy_pubsub.file_upkeep import upkeep_once
 from policy_pubsub.routers import OutMessage
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.stale import StaleExpiry
@@ -129,7 +129,7 @@ async def test_file_upkeep_hands_free_pages_back_and_truncates_the_wal(tmp_path:
         await store.open()
         try:
             full = await _fill_and_empty(store, path)
-            done = await FileUpkeep(store, interval=60).run_once()
+            done = await upkeep_once(store)
             assert done.vacuumed == old and done.freed > 0 and not done.wal_busy
             size, wal = _files(path)
             assert wal == 0

@@ -23,7 +23,7 @@ from policy_pubsub.api.middleware import RequestMiddleware
 from policy_pubsub.api.routes import POLL_PATH, TABLE
 from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
-from policy_pubsub.background import ChangeLogPruning
+from policy_pubsub.background import change_log_pruning
 from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.file_upkeep import file_upkeep
@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 retention_seconds=settings.retention_seconds,
                 interval=settings.maintenance_interval_seconds,
             )
-        pruning = ChangeLogPruning(store, interval=settings.maintenance_interval_seconds)
+        pruning = change_log_pruning(store, interval=settings.maintenance_interval_seconds)
         pdp = build_pdp(settings, service)
         pap = build_channel(settings, pdp, store, router)
         upkeep = file_upkeep(store, settings.maintenance_interval_seconds)

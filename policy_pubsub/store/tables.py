@@ -147,7 +147,7 @@ store_counters = Table(
 
 # Which policy ("p") or subscription ("s") each revision wrote or deleted, written in the
 # transaction of the change: a replica at revision R reads the keys logged after R and then
-# those rows as they are now (absent: deleted). Pruned by age (``ChangeLogPruning``).
+# those rows as they are now (absent: deleted). Pruned by age (``background.change_log_pruning``).
 change_log = Table(
     "change_log",
     metadata,
