@@ -1,8 +1,13 @@
 """What the benchmarks share: the machine line, result files, servers run as child processes
-(always stopped by their pid), store seeding by bulk insert, and a minimal HTTP/1.1 client.
+(always stopped by their pid), store seeding by bulk insert, a minimal HTTP/1.1 client,
+long-polling components in client processes, and scratch NATS JetStream streams.
 
 The client is plain asyncio streams on purpose: one keep-alive connection per simulated
 component, no pool, so a run measures the server and not a client library.
+
+Run as a script, this module is such a client process (see :func:`http_workers`)::
+
+    python bench/_common.py --port P --first F --count C [--path PATH]
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -424,3 +430,223 @@ def pg_drop(name: str) -> None:
         check=False,
         capture_output=True,
     )
+
+
+# -- long-polling components in client processes ---------------------------------------------
+
+POLL_TIMEOUT_MS = 120_000
+#: Component i long-polls its own topic ``comp-<i>`` as consumer group ``g``.
+EVENTS_PATH = "/events/comp-{i}/g/c?timeout={timeout}"
+
+
+async def stdin_lines() -> asyncio.Queue[str]:
+    """The lines a client process is told on its standard input; "quit" at its end."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def reader() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line.strip())
+        loop.call_soon_threadsafe(queue.put_nowait, "quit")
+
+    loop.run_in_executor(None, reader)
+    return queue
+
+
+def say(**message: Any) -> None:
+    """Answer the driver: one JSON line on standard output."""
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def http_worker(port: int, first: int, count: int, path: str) -> None:
+    """Components ``first .. first+count-1``, one connection each. Told "poll", each sends
+    its long-poll (``path`` with ``{i}`` and ``{timeout}``); told "collect", the process
+    reports when each answer arrived (``time.monotonic()``) and how many were not a message.
+    """
+    commands = await stdin_lines()
+    conns: list[Conn] = []
+    for start in range(0, count, 200):
+        conns += await asyncio.gather(
+            *(Conn.open(port) for _ in range(start, min(count, start + 200)))
+        )
+    say(ready=True)
+    while True:
+        command = await commands.get()
+        if command == "quit":
+            break
+        arrived: list[float] = [0.0] * count
+
+        async def one(i: int, conn: Conn, arrived: list[float] = arrived) -> int:
+            status, body = await conn.response()
+            arrived[i] = time.monotonic()
+            return status if body not in (b"[]", b"") else -1
+
+        for i, conn in enumerate(conns):
+            conn.send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
+        tasks = [asyncio.create_task(one(i, conn)) for i, conn in enumerate(conns)]
+        say(sent=True)
+        await commands.get()  # "collect", after the push
+        statuses = await asyncio.gather(*tasks)
+        bad = sum(1 for s in statuses if s != 200)
+        say(arrived=arrived, bad=bad)
+    for conn in conns:
+        await conn.close()
+
+
+class Workers:
+    """Client processes, told the same line at once and answering one JSON line each."""
+
+    def __init__(self, argvs: list[list[str]], log: Path) -> None:
+        self.children = [Child(argv, pipe=True, log=log) for argv in argvs]
+
+    def ask(self, line: str) -> None:
+        for child in self.children:
+            assert child.process.stdin is not None
+            child.process.stdin.write(line + "\n")
+            child.process.stdin.flush()
+
+    def expect(self, key: str) -> list[dict[str, Any]]:
+        answers = []
+        for child in self.children:
+            assert child.process.stdout is not None
+            line = child.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"a client worker died (exit {child.process.poll()})")
+            answer = json.loads(line)
+            if key not in answer:
+                raise RuntimeError(f"unexpected worker answer {answer}")
+            answers.append(answer)
+        return answers
+
+
+def split(n: int, workers: int, first: int = 0) -> list[tuple[int, int]]:
+    """``n`` components from ``first`` in ``workers`` near-equal (first, count) parts."""
+    share, extra = divmod(n, workers)
+    parts = []
+    for w in range(workers):
+        count = share + (1 if w < extra else 0)
+        parts.append((first, count))
+        first += count
+    return parts
+
+
+def http_workers(
+    port: int, parts: Sequence[tuple[int, int]], log: Path, path: str = EVENTS_PATH
+) -> Workers:
+    """One client process (:func:`http_worker`) per (first, count) part, all on ``port``;
+    the caller stops them (``Workers.children``) and waits for "ready".
+    """
+    return Workers(
+        [
+            [
+                PYTHON,
+                str(BENCH / "_common.py"),
+                "--port",
+                str(port),
+                "--first",
+                str(first),
+                "--count",
+                str(count),
+                "--path",
+                path,
+            ]
+            for first, count in parts
+        ],
+        log,
+    )
+
+
+async def request(port: int, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+    """One request on a connection of its own; ``body`` is sent as JSON."""
+    conn = await Conn.open(port)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        return await conn.request(method, path, payload)
+    finally:
+        await conn.close()
+
+
+def held(port: int) -> int:
+    """The long-polls the server on ``port`` holds (bench/_serve.py's probe)."""
+    status, body = asyncio.run(request(port, "GET", "/_bench/held"))
+    return int(json.loads(body)["held"]) if status == 200 else -1
+
+
+def wait_held(port: int, n: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while held(port) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the server holds {held(port)} of {n} long-polls")
+        time.sleep(0.02)
+    time.sleep(0.1)  # let the last ones settle
+
+
+def poll_round(
+    workers: Workers,
+    number: int,
+    holders: Sequence[tuple[int, int]],
+    push: Callable[[], None],
+) -> tuple[list[float], int]:
+    """Round ``number``: every component sends its long-poll; once each (port, count) of
+    ``holders`` holds its count (none given: after half a second), ``push()``. Returns the
+    seconds from the push to each component's answer (0 for a component that got none) and
+    how many got no message: an empty answer, an error, or an answer before the push.
+    """
+    workers.ask(f"poll {number}")
+    workers.expect("sent")
+    for port, count in holders:
+        wait_held(port, count)
+    if not holders:
+        time.sleep(0.5)
+    started = time.monotonic()
+    push()
+    workers.ask("collect")
+    answers = workers.expect("arrived")
+    latencies = [a - started if a else 0.0 for answer in answers for a in answer["arrived"]]
+    missed = sum(answer["bad"] for answer in answers) + sum(1 for x in latencies if x < 0)
+    return latencies, missed
+
+
+# -- scratch NATS JetStream streams ------------------------------------------------------------
+
+
+def nats_stream_name(kind: str) -> str:
+    """A stream name of its own for one run (``POLICY_PUBSUB_NATS_STREAM``)."""
+    return f"PPS_BENCH_{kind}_{uuid.uuid4().hex[:12]}"
+
+
+async def delete_nats_stream(url: str, stream: str) -> None:
+    """Delete a scratch stream, if it exists."""
+    import nats
+    import nats.js.errors
+
+    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="long-polling components (http_worker)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--path", default=EVENTS_PATH)
+    args = parser.parse_args()
+    raise_nofile()
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(http_worker(args.port, args.first, args.count, args.path))
+
+
+if __name__ == "__main__":
+    main()
