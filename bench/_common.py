@@ -437,6 +437,9 @@ def pg_drop(name: str) -> None:
 POLL_TIMEOUT_MS = 120_000
 #: Component i long-polls its own topic ``comp-<i>`` as consumer group ``g``.
 EVENTS_PATH = "/events/comp-{i}/g/c?timeout={timeout}"
+#: Connections left idle longer than this are opened anew before the next poll: uvicorn
+#: closes a keep-alive connection idle for 5 s, and a poll sent as it does would be lost.
+IDLE_REOPEN_SECONDS = 3.0
 
 
 async def stdin_lines() -> asyncio.Queue[str]:
@@ -461,8 +464,9 @@ def say(**message: Any) -> None:
 
 async def http_worker(port: int, first: int, count: int, path: str) -> None:
     """Components ``first .. first+count-1``, one connection each. Told "poll", each sends
-    its long-poll (``path`` with ``{i}`` and ``{timeout}``); told "collect", the process
-    reports when each answer arrived (``time.monotonic()``) and how many were not a message.
+    its long-poll (``path`` with ``{i}`` and ``{timeout}``), on its connections opened anew
+    if they were idle a while; told "collect", the process reports when each answer arrived
+    (``time.monotonic()``) and how many were not a message.
     """
     commands = await stdin_lines()
     conns: list[Conn] = []
@@ -470,11 +474,20 @@ async def http_worker(port: int, first: int, count: int, path: str) -> None:
         conns += await asyncio.gather(
             *(Conn.open(port) for _ in range(start, min(count, start + 200)))
         )
+    used = time.monotonic()
     say(ready=True)
     while True:
         command = await commands.get()
         if command == "quit":
             break
+        if time.monotonic() - used > IDLE_REOPEN_SECONDS:  # the server may be closing them
+            for conn in conns:
+                await conn.close()
+            conns = []
+            for start in range(0, count, 200):
+                conns += await asyncio.gather(
+                    *(Conn.open(port) for _ in range(start, min(count, start + 200)))
+                )
         arrived: list[float] = [0.0] * count
 
         async def one(i: int, conn: Conn, arrived: list[float] = arrived) -> int:
@@ -488,6 +501,7 @@ async def http_worker(port: int, first: int, count: int, path: str) -> None:
         say(sent=True)
         await commands.get()  # "collect", after the push
         statuses = await asyncio.gather(*tasks)
+        used = time.monotonic()
         bad = sum(1 for s in statuses if s != 200)
         say(arrived=arrived, bad=bad)
     for conn in conns:
@@ -532,10 +546,11 @@ def split(n: int, workers: int, first: int = 0) -> list[tuple[int, int]]:
 
 
 def http_workers(
-    port: int, parts: Sequence[tuple[int, int]], log: Path, path: str = EVENTS_PATH
+    parts: Sequence[tuple[int, int, int]], log: Path, path: str = EVENTS_PATH
 ) -> Workers:
-    """One client process (:func:`http_worker`) per (first, count) part, all on ``port``;
-    the caller stops them (``Workers.children``) and waits for "ready".
+    """One client process (:func:`http_worker`) per (port, first, count) part: components
+    ``first .. first+count-1`` on the server at ``port``. The caller stops them
+    (``Workers.children``) and waits for "ready".
     """
     return Workers(
         [
@@ -551,7 +566,7 @@ def http_workers(
                 "--path",
                 path,
             ]
-            for first, count in parts
+            for port, first, count in parts
         ],
         log,
     )

@@ -62,7 +62,7 @@ def run(
         started.append(server)
         time.sleep(1)
         rss_start = rss_mb(server.pid)
-        workers = http_workers(port, split(n, nworkers), tmp / "workers.log")
+        workers = http_workers([(port, f, c) for f, c in split(n, nworkers)], tmp / "workers.log")
         started.extend(workers.children)
         workers.expect("ready")
         alls, push_p99, push_max, idle_p99, rss_held = [], [], [], [], []

@@ -209,7 +209,7 @@ def run_pubsub(
     with children() as started:
         server = serve_policy_pubsub(port, url, tmp / "server.log", extra=extra)
         started.append(server)
-        workers = http_workers(port, split(n, nworkers), tmp / "workers.log")
+        workers = http_workers([(port, f, c) for f, c in split(n, nworkers)], tmp / "workers.log")
         started.extend(workers.children)
         workers.expect("ready")
 
@@ -321,7 +321,7 @@ def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         bare = Child([PYTHON, str(BENCH / "_bare.py"), "--port", str(port)], log=tmp / "bare.log")
         started.append(bare)
         wait_http(port, "/healthcheck")
-        workers = http_workers(port, split(n, nworkers), tmp / "workers.log")
+        workers = http_workers([(port, f, c) for f, c in split(n, nworkers)], tmp / "workers.log")
         started.extend(workers.children)
         workers.expect("ready")
 

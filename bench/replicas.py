@@ -1,36 +1,62 @@
-"""Two replicas on one PostgreSQL database: what a change made on one costs the other, and a
-subscribe storm; the code under test against another version of it, in the same run.
+"""Two replicas on one PostgreSQL database: what a change made on one costs the other, a
+subscribe storm and the propagation of a push to long-polling components; with the embedded
+router and with NATS JetStream; the code under test against another version of it, in the
+same run.
 
-    .venv/bin/python bench/replicas.py [--subs 20000] [--pushes 30] [--storm 3000] \
-        [--clients 32] [--storm-seconds 30] [--before REF] [--only after]
+    .venv/bin/python bench/replicas.py [--router embedded nats] [--subs 20000] [--pushes 30] \
+        [--parts latency storm propagation] [--pollers 2000] [--rounds 5] [--storm 3000] \
+        [--clients 32] [--storm-seconds 30] [--nats URL] [--before REF] [--only after]
 
 For each version (``before``: the git ref ``--before``, default ``main``, exported to a
-scratch directory; ``after``: this tree), in a scratch PostgreSQL database seeded by bulk
-insert with ``--subs`` subscriptions (each on its own topic, filtering on one of 1,000
-policy ids; one in a thousand filters on ``bench.push``), two servers as ``serve`` runs them
-(bench/_serve.py, embedded router), A and B:
+scratch directory; ``after``: this tree) and each ``--router``, in a scratch PostgreSQL
+database seeded by bulk insert with ``--subs`` subscriptions (each on its own topic, filtering
+on one of 1,000 policy ids; one in a thousand filters on ``bench.push``) and ``--pollers``
+more (``comp-<i>``, each on its own topic, filtering on ``bench.prop``), two servers as
+``serve`` runs them (bench/_serve.py), A and B. ``embedded``: topics in the database; ``nats``:
+the NATS JetStream at ``--nats``, in a stream of this run's own
+(``POLICY_PUBSUB_NATS_STREAM``), deleted at the end. Each row also gives how long A and B took
+to start (until ``/healthcheck`` answered: loading the subscriptions) and their RSS after
+start and at the end.
+
+``latency``:
 
 - ``push A``: ms per ``POST /pap/v1/policies`` of one small policy (``bench.push``, a new
-  threshold each time, a snapshot for each of its ``--subs``/1000 subscribers), all on A;
+  threshold each time, a snapshot for each of its ``--subs``/1000 subscribers, the count
+  checked on every push), all on A;
 - ``push A/B``: the same, alternating between A and B (what a load balancer does);
 - ``decide B quiet``: ms per ``POST /decision/v1`` on B with nothing changing;
-- ``decide B after push A``: the same on B, sent as soon as a push on A was answered;
-- ``subscribes/s``: ``--storm`` new subscriptions from ``--clients`` connections, half on
-  each replica, until all are answered (or ``--storm-seconds`` passed: the rate is then of
-  those answered); and the same on one server over SQLite.
+- ``decide B after push A``: the same on B, sent as soon as a push on A was answered.
 
-Medians (and p90) of the latencies; client and servers share the machine's cores.
+``storm``: ``subscribes/s``: ``--storm`` new subscriptions from ``--clients`` connections,
+half on each replica, until all are answered (or ``--storm-seconds`` passed: the rate is then
+of those answered); and the same on one server over SQLite (with the same router).
+
+``propagation``: the ``--pollers`` components long-poll ``/events`` (one keep-alive
+connection each, in client processes: bench/_common.py), one push on A of ``bench.prop``
+matches them all, and the figure is the time from the push until all have it. Two layouts
+take turns in each of ``--rounds`` rounds (which goes first alternates): ``2x`` half of the
+components held by A and half by B; ``1x`` all held by A (B runs, holding none). With NATS the
+replicas read the components' topics from JetStream, after the relay published the snapshots.
+Per layout: the medians over the rounds of the p50 and the last answer, in ``2x`` the last
+answer from each replica, and each replica's CPU per round (from /proc).
+
+Medians (and p90) of the latencies; client and servers share the machine's cores. A server
+or client process is stopped by its pid, and the scratch database and stream are dropped,
+also when the run fails or is stopped (SIGTERM, ^C).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +67,31 @@ from _common import (
     ROOT,
     Child,
     Conn,
+    Workers,
     children,
+    cpu_seconds,
+    delete_nats_stream,
     free_port,
     header,
+    http_workers,
+    median,
+    nats_stream_name,
     pct,
     pg_database,
     pg_drop,
     policy,
+    poll_round,
+    raise_nofile,
+    request,
+    rss_mb,
     save,
     table,
     wait_http,
 )
+
+NATS_URL = "nats://127.0.0.1:4222"
+PARTS = ("latency", "storm", "propagation")
+START_TIMEOUT = 600.0  # loading 100,000 subscriptions on a loaded machine takes a while
 
 DECIDE = json.dumps(
     {
@@ -70,7 +110,10 @@ from _common import policy, seed
 def ids(i):
     return ["bench.push" if i % 1000 == 0 else f"bench.p{{i % 1000}}"]
 subs = [(f"s-{{i}}", f"t-{{i}}", [{{"policy-id": ids(i)}}]) for i in range({subs})]
-asyncio.run(seed({url!r}, subs, [policy(f"bench.p{{j}}", "bench.type", j) for j in range(10)]))
+prop = [{{"policy-id": ["bench.prop"]}}]
+subs += [(f"comp-{{i}}", f"comp-{{i}}", prop) for i in range({pollers})]
+policies = [policy(f"bench.p{{j}}", "bench.type", j) for j in range(10)]
+asyncio.run(seed({url!r}, subs, policies + [policy("bench.prop", "bench.type", 0)]))
 """
 
 
@@ -88,8 +131,14 @@ def _tree(version: str, before: str, tmp: Path) -> Path:
     return tree
 
 
-def _serve(tree: Path, url: str, log: Path) -> tuple[Child, int]:
+def _serve(
+    tree: Path, url: str, log: Path, env: dict[str, str], started: list[Child]
+) -> tuple[Child, int, float]:
+    """A server of the version in ``tree``, added to ``started`` (stopped by its pid when
+    that ends); returns it, its port and how long it took to answer ``/healthcheck``.
+    """
     port = free_port()
+    began = time.perf_counter()
     child = Child(
         [
             PYTHON,
@@ -102,9 +151,29 @@ def _serve(tree: Path, url: str, log: Path) -> tuple[Child, int]:
             "warning",
         ],
         log=log,
+        env=env,
     )
-    wait_http(port, "/healthcheck")
-    return child, port
+    started.append(child)
+    wait_http(port, "/healthcheck", timeout=START_TIMEOUT)
+    return child, port, time.perf_counter() - began
+
+
+@contextlib.contextmanager
+def _router(router: str, nats_url: str) -> Iterator[dict[str, str]]:
+    """The servers' environment for ``router``: with NATS, a stream of its own, deleted
+    when the block ends.
+    """
+    if router == "embedded":
+        yield {}
+        return
+    stream = nats_stream_name("REPLICAS")
+    try:
+        yield {"POLICY_PUBSUB_ROUTER_URL": nats_url, "POLICY_PUBSUB_NATS_STREAM": stream}
+    finally:
+        try:
+            asyncio.run(delete_nats_stream(nats_url, stream))
+        except Exception as exc:  # say so, and let the run's own outcome stand
+            print(f"could not delete the NATS stream {stream}: {exc!r}", file=sys.stderr)
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -142,13 +211,21 @@ class Replica:
             await self.conn.close()
 
 
-async def _push(conn: Replica, n: int) -> float:
+def _affected(subs: int) -> int:
+    """How many of the seeded subscriptions filter on ``bench.push``: one in a thousand."""
+    return len(range(0, subs, 1000))
+
+
+async def _push(conn: Replica, n: int, affected: int) -> float:
     body = json.dumps({"policies": [policy("bench.push", "bench.type", 1_000_000 + n)]}).encode()
     started = time.perf_counter()
     status, answer = await conn.request("POST", "/pap/v1/policies", body)
+    elapsed = time.perf_counter() - started
     if status != 200:
         raise RuntimeError(f"push answered {status}: {answer[:200]!r}")
-    return time.perf_counter() - started
+    if json.loads(answer)["notified"] != affected:
+        raise RuntimeError(f"push notified other than {affected} subscribers: {answer[:200]!r}")
+    return elapsed
 
 
 async def _decide(conn: Replica) -> float:
@@ -159,28 +236,30 @@ async def _decide(conn: Replica) -> float:
     return time.perf_counter() - started
 
 
-async def _replica_latencies(port_a: int, port_b: int, pushes: int) -> dict[str, Any]:
+async def _replica_latencies(
+    port_a: int, port_b: int, pushes: int, affected: int
+) -> dict[str, Any]:
     a, b = Replica(port_a), Replica(port_b)
     n = 0
     try:
         for _ in range(3):  # warm up both
-            await _push(a, n)
-            await _push(b, n + 1)
+            await _push(a, n, affected)
+            await _push(b, n + 1, affected)
             await _decide(b)
             n += 2
         on_a = []
         for _ in range(pushes):
-            on_a.append(await _push(a, n))
+            on_a.append(await _push(a, n, affected))
             n += 1
         alternating = []
         for i in range(pushes):
-            alternating.append(await _push(a if i % 2 == 0 else b, n))
+            alternating.append(await _push(a if i % 2 == 0 else b, n, affected))
             n += 1
         await _decide(b)
         quiet = [await _decide(b) for _ in range(pushes)]
         after_push = []
         for _ in range(pushes):
-            await _push(a, n)
+            await _push(a, n, affected)
             n += 1
             after_push.append(await _decide(b))
     finally:
@@ -234,42 +313,153 @@ async def _storm(
     return done / (time.perf_counter() - started), done
 
 
-def run(version: str, tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    name = f"pp_bench_replicas_{version}"
-    url = pg_database(name)
-    row: dict[str, Any] = {"version": version, "subs": args.subs}
-    try:
-        with children() as started:  # the first start creates the schema of this version
-            started.append(_serve(tree, url, tmp / f"{version}-schema.log")[0])
-        seed = SEED.format(bench=str(tree / "bench"), subs=args.subs, url=url)
-        subprocess.run([PYTHON, "-c", seed], check=True)
-        with children() as started:
-            a, port_a = _serve(tree, url, tmp / f"{version}-a.log")
-            started.append(a)
-            b, port_b = _serve(tree, url, tmp / f"{version}-b.log")
-            started.append(b)
-            row |= asyncio.run(_replica_latencies(port_a, port_b, args.pushes))
-            rate, done = asyncio.run(
-                _storm([port_a, port_b], args.storm, args.clients, version, args.storm_seconds)
-            )
-            row["subscribes/s PG A+B"], row["made PG"] = rate, done
-    finally:
-        pg_drop(name)
-    sqlite = f"sqlite+aiosqlite:///{tmp / f'{version}.db'}"
+def _propagation(
+    a: Child, port_a: int, b: Child, port_b: int, n: int, rounds: int, log: Path
+) -> dict[str, Any]:
+    """The ``propagation`` part: ``2x`` (half the components held by each replica) and ``1x``
+    (all held by A) taking turns; the push is on A each time.
+    """
+    half = n // 2
+    layouts: dict[str, tuple[Workers, list[tuple[int, int]]]] = {}
     with children() as started:
-        server, port = _serve(tree, sqlite, tmp / f"{version}-sqlite.log")
-        started.append(server)
-        rate, done = asyncio.run(
-            _storm([port], args.storm, args.clients, version, args.storm_seconds)
-        )
-        row["subscribes/s SQLite"], row["made SQLite"] = rate, done
+        for name, parts, holders in (
+            (
+                "2x",
+                [(port_a, 0, half), (port_b, half, n - half)],
+                [(port_a, half), (port_b, n - half)],
+            ),
+            ("1x", [(port_a, 0, half), (port_a, half, n - half)], [(port_a, n)]),
+        ):
+            workers = http_workers(parts, log)
+            started.extend(workers.children)
+            layouts[name] = (workers, holders)
+        for workers, _ in layouts.values():
+            workers.expect("ready")
+        figures: dict[str, dict[str, list[float]]] = {
+            name: {"all": [], "p50": [], "last A": [], "last B": [], "cpu A": [], "cpu B": []}
+            for name in layouts
+        }
+        missed = dict.fromkeys(layouts, 0)
+        pushed = 0
+        for r in range(rounds):
+            order = list(layouts) if r % 2 == 0 else list(reversed(layouts))
+            for name in order:
+                workers, holders = layouts[name]
+                pushed += 1
+
+                def push(value: int = pushed) -> None:
+                    status, body = asyncio.run(
+                        request(
+                            port_a,
+                            "POST",
+                            "/pap/v1/policies",
+                            {"policies": [policy("bench.prop", "bench.type", value)]},
+                        )
+                    )
+                    if status != 200 or json.loads(body)["notified"] != n:
+                        raise RuntimeError(f"push failed: {status} {body[:200]!r}")
+
+                cpu_a, cpu_b = cpu_seconds(a.pid), cpu_seconds(b.pid)
+                latencies, lost = poll_round(workers, pushed, holders, push)
+                time.sleep(0.2)  # what each replica does after the last answer, e.g. acks
+                got = figures[name]
+                got["cpu A"].append((cpu_seconds(a.pid) - cpu_a) * 1000)
+                got["cpu B"].append((cpu_seconds(b.pid) - cpu_b) * 1000)
+                missed[name] += lost
+                everyone = lost == 0 and all(x > 0 for x in latencies)
+                got["all"].append(max(latencies) if everyone else float("inf"))
+                got["p50"].append(pct(latencies, 0.5))
+                if name == "2x":
+                    got["last A"].append(max(latencies[:half]) if everyone else float("inf"))
+                    got["last B"].append(max(latencies[half:]) if everyone else float("inf"))
+        # Stopping the components' connections while they hold nothing: no poll is cut off.
+    row: dict[str, Any] = {}
+    for name, got in figures.items():
+        row[f"prop {name} all s"] = median(got["all"])
+        row[f"prop {name} p50 s"] = median(got["p50"])
+        row[f"prop {name} rounds"] = [round(x, 3) for x in got["all"]]
+        row[f"prop {name} missed"] = missed[name]
+        row[f"prop {name} cpu A ms"] = median(got["cpu A"])
+        row[f"prop {name} cpu B ms"] = median(got["cpu B"])
+    row["prop 2x last A s"] = median(figures["2x"]["last A"])
+    row["prop 2x last B s"] = median(figures["2x"]["last B"])
     return row
+
+
+def run(
+    version: str, router: str, tree: Path, args: argparse.Namespace, tmp: Path
+) -> dict[str, Any]:
+    name = f"pp_bench_replicas_{version}_{router}"
+    row: dict[str, Any] = {"version": version, "router": router, "subs": args.subs}
+    with _router(router, args.nats) as env:
+        try:
+            url = pg_database(name)
+            with children() as started:  # the first start creates the schema of this version
+                _serve(tree, url, tmp / f"{version}-{router}-schema.log", env, started)
+            seed = SEED.format(
+                bench=str(tree / "bench"), subs=args.subs, pollers=args.pollers, url=url
+            )
+            began = time.perf_counter()
+            subprocess.run([PYTHON, "-c", seed], check=True)
+            row["seed s"] = time.perf_counter() - began
+            with children() as started:
+                log = tmp / f"{version}-{router}"
+                a, port_a, row["start A s"] = _serve(
+                    tree, url, log.with_suffix(".a.log"), env, started
+                )
+                b, port_b, row["start B s"] = _serve(
+                    tree, url, log.with_suffix(".b.log"), env, started
+                )
+                row["RSS A MB"], row["RSS B MB"] = rss_mb(a.pid), rss_mb(b.pid)
+                if "latency" in args.parts:
+                    row |= asyncio.run(
+                        _replica_latencies(port_a, port_b, args.pushes, _affected(args.subs))
+                    )
+                if "propagation" in args.parts and args.pollers:
+                    row |= _propagation(
+                        a,
+                        port_a,
+                        b,
+                        port_b,
+                        args.pollers,
+                        args.rounds,
+                        log.with_suffix(".clients.log"),
+                    )
+                if "storm" in args.parts:
+                    rate, done = asyncio.run(
+                        _storm(
+                            [port_a, port_b], args.storm, args.clients, version, args.storm_seconds
+                        )
+                    )
+                    row["subscribes/s PG A+B"], row["made PG"] = rate, done
+                row["RSS A MB end"], row["RSS B MB end"] = rss_mb(a.pid), rss_mb(b.pid)
+        finally:
+            pg_drop(name)
+    if "storm" in args.parts:
+        sqlite = f"sqlite+aiosqlite:///{tmp / f'{version}-{router}.db'}"
+        with _router(router, args.nats) as env, children() as started:
+            _, port, _ = _serve(tree, sqlite, tmp / f"{version}-{router}-sqlite.log", env, started)
+            rate, done = asyncio.run(
+                _storm([port], args.storm, args.clients, version, args.storm_seconds)
+            )
+            row["subscribes/s SQLite"], row["made SQLite"] = rate, done
+    return row
+
+
+def _stop(_signum: int, _frame: Any) -> None:
+    """SIGTERM ends the run as ^C does: the servers stop and the scratch store goes."""
+    raise SystemExit(143)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--router", nargs="+", default=["embedded"], choices=["embedded", "nats"])
+    parser.add_argument("--nats", default=NATS_URL, help="the NATS JetStream of --router nats")
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--subs", type=int, default=20_000)
     parser.add_argument("--pushes", type=int, default=30)
+    parser.add_argument("--pollers", type=int, default=2000, help="propagation: components")
+    parser.add_argument("--rounds", type=int, default=5, help="propagation: rounds")
     parser.add_argument("--storm", type=int, default=3000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument(
@@ -278,18 +468,31 @@ def main() -> None:
     parser.add_argument("--before", default="main", help="the git ref to compare with")
     parser.add_argument("--only", choices=["before", "after"], help="run one version")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _stop)
+    raise_nofile()
     head = header()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(scratch)
         for version in [args.only] if args.only else ["before", "after"]:
-            rows.append(run(version, _tree(version, args.before, tmp), args, tmp))
-            print(rows[-1], flush=True)
+            for router in args.router:
+                try:
+                    rows.append(run(version, router, _tree(version, args.before, tmp), args, tmp))
+                except Exception as exc:  # report, show the servers' logs and go on
+                    rows.append({"version": version, "router": router, "error": str(exc)[:300]})
+                    for log in sorted(tmp.glob(f"{version}-{router}*.log")):
+                        tail = log.read_text(errors="replace")[-1500:]
+                        print(f"--- {log.name} ---\n{tail}", file=sys.stderr)
+                print(json.dumps(rows[-1]), flush=True)
     table(
         rows,
         [
             "version",
+            "router",
             "subs",
+            "start A s",
+            "RSS A MB",
+            "RSS A MB end",
             "push A ms",
             "push A/B ms",
             "push A/B p90",
@@ -300,6 +503,26 @@ def main() -> None:
             "made PG",
             "subscribes/s SQLite",
             "made SQLite",
+            "error",
+        ],
+    )
+    table(
+        rows,
+        [
+            "version",
+            "router",
+            "prop 1x all s",
+            "prop 2x all s",
+            "prop 2x last A s",
+            "prop 2x last B s",
+            "prop 1x p50 s",
+            "prop 2x p50 s",
+            "prop 1x cpu A ms",
+            "prop 1x cpu B ms",
+            "prop 2x cpu A ms",
+            "prop 2x cpu B ms",
+            "prop 1x missed",
+            "prop 2x missed",
         ],
     )
     save("replicas", head, rows)
