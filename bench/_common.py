@@ -437,8 +437,8 @@ def pg_drop(name: str) -> None:
 POLL_TIMEOUT_MS = 120_000
 #: Component i long-polls its own topic ``comp-<i>`` as consumer group ``g``.
 EVENTS_PATH = "/events/comp-{i}/g/c?timeout={timeout}"
-#: Connections left idle longer than this are opened anew before the next poll: uvicorn
-#: closes a keep-alive connection idle for 5 s, and a poll sent as it does would be lost.
+#: Connections left idle longer than this are opened anew before the next poll (uvicorn's
+#: keep-alive timeout is 5 s).
 IDLE_REOPEN_SECONDS = 3.0
 
 
@@ -464,30 +464,33 @@ def say(**message: Any) -> None:
 
 async def http_worker(port: int, first: int, count: int, path: str) -> None:
     """Components ``first .. first+count-1``, one connection each. Told "poll", each sends
-    its long-poll (``path`` with ``{i}`` and ``{timeout}``), on its connections opened anew
-    if they were idle a while; told "collect", the process reports when each answer arrived
-    (``time.monotonic()``) and how many were not a message.
+    its long-poll (``path`` with ``{i}`` and ``{timeout}``); told "collect", the process
+    reports when each answer arrived (``time.monotonic()``) and how many were not a message.
+
+    A connection is opened right before its first request, and opened anew before a poll
+    when it was left idle a while: the server counts a connection that has sent no request
+    yet against its ``max_incomplete_requests`` and closes it after ``header_timeout_seconds``,
+    and uvicorn closes a keep-alive connection idle for 5 s (a poll sent as it does is lost).
     """
     commands = await stdin_lines()
     conns: list[Conn] = []
-    for start in range(0, count, 200):
-        conns += await asyncio.gather(
-            *(Conn.open(port) for _ in range(start, min(count, start + 200)))
-        )
-    used = time.monotonic()
+    used = 0.0
     say(ready=True)
     while True:
         command = await commands.get()
         if command == "quit":
             break
-        if time.monotonic() - used > IDLE_REOPEN_SECONDS:  # the server may be closing them
+        fresh = time.monotonic() - used > IDLE_REOPEN_SECONDS
+        if fresh:
             for conn in conns:
                 await conn.close()
             conns = []
-            for start in range(0, count, 200):
-                conns += await asyncio.gather(
-                    *(Conn.open(port) for _ in range(start, min(count, start + 200)))
-                )
+        for start in range(0, count, 200):
+            batch = range(start, min(count, start + 200))
+            if fresh:
+                conns += await asyncio.gather(*(Conn.open(port) for _ in batch))
+            for i in batch:
+                conns[i].send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
         arrived: list[float] = [0.0] * count
 
         async def one(i: int, conn: Conn, arrived: list[float] = arrived) -> int:
@@ -495,8 +498,6 @@ async def http_worker(port: int, first: int, count: int, path: str) -> None:
             arrived[i] = time.monotonic()
             return status if body not in (b"[]", b"") else -1
 
-        for i, conn in enumerate(conns):
-            conn.send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
         tasks = [asyncio.create_task(one(i, conn)) for i, conn in enumerate(conns)]
         say(sent=True)
         await commands.get()  # "collect", after the push
