@@ -589,13 +589,24 @@ def held(port: int) -> int:
     return int(json.loads(body)["held"]) if status == 200 else -1
 
 
-def wait_held(port: int, n: int, timeout: float = 120) -> None:
+def wait_held(port: int, n: int, timeout: float = 120, settle: float | None = None) -> int:
+    """Until the server on ``port`` holds ``n`` long-polls; returns how many it holds. With
+    ``settle``, also returns (short of ``n``) once the count stayed the same that long: polls
+    the server refused do not come back.
+    """
     deadline = time.monotonic() + timeout
-    while held(port) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server holds {held(port)} of {n} long-polls")
+    last, since = -1, time.monotonic()
+    while (count := held(port)) < n:
+        now = time.monotonic()
+        if count != last:
+            last, since = count, now
+        elif settle is not None and now - since > settle:
+            return count
+        if now > deadline:
+            raise RuntimeError(f"the server holds {count} of {n} long-polls")
         time.sleep(0.02)
     time.sleep(0.1)  # let the last ones settle
+    return count
 
 
 def poll_round(
@@ -603,16 +614,18 @@ def poll_round(
     number: int,
     holders: Sequence[tuple[int, int]],
     push: Callable[[], None],
+    settle: float | None = None,
 ) -> tuple[list[float], int]:
     """Round ``number``: every component sends its long-poll; once each (port, count) of
-    ``holders`` holds its count (none given: after half a second), ``push()``. Returns the
-    seconds from the push to each component's answer (0 for a component that got none) and
-    how many got no message: an empty answer, an error, or an answer before the push.
+    ``holders`` holds its count (none given: after half a second; with ``settle``, or once
+    the count stayed the same that long), ``push()``. Returns the seconds from the push to
+    each component's answer (0 for a component that got none) and how many got no message:
+    an empty answer, an error, or an answer before the push.
     """
     workers.ask(f"poll {number}")
     workers.expect("sent")
     for port, count in holders:
-        wait_held(port, count)
+        wait_held(port, count, settle=settle)
     if not holders:
         time.sleep(0.5)
     started = time.monotonic()

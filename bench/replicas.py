@@ -360,7 +360,8 @@ def _propagation(
                         raise RuntimeError(f"push failed: {status} {body[:200]!r}")
 
                 cpu_a, cpu_b = cpu_seconds(a.pid), cpu_seconds(b.pid)
-                latencies, lost = poll_round(workers, pushed, holders, push)
+                # A poll the replica refused (503) does not wait: go on without it after 5 s.
+                latencies, lost = poll_round(workers, pushed, holders, push, settle=5.0)
                 time.sleep(0.2)  # what each replica does after the last answer, e.g. acks
                 got = figures[name]
                 got["cpu A"].append((cpu_seconds(a.pid) - cpu_a) * 1000)
@@ -372,6 +373,13 @@ def _propagation(
                 if name == "2x":
                     got["last A"].append(max(latencies[:half]) if everyone else float("inf"))
                     got["last B"].append(max(latencies[half:]) if everyone else float("inf"))
+                print(
+                    f"  {name} round {r + 1}: last {max(latencies):.3f} s, p50"
+                    f" {pct(latencies, 0.5):.3f} s, missed {lost}, CPU A {got['cpu A'][-1]:.0f}"
+                    f" ms, B {got['cpu B'][-1]:.0f} ms",
+                    file=sys.stderr,
+                    flush=True,
+                )
         # Stopping the components' connections while they hold nothing: no poll is cut off.
     row: dict[str, Any] = {}
     for name, got in figures.items():
@@ -416,15 +424,19 @@ def run(
                         _replica_latencies(port_a, port_b, args.pushes, _affected(args.subs))
                     )
                 if "propagation" in args.parts and args.pollers:
-                    row |= _propagation(
-                        a,
-                        port_a,
-                        b,
-                        port_b,
-                        args.pollers,
-                        args.rounds,
-                        log.with_suffix(".clients.log"),
-                    )
+                    try:
+                        row |= _propagation(
+                            a,
+                            port_a,
+                            b,
+                            port_b,
+                            args.pollers,
+                            args.rounds,
+                            log.with_suffix(".clients.log"),
+                        )
+                    except RuntimeError as exc:  # keep the other parts' figures
+                        row["error"] = f"propagation: {exc}"[:300]
+                        _show_logs(tmp, f"{version}-{router}")
                 if "storm" in args.parts:
                     rate, done = asyncio.run(
                         _storm(
@@ -444,6 +456,12 @@ def run(
             )
             row["subscribes/s SQLite"], row["made SQLite"] = rate, done
     return row
+
+
+def _show_logs(tmp: Path, prefix: str) -> None:
+    for log in sorted(tmp.glob(f"{prefix}*.log")):
+        tail = log.read_text(errors="replace")[-1500:]
+        print(f"--- {log.name} ---\n{tail}", file=sys.stderr)
 
 
 def _stop(_signum: int, _frame: Any) -> None:
@@ -480,9 +498,7 @@ def main() -> None:
                     rows.append(run(version, router, _tree(version, args.before, tmp), args, tmp))
                 except Exception as exc:  # report, show the servers' logs and go on
                     rows.append({"version": version, "router": router, "error": str(exc)[:300]})
-                    for log in sorted(tmp.glob(f"{version}-{router}*.log")):
-                        tail = log.read_text(errors="replace")[-1500:]
-                        print(f"--- {log.name} ---\n{tail}", file=sys.stderr)
+                    _show_logs(tmp, f"{version}-{router}")
                 print(json.dumps(rows[-1]), flush=True)
     table(
         rows,
