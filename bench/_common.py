@@ -494,15 +494,25 @@ async def http_worker(port: int, first: int, count: int, path: str) -> None:
         arrived: list[float] = [0.0] * count
 
         async def one(i: int, conn: Conn, arrived: list[float] = arrived) -> int:
-            status, body = await conn.response()
+            try:
+                status, body = await conn.response()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return -1  # the server closed the connection: no answer
             arrived[i] = time.monotonic()
             return status if body not in (b"[]", b"") else -1
 
         tasks = [asyncio.create_task(one(i, conn)) for i, conn in enumerate(conns)]
         say(sent=True)
         await commands.get()  # "collect", after the push
-        statuses = await asyncio.gather(*tasks)
-        used = time.monotonic()
+        # Bounded: the server answers every poll by its timeout (at most POLL_TIMEOUT_MS).
+        await asyncio.wait(tasks, timeout=POLL_TIMEOUT_MS / 1000 + 30)
+        statuses = [t.result() if t.done() else -1 for t in tasks]
+        for task in tasks:
+            task.cancel()
+        # The connection answered first has been idle longest by the next poll.
+        used = min((a for a in arrived if a), default=0.0)
+        if any(s == -1 for s in statuses):
+            used = 0.0  # some may be closed or still waiting: open them all anew
         bad = sum(1 for s in statuses if s != 200)
         say(arrived=arrived, bad=bad)
     for conn in conns:
