@@ -18,6 +18,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import signal
@@ -440,6 +441,8 @@ EVENTS_PATH = "/events/comp-{i}/g/c?timeout={timeout}"
 #: Connections left idle longer than this are opened anew before the next poll (uvicorn's
 #: keep-alive timeout is 5 s).
 IDLE_REOPEN_SECONDS = 3.0
+#: Older snapshots a component takes before the one of the round, at most.
+MAX_STALE_ANSWERS = 5
 
 
 async def stdin_lines() -> asyncio.Queue[str]:
@@ -493,13 +496,36 @@ async def http_worker(port: int, first: int, count: int, path: str) -> None:
                 conns[i].send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
         arrived: list[float] = [0.0] * count
 
-        async def one(i: int, conn: Conn, arrived: list[float] = arrived) -> int:
-            try:
-                status, body = await conn.response()
-            except (asyncio.IncompleteReadError, ConnectionError):
-                return -1  # the server closed the connection: no answer
-            arrived[i] = time.monotonic()
-            return status if body not in (b"[]", b"") else -1
+        # The round's push carries a policy whose threshold is the round's number: an answer
+        # without it is an older snapshot this component had not consumed yet (e.g. one whose
+        # earlier poll was refused), and a component polls again until it has the new one.
+        number = command.partition(" ")[2]
+        # (a message may come as a JSON string, its quotes escaped)
+        current = (
+            re.compile(rb'threshold\\*"\s*:\s*' + number.encode() + rb"\b") if number else None
+        )
+        stale = [0]
+
+        async def one(
+            i: int,
+            conn: Conn,
+            arrived: list[float] = arrived,
+            current: re.Pattern[bytes] | None = current,
+            stale: list[int] = stale,
+        ) -> int:
+            for _ in range(MAX_STALE_ANSWERS + 1):
+                try:
+                    status, body = await conn.response()
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return -1  # the server closed the connection: no answer
+                if status != 200 or body in (b"[]", b""):
+                    return -1
+                if current is None or current.search(body):
+                    arrived[i] = time.monotonic()
+                    return status
+                stale[0] += 1
+                conn.send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
+            return -1
 
         tasks = [asyncio.create_task(one(i, conn)) for i, conn in enumerate(conns)]
         say(sent=True)
@@ -514,7 +540,7 @@ async def http_worker(port: int, first: int, count: int, path: str) -> None:
         if any(s == -1 for s in statuses):
             used = 0.0  # some may be closed or still waiting: open them all anew
         bad = sum(1 for s in statuses if s != 200)
-        say(arrived=arrived, bad=bad)
+        say(arrived=arrived, bad=bad, stale=stale[0])
     for conn in conns:
         await conn.close()
 
@@ -643,7 +669,8 @@ def poll_round(
     workers.ask("collect")
     answers = workers.expect("arrived")
     latencies = [a - started if a else 0.0 for answer in answers for a in answer["arrived"]]
-    missed = sum(answer["bad"] for answer in answers) + sum(1 for x in latencies if x < 0)
+    # A worker records only answers with a message (of this round, where it can tell).
+    missed = sum(1 for x in latencies if x <= 0)
     return latencies, missed
 
 
