@@ -269,6 +269,34 @@ async def test_a_lost_connection_is_made_again_and_unacknowledged_messages_come_
         await wait_for(lambda: _settled(sid), timeout=5)
 
 
+async def test_a_queue_deleted_under_the_consumer_is_noticed_and_the_subscription_made_again(
+    tmp_path: Path,
+) -> None:
+    """Unsubscribing from elsewhere deletes the queue: RabbitMQ cancels the consumer, the
+    subscriber re-reads at once (no periodic resync here), subscribes again, and consumes the
+    queue the server makes anew.
+    """
+    sid = unique_subscriber()
+    async with (
+        amqp_server(tmp_path, [sid]) as (live, exchange, http),
+        over_amqp(live.url, sid, exchange) as sub,
+    ):
+        pending = asyncio.ensure_future(next_change(sub.changes()))
+        await wait_for(lambda: _settled(sid), timeout=5)
+        deleted = await http.delete(f"/decision/v1/subscription/{sid}")
+        assert deleted.status_code == 204
+
+        async def subscribed_again() -> bool:
+            answer = await http.get(f"/decision/v1/subscription/{sid}")
+            return answer.status_code == 200
+
+        await wait_for(subscribed_again, timeout=5)
+        await wait_for(lambda: _settled(sid), timeout=5)
+        await push(http, tosca("onap.a", version="1.0.0"))
+        change = await pending
+        assert versions(change) == {"onap.a": "1.0.0"}
+
+
 def test_amqp_options_are_checked() -> None:
     """A consumer group, or a CA file for a plain amqp:// URL, is refused with the reason."""
     common: dict[str, Any] = {
