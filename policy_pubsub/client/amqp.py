@@ -166,13 +166,13 @@ class AmqpFeed(Feed):
             underlay = await channel.get_underlay_channel()
             underlay.on_consumer_cancel_callbacks.add(self._cancelled_by_broker(channel))
             channel.close_callbacks.add(self._closed(channel))
-            await queue.consume(self._arrive, no_ack=False, timeout=self._timeout)
+            self._channel = channel  # before consuming: deliveries may come before consume-ok
+            await queue.consume(self._arrival(channel), no_ack=False, timeout=self._timeout)
         except _FAILURES as exc:
             await self._drop()
             raise TransientError(
                 self._shown, f"consuming queue {self._queue!r} failed: {_reason(exc)}", kind="cut"
             ) from exc
-        self._channel = channel
         log.info("consuming queue %s on %s", self._queue, self._shown)
 
     async def _connect(self) -> aio_pika.abc.AbstractConnection:
@@ -214,10 +214,18 @@ class AmqpFeed(Feed):
             "not connected yet"
         )
 
-    async def _arrive(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        self._arrived.append(message)
-        if self._wake is not None:
-            self._wake.set()
+    def _arrival(self, channel: aio_pika.abc.AbstractChannel) -> Any:
+        """The consumer callback of ``channel``: what a channel the feed let go of still
+        delivers is left to go back to the queue with it.
+        """
+
+        async def arrive(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            if channel is self._channel:
+                self._arrived.append(message)
+                if self._wake is not None:
+                    self._wake.set()
+
+        return arrive
 
     def _closed(self, owner: object) -> Any:
         """A close callback for ``owner`` (the connection or the channel) that reports the loss

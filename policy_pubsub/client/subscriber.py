@@ -71,8 +71,8 @@ class PolicySubscriber:
     ``ImportError``. Every delay is in ``timings`` (a ``Timings``, in seconds; reconnecting to
     RabbitMQ backs off as a failed poll does). Without ``Timings.give_up_after`` an
     unreachable server is retried for ever; with it, requests failing for that long raise
-    ``ServerUnreachable``. The subscription survives
-    ``close`` unless ``unsubscribe_on_close`` (for an uninstall). Credentials:
+    ``ServerUnreachable``. The subscription survives ``close`` unless
+    ``unsubscribe_on_close`` (for an uninstall). Credentials:
     ``auth=(user, password)`` (HTTP Basic, or any ``httpx.Auth``) or ``token=`` (Bearer), sent
     with every request; a router URL may carry its own (``https://user:password@mr:3905``).
     ``http`` or ``transport`` replace the HTTP client (an ``http`` passed in is not closed).
