@@ -95,7 +95,9 @@ class Settings(BaseSettings):
 
     # RabbitMQ router (router_url amqp(s)://user:password@host:5672/vhost): the durable topic
     # exchange every snapshot is published to, with its topic as routing key.
-    amqp_exchange: str = Field("policy-pubsub", pattern=r"^[A-Za-z0-9._:-]{1,200}$")
+    amqp_exchange: str = Field(
+        constants.DEFAULT_AMQP_EXCHANGE, pattern=constants.AMQP_EXCHANGE_PATTERN
+    )
     # A PEM bundle of the CAs to trust for RabbitMQ's certificate (amqps://), instead of the
     # system ones.
     amqp_ca_file: str | None = None

@@ -1,7 +1,9 @@
 """The RabbitMQ router: ``--router amqp://user:password@host:5672/vhost`` (or ``amqps://``).
 
 The shape on the broker (exchange, queues, message properties) is drawn in
-:mod:`policy_pubsub.routers.amqp_shape`; components consume their queue with any AMQP client.
+:mod:`policy_pubsub.routers.amqp_shape`; components consume their queue with any AMQP client,
+or with the SDK (``PolicySubscriber(..., router_url="amqp://...")``, see
+:mod:`policy_pubsub.client.amqp`).
 
 Publishing. The outbox relay hands batches to :meth:`AmqpRouter.publish`. Before a snapshot
 leaves, its subscriber's queue is declared and bound to its topic (idempotent, and remembered

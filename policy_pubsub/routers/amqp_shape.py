@@ -29,9 +29,10 @@ from typing import Any
 
 import aio_pika
 
+from policy_pubsub import constants
 from policy_pubsub.routers.messages import OutMessage
 
-DEFAULT_EXCHANGE = "policy-pubsub"
+DEFAULT_EXCHANGE = constants.DEFAULT_AMQP_EXCHANGE
 REVISION_HEADER = "revision"
 CONTENT_TYPE = "application/json"
 MAX_NAME_BYTES = 255
