@@ -52,7 +52,6 @@ from policy_pubsub.store.topics import TopicRepository
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MESSAGE_COLUMNS = ("topic", "seq", "key", "revision", "body", "created_at")
-TOPIC_COLUMNS = ("name", "last_offset", "created_at", "last_published_at")
 OUTBOX_COLUMNS = ("topic", "key", "revision", "dedup_id", "body", "created_at")
 
 
@@ -102,11 +101,15 @@ class Store:
         """One write transaction; committed when the block ends without an exception.
 
         Writers within this process take turns; the database serialises them across processes.
+        The notifications the transaction's statements queued are sent by one statement just
+        before the commit (PostgreSQL delivers them only at the commit anyway).
         """
         async with self._write_lock or contextlib.nullcontext():
             try:
                 async with self._writer.begin() as conn:
-                    yield WriteTx(conn, self.dialect)
+                    tx = WriteTx(conn, self.dialect)
+                    yield tx
+                    await tx.send_notifications()
             except (SQLAlchemyError, OSError) as exc:
                 raise StoreUnavailable(f"store write failed: {exc}") from exc
 
@@ -183,33 +186,55 @@ class WriteTx:
     def __init__(self, conn: AsyncConnection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
+        self._revision: int | None = None  # the revision to notify, once it commits
+        self._notes: list[tuple[str, str]] = []  # other notifications, in order
+        self._ended = False
 
-    async def next_revision(self) -> int:
-        """Take the next store revision. The row stays locked until commit, so revisions
-        become visible in order and no reader can skip one.
+    async def next_revision(self, count: int = 1) -> int:
+        """Take the next ``count`` store revisions; returns the first. The row stays locked
+        until commit, so revisions become visible in order and no reader can skip one.
         """
         result = await self.conn.execute(
             update(store_revision)
             .where(store_revision.c.id == 1)
-            .values(revision=store_revision.c.revision + 1)
+            .values(revision=store_revision.c.revision + count)
             .returning(store_revision.c.revision)
         )
-        revision = int(result.scalar_one())
-        await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
-        return revision
+        last = int(result.scalar_one())
+        self._revision = last
+        return last - count + 1
 
     async def rollback(self) -> None:
         """End the transaction here, writing nothing; the block then ends without a commit."""
+        self._ended = True
         await self.conn.rollback()
 
     async def advance_revision(self, revision: int) -> None:
-        """Move the revision taken by :meth:`next_revision` on to ``revision``: a transaction
-        that commits several changes gives each its own revision, in order.
+        """Set the store's revision, taken by :meth:`next_revision`, to ``revision``: a
+        transaction that commits several changes gives each its own revision, in order (and
+        one that took more revisions than its changes needed hands back the rest).
         """
+        if revision == self._revision:
+            return
         await self.conn.execute(
             update(store_revision).where(store_revision.c.id == 1).values(revision=revision)
         )
-        await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
+        self._revision = revision
+
+    def notify(self, channel: str, payloads: Iterable[str]) -> None:
+        """Queue notifications, sent just before the commit."""
+        self._notes.extend((channel, payload) for payload in payloads)
+
+    async def send_notifications(self) -> None:
+        """Send what the transaction queued to notify (the revision it moved the store to
+        first), unless it was rolled back.
+        """
+        if self._ended:
+            return
+        notes = self._notes
+        if self._revision is not None:
+            notes = [(REVISION_CHANNEL, str(self._revision)), *notes]
+        await dialects.notify_all(self.conn, notes)
 
     async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
         if rows:
@@ -417,27 +442,19 @@ class WriteTx:
             by_topic[message.topic].append(message)
         if not by_topic:
             return {}
-        names = sorted(by_topic)
-        counts = {name: len(by_topic[name]) for name in names}
-        advanced = await dialects.advance_topics(self.conn, counts, at)
-        heads = {name: advanced.get(name, counts[name]) for name in names}
-        await dialects.bulk_insert(
-            self.conn,
-            topics,
-            TOPIC_COLUMNS,
-            [(name, last, at, at) for name, last in heads.items() if name not in advanced],
+        heads = await dialects.advance_topics(
+            self.conn, {name: len(items) for name, items in by_topic.items()}, at
         )
         rows: list[tuple[str, int, str | None, int | None, str, int]] = []
-        for name, last in heads.items():
+        for name in sorted(heads):
+            last = heads[name]
             items = by_topic[name]
             rows.extend(
                 (name, seq, m.key, m.revision, m.body, at)
                 for seq, m in enumerate(items, last - len(items) + 1)
             )
         await dialects.bulk_insert(self.conn, messages, MESSAGE_COLUMNS, rows)
-        await dialects.notify(
-            self.conn, TOPICS_CHANNEL, [f"{name}:{last}" for name, last in heads.items()]
-        )
+        self.notify(TOPICS_CHANNEL, (f"{name}:{last}" for name, last in heads.items()))
         return heads
 
 
