@@ -23,7 +23,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Connection, delete, exists, literal, select, update
+from sqlalchemy import BigInteger, Connection, delete, exists, literal, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -295,6 +295,23 @@ class WriteTx:
         """
         if not rows:
             return
+        if self.dialect == "postgresql":
+            # The subscriptions, their marks and the change log in one statement.
+            await self.conn.execute(
+                _SUBSCRIBE_PG,
+                {
+                    "ids": [row.subscriber_id for row in rows],
+                    "topics": [row.topic for row in rows],
+                    "bodies": [row.body for row in rows],
+                    "revisions": [row.revision for row in rows],
+                    "created": [row.created_at for row in rows],
+                    "updated": [row.updated_at for row in rows],
+                    "last": [row.last_revision for row in rows],
+                    "published": [row.last_published_at for row in rows],
+                    "kind": SUBSCRIPTION,
+                },
+            )
+            return
         await self.conn.execute(
             dialects.upsert(
                 self.dialect,
@@ -456,6 +473,28 @@ class WriteTx:
         await dialects.bulk_insert(self.conn, messages, MESSAGE_COLUMNS, rows)
         self.notify(TOPICS_CHANNEL, (f"{name}:{last}" for name, last in heads.items()))
         return heads
+
+
+_SUBSCRIBE_PG = text(
+    "WITH written AS ("
+    " INSERT INTO subscriptions AS s"
+    " (subscriber_id, topic, body, revision, created_at, updated_at)"
+    " SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:topics AS text[]),"
+    " CAST(:bodies AS text[]), CAST(:revisions AS bigint[]), CAST(:created AS bigint[]),"
+    " CAST(:updated AS bigint[]))"
+    " ON CONFLICT (subscriber_id) DO UPDATE SET topic = excluded.topic, body = excluded.body,"
+    " revision = excluded.revision, updated_at = excluded.updated_at"
+    "), marked AS ("
+    " INSERT INTO subscription_marks AS m (subscriber_id, last_revision, last_published_at)"
+    " SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:last AS bigint[]),"
+    " CAST(:published AS bigint[]))"
+    " ON CONFLICT (subscriber_id) DO UPDATE SET last_revision = excluded.last_revision,"
+    " last_published_at = excluded.last_published_at"
+    ") INSERT INTO change_log (revision, kind, key, created_at)"
+    " SELECT logged.revision, :kind, logged.key, logged.at FROM unnest(CAST(:revisions AS"
+    " bigint[]), CAST(:ids AS text[]), CAST(:updated AS bigint[])) AS logged(revision, key, at)"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 def _asdict(row: Any) -> dict[str, Any]:
