@@ -182,7 +182,7 @@ class Subscriptions:
                     SubscriptionRow(
                         s.subscriber_id,
                         s.topic,
-                        orjson.dumps(s.record).decode(),
+                        (s.envelope + b"}").decode(),  # the record as JSON
                         s.revision,
                         s.created_at,
                         s.updated_at,
