@@ -220,13 +220,6 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
     return result
 
 
-def byte_order(dialect: str, column: ColumnElement[str]) -> ColumnElement[str]:
-    """The column for ORDER BY in code point order (Python's ``sorted``), whatever the
-    database's collation: SQLite compares bytes already; PostgreSQL needs ``COLLATE "C"``.
-    """
-    return column.collate("C") if dialect == "postgresql" else column
-
-
 def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
     """``column IN values`` with all the values in one bound parameter (an array on
     PostgreSQL, a JSON array read by ``json_each`` on SQLite): one parameter to process and
