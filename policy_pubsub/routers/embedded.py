@@ -324,7 +324,8 @@ class EmbeddedRouter(Router):
         if expired or compacted or orphans:
             self._forget_tails()  # the store dropped messages: the tails may hold them still
             log.info(
-                "dropped %d expired and %d superseded messages, and %d rows of gone subscriptions",
+                "dropped %d expired and %d superseded messages, and %d rows of gone "
+                "subscriptions",
                 expired,
                 compacted,
                 orphans,
@@ -382,7 +383,9 @@ class EmbeddedRouter(Router):
             ).items():
                 if topic in wanted:
                     newest = max(last, self._heads.get(topic, 0))
-                    lags[topic] = count if furthest_back is None else max(0, newest - furthest_back)
+                    lags[topic] = (
+                        count if furthest_back is None else max(0, newest - furthest_back)
+                    )
             return lags
         slowest_of: dict[str, int] = {}
         for state in self._positions.states():

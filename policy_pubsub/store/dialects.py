@@ -148,8 +148,9 @@ async def notify(conn: AsyncConnection, channel: str, payloads: Sequence[str]) -
 
 async def notify_all(conn: AsyncConnection, notes: Sequence[tuple[str, str]]) -> None:
     """Queue notifications (channel, payload) that PostgreSQL delivers only if the
-    transaction commits. Each channel's payloads are joined with commas into as few
-    notifications as fit; all of them are queued, in order, by one statement. SQLite: nothing.
+    transaction commits. Each channel's payloads are joined with commas, in the order given,
+    into as few notifications as fit; channel by channel, in the order each first appears,
+    all of them are queued by one statement. SQLite: nothing.
     """
     if conn.dialect.name != "postgresql" or not notes:
         return
