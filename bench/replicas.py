@@ -1,23 +1,33 @@
 """Two replicas on one PostgreSQL database: what a change made on one costs the other, and a
 subscribe storm; the code under test against another version of it, in the same run.
 
-    .venv/bin/python bench/replicas.py [--subs 20000] [--pushes 30] [--storm 3000] \
-        [--clients 32] [--storm-seconds 30] [--before REF] [--only after]
+    .venv/bin/python bench/replicas.py [--subs 20000] [--policies 1000] [--pushes 30] \
+        [--storm 10000] [--clients 64] [--storm-seconds 60] [--storm-only] \
+        [--profile DIR] [--before REF] [--only after]
 
 For each version (``before``: the git ref ``--before``, default ``main``, exported to a
 scratch directory; ``after``: this tree), in a scratch PostgreSQL database seeded by bulk
-insert with ``--subs`` subscriptions (each on its own topic, filtering on one of 1,000
-policy ids; one in a thousand filters on ``bench.push``), two servers as ``serve`` runs them
-(bench/_serve.py, embedded router), A and B:
+insert with ``--policies`` policies (``bench.p0`` ...; policy ``j`` of type
+``bench.type{j % 100}``, so ten of each type) and ``--subs`` subscriptions (each on its own
+topic, filtering on one of the first 1,000 policy ids; one in a thousand filters on
+``bench.push``), two servers as ``serve`` runs them (bench/_serve.py, embedded router), A and B:
 
 - ``push A``: ms per ``POST /pap/v1/policies`` of one small policy (``bench.push``, a new
   threshold each time, a snapshot for each of its ``--subs``/1000 subscribers), all on A;
 - ``push A/B``: the same, alternating between A and B (what a load balancer does);
 - ``decide B quiet``: ms per ``POST /decision/v1`` on B with nothing changing;
 - ``decide B after push A``: the same on B, sent as soon as a push on A was answered;
-- ``subscribes/s``: ``--storm`` new subscriptions from ``--clients`` connections, half on
-  each replica, until all are answered (or ``--storm-seconds`` passed: the rate is then of
-  those answered); and the same on one server over SQLite.
+- the storm (issue 11: a fleet of components restarting together): ``--storm`` components,
+  each with its own subscriber id, its own topic and a filter as real components have (even
+  ones: three policy ids; odd ones: one policy type, ten policies), subscribe from
+  ``--clients`` connections, half on each replica; ``storm s`` is the time until all are
+  acknowledged (or ``--storm-seconds`` passed: the rate is then of those answered),
+  ``subscribes/s`` the rate, ``CPU ms/sub`` the servers' CPU time per subscribe. Then the
+  same on one server over SQLite, seeded alike.
+
+``--storm-only`` skips the pushes and decisions (and seeds no subscriptions unless ``--subs``
+is given). ``--profile DIR`` runs the servers of the storm under cProfile (bench/_serve.py)
+and leaves their profiles and statement counts in DIR, named by version and database.
 
 Medians (and p90) of the latencies; client and servers share the machine's cores.
 """
@@ -42,6 +52,7 @@ from _common import (
     Child,
     Conn,
     children,
+    cpu_seconds,
     free_port,
     header,
     pct,
@@ -70,7 +81,8 @@ from _common import policy, seed
 def ids(i):
     return ["bench.push" if i % 1000 == 0 else f"bench.p{{i % 1000}}"]
 subs = [(f"s-{{i}}", f"t-{{i}}", [{{"policy-id": ids(i)}}]) for i in range({subs})]
-asyncio.run(seed({url!r}, subs, [policy(f"bench.p{{j}}", "bench.type", j) for j in range(10)]))
+policies = [policy(f"bench.p{{j}}", f"bench.type{{j % 100}}", j) for j in range({policies})]
+asyncio.run(seed({url!r}, subs, policies))
 """
 
 
@@ -88,7 +100,7 @@ def _tree(version: str, before: str, tmp: Path) -> Path:
     return tree
 
 
-def _serve(tree: Path, url: str, log: Path) -> tuple[Child, int]:
+def _serve(tree: Path, url: str, log: Path, profile: Path | None = None) -> tuple[Child, int]:
     port = free_port()
     child = Child(
         [
@@ -102,6 +114,7 @@ def _serve(tree: Path, url: str, log: Path) -> tuple[Child, int]:
             "warning",
         ],
         log=log,
+        env={"POLICY_PUBSUB_BENCH_PROFILE": str(profile)} if profile else None,
     )
     wait_http(port, "/healthcheck")
     return child, port
@@ -196,14 +209,35 @@ async def _replica_latencies(port_a: int, port_b: int, pushes: int) -> dict[str,
     }
 
 
+def _component(i: int, policies: int) -> dict[str, Any]:
+    """The subscription request of the storm's component ``i``: its own topic, and a filter
+    like a real component's (three policy ids, or one policy type).
+    """
+    if i % 2 == 0:
+        wanted = [f"bench.p{(i + k) % policies}" for k in range(3)]
+        filters: list[dict[str, Any]] = [{"policy-id": wanted}]
+    else:
+        filters = [{"policy-type": [f"bench.type{i % 100}"]}]
+    return {
+        "subscriber_topic": f"storm-topic-{i}",
+        "ONAPName": "DCAE",
+        "ONAPComponent": "storm",
+        "ONAPInstance": f"storm-{i}",
+        "policy-filters": filters,
+    }
+
+
 async def _storm(
-    ports: list[int], count: int, clients: int, prefix: str, seconds: float
+    ports: list[int], count: int, clients: int, policies: int, seconds: float
 ) -> tuple[float, int]:
-    """Subscribes per second and how many were made: ``count`` new subscriptions from
-    ``clients`` connections, or as many as were answered within ``seconds``.
+    """How long until ``count`` components, subscribing from ``clients`` connections spread
+    over the ports, were all acknowledged, and how many were (fewer if ``seconds`` passed).
     """
     conns = [Replica(ports[c % len(ports)]) for c in range(clients)]
-    queue = list(range(count))
+    bodies = [json.dumps(_component(i, policies)).encode() for i in range(count)]
+    queue = list(range(count - 1, -1, -1))
+    for conn in conns:  # connected before the clock starts, as a fleet's would be
+        conn.conn = await Conn.open(conn.port)
     deadline = time.perf_counter() + seconds
     done = 0
 
@@ -211,17 +245,10 @@ async def _storm(
         nonlocal done
         while queue and time.perf_counter() < deadline:
             i = queue.pop()
-            body = json.dumps(
-                {
-                    "subscriber_topic": f"storm-{prefix}-{i}",
-                    "ONAPName": "DCAE",
-                    "policy-filters": [{"policy-id": [f"bench.p{i % 10}"]}],
-                }
-            ).encode()
             status, answer = await conn.request(
-                "POST", f"/decision/v1/subscription/storm-{prefix}-{i}", body
+                "POST", f"/decision/v1/subscription/storm-{i}", bodies[i]
             )
-            if status not in (200, 201):
+            if status != 201:
                 raise RuntimeError(f"subscribe answered {status}: {answer[:200]!r}")
             done += 1
 
@@ -231,53 +258,96 @@ async def _storm(
     finally:
         for conn in conns:
             await conn.close()
-    return done / (time.perf_counter() - started), done
+    return time.perf_counter() - started, done
+
+
+def _storm_row(
+    label: str, servers: list[Child], ports: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    cpu = sum(cpu_seconds(s.pid) for s in servers)
+    elapsed, done = asyncio.run(
+        _storm(ports, args.storm, args.clients, args.policies, args.storm_seconds)
+    )
+    cpu = sum(cpu_seconds(s.pid) for s in servers) - cpu
+    return {
+        f"storm s {label}": elapsed,
+        f"subscribes/s {label}": done / elapsed,
+        f"made {label}": done,
+        f"CPU ms/sub {label}": cpu * 1000 / max(done, 1),
+    }
 
 
 def run(version: str, tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    name = f"pp_bench_replicas_{version}"
-    url = pg_database(name)
     row: dict[str, Any] = {"version": version, "subs": args.subs}
-    try:
-        with children() as started:  # the first start creates the schema of this version
-            started.append(_serve(tree, url, tmp / f"{version}-schema.log")[0])
-        seed = SEED.format(bench=str(tree / "bench"), subs=args.subs, url=url)
-        subprocess.run([PYTHON, "-c", seed], check=True)
-        with children() as started:
-            a, port_a = _serve(tree, url, tmp / f"{version}-a.log")
-            started.append(a)
-            b, port_b = _serve(tree, url, tmp / f"{version}-b.log")
-            started.append(b)
-            row |= asyncio.run(_replica_latencies(port_a, port_b, args.pushes))
-            rate, done = asyncio.run(
-                _storm([port_a, port_b], args.storm, args.clients, version, args.storm_seconds)
-            )
-            row["subscribes/s PG A+B"], row["made PG"] = rate, done
-    finally:
-        pg_drop(name)
-    sqlite = f"sqlite+aiosqlite:///{tmp / f'{version}.db'}"
-    with children() as started:
-        server, port = _serve(tree, sqlite, tmp / f"{version}-sqlite.log")
-        started.append(server)
-        rate, done = asyncio.run(
-            _storm([port], args.storm, args.clients, version, args.storm_seconds)
+
+    def seed(url: str) -> None:
+        code = SEED.format(
+            bench=str(tree / "bench"), subs=args.subs, policies=args.policies, url=url
         )
-        row["subscribes/s SQLite"], row["made SQLite"] = rate, done
+        subprocess.run([PYTHON, "-c", code], check=True)
+
+    def profile(database: str) -> Path | None:
+        return args.profile / f"{version}-{database}.prof" if args.profile else None
+
+    if "pg" in args.databases:
+        name = f"pp_bench_replicas_{version}"
+        url = pg_database(name)
+        try:
+            with children() as started:  # the first start creates the schema of this version
+                started.append(_serve(tree, url, tmp / f"{version}-schema.log")[0])
+            seed(url)
+            if not args.storm_only:
+                with children() as started:
+                    a, port_a = _serve(tree, url, tmp / f"{version}-a.log")
+                    started.append(a)
+                    b, port_b = _serve(tree, url, tmp / f"{version}-b.log")
+                    started.append(b)
+                    row |= asyncio.run(_replica_latencies(port_a, port_b, args.pushes))
+            # The storm's servers start afresh: their profiles hold nothing else.
+            with children() as started:
+                a, port_a = _serve(tree, url, tmp / f"{version}-a.log", profile("pg-a"))
+                started.append(a)
+                b, port_b = _serve(tree, url, tmp / f"{version}-b.log", profile("pg-b"))
+                started.append(b)
+                row |= _storm_row("PG A+B", [a, b], [port_a, port_b], args)
+        finally:
+            pg_drop(name)
+    if "sqlite" in args.databases:
+        sqlite = f"sqlite+aiosqlite:///{tmp / f'{version}.db'}"
+        with children() as started:
+            started.append(_serve(tree, sqlite, tmp / f"{version}-sqlite-schema.log")[0])
+        seed(sqlite)
+        with children() as started:
+            server, port = _serve(tree, sqlite, tmp / f"{version}-sqlite.log", profile("sqlite"))
+            started.append(server)
+            row |= _storm_row("SQLite", [server], [port], args)
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--subs", type=int, default=20_000)
+    parser.add_argument("--subs", type=int)
+    parser.add_argument("--policies", type=int, default=1000)
     parser.add_argument("--pushes", type=int, default=30)
-    parser.add_argument("--storm", type=int, default=3000)
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--storm", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=64)
     parser.add_argument(
-        "--storm-seconds", type=float, default=30.0, help="stop a storm after this long"
+        "--storm-seconds", type=float, default=60.0, help="stop a storm after this long"
     )
+    parser.add_argument(
+        "--storm-only", action="store_true", help="only the subscribe storms, no pushes"
+    )
+    parser.add_argument(
+        "--databases", default="pg,sqlite", help="the storms to run: pg, sqlite or both"
+    )
+    parser.add_argument("--profile", type=Path, help="profile the storms' servers into DIR")
     parser.add_argument("--before", default="main", help="the git ref to compare with")
     parser.add_argument("--only", choices=["before", "after"], help="run one version")
     args = parser.parse_args()
+    if args.subs is None:
+        args.subs = 0 if args.storm_only else 20_000
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     head = header()
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -296,10 +366,14 @@ def main() -> None:
             "decide B quiet ms",
             "decide B after push A ms",
             "decide after p90",
+            "storm s PG A+B",
             "subscribes/s PG A+B",
-            "made PG",
+            "made PG A+B",
+            "CPU ms/sub PG A+B",
+            "storm s SQLite",
             "subscribes/s SQLite",
             "made SQLite",
+            "CPU ms/sub SQLite",
         ],
     )
     save("replicas", head, rows)

@@ -30,7 +30,6 @@ __all__ = [
     "message_bytes",
     "oversized",
     "snapshot_message",
-    "subscribe_snapshot",
 ]
 
 #: policy id -> (deployed before, deployed after); None where not deployed.
@@ -110,19 +109,6 @@ def change_snapshots(
             )
             notified.append(subscriber_id)
     return ChangeSnapshots(messages, notified)
-
-
-def subscribe_snapshot(
-    subscription: Subscription, revision: int, at: int, policies: Mapping[str, Any]
-) -> OutMessage:
-    """The ``subscribe`` snapshot that starts a new or updated subscription."""
-    return snapshot_message(
-        subscription,
-        revision,
-        constants.EVENT_SUBSCRIBE,
-        rfc3339(at) or "",
-        orjson.dumps(policies),
-    )
 
 
 def snapshot_message(

@@ -183,14 +183,15 @@ class State:
             if found is not None:
                 self._follow(found)
 
-    async def take_revision(self, tx: WriteTx) -> int:
-        """Take the next revision in ``tx``; first catch up, in the same transaction, if
-        another writer moved the store on. Call it holding :attr:`writing`.
+    async def take_revision(self, tx: WriteTx, count: int = 1) -> int:
+        """Take the next ``count`` revisions in ``tx`` and return the first; first catch up,
+        in the same transaction, if another writer moved the store on. Call it holding
+        :attr:`writing`.
         """
-        revision = await tx.next_revision()
+        revision = await tx.next_revision(count)
         if revision - 1 != self.revision:
             # The revision row is locked: no other change commits while these are read.
-            changes = await changes_since(tx.conn, self.revision)
+            changes = await changes_since(tx.conn, self.revision, revision - 1)
             found = changes if changes is not None else await load_all(tx.conn)
             self._follow(replace(found, revision=revision - 1))
         # The indexes now reflect every revision committed before this one.

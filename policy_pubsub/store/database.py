@@ -23,7 +23,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Connection, delete, exists, literal, select, update
+from sqlalchemy import BigInteger, Connection, delete, exists, literal, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,7 +52,6 @@ from policy_pubsub.store.topics import TopicRepository
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 MESSAGE_COLUMNS = ("topic", "seq", "key", "revision", "body", "created_at")
-TOPIC_COLUMNS = ("name", "last_offset", "created_at", "last_published_at")
 OUTBOX_COLUMNS = ("topic", "key", "revision", "dedup_id", "body", "created_at")
 
 
@@ -102,11 +101,15 @@ class Store:
         """One write transaction; committed when the block ends without an exception.
 
         Writers within this process take turns; the database serialises them across processes.
+        The notifications the transaction's statements queued are sent by one statement just
+        before the commit (PostgreSQL delivers them only at the commit anyway).
         """
         async with self._write_lock or contextlib.nullcontext():
             try:
                 async with self._writer.begin() as conn:
-                    yield WriteTx(conn, self.dialect)
+                    tx = WriteTx(conn, self.dialect)
+                    yield tx
+                    await tx.send_notifications()
             except (SQLAlchemyError, OSError) as exc:
                 raise StoreUnavailable(f"store write failed: {exc}") from exc
 
@@ -183,33 +186,55 @@ class WriteTx:
     def __init__(self, conn: AsyncConnection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
+        self._revision: int | None = None  # the revision to notify, once it commits
+        self._notes: list[tuple[str, str]] = []  # other notifications, in order
+        self._ended = False
 
-    async def next_revision(self) -> int:
-        """Take the next store revision. The row stays locked until commit, so revisions
-        become visible in order and no reader can skip one.
+    async def next_revision(self, count: int = 1) -> int:
+        """Take the next ``count`` store revisions; returns the first. The row stays locked
+        until commit, so revisions become visible in order and no reader can skip one.
         """
         result = await self.conn.execute(
             update(store_revision)
             .where(store_revision.c.id == 1)
-            .values(revision=store_revision.c.revision + 1)
+            .values(revision=store_revision.c.revision + count)
             .returning(store_revision.c.revision)
         )
-        revision = int(result.scalar_one())
-        await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
-        return revision
+        last = int(result.scalar_one())
+        self._revision = last
+        return last - count + 1
 
     async def rollback(self) -> None:
         """End the transaction here, writing nothing; the block then ends without a commit."""
+        self._ended = True
         await self.conn.rollback()
 
     async def advance_revision(self, revision: int) -> None:
-        """Move the revision taken by :meth:`next_revision` on to ``revision``: a transaction
-        that commits several changes gives each its own revision, in order.
+        """Set the store's revision, taken by :meth:`next_revision`, to ``revision``: a
+        transaction that commits several changes gives each its own revision, in order (and
+        one that took more revisions than its changes needed hands back the rest).
         """
+        if revision == self._revision:
+            return
         await self.conn.execute(
             update(store_revision).where(store_revision.c.id == 1).values(revision=revision)
         )
-        await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
+        self._revision = revision
+
+    def notify(self, channel: str, payloads: Iterable[str]) -> None:
+        """Queue notifications, sent just before the commit."""
+        self._notes.extend((channel, payload) for payload in payloads)
+
+    async def send_notifications(self) -> None:
+        """Send what the transaction queued to notify (the revision it moved the store to
+        first), unless it was rolled back.
+        """
+        if self._ended:
+            return
+        notes = self._notes
+        if self._revision is not None:
+            notes = [(REVISION_CHANNEL, str(self._revision)), *notes]
+        await dialects.notify_all(self.conn, notes)
 
     async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
         if rows:
@@ -269,6 +294,23 @@ class WriteTx:
         mark as its row says: a subscribe publishes the subscriber's starting snapshot.
         """
         if not rows:
+            return
+        if self.dialect == "postgresql":
+            # The subscriptions, their marks and the change log in one statement.
+            await self.conn.execute(
+                _SUBSCRIBE_PG,
+                {
+                    "ids": [row.subscriber_id for row in rows],
+                    "topics": [row.topic for row in rows],
+                    "bodies": [row.body for row in rows],
+                    "revisions": [row.revision for row in rows],
+                    "created": [row.created_at for row in rows],
+                    "updated": [row.updated_at for row in rows],
+                    "last": [row.last_revision for row in rows],
+                    "published": [row.last_published_at for row in rows],
+                    "kind": SUBSCRIPTION,
+                },
+            )
             return
         await self.conn.execute(
             dialects.upsert(
@@ -417,28 +459,42 @@ class WriteTx:
             by_topic[message.topic].append(message)
         if not by_topic:
             return {}
-        names = sorted(by_topic)
-        counts = {name: len(by_topic[name]) for name in names}
-        advanced = await dialects.advance_topics(self.conn, counts, at)
-        heads = {name: advanced.get(name, counts[name]) for name in names}
-        await dialects.bulk_insert(
-            self.conn,
-            topics,
-            TOPIC_COLUMNS,
-            [(name, last, at, at) for name, last in heads.items() if name not in advanced],
+        heads = await dialects.advance_topics(
+            self.conn, {name: len(items) for name, items in by_topic.items()}, at
         )
         rows: list[tuple[str, int, str | None, int | None, str, int]] = []
-        for name, last in heads.items():
+        for name in sorted(heads):
+            last = heads[name]
             items = by_topic[name]
             rows.extend(
                 (name, seq, m.key, m.revision, m.body, at)
                 for seq, m in enumerate(items, last - len(items) + 1)
             )
         await dialects.bulk_insert(self.conn, messages, MESSAGE_COLUMNS, rows)
-        await dialects.notify(
-            self.conn, TOPICS_CHANNEL, [f"{name}:{last}" for name, last in heads.items()]
-        )
+        self.notify(TOPICS_CHANNEL, (f"{name}:{last}" for name, last in heads.items()))
         return heads
+
+
+_SUBSCRIBE_PG = text(
+    "WITH written AS ("
+    " INSERT INTO subscriptions AS s"
+    " (subscriber_id, topic, body, revision, created_at, updated_at)"
+    " SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:topics AS text[]),"
+    " CAST(:bodies AS text[]), CAST(:revisions AS bigint[]), CAST(:created AS bigint[]),"
+    " CAST(:updated AS bigint[]))"
+    " ON CONFLICT (subscriber_id) DO UPDATE SET topic = excluded.topic, body = excluded.body,"
+    " revision = excluded.revision, updated_at = excluded.updated_at"
+    "), marked AS ("
+    " INSERT INTO subscription_marks AS m (subscriber_id, last_revision, last_published_at)"
+    " SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:last AS bigint[]),"
+    " CAST(:published AS bigint[]))"
+    " ON CONFLICT (subscriber_id) DO UPDATE SET last_revision = excluded.last_revision,"
+    " last_published_at = excluded.last_published_at"
+    ") INSERT INTO change_log (revision, kind, key, created_at)"
+    " SELECT logged.revision, :kind, logged.key, logged.at FROM unnest(CAST(:revisions AS"
+    " bigint[]), CAST(:ids AS text[]), CAST(:updated AS bigint[])) AS logged(revision, key, at)"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 def _asdict(row: Any) -> dict[str, Any]:

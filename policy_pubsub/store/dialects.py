@@ -18,7 +18,6 @@ from sqlalchemy import (
     func,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -26,8 +25,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
-
-from policy_pubsub.store.tables import topics
 
 SQLITE_PRAGMAS = (
     # Free pages can be handed back to the file system (store/sqlite_file.py). It takes effect
@@ -145,30 +142,48 @@ NOTIFY_PAYLOAD_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 
 
 async def notify(conn: AsyncConnection, channel: str, payloads: Sequence[str]) -> None:
-    """Queue notifications that PostgreSQL delivers only if the transaction commits.
-    Payloads are joined with commas into as few notifications as fit, queued in order by one
-    statement. SQLite: nothing.
+    """Queue notifications on one channel (see :func:`notify_all`)."""
+    await notify_all(conn, [(channel, payload) for payload in payloads])
+
+
+async def notify_all(conn: AsyncConnection, notes: Sequence[tuple[str, str]]) -> None:
+    """Queue notifications (channel, payload) that PostgreSQL delivers only if the
+    transaction commits. Each channel's payloads are joined with commas, in the order given,
+    into as few notifications as fit; channel by channel, in the order each first appears,
+    all of them are queued by one statement. SQLite: nothing.
     """
-    if conn.dialect.name != "postgresql" or not payloads:
+    if conn.dialect.name != "postgresql" or not notes:
         return
-    notes: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for payload in payloads:
-        if chunk and size + len(payload) + 1 > NOTIFY_PAYLOAD_LIMIT:
-            notes.append(",".join(chunk))
-            chunk, size = [], 0
-        chunk.append(payload)
-        size += len(payload) + 1
-    notes.append(",".join(chunk))
-    if len(notes) == 1:
+    by_channel: dict[str, list[str]] = {}
+    for channel, payload in notes:
+        by_channel.setdefault(channel, []).append(payload)
+    channels: list[str] = []
+    joined: list[str] = []
+    for channel, payloads in by_channel.items():
+        chunk: list[str] = []
+        size = 0
+        for payload in payloads:
+            if chunk and size + len(payload) + 1 > NOTIFY_PAYLOAD_LIMIT:
+                channels.append(channel)
+                joined.append(",".join(chunk))
+                chunk, size = [], 0
+            chunk.append(payload)
+            size += len(payload) + 1
+        channels.append(channel)
+        joined.append(",".join(chunk))
+    if len(joined) == 1:
         await conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": notes[0]}
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": channels[0], "payload": joined[0]},
         )
     else:
         await conn.execute(
-            text("SELECT pg_notify(:channel, note) FROM unnest(CAST(:notes AS text[])) AS note"),
-            {"channel": channel, "notes": notes},
+            text(
+                "SELECT pg_notify(note.channel, note.payload) FROM "
+                "unnest(CAST(:channels AS text[]), CAST(:payloads AS text[])) "
+                "WITH ORDINALITY AS note(channel, payload, n) ORDER BY note.n"
+            ),
+            {"channels": channels, "payloads": joined},
         )
 
 
@@ -206,13 +221,6 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
     return result
 
 
-def byte_order(dialect: str, column: ColumnElement[str]) -> ColumnElement[str]:
-    """The column for ORDER BY in code point order (Python's ``sorted``), whatever the
-    database's collation: SQLite compares bytes already; PostgreSQL needs ``COLLATE "C"``.
-    """
-    return column.collate("C") if dialect == "postgresql" else column
-
-
 def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
     """``column IN values`` with all the values in one bound parameter (an array on
     PostgreSQL, a JSON array read by ``json_each`` on SQLite): one parameter to process and
@@ -230,39 +238,40 @@ def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> Co
 async def advance_topics(
     conn: AsyncConnection, counts: Mapping[str, int], at: int
 ) -> dict[str, int]:
-    """Move each existing topic named in ``counts`` on by that many offsets, published at
-    ``at``; return their new last offsets (topics that do not exist are left out). Their rows
-    stay locked until commit. PostgreSQL locks them first, in code-point order of the names,
-    so that concurrent writers lock in one order and cannot deadlock; SQLite, which has one
-    writer at a time, reads and advances them in one statement.
+    """Move each topic named in ``counts`` on by that many offsets, published at ``at``,
+    creating those that do not exist yet (created at ``at``, their offsets from 1); return
+    their new last offsets. One statement, an upsert: their rows stay locked until commit.
+    PostgreSQL takes them in the order given, code-point order of the names (``counts`` is
+    sorted so), so that concurrent writers lock in one order and cannot deadlock; SQLite has
+    one writer at a time.
     """
     if not counts:
         return {}
+    names = sorted(counts)
     if conn.dialect.name == "postgresql":
         result = await conn.execute(
-            select(topics.c.name, topics.c.last_offset)
-            .where(among("postgresql", topics.c.name, list(counts)))
-            .order_by(byte_order("postgresql", topics.c.name))
-            .with_for_update()
+            text(
+                "INSERT INTO topics AS t (name, last_offset, created_at, last_published_at) "
+                "SELECT c.name, c.n, :at, :at "
+                "FROM unnest(CAST(:names AS text[]), CAST(:counts AS bigint[])) "
+                "WITH ORDINALITY AS c(name, n, i) ORDER BY c.i "
+                "ON CONFLICT (name) DO UPDATE "
+                "SET last_offset = t.last_offset + excluded.last_offset, "
+                "last_published_at = excluded.last_published_at "
+                "RETURNING t.name, t.last_offset"
+            ),
+            {"at": at, "names": names, "counts": [counts[name] for name in names]},
         )
-        heads = {name: int(last) + counts[name] for name, last in result}
-        # One statement per distinct count (most pushes add one message to each topic).
-        by_count: dict[int, list[str]] = {}
-        for name in heads:
-            by_count.setdefault(counts[name], []).append(name)
-        for count, names in by_count.items():
-            await conn.execute(
-                update(topics)
-                .where(among("postgresql", topics.c.name, names))
-                .values(last_offset=topics.c.last_offset + count, last_published_at=at)
-            )
-        return heads
+        return {str(name): int(last) for name, last in result}
     if conn.dialect.name == "sqlite":
+        # "WHERE true": an upsert after a SELECT needs a WHERE clause to parse.
         result = await conn.exec_driver_sql(
-            "UPDATE topics SET last_offset = topics.last_offset + counts.value, "
-            "last_published_at = ? FROM json_each(?) AS counts WHERE topics.name = counts.key "
-            "RETURNING name, last_offset",
-            (at, orjson.dumps(dict(counts)).decode()),
+            "INSERT INTO topics (name, last_offset, created_at, last_published_at) "
+            "SELECT counts.key, counts.value, ?, ? FROM json_each(?) AS counts WHERE true "
+            "ON CONFLICT (name) DO UPDATE "
+            "SET last_offset = topics.last_offset + excluded.last_offset, "
+            "last_published_at = excluded.last_published_at RETURNING name, last_offset",
+            (at, at, orjson.dumps({name: counts[name] for name in names}).decode()),
         )
         return {str(row[0]): int(row[1]) for row in result}
     raise UnsupportedDatabase(conn.dialect.name)
