@@ -235,3 +235,62 @@ async def test_an_unreachable_broker_is_unavailable(
             await router.ping()
     finally:
         await router.close()
+
+
+async def test_stats_count_each_queues_ready_messages_and_consumers(
+    amqp_router: DisposableAmqpRouter,
+) -> None:
+    """A plain consumer attached to a subscriber's queue shows up as one consumer, and the lag
+    is what the queue holds ready: the message delivered to it and not acknowledged is not
+    ready (AMQP does not count it) until its channel closes and it is ready again. ``lags``
+    and the summary say the same in bulk.
+    """
+    key, idle = _id(), _id()
+    store = amqp_router_store(amqp_router)
+    await _subscribe(store, key, "t.counts")
+    await _subscribe(store, idle, "t.idle")
+    await amqp_router.publish([_snapshot("t.counts", key, n) for n in range(1, 4)])
+    await amqp_router.publish([_snapshot("t.idle", idle, 1)])
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=1)
+        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            taken.append(message)  # never acknowledged
+
+        await (await channel.get_queue(key, ensure=False)).consume(keep)
+        await wait_for(lambda: _groups(amqp_router, "t.counts", [(key, 2, 1)]))
+        assert len(taken) == 1
+        assert await amqp_router.lags(["t.counts", "t.idle", "t.none"]) == {
+            "t.counts": 2,
+            "t.idle": 1,
+        }
+        summary = await amqp_router.queue_summary()
+        assert (summary.queues, summary.messages, summary.consumers) == (2, 3, 1)
+        assert (summary.without_consumers, summary.complete) == (1, True)
+    finally:
+        await connection.close()
+    await wait_for(lambda: _groups(amqp_router, "t.counts", [(key, 3, 0)]))
+
+
+async def _groups(
+    router: DisposableAmqpRouter, topic: str, want: list[tuple[str, int, int | None]]
+) -> bool:
+    stats = await router.stats(topic)
+    return [(g.name, g.lag, g.consumers) for g in stats.consumer_groups] == want
+
+
+async def test_many_queues_are_counted_a_few_at_a_time(
+    amqp_router: DisposableAmqpRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts of more queues than readers, some not made yet (whose declare closes the
+    reader's channel): every queue that exists is counted, the others left out.
+    """
+    monkeypatch.setattr("policy_pubsub.routers.amqp.COUNT_CONCURRENCY", 3)
+    made = [_id("made") for _ in range(8)]
+    missing = [_id("missing") for _ in range(5)]
+    await amqp_router.publish([_snapshot(f"t.many.{key}", key, 1) for key in made])
+    counts = await amqp_router.queue_counts([*missing[:2], *made, *missing[2:]])
+    assert {q: (c.messages, c.consumers) for q, c in counts.items()} == dict.fromkeys(made, (1, 0))
