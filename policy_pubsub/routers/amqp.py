@@ -313,22 +313,22 @@ class AmqpRouter(Router):
 
     async def _send(self, batch: Sequence[OutMessage], bodies: Sequence[bytes]) -> None:
         """Publish in order on the one confirming channel, at most ``PUBLISH_WINDOW``
-        unconfirmed at a time (a message's timeout runs from when it is sent, so a large batch
-        on a slow broker does not time out for its size); return once every message is
-        confirmed. Sending stops at the first failure.
+        unconfirmed at a time, and return once every message is confirmed. The timeout is for
+        each confirm after the one before it (a large batch on a slow broker does not time out
+        for its size), kept by this loop rather than by a timer per message. Sending stops at
+        the first failure.
         """
         if not batch:
             return
         channel = await self._publishing_channel()
-        exchange, timeout = self._exchange_name, self._timeout
+        exchange = self._exchange_name
         loop = asyncio.get_running_loop()
         sending: list[asyncio.Task[Any]] = []
         try:
             for index, message in enumerate(batch):
                 if index >= PUBLISH_WINDOW:
                     oldest = sending[index - PUBLISH_WINDOW]
-                    if not oldest.done():
-                        await asyncio.wait((oldest,))
+                    await self._confirmed(oldest)
                     if oldest.cancelled() or oldest.exception() is not None:
                         break
                 sending.append(
@@ -339,15 +339,15 @@ class AmqpRouter(Router):
                             routing_key=message.topic,
                             properties=amqp_properties(message),
                             mandatory=message.key is not None,
-                            timeout=timeout,
-                            wait=False,
+                            wait=False,  # the timeout is the window's, not a timer each
                         )
                     )
                 )
-            await asyncio.wait(sending)
+            for task in sending:
+                await self._confirmed(task)
         finally:
             for task in sending:
-                task.cancel()  # none left but when this was cancelled
+                task.cancel()  # none left but when this failed or was cancelled
         returned: list[OutMessage] = []
         for message, task in zip(batch, sending, strict=False):
             # The first failure in batch order is the one to report: a channel closed at one
@@ -379,6 +379,19 @@ class AmqpRouter(Router):
         for message in batch:
             self._last_published[message.topic] = at
             self._topics.add(message.topic)
+
+    async def _confirmed(self, task: asyncio.Task[Any]) -> None:
+        """Wait until a message sent is confirmed (or failed); ``RouterUnavailable`` when no
+        answer came for it within the timeout. Messages are waited for in the order sent, so
+        each wait starts at the latest when the one before it was answered.
+        """
+        if not task.done():
+            await asyncio.wait((task,), timeout=self._timeout)
+            if not task.done():
+                raise RouterUnavailable(
+                    f"RabbitMQ at {self._shown}: publish failed: no confirm within "
+                    f"{self._timeout:g} s"
+                )
 
     async def _publish_one(self, message: OutMessage) -> None:
         """Publish one message, not mandatory, and await its confirm."""
