@@ -6,13 +6,16 @@
 - ``GET /_bench/lag?since=T``: event-loop lag samples (ms) taken after ``time.monotonic()`` T:
   a task sleeps 5 ms over and over and records how late it wakes.
 
-``--loop auto`` picks uvloop when installed, as uvicorn's own ``run`` does.
+``--loop auto`` picks uvloop when installed, as uvicorn's own ``run`` does. ``--profile FILE``
+writes a cProfile of the whole serving run, timed by CPU time (``time.process_time``), when the
+server stops.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import signal
 import sys
 import time
@@ -73,6 +76,7 @@ def main() -> None:
         help="serve on uvicorn's HTTP protocol itself, without the slow-client deadlines",
     )
     parser.add_argument("--metrics-lag-refresh", type=float, default=10.0)
+    parser.add_argument("--profile", type=Path, help="cProfile (CPU time) of the run, to FILE")
     parser.add_argument("--retention", type=float, help="retention_seconds")
     parser.add_argument("--maintenance-interval", type=float, help="maintenance_interval_seconds")
     parser.add_argument(
@@ -109,7 +113,14 @@ def main() -> None:
         server.config.http = AutoHTTPProtocol  # read when the server loads its config
     server.app.router.routes.extend([Route("/_bench/held", held), Route("/_bench/lag", lag)])
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
-    server.run()
+    if args.profile is None:
+        server.run()
+        return
+    profiler = cProfile.Profile(time.process_time)
+    try:
+        profiler.runcall(server.run)
+    finally:
+        profiler.dump_stats(args.profile)
 
 
 if __name__ == "__main__":
