@@ -294,3 +294,21 @@ async def test_many_queues_are_counted_a_few_at_a_time(
     await amqp_router.publish([_snapshot(f"t.many.{key}", key, 1) for key in made])
     counts = await amqp_router.queue_counts([*missing[:2], *made, *missing[2:]])
     assert {q: (c.messages, c.consumers) for q, c in counts.items()} == dict.fromkeys(made, (1, 0))
+
+
+async def test_a_batch_larger_than_the_window_arrives_whole_and_in_order(
+    amqp_router: DisposableAmqpRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With fewer messages unconfirmed at a time than the batch holds, every message is
+    confirmed and lands in order.
+    """
+    monkeypatch.setattr("policy_pubsub.routers.amqp.PUBLISH_WINDOW", 2)
+    key = _id()
+    await amqp_router.publish([_snapshot("t.window", key, n) for n in range(1, 8)])
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        revisions = [(await _get(channel, key)).headers["revision"] for _ in range(7)]
+        assert revisions == list(range(1, 8))
+    finally:
+        await connection.close()
