@@ -691,6 +691,11 @@ class AmqpRouter(Router):
         """The counts of each queue that exists (a passive ``queue.declare`` each, at most
         ``COUNT_CONCURRENCY`` in flight, a channel each), and the queues not read within
         ``budget`` seconds. Raises ``RouterUnavailable`` when RabbitMQ does not answer.
+
+        A reader is never cancelled in the middle of a request: the AMQP client then reuses
+        the channel number of an open it gave up, and RabbitMQ closes the whole connection,
+        publishing included. Once the budget is spent (or the caller gave up), the readers
+        take no further queue and end after the request in hand.
         """
         if not queues:
             return {}, []
@@ -698,11 +703,14 @@ class AmqpRouter(Router):
         counts: dict[str, QueueCounts] = {}
         read: set[str] = set()
         waiting = iter(queues)
+        stopped = asyncio.Event()
 
         async def reader() -> None:
             channel: aio_pika.abc.AbstractChannel | None = None
             try:
                 for queue in waiting:
+                    if stopped.is_set():
+                        return
                     with _unavailable(self._shown, "read queue counts"):
                         if channel is None or channel.is_closed:
                             channel = await connection.channel(publisher_confirms=False)
@@ -726,19 +734,19 @@ class AmqpRouter(Router):
         readers = [
             asyncio.create_task(reader()) for _ in range(min(COUNT_CONCURRENCY, len(queues)))
         ]
+        for task in readers:
+            task.add_done_callback(_retrieve)
         try:
             done, _ = await asyncio.wait(
                 readers, timeout=budget, return_when=asyncio.FIRST_EXCEPTION
             )
         finally:
-            for task in readers:
-                task.cancel()
-            await asyncio.wait(readers)
+            stopped.set()
         for task in done:
             error = None if task.cancelled() else task.exception()
             if error is not None:
                 raise error
-        return counts, [q for q in queues if q not in read]
+        return dict(counts), [q for q in queues if q not in read]
 
     async def ping(self) -> None:
         connection = await self._connect()
@@ -751,8 +759,8 @@ class AmqpRouter(Router):
                     await channel.close()
 
 
-def _retrieve(task: asyncio.Task[QueueSummary]) -> None:
-    """Retrieve a finished summary's error, so asyncio does not report it when nobody waited."""
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Retrieve a finished task's error, so asyncio does not report it when nobody waited."""
     if not task.cancelled():
         task.exception()
 
