@@ -91,6 +91,8 @@ _REFUSALS = (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelPr
 PUBLISH_WINDOW = 256
 #: Passive declares in flight at once when reading many queues' counts (a channel each).
 COUNT_CONCURRENCY = 16
+#: Channel numbers the queue-count readers take in turn (RabbitMQ allows 2047 by default).
+COUNT_CHANNELS = 2000
 #: ``queue_summary`` reads the queues at most this often, and answers from that in between.
 SUMMARY_MAX_AGE_SECONDS = 15.0
 
@@ -186,6 +188,12 @@ class AmqpRouter(Router):
         self._last_published: dict[str, int] = {}
         self._held = HeldReads()
         self._summary: QueueSummary | None = None
+        # Queue counts go over a connection of their own: a passive declare of a missing queue
+        # closes its channel, and channels opened again at once can race the client's reuse
+        # of channel numbers ("second 'channel.open' seen"), which closes the whole connection.
+        self._counter: aio_pika.abc.AbstractConnection | None = None
+        self._counter_connecting = asyncio.Lock()
+        self._count_channel = 0  # the last channel number a queue-count reader took
         self._summarising: asyncio.Task[QueueSummary] | None = None
 
     @property
@@ -223,6 +231,10 @@ class AmqpRouter(Router):
         if summarising is not None:
             summarising.cancel()
             await asyncio.wait((summarising,))
+        counter, self._counter = self._counter, None
+        if counter is not None:
+            with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                await counter.close()
         connection, self._connection = self._connection, None
         self._publisher = self._exchange = self._declarer = None
         if connection is not None:
@@ -699,7 +711,7 @@ class AmqpRouter(Router):
         """
         if not queues:
             return {}, []
-        connection = await self._connect()
+        connection = await self._counting_connection()
         counts: dict[str, QueueCounts] = {}
         read: set[str] = set()
         waiting = iter(queues)
@@ -713,7 +725,9 @@ class AmqpRouter(Router):
                         return
                     with _unavailable(self._shown, "read queue counts"):
                         if channel is None or channel.is_closed:
-                            channel = await connection.channel(publisher_confirms=False)
+                            channel = await connection.channel(
+                                self._count_channel_number(connection), publisher_confirms=False
+                            )
                         try:
                             declared = await channel.declare_queue(
                                 queue, passive=True, timeout=self._timeout
@@ -747,6 +761,33 @@ class AmqpRouter(Router):
             if error is not None:
                 raise error
         return dict(counts), [q for q in queues if q not in read]
+
+    def _count_channel_number(self, connection: aio_pika.abc.AbstractConnection) -> int:
+        """A channel number for a queue-count reader, taken in turn from all the connection
+        allows: a passive declare of a missing queue makes RabbitMQ close its channel, and the
+        AMQP client, left to choose, may open the next channel under that number before
+        RabbitMQ saw it closed ("second 'channel.open' seen", and the connection is closed).
+        """
+        amqp = connection.transport.connection  # type: ignore[union-attr]
+        span = min(COUNT_CHANNELS, int(amqp.connection_tune.channel_max or COUNT_CHANNELS))
+        for _ in range(span):
+            self._count_channel = self._count_channel % span + 1
+            if self._count_channel not in amqp.channels:
+                return self._count_channel
+        raise RouterUnavailable(f"RabbitMQ at {self._shown}: no free channel to read counts")
+
+    async def _counting_connection(self) -> aio_pika.abc.AbstractConnection:
+        """The connection queue counts are read on, made on first use and after a loss."""
+        async with self._counter_connecting:
+            if self._counter is None or self._counter.is_closed:
+                with _unavailable(self._shown, "connect to read queue counts"):
+                    self._counter = await aio_pika.connect(
+                        self._url,
+                        timeout=self._timeout,
+                        ssl_context=self._ssl,
+                        client_properties={"connection_name": "policy-pubsub queue counts"},
+                    )
+            return self._counter
 
     async def ping(self) -> None:
         connection = await self._connect()

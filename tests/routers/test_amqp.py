@@ -312,3 +312,18 @@ async def test_a_batch_larger_than_the_window_arrives_whole_and_in_order(
         assert revisions == list(range(1, 8))
     finally:
         await connection.close()
+
+
+async def test_counting_many_missing_queues_keeps_the_connections(
+    amqp_router: DisposableAmqpRouter,
+) -> None:
+    """Each missing queue makes RabbitMQ close the reader's channel; hundreds of them, read
+    16 at a time, close no connection (a reused channel number would: "second
+    'channel.open' seen"), and publishing goes on.
+    """
+    missing = [_id("missing") for _ in range(300)]
+    for _ in range(2):
+        assert await amqp_router.queue_counts(missing) == {}
+    key = _id()
+    await amqp_router.publish([_snapshot("t.after", key, 1)])
+    assert (await amqp_router.queue_counts([key]))[key].messages == 1
