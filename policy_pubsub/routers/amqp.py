@@ -250,7 +250,7 @@ class AmqpRouter(Router):
         next one (the relay's retry, the component's next poll) connects again.
         """
         async with self._connecting:
-            if self._connection is not None and not self._connection.is_closed:
+            if self._connection is not None and _alive(self._connection):
                 return self._connection
             with _unavailable(self._shown, "connect"):
                 connection = await aio_pika.connect(
@@ -779,7 +779,7 @@ class AmqpRouter(Router):
     async def _counting_connection(self) -> aio_pika.abc.AbstractConnection:
         """The connection queue counts are read on, made on first use and after a loss."""
         async with self._counter_connecting:
-            if self._counter is None or self._counter.is_closed:
+            if self._counter is None or not _alive(self._counter):
                 with _unavailable(self._shown, "connect to read queue counts"):
                     self._counter = await aio_pika.connect(
                         self._url,
@@ -798,6 +798,15 @@ class AmqpRouter(Router):
             finally:
                 if not channel.is_closed:
                     await channel.close()
+
+
+def _alive(connection: aio_pika.abc.AbstractConnection) -> bool:
+    """Whether a connection is usable: aio-pika's ``is_closed`` stays false when RabbitMQ
+    closed the connection (e.g. with 504 after a channel error), only the AMQP client's own
+    connection under it says so.
+    """
+    transport = connection.transport
+    return not connection.is_closed and transport is not None and not transport.connection.is_closed
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -5,6 +5,7 @@ on a subscriber's queue, refusals for good, and the queue's life with its subscr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import aio_pika
@@ -326,4 +327,25 @@ async def test_counting_many_missing_queues_keeps_the_connections(
         assert await amqp_router.queue_counts(missing) == {}
     key = _id()
     await amqp_router.publish([_snapshot("t.after", key, 1)])
+    assert (await amqp_router.queue_counts([key]))[key].messages == 1
+
+
+async def test_a_connection_rabbitmq_closed_is_made_again(
+    amqp_router: DisposableAmqpRouter,
+) -> None:
+    """After RabbitMQ closed the router's connection (here with 504, for a channel opened
+    twice under one number), the next publish and ping connect again instead of failing on
+    the dead connection for ever.
+    """
+    connection = await amqp_router._connect()
+    amqp = connection.transport.connection  # type: ignore[union-attr]
+    number = max(amqp.channels) + 1
+    await amqp.channel(number, publisher_confirms=False)
+    del amqp.channels[number]  # the client forgets it: the next open is a second one
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(amqp.channel(number, publisher_confirms=False), 5)
+    await wait_for(lambda: amqp.is_closed)
+    await amqp_router.ping()
+    key = _id()
+    await amqp_router.publish([_snapshot("t.again", key, 1)])
     assert (await amqp_router.queue_counts([key]))[key].messages == 1
