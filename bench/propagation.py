@@ -429,18 +429,17 @@ def _run_amqp(
     port = free_port()
     try:
         with children() as started:
-            started.append(
-                serve_policy_pubsub(
-                    port,
-                    url,
-                    tmp / "server.log",
-                    env={
-                        "POLICY_PUBSUB_ROUTER_URL": amqp_url,
-                        "POLICY_PUBSUB_AMQP_EXCHANGE": exchange,
-                    },
-                    extra=["--profile", str(SERVER_PROFILE)] if SERVER_PROFILE else [],
-                )
+            server = serve_policy_pubsub(
+                port,
+                url,
+                tmp / "server.log",
+                env={
+                    "POLICY_PUBSUB_ROUTER_URL": amqp_url,
+                    "POLICY_PUBSUB_AMQP_EXCHANGE": exchange,
+                },
+                extra=["--profile", str(SERVER_PROFILE)] if SERVER_PROFILE else [],
             )
+            started.append(server)
             _push(port, n, -1)  # untimed: the relay declares the N queues
             _wait_relayed(port)
             workers = Workers(
@@ -463,7 +462,7 @@ def _run_amqp(
             )
             started.extend(workers.children)
             workers.expect("ready")
-            return _rounds(workers, n, rounds, None, lambda r: _push(port, n, r))
+            return _rounds(workers, n, rounds, None, lambda r: _push(port, n, r), server.pid)
     finally:
         if shared:  # a private node goes with everything on it
             _delete_amqp(amqp_url, exchange, [f"comp-{i}" for i in range(n)])
