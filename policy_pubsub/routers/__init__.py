@@ -8,7 +8,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from policy_pubsub.config import Settings
-from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.routers.base import (
+    Delivery,
+    EmptyDelivery,
+    GroupStats,
+    QueueSummary,
+    Router,
+    TopicStats,
+)
 from policy_pubsub.routers.messages import OutMessage
 
 if TYPE_CHECKING:  # the store imports the message type from here
@@ -70,6 +77,7 @@ __all__ = [
     "EmptyDelivery",
     "GroupStats",
     "OutMessage",
+    "QueueSummary",
     "Router",
     "TopicStats",
     "UnsupportedRouter",
