@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -235,7 +236,7 @@ async def _storm(
 
 
 def run(version: str, tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    name = f"pp_bench_replicas_{version}"
+    name = f"pp_bench_replicas_{version}_{os.getpid()}"  # runs at once do not clash
     url = pg_database(name)
     row: dict[str, Any] = {"version": version, "subs": args.subs}
     try:
