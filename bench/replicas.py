@@ -14,7 +14,8 @@ policy ids; one in a thousand filters on ``bench.push``), two servers as ``serve
   threshold each time, a snapshot for each of its ``--subs``/1000 subscribers), all on A;
 - ``push A/B``: the same, alternating between A and B (what a load balancer does);
 - ``decide B quiet``: ms per ``POST /decision/v1`` on B with nothing changing;
-- ``decide B after push A``: the same on B, sent as soon as a push on A was answered;
+- ``decide B after push A``: the same on B, sent as soon as a push on A was answered, and how
+  many of those answered the policy as it was before that push (``stale``);
 - ``subscribes/s``: ``--storm`` new subscriptions from ``--clients`` connections, half on
   each replica, until all are answered (or ``--storm-seconds`` passed: the rate is then of
   those answered); and the same on one server over SQLite.
@@ -152,12 +153,22 @@ async def _push(conn: Replica, n: int) -> float:
     return time.perf_counter() - started
 
 
-async def _decide(conn: Replica) -> float:
+async def _decide(conn: Replica, threshold: int | None = None) -> float:
+    """Seconds a decision took; if it did not answer ``threshold`` (the last push's), also
+    counted in ``STALE``.
+    """
     started = time.perf_counter()
     status, answer = await conn.request("POST", "/decision/v1", DECIDE)
+    took = time.perf_counter() - started
     if status != 200:
         raise RuntimeError(f"decision answered {status}: {answer[:200]!r}")
-    return time.perf_counter() - started
+    if threshold is not None:
+        pushed = json.loads(answer)["policies"]["bench.push"]["properties"]["threshold"]
+        STALE[0] += pushed != threshold
+    return took
+
+
+STALE = [0]  # decisions that answered the push before the last one
 
 
 async def _replica_latencies(port_a: int, port_b: int, pushes: int) -> dict[str, Any]:
@@ -180,10 +191,11 @@ async def _replica_latencies(port_a: int, port_b: int, pushes: int) -> dict[str,
         await _decide(b)
         quiet = [await _decide(b) for _ in range(pushes)]
         after_push = []
+        STALE[0] = 0
         for _ in range(pushes):
             await _push(a, n)
+            after_push.append(await _decide(b, 1_000_000 + n))
             n += 1
-            after_push.append(await _decide(b))
     finally:
         await a.close()
         await b.close()
@@ -194,6 +206,7 @@ async def _replica_latencies(port_a: int, port_b: int, pushes: int) -> dict[str,
         "decide B quiet ms": _median_ms(quiet),
         "decide B after push A ms": _median_ms(after_push),
         "decide after p90": _p90_ms(after_push),
+        "stale after push A": f"{STALE[0]}/{pushes}",
     }
 
 
@@ -297,6 +310,7 @@ def main() -> None:
             "decide B quiet ms",
             "decide B after push A ms",
             "decide after p90",
+            "stale after push A",
             "subscribes/s PG A+B",
             "made PG",
             "subscribes/s SQLite",
