@@ -254,3 +254,39 @@ async def test_a_failed_background_catch_up_leaves_reads_to_catch_up(
     await b.catch_up()
     assert state.revision == second.revision
     assert state.reads["read"] == 1
+
+
+BATCHES = st.lists(st.lists(st.tuples(st.booleans(), CHANGES), min_size=1, max_size=4), max_size=4)
+
+
+@pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=BATCHES, reads=st.integers(0, 3))
+async def test_concurrent_changes_and_reads_leave_both_replicas_as_loaded(
+    replicas: Replicas, batches: list[list[tuple[bool, tuple[Any, ...]]]], reads: int
+) -> None:
+    """Changes sent to both replicas at once, with reads on both among them, interleave
+    with the background catch-ups: every revision a replica shows is one it reached in order,
+    and once quiet both answer as a full load of the store does.
+    """
+    (a, _), (b, _) = replicas
+    seen: dict[int, list[int]] = {id(a): [], id(b): []}
+    filters = [PolicyFilter.model_validate(FILTERS[2])]
+
+    async def read(service: PolicyService) -> None:
+        await service.decide(filters)
+        seen[id(service)].append(service.revision)
+
+    for batch in batches:
+        work = [_change(a if on_a else b, change) for on_a, change in batch]
+        work += [read(a if i % 2 else b) for i in range(reads)]
+        await asyncio.gather(*work)
+    for service, store in replicas:
+        await _caught_up(service, store)
+        await _assert_as_loaded(service, store)
+    for revisions in seen.values():
+        assert revisions == sorted(revisions)  # a replica never goes back
