@@ -158,6 +158,7 @@ class State:
         self._notified = -1  # the newest revision a notification announced
         self._unsure = False  # notifications may have been missed (the listener (re)connected)
         self._following: asyncio.Task[None] | None = None  # catching up in the background
+        self._step = asyncio.Event()  # set when a step of that catch-up ends (then replaced)
         self._failing = False  # the last background catch-up failed (logged once)
         #: Catch-ups that read the store, by what started them (tests and benchmarks).
         self.reads = {"background": 0, "read": 0}
@@ -202,11 +203,15 @@ class State:
         notifications = self._store.notifications
         if notifications is None or (notifications.connected and not self.behind):
             return
-        task = self._following
-        if task is not None and notifications.connected:
-            await asyncio.shield(task)  # a cancelled reader leaves it running
-            if not self.behind:
+        # Wait for the running catch-up only until it has reached what was announced when
+        # this read came, not while it goes on following newer commits.
+        wanted = self._notified
+        while notifications.connected and self._following and not self._following.done():
+            await self._step.wait()
+            if not self._unsure and self.revision >= wanted:
                 return
+        if not self.behind:
+            return
         async with self.writing:
             await self._read_changes("read")
 
@@ -347,6 +352,17 @@ class State:
             )
 
     async def _follow_store(self) -> None:
+        try:
+            await self._follow_steps()
+        finally:
+            self._stepped()
+
+    def _stepped(self) -> None:
+        """Wake the reads waiting for a step of the background catch-up to end."""
+        step, self._step = self._step, asyncio.Event()
+        step.set()
+
+    async def _follow_steps(self) -> None:
         while self.behind:
             async with self.writing:
                 if not self.behind:  # a writer caught up meanwhile, in its transaction
@@ -370,3 +386,4 @@ class State:
                         "notified of revision %d, but the store is at %d", notified, self.revision
                     )
                     self._notified = self.revision
+            self._stepped()
