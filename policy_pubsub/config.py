@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     expire_stale_after_seconds: float | None = Field(None, gt=0)
     # How often the stale-subscription expiry looks.
     stale_check_interval_seconds: float = Field(60.0, gt=0)
+    # How long the store's change log keeps what each revision changed (README "Several
+    # replicas"): a replica back within it reads only what changed, one away longer reloads.
+    change_log_keep_seconds: float = Field(3600.0, gt=0)
     # /metrics reports the consumer lag of at most this many topics (the largest), plus a total.
     metrics_lag_topics: int = Field(50, ge=0, le=10_000)
     # Reading the lag costs a router call per subscription topic: scrapes closer than this

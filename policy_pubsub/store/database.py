@@ -40,6 +40,7 @@ from policy_pubsub.store.state import POLICY, SUBSCRIPTION, SUBSCRIPTION_COLUMNS
 from policy_pubsub.store.tables import (
     change_log,
     consumer_groups,
+    mark_log,
     messages,
     outbox,
     policies,
@@ -92,6 +93,7 @@ class Store:
     async def close(self) -> None:
         if self.notifications is not None:
             await self.notifications.close()
+        await self.state.close()
         await self._reader.dispose()
         if self._writer is not self._reader:
             await self._writer.dispose()
@@ -412,11 +414,15 @@ class WriteTx:
 
     async def mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
         """Record that a snapshot of ``revision`` was published at ``at`` to each of the
-        subscribers; ids with no subscription are left out.
+        subscribers; ids with no subscription are left out. At most once per revision: the
+        mark log keeps one row a revision.
         """
         ids = list(subscriber_ids)
         if not ids:
             return
+        await self.conn.execute(
+            mark_log.insert().values(revision=revision, published_at=at, subscribers=",".join(ids))
+        )
         result = await self.conn.execute(
             update(subscription_marks)
             .where(dialects.among(self.dialect, subscription_marks.c.subscriber_id, ids))

@@ -157,6 +157,18 @@ change_log = Table(
     Column("created_at", BigInteger, nullable=False, index=True),
 )
 
+# Which subscribers each revision marked as published to (``WriteTx.mark_published``): one row
+# a revision, the ids joined by commas (an id has none), so that a replica at revision R reads
+# the marks that moved after R from here instead of scanning every mark. Pruned with the change
+# log, below the same floor.
+mark_log = Table(
+    "mark_log",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("published_at", BigInteger, nullable=False, index=True),
+    Column("subscribers", Text, nullable=False),
+)
+
 # One row (id = 1): the change log holds every change after this revision; pruning raises it.
 change_log_floor = Table(
     "change_log_floor",
