@@ -118,7 +118,7 @@ class Core:
         self.store = store
         self.metrics = Metrics()
         self.state = State(store)
-        self.commits = GroupCommit(self.state, store, InStoreOutlet(router), self.metrics)
+        self.commits = GroupCommit(self.state, store, router, InStoreOutlet(router), self.metrics)
 
     async def deploy(self, push: dict[str, Any]) -> ChangeResult:
         """The push as the PAP webhook commits it."""
