@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from policy_pubsub.config import Settings
 from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
-from policy_pubsub.routers.messages import OutMessage
+from policy_pubsub.routers.messages import OutMessage, SharedPart
 
 if TYPE_CHECKING:  # the store imports the message type from here
     from policy_pubsub.store import Store
@@ -71,6 +71,7 @@ __all__ = [
     "GroupStats",
     "OutMessage",
     "Router",
+    "SharedPart",
     "TopicStats",
     "UnsupportedRouter",
     "from_url",

@@ -44,12 +44,13 @@ from policy_pubsub.store.tables import (
     messages,
     outbox,
     policies,
+    snapshot_bodies,
     store_revision,
     subscription_marks,
     subscriptions,
     topics,
 )
-from policy_pubsub.store.topics import TopicRepository
+from policy_pubsub.store.topics import TopicRepository, drop_unused_bodies
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 #: SQLite: at most one background WAL checkpoint started within this many seconds, so a WAL
 #: that a reader keeps from being reset does not cost a checkpoint per commit.
 WAL_CHECKPOINT_SPACING = 0.2
-MESSAGE_COLUMNS = ("topic", "seq", "key", "revision", "body", "created_at")
+MESSAGE_COLUMNS = ("topic", "seq", "key", "revision", "body", "created_at", "part")
+SNAPSHOT_BODY_COLUMNS = ("revision", "part", "body", "created_at")
 TOPIC_COLUMNS = ("name", "last_offset", "created_at", "last_published_at")
 OUTBOX_COLUMNS = ("topic", "key", "revision", "dedup_id", "body", "created_at")
 
@@ -397,11 +399,20 @@ class WriteTx:
         topic's last offset, so offsets are never reused while a reader may still hold one.
         Call it after the subscription's row was deleted or moved, in the same transaction.
         """
-        await self.conn.execute(
-            delete(messages).where(messages.c.topic == topic, messages.c.key == subscriber_id)
+        dropped = await self.conn.execute(
+            delete(messages)
+            .where(messages.c.topic == topic, messages.c.key == subscriber_id)
+            .returning(messages.c.revision, messages.c.part)
         )
+        parts = [(r, p) for r, p in dropped if p is not None]
         unused = ~exists().where(subscriptions.c.topic == topic)
-        await self.conn.execute(delete(messages).where(messages.c.topic == topic, unused))
+        dropped = await self.conn.execute(
+            delete(messages)
+            .where(messages.c.topic == topic, unused)
+            .returning(messages.c.revision, messages.c.part)
+        )
+        parts.extend((r, p) for r, p in dropped if p is not None)
+        await drop_unused_bodies(self.conn, parts)
         await self.conn.execute(
             delete(consumer_groups).where(consumer_groups.c.topic == topic, unused)
         )
@@ -484,13 +495,26 @@ class WriteTx:
             TOPIC_COLUMNS,
             [(name, last, at, at) for name, last in heads.items() if name not in advanced],
         )
-        rows: list[tuple[str, int, str | None, int | None, str, int]] = []
+        rows: list[tuple[str, int, str | None, int | None, str, int, int | None]] = []
+        bodies: dict[tuple[int, int], str] = {}  # (revision, part) -> the shared end
         for name, last in heads.items():
             items = by_topic[name]
-            rows.extend(
-                (name, seq, m.key, m.revision, m.body, at)
-                for seq, m in enumerate(items, last - len(items) + 1)
-            )
+            for seq, m in enumerate(items, last - len(items) + 1):
+                shared = m.shared
+                if shared is None or m.revision is None:
+                    rows.append((name, seq, m.key, m.revision, m.body, at, None))
+                    continue
+                known = bodies.setdefault((m.revision, shared.part), shared.text)
+                if known is not shared.text and known != shared.text:
+                    raise ValueError(f"two shared ends for part {shared.part} of {m.revision}")
+                head = m.body[: len(m.body) - len(shared.text)]
+                rows.append((name, seq, m.key, m.revision, head, at, shared.part))
+        await dialects.bulk_insert(
+            self.conn,
+            snapshot_bodies,
+            SNAPSHOT_BODY_COLUMNS,
+            [(revision, part, text, at) for (revision, part), text in bodies.items()],
+        )
         await dialects.bulk_insert(self.conn, messages, MESSAGE_COLUMNS, rows)
         await dialects.notify(
             self.conn, TOPICS_CHANNEL, [f"{name}:{last}" for name, last in heads.items()]
