@@ -107,8 +107,7 @@ class Store:
 
     async def close(self) -> None:
         if self._checkpointing is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointing
+            await asyncio.wait([self._checkpointing])
             self._checkpointing = None
         if self.notifications is not None:
             await self.notifications.close()
@@ -191,6 +190,10 @@ class Store:
         if self.dialect != "sqlite":
             raise ValueError("file statements are SQLite's")
         async with self._write_lock or contextlib.nullcontext():
+            # A background checkpoint still running would make this one's find the WAL busy;
+            # no other starts while the write lock is held (only a commit starts one).
+            if self._checkpointing is not None:
+                await asyncio.wait([self._checkpointing])
             try:
                 async with self._writer.connect() as conn:
                     raw = await conn.get_raw_connection()
