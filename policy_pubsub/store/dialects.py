@@ -18,7 +18,6 @@ from sqlalchemy import (
     func,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -26,8 +25,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
-
-from policy_pubsub.store.tables import topics
 
 #: SQLite: the WAL is checkpointed (off the commit path) once its file is larger than this, as
 #: SQLite's own automatic checkpoint would inside a commit (1,000 pages of 4 KiB).
@@ -130,6 +127,10 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") >> 1
 
 
+#: PostgreSQL: the transaction lock appenders take before they advance topic rows.
+APPEND_LOCK_KEY = lock_key("policy-pubsub topic append")
+
+
 async def try_lock(conn: AsyncConnection, key: int) -> bool:
     """Take a session-level lock without waiting. SQLite serves one process: always True."""
     if conn.dialect.name == "postgresql":
@@ -217,13 +218,6 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
     return result
 
 
-def byte_order(dialect: str, column: ColumnElement[str]) -> ColumnElement[str]:
-    """The column for ORDER BY in code point order (Python's ``sorted``), whatever the
-    database's collation: SQLite compares bytes already; PostgreSQL needs ``COLLATE "C"``.
-    """
-    return column.collate("C") if dialect == "postgresql" else column
-
-
 def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
     """``column IN values`` with all the values in one bound parameter (an array on
     PostgreSQL, a JSON array read by ``json_each`` on SQLite): one parameter to process and
@@ -243,31 +237,26 @@ async def advance_topics(
 ) -> dict[str, int]:
     """Move each existing topic named in ``counts`` on by that many offsets, published at
     ``at``; return their new last offsets (topics that do not exist are left out). Their rows
-    stay locked until commit. PostgreSQL locks them first, in code-point order of the names,
-    so that concurrent writers lock in one order and cannot deadlock; SQLite, which has one
-    writer at a time, reads and advances them in one statement.
+    stay locked until commit. On PostgreSQL appenders first take one transaction lock (held
+    to the commit), so that two of them never lock topic rows at once and cannot deadlock
+    whatever order one statement locks its rows in; pushes take turns on the revision row
+    anyway. One statement then reads and advances them all. SQLite has one writer at a time.
     """
     if not counts:
         return {}
     if conn.dialect.name == "postgresql":
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": APPEND_LOCK_KEY})
+        names = list(counts)
         result = await conn.execute(
-            select(topics.c.name, topics.c.last_offset)
-            .where(among("postgresql", topics.c.name, list(counts)))
-            .order_by(byte_order("postgresql", topics.c.name))
-            .with_for_update()
+            text(
+                "UPDATE topics SET last_offset = topics.last_offset + c.n, "
+                "last_published_at = :at "
+                "FROM unnest(CAST(:names AS text[]), CAST(:counts AS bigint[])) AS c(name, n) "
+                "WHERE topics.name = c.name RETURNING topics.name, topics.last_offset"
+            ),
+            {"at": at, "names": names, "counts": [counts[name] for name in names]},
         )
-        heads = {name: int(last) + counts[name] for name, last in result}
-        # One statement per distinct count (most pushes add one message to each topic).
-        by_count: dict[int, list[str]] = {}
-        for name in heads:
-            by_count.setdefault(counts[name], []).append(name)
-        for count, names in by_count.items():
-            await conn.execute(
-                update(topics)
-                .where(among("postgresql", topics.c.name, names))
-                .values(last_offset=topics.c.last_offset + count, last_published_at=at)
-            )
-        return heads
+        return {str(name): int(last) for name, last in result}
     if conn.dialect.name == "sqlite":
         result = await conn.exec_driver_sql(
             "UPDATE topics SET last_offset = topics.last_offset + counts.value, "
