@@ -19,7 +19,9 @@ own topic, plus one subscription alone on ``bench.single``, and ten base policie
   state takes the change in; the outlet wakes the router's readers);
 - push affecting one subscriber (``bench.single``), with ``--subs`` subscriptions and with 10.
 
-PostgreSQL runs in a scratch database (created, then dropped).
+PostgreSQL runs in a scratch database (created, then dropped). ``FANOUT_CODE=<checkout>``
+runs the same benchmark over another checkout's ``policy_pubsub`` (e.g. ``main``, for a
+comparison in the same run of the machine).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -49,7 +52,7 @@ from _common import (
     table,
 )
 
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, os.environ.get("FANOUT_CODE") or str(ROOT))
 
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import ToscaPolicy
@@ -258,6 +261,9 @@ async def main() -> None:
     )
     args = parser.parse_args()
     head = header()
+    import policy_pubsub
+
+    print("code:", Path(policy_pubsub.__file__).parent)
     rows = []
     for db in args.db:
         for n, sets in ((args.subs, args.sets), (10, 10)):
