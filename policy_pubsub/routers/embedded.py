@@ -94,6 +94,9 @@ class EmbeddedRouter(Router):
         # What commits appended since the tails were last brought up to date, in commit order.
         self._unfolded: list[tuple[Mapping[str, int], Sequence[OutMessage]]] = []
         self._unfolded_count = 0
+        # While maintenance drops messages, the tails may still hold some the store no
+        # longer does: reads go to the store until the tails are forgotten.
+        self._maintaining = False
         self._heads_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # On a shared store, one replica at a time drops expired and superseded messages.
@@ -246,6 +249,8 @@ class EmbeddedRouter(Router):
         """The messages after ``position`` up to ``head`` from memory, or [] if the tail
         does not hold all of them.
         """
+        if self._maintaining:
+            return []
         if self._unfolded:
             self._fold()
         tail = self._tails.get(topic)
@@ -337,11 +342,16 @@ class EmbeddedRouter(Router):
         """Drop expired messages, then superseded snapshots, then what outlived its
         subscription; returns the first two counts.
         """
-        expired = await self._store.topics.expire(now_ms() - self._retention_ms)
-        compacted = await self._store.topics.compact()
-        orphans = await self._store.topics.drop_orphans() if self._drop_orphans else 0
+        self._maintaining = True
+        try:
+            expired = await self._store.topics.expire(now_ms() - self._retention_ms)
+            compacted = await self._store.topics.compact()
+            orphans = await self._store.topics.drop_orphans() if self._drop_orphans else 0
+            if expired or compacted or orphans:
+                self._forget_tails()  # the store dropped messages: the tails may hold them still
+        finally:
+            self._maintaining = False
         if expired or compacted or orphans:
-            self._forget_tails()  # the store dropped messages: the tails may hold them still
             log.info(
                 "dropped %d expired and %d superseded messages, and %d rows of gone "
                 "subscriptions",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,31 @@ async def test_tails_are_built_at_the_first_read_and_answer_it_from_memory(
         assert "c" not in router._tails
         async with await router.read("c", "g", "c", timeout=0, limit=10) as delivery:
             assert list(delivery.messages) == ["c1", "c2"]  # from the store
+    finally:
+        await _close(router, store)
+
+
+async def test_reads_during_maintenance_do_not_see_what_it_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between maintenance dropping messages and forgetting the tails (its later steps run
+    in between), a read goes to the store: it never gets a message the store has dropped.
+    """
+    router, store = await _open(tmp_path / "db", retention=0.001)
+    seen: list[list[str]] = []
+    compact = store.topics.compact
+
+    async def compact_after_a_read() -> int:
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            seen.append(list(delivery.messages))
+        return await compact()
+
+    try:
+        await router.publish([OutMessage(topic="t", body="old")])
+        await asyncio.sleep(0.01)  # older than the retention
+        monkeypatch.setattr(store.topics, "compact", compact_after_a_read)
+        assert await router.maintain() == (1, 0)
+        assert seen == [[]]
     finally:
         await _close(router, store)
 
