@@ -481,7 +481,8 @@ class WriteTx:
     async def append(self, batch: Sequence[OutMessage], at: int) -> dict[str, int]:
         """Append messages to their topics (created as needed), in order; returns each topic's
         new last offset. Advancing a topic's offset locks its row until commit, so offsets
-        become visible in order.
+        become visible in order. A snapshot's shared end (``OutMessage.shared``) is written
+        once per revision and part, to ``snapshot_bodies``; its row keeps the rest.
         """
         by_topic: dict[str, list[OutMessage]] = defaultdict(list)
         for message in batch:
