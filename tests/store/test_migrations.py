@@ -275,7 +275,7 @@ async def test_stored_versions_become_the_tosca_versions(database_url: str) -> N
 
 
 async def test_shared_snapshot_bodies_go_back_into_the_messages(database_url: str) -> None:
-    """Downgrading from 0008 gives every message its whole body back, and drops the shared
+    """Downgrading from 0009 gives every message its whole body back, and drops the shared
     bodies and the column that names them.
     """
     shared = SharedPart(0, '{"p":{"a":1}}}')
@@ -293,7 +293,7 @@ async def test_shared_snapshot_bodies_go_back_into_the_messages(database_url: st
             )
     finally:
         await store.close()
-    await _migrate(database_url, "0007", down=True)
+    await _migrate(database_url, "0008", down=True)
     rows = await _query(database_url, "SELECT topic, seq, body FROM messages ORDER BY topic, seq")
     assert rows == [
         ("a", 1, '{"s":"a","policies":{"p":{"a":1}}}'),

@@ -2,8 +2,8 @@
 filters share (the matching policies) is kept once, in ``snapshot_bodies``, and each of those
 messages keeps only its own beginning, naming the shared end by ``part``.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
