@@ -16,7 +16,7 @@ from policy_pubsub.routers.base import (
     Router,
     TopicStats,
 )
-from policy_pubsub.routers.messages import OutMessage
+from policy_pubsub.routers.messages import OutMessage, SharedPart
 
 if TYPE_CHECKING:  # the store imports the message type from here
     from policy_pubsub.store import Store
@@ -79,6 +79,7 @@ __all__ = [
     "OutMessage",
     "QueueSummary",
     "Router",
+    "SharedPart",
     "TopicStats",
     "UnsupportedRouter",
     "from_url",

@@ -26,6 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
+#: SQLite: the WAL is checkpointed (off the commit path) once its file is larger than this, as
+#: SQLite's own automatic checkpoint would inside a commit (1,000 pages of 4 KiB).
+WAL_CHECKPOINT_BYTES = 4 * 2**20
+
 SQLITE_PRAGMAS = (
     # Free pages can be handed back to the file system (store/sqlite_file.py). It takes effect
     # only in a database with no tables yet, or at the next VACUUM.
@@ -35,6 +39,13 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=FULL",
     "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
+    # No checkpoint inside a commit: the store checkpoints the WAL in the background once it
+    # outgrows WAL_CHECKPOINT_BYTES (Store, ``_checkpoint_wal``), and the file upkeep
+    # truncates it every few seconds.
+    "PRAGMA wal_autocheckpoint=0",
+    # Once checkpointed in full, the WAL is cut back to this size when the next write starts
+    # it over, so its file size tells how much it holds past that.
+    f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}",
 )
 
 
