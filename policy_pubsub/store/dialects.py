@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
+from policy_pubsub.store import sqlite_driver
 from policy_pubsub.store.tables import topics
 
 SQLITE_PRAGMAS = (
@@ -78,6 +79,7 @@ def _sqlite_setup(engine: AsyncEngine, *, begin: str) -> None:
     def _connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
+        sqlite_driver.install(dbapi_connection)
         cursor = dbapi_connection.cursor()
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
