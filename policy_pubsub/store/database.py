@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import time
@@ -23,7 +24,19 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Connection, delete, exists, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Delete,
+    Insert,
+    Update,
+    bindparam,
+    delete,
+    exists,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -177,23 +190,65 @@ class FileStatements:
             raise StoreUnavailable(f"{sql} failed: {exc}") from exc
 
 
+class _Statements:
+    """The statements every policy change executes, built once per dialect: SQLAlchemy then
+    finds each one's compiled form by the key it keeps, rather than building the statement
+    and working out its key again at every commit (which costs more than executing it).
+    """
+
+    def __init__(self, dialect: str) -> None:
+        where_one = store_revision.c.id == 1
+        self.next_revision: Update = (
+            update(store_revision)
+            .where(where_one)
+            .values(revision=store_revision.c.revision + 1)
+            .returning(store_revision.c.revision)
+        )
+        self.advance_revision: Update = (
+            update(store_revision).where(where_one).values(revision=bindparam("revision"))
+        )
+        self.put_policies: Insert = dialects.upsert(
+            dialect,
+            policies,
+            keys=("policy_id",),
+            update=(
+                "policy_version",
+                "policy_type",
+                "policy_type_version",
+                "body",
+                "revision",
+                "deployed_at",
+            ),
+        )
+        self.log: Insert = dialects.insert_ignore(dialect, change_log)
+        self.mark_published: Update = (
+            update(subscription_marks)
+            .where(dialects.among_param(dialect, subscription_marks.c.subscriber_id, "ids"))
+            .values(last_revision=bindparam("revision"), last_published_at=bindparam("at"))
+        )
+        self.delete_policies: Delete = delete(policies).where(
+            dialects.among_param(dialect, policies.c.policy_id, "ids")
+        )
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(dialect)
+
+
 class WriteTx:
     """The statements of one write transaction."""
 
     def __init__(self, conn: AsyncConnection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
+        self._statements = _statements(dialect)
 
     async def next_revision(self) -> int:
         """Take the next store revision. The row stays locked until commit, so revisions
         become visible in order and no reader can skip one.
         """
-        result = await self.conn.execute(
-            update(store_revision)
-            .where(store_revision.c.id == 1)
-            .values(revision=store_revision.c.revision + 1)
-            .returning(store_revision.c.revision)
-        )
+        result = await self.conn.execute(self._statements.next_revision)
         revision = int(result.scalar_one())
         await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
         return revision
@@ -206,28 +261,13 @@ class WriteTx:
         """Move the revision taken by :meth:`next_revision` on to ``revision``: a transaction
         that commits several changes gives each its own revision, in order.
         """
-        await self.conn.execute(
-            update(store_revision).where(store_revision.c.id == 1).values(revision=revision)
-        )
+        await self.conn.execute(self._statements.advance_revision, {"revision": revision})
         await dialects.notify(self.conn, REVISION_CHANNEL, [str(revision)])
 
     async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
         if rows:
             await self.conn.execute(
-                dialects.upsert(
-                    self.dialect,
-                    policies,
-                    keys=("policy_id",),
-                    update=(
-                        "policy_version",
-                        "policy_type",
-                        "policy_type_version",
-                        "body",
-                        "revision",
-                        "deployed_at",
-                    ),
-                ),
-                [_asdict(row) for row in rows],
+                self._statements.put_policies, [_asdict(row) for row in rows]
             )
             await self._log(
                 POLICY, [(row.policy_id, row.revision) for row in rows], rows[0].deployed_at
@@ -236,7 +276,10 @@ class WriteTx:
     async def delete_policies(self, deleted: Mapping[str, int], at: int) -> None:
         """Delete policies: policy id -> the revision that undeployed it."""
         if deleted:
-            await self.conn.execute(delete(policies).where(policies.c.policy_id.in_(list(deleted))))
+            await self.conn.execute(
+                self._statements.delete_policies,
+                {"ids": dialects.among_value(self.dialect, list(deleted))},
+            )
             await self._log(POLICY, list(deleted.items()), at)
 
     async def put_subscription(self, row: SubscriptionRow) -> None:
@@ -326,7 +369,7 @@ class WriteTx:
     async def _log(self, kind: str, keys: Sequence[tuple[str, int]], at: int) -> None:
         """Log that these keys (with the revision of each) were written or deleted."""
         await self.conn.execute(
-            dialects.insert_ignore(self.dialect, change_log),
+            self._statements.log,
             [
                 {"revision": revision, "kind": kind, "key": key, "created_at": at}
                 for key, revision in keys
@@ -376,9 +419,8 @@ class WriteTx:
         if not ids:
             return
         result = await self.conn.execute(
-            update(subscription_marks)
-            .where(dialects.among(self.dialect, subscription_marks.c.subscriber_id, ids))
-            .values(last_revision=revision, last_published_at=at)
+            self._statements.mark_published,
+            {"ids": dialects.among_value(self.dialect, ids), "revision": revision, "at": at},
         )
         if (result.rowcount or 0) < len(ids):
             # A subscription written without its mark (put_subscription writes one with every

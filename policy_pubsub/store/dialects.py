@@ -229,6 +229,24 @@ def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> Co
     raise UnsupportedDatabase(dialect)
 
 
+def among_param(dialect: str, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
+    """``column IN`` the values given as parameter ``name`` at execution (in the shape
+    :func:`among_value` makes them): :func:`among` for a statement built once and executed
+    many times, which spares building and keying the statement at every execution.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    if dialect == "sqlite":
+        listed = func.json_each(bindparam(name, type_=column.type)).table_valued("value")
+        return column.in_(select(listed.c.value))
+    raise UnsupportedDatabase(dialect)
+
+
+def among_value(dialect: str, values: Sequence[str]) -> Any:
+    """The parameter value of :func:`among_param` for these values."""
+    return list(values) if dialect == "postgresql" else orjson.dumps(list(values)).decode()
+
+
 async def advance_topics(
     conn: AsyncConnection, counts: Mapping[str, int], at: int
 ) -> dict[str, int]:
