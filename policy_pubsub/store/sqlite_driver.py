@@ -19,6 +19,7 @@ commit still returns once SQLite's commit (with its fsync) returned in the threa
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -76,7 +77,9 @@ class OneTripCursor:
         return self
 
     async def _locked(self, driver: Any, operation: str, parameters: Any, many: bool) -> _Outcome:
-        async with self._adapted._execute_mutex:
+        # SQLAlchemy's adapters take this lock around each statement; so does this cursor.
+        mutex = getattr(self._adapted, "_execute_mutex", None)
+        async with mutex or contextlib.nullcontext():
             outcome: _Outcome = await driver._execute(
                 _run, driver._conn, operation, parameters, many
             )
