@@ -266,9 +266,7 @@ class WriteTx:
 
     async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
         if rows:
-            await self.conn.execute(
-                self._statements.put_policies, [_asdict(row) for row in rows]
-            )
+            await self.conn.execute(self._statements.put_policies, [_asdict(row) for row in rows])
             await self._log(
                 POLICY, [(row.policy_id, row.revision) for row in rows], rows[0].deployed_at
             )
