@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sqlite3
@@ -24,7 +25,20 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import BigInteger, Connection, delete, exists, literal, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Delete,
+    Insert,
+    Update,
+    bindparam,
+    delete,
+    exists,
+    literal,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -244,6 +258,52 @@ class FileStatements:
             raise StoreUnavailable(f"{sql} failed: {exc}") from exc
 
 
+class _Statements:
+    """The statements every policy change executes, built once per dialect: SQLAlchemy then
+    finds each one's compiled form by the key it keeps, rather than building the statement
+    and working out its key again at every commit (which costs more than executing it).
+    """
+
+    def __init__(self, dialect: str) -> None:
+        where_one = store_revision.c.id == 1
+        self.next_revision: Update = (
+            update(store_revision)
+            .where(where_one)
+            .values(revision=store_revision.c.revision + bindparam("count", type_=BigInteger))
+            .returning(store_revision.c.revision)
+        )
+        self.advance_revision: Update = (
+            update(store_revision).where(where_one).values(revision=bindparam("revision"))
+        )
+        self.put_policies: Insert = dialects.upsert(
+            dialect,
+            policies,
+            keys=("policy_id",),
+            update=(
+                "policy_version",
+                "policy_type",
+                "policy_type_version",
+                "body",
+                "revision",
+                "deployed_at",
+            ),
+        )
+        self.log: Insert = dialects.insert_ignore(dialect, change_log)
+        self.mark_published: Update = (
+            update(subscription_marks)
+            .where(dialects.among_param(dialect, subscription_marks.c.subscriber_id, "ids"))
+            .values(last_revision=bindparam("revision"), last_published_at=bindparam("at"))
+        )
+        self.delete_policies: Delete = delete(policies).where(
+            dialects.among_param(dialect, policies.c.policy_id, "ids")
+        )
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    return _Statements(dialect)
+
+
 class WriteTx:
     """The statements of one write transaction."""
 
@@ -253,17 +313,13 @@ class WriteTx:
         self._revision: int | None = None  # the revision to notify, once it commits
         self._notes: list[tuple[str, str]] = []  # other notifications, in order
         self._ended = False
+        self._statements = _statements(dialect)
 
     async def next_revision(self, count: int = 1) -> int:
         """Take the next ``count`` store revisions; returns the first. The row stays locked
         until commit, so revisions become visible in order and no reader can skip one.
         """
-        result = await self.conn.execute(
-            update(store_revision)
-            .where(store_revision.c.id == 1)
-            .values(revision=store_revision.c.revision + count)
-            .returning(store_revision.c.revision)
-        )
+        result = await self.conn.execute(self._statements.next_revision, {"count": count})
         last = int(result.scalar_one())
         self._revision = last
         return last - count + 1
@@ -280,9 +336,7 @@ class WriteTx:
         """
         if revision == self._revision:
             return
-        await self.conn.execute(
-            update(store_revision).where(store_revision.c.id == 1).values(revision=revision)
-        )
+        await self.conn.execute(self._statements.advance_revision, {"revision": revision})
         self._revision = revision
 
     def notify(self, channel: str, payloads: Iterable[str]) -> None:
@@ -302,22 +356,7 @@ class WriteTx:
 
     async def put_policies(self, rows: Sequence[PolicyRow]) -> None:
         if rows:
-            await self.conn.execute(
-                dialects.upsert(
-                    self.dialect,
-                    policies,
-                    keys=("policy_id",),
-                    update=(
-                        "policy_version",
-                        "policy_type",
-                        "policy_type_version",
-                        "body",
-                        "revision",
-                        "deployed_at",
-                    ),
-                ),
-                [_asdict(row) for row in rows],
-            )
+            await self.conn.execute(self._statements.put_policies, [_asdict(row) for row in rows])
             await self._log(
                 POLICY, [(row.policy_id, row.revision) for row in rows], rows[0].deployed_at
             )
@@ -325,7 +364,10 @@ class WriteTx:
     async def delete_policies(self, deleted: Mapping[str, int], at: int) -> None:
         """Delete policies: policy id -> the revision that undeployed it."""
         if deleted:
-            await self.conn.execute(delete(policies).where(policies.c.policy_id.in_(list(deleted))))
+            await self.conn.execute(
+                self._statements.delete_policies,
+                {"ids": dialects.among_value(self.dialect, list(deleted))},
+            )
             await self._log(POLICY, list(deleted.items()), at)
 
     async def put_subscription(self, row: SubscriptionRow) -> None:
@@ -432,7 +474,7 @@ class WriteTx:
     async def _log(self, kind: str, keys: Sequence[tuple[str, int]], at: int) -> None:
         """Log that these keys (with the revision of each) were written or deleted."""
         await self.conn.execute(
-            dialects.insert_ignore(self.dialect, change_log),
+            self._statements.log,
             [
                 {"revision": revision, "kind": kind, "key": key, "created_at": at}
                 for key, revision in keys
@@ -495,9 +537,8 @@ class WriteTx:
             mark_log.insert().values(revision=revision, published_at=at, subscribers=",".join(ids))
         )
         result = await self.conn.execute(
-            update(subscription_marks)
-            .where(dialects.among(self.dialect, subscription_marks.c.subscriber_id, ids))
-            .values(last_revision=revision, last_published_at=at)
+            self._statements.mark_published,
+            {"ids": dialects.among_value(self.dialect, ids), "revision": revision, "at": at},
         )
         if (result.rowcount or 0) < len(ids):
             # A subscription written without its mark (put_subscription writes one with every

@@ -26,6 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
+from policy_pubsub.store import sqlite_driver
+
 #: SQLite: the WAL is checkpointed (off the commit path) once its file is larger than this, as
 #: SQLite's own automatic checkpoint would inside a commit (1,000 pages of 4 KiB).
 WAL_CHECKPOINT_BYTES = 4 * 2**20
@@ -86,6 +88,7 @@ def _sqlite_setup(engine: AsyncEngine, *, begin: str) -> None:
     def _connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
+        sqlite_driver.install(dbapi_connection)
         cursor = dbapi_connection.cursor()
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
@@ -244,6 +247,24 @@ def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> Co
         listed = func.json_each(orjson.dumps(list(values)).decode()).table_valued("value")
         return column.in_(select(listed.c.value))
     raise UnsupportedDatabase(dialect)
+
+
+def among_param(dialect: str, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
+    """``column IN`` the values given as parameter ``name`` at execution (in the shape
+    :func:`among_value` makes them): :func:`among` for a statement built once and executed
+    many times, which spares building and keying the statement at every execution.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    if dialect == "sqlite":
+        listed = func.json_each(bindparam(name, type_=column.type)).table_valued("value")
+        return column.in_(select(listed.c.value))
+    raise UnsupportedDatabase(dialect)
+
+
+def among_value(dialect: str, values: Sequence[str]) -> Any:
+    """The parameter value of :func:`among_param` for these values."""
+    return list(values) if dialect == "postgresql" else orjson.dumps(list(values)).decode()
 
 
 async def advance_topics(
