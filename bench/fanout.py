@@ -10,15 +10,18 @@ own topic, plus one subscription alone on ``bench.single``, and ten base policie
 - push affecting 10% (``bench.type.0``: with the defaults 1,000 filter sets, 10,000
   subscribers): the whole ``deploy`` call (until every snapshot is committed), the part spent
   matching and building the snapshots, the part spent in the SQL statements and the commit,
-  and snapshots per second; then (unless ``--no-breakdown``) the same push again, committed
-  through the steps of ``GroupCommit`` one by one and timed: ``revision`` (take the next
-  one), ``plan`` (diff, and ``matching``: matching and building the snapshots), ``write``
-  (the store's statements, of which ``put_policies``, ``append`` and ``mark_published`` are
-  timed apart), ``commit``, and ``apply`` (the in-memory state takes the
-  change in; the outlet wakes the router's readers, keeping the topics' tails);
+  snapshots per second, and the CPU time of this process (its threads included: SQLite's work;
+  not PostgreSQL's), steadier than wall time on a loaded machine; then (unless
+  ``--no-breakdown``) the same push again, committed through the steps of ``GroupCommit`` one by
+  one and timed: ``revision`` (take the next one), ``plan`` (diff, and ``matching``: matching
+  and building the snapshots), ``write`` (the store's statements, of which ``put_policies``,
+  ``append`` and ``mark_published`` are timed apart), ``commit``, and ``apply`` (the in-memory
+  state takes the change in; the outlet wakes the router's readers);
 - push affecting one subscriber (``bench.single``), with ``--subs`` subscriptions and with 10.
 
-PostgreSQL runs in a scratch database (created, then dropped).
+PostgreSQL runs in a scratch database (created, then dropped). ``FANOUT_CODE=<checkout>``
+runs the same benchmark over another checkout's ``policy_pubsub`` (e.g. ``main``, for a
+comparison in the same run of the machine).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import time
@@ -48,7 +52,7 @@ from _common import (
     table,
 )
 
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, os.environ.get("FANOUT_CODE") or str(ROOT))
 
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import ToscaPolicy
@@ -118,7 +122,7 @@ class Core:
         self.store = store
         self.metrics = Metrics()
         self.state = State(store)
-        self.commits = GroupCommit(self.state, store, InStoreOutlet(router), self.metrics)
+        self.commits = GroupCommit(self.state, store, router, InStoreOutlet(router), self.metrics)
 
     async def deploy(self, push: dict[str, Any]) -> ChangeResult:
         """The push as the PAP webhook commits it."""
@@ -193,13 +197,15 @@ async def _one(url: str, n: int, sets: int, rounds: int, breakdown: bool) -> lis
         started = time.perf_counter()
         await core.state.load()
         loaded = time.perf_counter() - started
-        totals, matchings, notified = [], [], 0
+        totals, cpus, matchings, notified = [], [], [], 0
         for r in range(rounds):
             push = policy("bench.push", "bench.type.0", r)
             matched = core.matching_seconds()
-            started = time.perf_counter()
+            await asyncio.sleep(0.3)  # a background WAL checkpoint of the last push ends
+            started, cpu = time.perf_counter(), time.process_time()
             result = await core.deploy(push)
             totals.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu)
             matchings.append(core.matching_seconds() - matched)
             notified = result.notified
         total, matching = median(totals), median(matchings)
@@ -212,6 +218,7 @@ async def _one(url: str, n: int, sets: int, rounds: int, breakdown: bool) -> lis
                 "matching_ms": matching * 1000,
                 "sql_commit_ms": (total - matching) * 1000,
                 "snapshots_per_s": notified / total,
+                "cpu_ms": median(cpus) * 1000,
                 "seed_s": seeded,
                 "load_s": loaded,
             }
@@ -254,6 +261,9 @@ async def main() -> None:
     )
     args = parser.parse_args()
     head = header()
+    import policy_pubsub
+
+    print("code:", Path(policy_pubsub.__file__).parent)
     rows = []
     for db in args.db:
         for n, sets in ((args.subs, args.sets), (10, 10)):
@@ -283,6 +293,7 @@ async def main() -> None:
             "matching_ms",
             "sql_commit_ms",
             "snapshots_per_s",
+            "cpu_ms",
             "p99_ms",
             "load_s",
         ],

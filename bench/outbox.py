@@ -3,7 +3,7 @@ in process.
 
     .venv/bin/python bench/outbox.py [--db sqlite postgres] [--subs 10000] [--sets 1000] \
         [--rounds 5] [--router nats amqp] [--nats nats://127.0.0.1:4222] \
-        [--amqp amqp://guest:guest@127.0.0.1:5672/]
+        [--amqp-url amqp://...] [--profile relay.prof]
 
 The store is seeded by bulk insert with ``--subs`` subscriptions, each on its own topic, in
 ``--sets`` distinct filter sets (``{"policy-id": ["bench.p<i % sets>"], "policy-type":
@@ -34,12 +34,16 @@ like the first:
 - ``core publish + reply sub``: ``nc.publish`` with a reply subject, the acknowledgements
   counted by one subscription (no future per message): the least nats-py work per message.
 
-RabbitMQ (``--router amqp``): the same service, relay and seeding with the RabbitMQ router on
-an exchange of its own. One untimed round first makes the relay declare the ``--subs`` quorum
-queues; each timed round is measured as for NATS, until the relay deleted the round's rows
-(every message confirmed by RabbitMQ), and at the end every queue must hold one message per
-round. The baseline publishes the captured messages (body and properties as the router sets
-them) with aio-pika on a confirming channel to the same exchange, so into the same queues:
+RabbitMQ (``--router amqp``): the same service, relay and seeding with the RabbitMQ router on an
+exchange of its own, on a private RabbitMQ node the benchmark starts for itself
+(bench/_rabbitmq.py: its own ports, database and open-file limit; stopped and deleted at the
+end), or on the broker at ``--amqp-url`` when given. ``--profile FILE`` writes a cProfile of the
+timed relay rounds, timed by CPU time (``time.process_time``), not wall time. One untimed round
+first makes the relay declare the ``--subs`` quorum queues; each timed round is measured as for
+NATS, until the relay deleted the round's rows (every message confirmed by RabbitMQ), and at the
+end every queue must hold one message per round. The baseline publishes the captured messages
+(body and properties as the router sets them) with aio-pika on a confirming channel to the same
+exchange, so into the same queues:
 
 - ``publish, one at a time``: each confirm awaited before the next publish;
 - ``publish, relay batches``: a batch as large as the relay's published at once, its confirms
@@ -55,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import sys
 import tempfile
 import time
@@ -78,6 +83,7 @@ from _common import (
     seed,
     table,
 )
+from _rabbitmq import private_rabbitmq
 
 sys.path.insert(0, str(ROOT))
 
@@ -319,7 +325,7 @@ async def _one(url: str, nats_url: str, n: int, sets: int, rounds: int) -> list[
 
 
 async def _amqp_relay_rounds(
-    url: str, amqp_url: str, exchange: str, n: int, rounds: int
+    url: str, amqp_url: str, exchange: str, n: int, rounds: int, profile: Path | None = None
 ) -> tuple[list[dict[str, Any]], list[OutMessage], int]:
     settings = Settings(database_url=url, router_url=amqp_url, amqp_exchange=exchange)
     store = Store(url)
@@ -330,11 +336,14 @@ async def _amqp_relay_rounds(
     service = PolicyService(store, router, OutboxOutlet(relay))
     probe = Probe(relay, router)
     rows: list[dict[str, Any]] = []
+    profiler = cProfile.Profile(time.process_time) if profile is not None else None
     try:
         await router.start()
         await service.start()
         relay.start()
         for r in range(-1, rounds):  # round -1: the relay declares the queues, untimed
+            if r == 0 and profiler is not None:
+                profiler.enable()
             before = relay.published
             probe.woke = None
             push = ToscaPolicy.model_validate(policy("bench.push", PUSH_TYPE, r))
@@ -363,9 +372,13 @@ async def _amqp_relay_rounds(
                 }
             )
             print(f"  relay round {r}: {rows[-1]}", flush=True)
+        if profiler is not None and profile is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         batch_size = relay.batch_size
-        depths = await router._depths([f"s-{i}" for i in range(n)])
-        assert set(depths.values()) == {rounds + 1}, f"queue depths {set(depths.values())}"
+        counts = await router.queue_counts([f"s-{i}" for i in range(n)])
+        depths = {c.messages for c in counts.values()}
+        assert depths == {rounds + 1} and len(counts) == n, f"queue depths {depths}"
     finally:
         await relay.close()
         await router.close()
@@ -435,7 +448,13 @@ async def _amqp_cleanup(amqp_url: str, exchange: str, n: int) -> None:
 
 
 async def _one_amqp(
-    url: str, amqp_url: str, n: int, sets: int, rounds: int
+    url: str,
+    amqp_url: str,
+    n: int,
+    sets: int,
+    rounds: int,
+    profile: Path | None = None,
+    private: bool = False,
 ) -> list[dict[str, Any]]:
     started = time.perf_counter()
     await seed(url, _subscriptions(n, sets), [policy("bench.base", "bench.other", 0)])
@@ -443,11 +462,12 @@ async def _one_amqp(
     exchange = f"pps-bench-{uuid.uuid4().hex[:12]}"
     try:
         relay_rows, captured, batch_size = await _amqp_relay_rounds(
-            url, amqp_url, exchange, n, rounds
+            url, amqp_url, exchange, n, rounds, profile
         )
         baseline = await _amqp_baseline(amqp_url, exchange, captured, batch_size, rounds)
     finally:
-        await _amqp_cleanup(amqp_url, exchange, n)
+        if not private:  # a private node goes with everything on it
+            await _amqp_cleanup(amqp_url, exchange, n)
     return _summary(relay_rows, captured, batch_size, seeded, n, baseline, "relay to RabbitMQ")
 
 
@@ -493,7 +513,10 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--router", nargs="+", default=["nats"], choices=["nats", "amqp"])
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
-    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument(
+        "--amqp-url", help="use this RabbitMQ (e.g. the shared one) instead of a private node"
+    )
+    parser.add_argument("--profile", type=Path, help="cProfile (CPU time) of the relay rounds")
     args = parser.parse_args()
     head = header()
     rows = []
@@ -507,8 +530,15 @@ async def main() -> None:
                 try:
                     if router == "nats":
                         found = await _one(url, args.nats, args.subs, args.sets, args.rounds)
+                    elif args.amqp_url:
+                        found = await _one_amqp(
+                            url, args.amqp_url, args.subs, args.sets, args.rounds, args.profile
+                        )
                     else:
-                        found = await _one_amqp(url, args.amqp, args.subs, args.sets, args.rounds)
+                        with private_rabbitmq(Path(tmp) / "rabbitmq.log") as amqp_url:
+                            found = await _one_amqp(
+                                url, amqp_url, args.subs, args.sets, args.rounds, args.profile, True
+                            )
                 finally:
                     if db == "postgres":
                         pg_drop("pp_bench_outbox")

@@ -8,8 +8,9 @@ For each number in ``--clients``, that many keep-alive connections each send
 ``--policies`` policies (client c changes policy c modulo ``--policies``, with a new
 threshold each time), of the type every subscriber filters on, so every push notifies all
 ``--subs`` subscribers and every snapshot holds ``--policies`` policies whatever the number
-of clients. A push counts once its 200 arrived, i.e. once the change
-and its snapshots are committed. The server is the one ``serve`` runs (bench/_serve.py), on
+of clients. A push counts once its 200 arrived, i.e. once the change and its snapshots are
+committed. ``cpu_us_per_push`` is the server's CPU time (every thread) per push, the figure a
+busy machine disturbs least. The server is the one ``serve`` runs (bench/_serve.py), on
 SQLite or a scratch PostgreSQL database. Pushes that arrive while a transaction commits share
 the next one (group commit), so more clients give more pushes per commit.
 """
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     Conn,
     children,
+    cpu_seconds,
     free_port,
     header,
     pct,
@@ -84,10 +86,13 @@ def run(
         )
         port = free_port()
         with children() as started:
-            started.append(serve_policy_pubsub(port, url, tmp / "server.log"))
+            server = serve_policy_pubsub(port, url, tmp / "server.log")
+            started.append(server)
+            cpu = cpu_seconds(server.pid)
             started_at = time.monotonic()
             done, failed, latencies = asyncio.run(_drive(port, clients, policies, seconds))
             elapsed = time.monotonic() - started_at
+            cpu = cpu_seconds(server.pid) - cpu
     finally:
         if db == "postgres":
             pg_drop("pp_bench_pap")
@@ -102,6 +107,8 @@ def run(
         "snapshots_per_s": done * subs / elapsed,
         "p50_ms": pct(latencies, 0.5) * 1000,
         "p99_ms": pct(latencies, 0.99) * 1000,
+        # The server's CPU (all its threads) per push: what a loaded machine changes least.
+        "cpu_us_per_push": cpu / done * 1e6 if done else float("nan"),
     }
 
 
@@ -138,6 +145,7 @@ def main() -> None:
             "snapshots_per_s",
             "p50_ms",
             "p99_ms",
+            "cpu_us_per_push",
         ],
     )
     save("pap", head, rows)

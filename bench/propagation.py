@@ -1,7 +1,8 @@
 """Propagation: N components long-poll their own topics; one PAP push matches all of them.
 
     .venv/bin/python bench/propagation.py [--n 100 1000 5000] [--rounds 5] \
-        [--systems pubsub bare amqp opal] [--workers 2] [--amqp-url amqp://...]
+        [--systems pubsub bare amqp opal] [--workers 2] [--amqp-url amqp://...] \
+        [--profile server.prof]
 
 Each component is one keep-alive HTTP/1.1 connection driven by a minimal asyncio-streams
 client, spread over ``--workers`` client processes. Per round: every component sends its
@@ -17,7 +18,11 @@ the p50, p99 and last (all-N) component; the median of each over the rounds.
   queue (one channel each, on one connection per client process) that acknowledges what it
   gets. The subscriptions are seeded as for ``pubsub``, so before the rounds one untimed push
   makes the relay declare the N queues; then each round's push travels through the outbox,
-  the relay and RabbitMQ with publisher confirms.
+  the relay and RabbitMQ with publisher confirms. RabbitMQ is a private node the benchmark
+  starts for itself (bench/_rabbitmq.py: its own name, ports, database and open-file limit;
+  stopped by its pid and deleted at the end, however the run ends), or the broker at
+  ``--amqp-url`` when given (e.g. the shared one, when a private node cannot start). With
+  ``--profile FILE`` the server writes a cProfile of its run (CPU time) there.
 - ``pubsub-unguarded``: the same server on uvicorn's HTTP protocol itself, without the
   slow-client deadlines of policy_pubsub/connections.py (``_serve.py --unguarded``): what
   they cost.
@@ -68,6 +73,7 @@ from _common import (
     table,
     wait_http,
 )
+from _rabbitmq import private_rabbitmq
 
 OPAL_PYTHON = BENCH / ".venv-opal" / "bin" / "python"
 OPAL_TOPIC = "policy_data"
@@ -269,7 +275,21 @@ def _delete_amqp(url: str, exchange: str, queues: list[str]) -> None:
     asyncio.run(delete())
 
 
+# Set by main: the broker to use instead of a private node, and where the server profiles.
+SHARED_AMQP_URL: str | None = None
+SERVER_PROFILE: Path | None = None
+
+
 def run_amqp(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
+    if SHARED_AMQP_URL is not None:
+        return _run_amqp(SHARED_AMQP_URL, n, rounds, nworkers, tmp, shared=True)
+    with private_rabbitmq(tmp / "rabbitmq.log") as url:
+        return _run_amqp(url, n, rounds, nworkers, tmp, shared=False)
+
+
+def _run_amqp(
+    amqp_url: str, n: int, rounds: int, nworkers: int, tmp: Path, *, shared: bool
+) -> dict[str, Any]:
     url = f"sqlite+aiosqlite:///{tmp / 'prop.db'}"
     subs = [(f"comp-{i}", f"comp-{i}", [{"policy-id": ["bench.prop"]}]) for i in range(n)]
     asyncio.run(seed(url, subs, [policy("bench.prop", "bench.type", 0)]))
@@ -277,17 +297,17 @@ def run_amqp(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
     port = free_port()
     try:
         with children() as started:
-            started.append(
-                serve_policy_pubsub(
-                    port,
-                    url,
-                    tmp / "server.log",
-                    env={
-                        "POLICY_PUBSUB_ROUTER_URL": AMQP_URL,
-                        "POLICY_PUBSUB_AMQP_EXCHANGE": exchange,
-                    },
-                )
+            server = serve_policy_pubsub(
+                port,
+                url,
+                tmp / "server.log",
+                env={
+                    "POLICY_PUBSUB_ROUTER_URL": amqp_url,
+                    "POLICY_PUBSUB_AMQP_EXCHANGE": exchange,
+                },
+                extra=["--profile", str(SERVER_PROFILE)] if SERVER_PROFILE else [],
             )
+            started.append(server)
             _push(port, n, -1)  # untimed: the relay declares the N queues
             _wait_relayed(port)
             workers = Workers(
@@ -298,7 +318,7 @@ def run_amqp(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
                         "--worker",
                         "amqp",
                         "--amqp-url",
-                        AMQP_URL,
+                        amqp_url,
                         "--first",
                         str(f),
                         "--count",
@@ -310,9 +330,10 @@ def run_amqp(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
             )
             started.extend(workers.children)
             workers.expect("ready")
-            return _rounds(workers, n, rounds, None, lambda r: _push(port, n, r))
+            return _rounds(workers, n, rounds, None, lambda r: _push(port, n, r), server.pid)
     finally:
-        _delete_amqp(AMQP_URL, exchange, [f"comp-{i}" for i in range(n)])
+        if shared:  # a private node goes with everything on it
+            _delete_amqp(amqp_url, exchange, [f"comp-{i}" for i in range(n)])
 
 
 def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
@@ -436,11 +457,16 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker", choices=["amqp", "opal"], help=argparse.SUPPRESS)
-    parser.add_argument("--amqp-url", default=AMQP_URL, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--amqp-url", help="use this RabbitMQ (e.g. the shared one) instead of a private node"
+    )
+    parser.add_argument("--profile", type=Path, help="cProfile (CPU time) of the amqp server")
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global SHARED_AMQP_URL, SERVER_PROFILE
+    SHARED_AMQP_URL, SERVER_PROFILE = args.amqp_url, args.profile
     raise_nofile()
     if args.worker is not None:
         try:
@@ -450,7 +476,7 @@ def main() -> None:
         except ImportError:
             runner = asyncio.run
         if args.worker == "amqp":
-            runner(amqp_worker(args.amqp_url, args.first, args.count))
+            runner(amqp_worker(args.amqp_url or AMQP_URL, args.first, args.count))
         else:
             asyncio.run(opal_worker(args.port, args.count))
         return

@@ -3,20 +3,26 @@ subscribe storm and the propagation of a push to long-polling components; with t
 router and with NATS JetStream; the code under test against another version of it, in the
 same run.
 
-    .venv/bin/python bench/replicas.py [--router embedded nats] [--subs 20000] [--pushes 30] \
-        [--parts latency storm propagation] [--pollers 2000] [--rounds 5] [--storm 3000] \
-        [--clients 32] [--storm-seconds 30] [--nats URL] [--before REF] [--only after]
+    .venv/bin/python bench/replicas.py [--router embedded nats] [--nats URL] \
+        [--parts latency storm propagation] [--subs 20000] [--policies 1000] [--pushes 30] \
+        [--pollers 2000] [--rounds 5] [--storm 10000] [--clients 64] [--storm-seconds 60] \
+        [--storm-only] [--databases pg,sqlite] [--profile DIR] [--before REF] [--only after]
 
 For each version (``before``: the git ref ``--before``, default ``main``, exported to a
 scratch directory; ``after``: this tree) and each ``--router``, in a scratch PostgreSQL
-database seeded by bulk insert with ``--subs`` subscriptions (each on its own topic, filtering
-on one of 1,000 policy ids; one in a thousand filters on ``bench.push``) and ``--pollers``
-more (``comp-<i>``, each on its own topic, filtering on ``bench.prop``), two servers as
-``serve`` runs them (bench/_serve.py), A and B. ``embedded``: topics in the database; ``nats``:
-the NATS JetStream at ``--nats``, in a stream of this run's own
-(``POLICY_PUBSUB_NATS_STREAM``), deleted at the end. Each row also gives how long A and B took
-to start (until ``/healthcheck`` answered: loading the subscriptions) and their RSS after
-start and at the end.
+database (named with this process's id, so that two runs at once do not drop each other's)
+seeded by bulk insert with ``--policies`` policies (``bench.p0`` ...; policy ``j`` of type
+``bench.type{j % 100}``, so ten of each type, and ``bench.prop``), ``--subs`` subscriptions
+(each on its own topic, filtering on one of the first 1,000 policy ids; one in a thousand
+filters on ``bench.push``) and, with the ``propagation`` part, ``--pollers`` more
+(``comp-<i>``, each on its own topic, filtering on ``bench.prop``), two servers as ``serve``
+runs them (bench/_serve.py), A and B. ``embedded``: topics in the database; ``nats``: the NATS
+JetStream at ``--nats``, in a stream of this run's own (``POLICY_PUBSUB_NATS_STREAM``),
+deleted at the end. Each row also gives how long A and B took to start (until
+``/healthcheck`` answered: loading the subscriptions) and their RSS after start and at the
+end of the ``latency`` and ``propagation`` parts.
+
+``--parts`` chooses among these (all by default):
 
 ``latency``:
 
@@ -25,11 +31,8 @@ start and at the end.
   checked on every push), all on A;
 - ``push A/B``: the same, alternating between A and B (what a load balancer does);
 - ``decide B quiet``: ms per ``POST /decision/v1`` on B with nothing changing;
-- ``decide B after push A``: the same on B, sent as soon as a push on A was answered.
-
-``storm``: ``subscribes/s``: ``--storm`` new subscriptions from ``--clients`` connections,
-half on each replica, until all are answered (or ``--storm-seconds`` passed: the rate is then
-of those answered); and the same on one server over SQLite (with the same router).
+- ``decide B after push A``: the same on B, sent as soon as a push on A was answered, and how
+  many of those answered the policy as it was before that push (``stale after push A``).
 
 ``propagation``: the ``--pollers`` components long-poll ``/events`` (one keep-alive
 connection each, in client processes: bench/_common.py), one push on A of ``bench.prop``
@@ -39,6 +42,20 @@ components held by A and half by B; ``1x`` all held by A (B runs, holding none).
 replicas read the components' topics from JetStream, after the relay published the snapshots.
 Per layout: the medians over the rounds of the p50 and the last answer, in ``2x`` the last
 answer from each replica, and each replica's CPU per round (from /proc).
+
+``storm`` (issue 11: a fleet of components restarting together): ``--storm`` components, each
+with its own subscriber id, its own topic and a filter as real components have (even ones:
+three policy ids; odd ones: one policy type, ten policies), subscribe from ``--clients``
+connections, half on each replica of a pair started afresh for it; ``storm s`` is the time
+until all are acknowledged (or ``--storm-seconds`` passed: the rate is then of those
+answered), ``subscribes/s`` the rate, ``CPU ms/sub`` the servers' CPU time per subscribe.
+Then the same on one server over SQLite (with the same router), seeded alike.
+``--databases`` chooses the storms: ``pg``, ``sqlite`` or both (``pg,sqlite``).
+
+``--storm-only`` is ``--parts storm`` and seeds no subscriptions unless ``--subs`` is given.
+``--profile DIR`` runs the servers of the storm under cProfile (bench/_serve.py, by the
+environment variable ``POLICY_PUBSUB_BENCH_PROFILE``) and leaves their profiles and statement
+counts in DIR, named by version, router and database.
 
 Medians (and p90) of the latencies; client and servers share the machine's cores. A server
 or client process is stopped by its pid, and the scratch database and stream are dropped,
@@ -51,6 +68,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -112,7 +130,7 @@ def ids(i):
 subs = [(f"s-{{i}}", f"t-{{i}}", [{{"policy-id": ids(i)}}]) for i in range({subs})]
 prop = [{{"policy-id": ["bench.prop"]}}]
 subs += [(f"comp-{{i}}", f"comp-{{i}}", prop) for i in range({pollers})]
-policies = [policy(f"bench.p{{j}}", "bench.type", j) for j in range(10)]
+policies = [policy(f"bench.p{{j}}", f"bench.type{{j % 100}}", j) for j in range({policies})]
 asyncio.run(seed({url!r}, subs, policies + [policy("bench.prop", "bench.type", 0)]))
 """
 
@@ -228,12 +246,22 @@ async def _push(conn: Replica, n: int, affected: int) -> float:
     return elapsed
 
 
-async def _decide(conn: Replica) -> float:
+async def _decide(conn: Replica, threshold: int | None = None) -> float:
+    """Seconds a decision took; if it did not answer ``threshold`` (the last push's), also
+    counted in ``STALE``.
+    """
     started = time.perf_counter()
     status, answer = await conn.request("POST", "/decision/v1", DECIDE)
+    took = time.perf_counter() - started
     if status != 200:
         raise RuntimeError(f"decision answered {status}: {answer[:200]!r}")
-    return time.perf_counter() - started
+    if threshold is not None:
+        pushed = json.loads(answer)["policies"]["bench.push"]["properties"]["threshold"]
+        STALE[0] += pushed != threshold
+    return took
+
+
+STALE = [0]  # decisions that answered the push before the last one
 
 
 async def _replica_latencies(
@@ -258,10 +286,11 @@ async def _replica_latencies(
         await _decide(b)
         quiet = [await _decide(b) for _ in range(pushes)]
         after_push = []
+        STALE[0] = 0
         for _ in range(pushes):
             await _push(a, n, affected)
+            after_push.append(await _decide(b, 1_000_000 + n))
             n += 1
-            after_push.append(await _decide(b))
     finally:
         await a.close()
         await b.close()
@@ -272,17 +301,39 @@ async def _replica_latencies(
         "decide B quiet ms": _median_ms(quiet),
         "decide B after push A ms": _median_ms(after_push),
         "decide after p90": _p90_ms(after_push),
+        "stale after push A": f"{STALE[0]}/{pushes}",
+    }
+
+
+def _component(i: int, policies: int) -> dict[str, Any]:
+    """The subscription request of the storm's component ``i``: its own topic, and a filter
+    like a real component's (three policy ids, or one policy type).
+    """
+    if i % 2 == 0:
+        wanted = [f"bench.p{(i + k) % policies}" for k in range(3)]
+        filters: list[dict[str, Any]] = [{"policy-id": wanted}]
+    else:
+        filters = [{"policy-type": [f"bench.type{i % 100}"]}]
+    return {
+        "subscriber_topic": f"storm-topic-{i}",
+        "ONAPName": "DCAE",
+        "ONAPComponent": "storm",
+        "ONAPInstance": f"storm-{i}",
+        "policy-filters": filters,
     }
 
 
 async def _storm(
-    ports: list[int], count: int, clients: int, prefix: str, seconds: float
+    ports: list[int], count: int, clients: int, policies: int, seconds: float
 ) -> tuple[float, int]:
-    """Subscribes per second and how many were made: ``count`` new subscriptions from
-    ``clients`` connections, or as many as were answered within ``seconds``.
+    """How long until ``count`` components, subscribing from ``clients`` connections spread
+    over the ports, were all acknowledged, and how many were (fewer if ``seconds`` passed).
     """
     conns = [Replica(ports[c % len(ports)]) for c in range(clients)]
-    queue = list(range(count))
+    bodies = [json.dumps(_component(i, policies)).encode() for i in range(count)]
+    queue = list(range(count - 1, -1, -1))
+    for conn in conns:  # connected before the clock starts, as a fleet's would be
+        conn.conn = await Conn.open(conn.port)
     deadline = time.perf_counter() + seconds
     done = 0
 
@@ -290,17 +341,10 @@ async def _storm(
         nonlocal done
         while queue and time.perf_counter() < deadline:
             i = queue.pop()
-            body = json.dumps(
-                {
-                    "subscriber_topic": f"storm-{prefix}-{i}",
-                    "ONAPName": "DCAE",
-                    "policy-filters": [{"policy-id": [f"bench.p{i % 10}"]}],
-                }
-            ).encode()
             status, answer = await conn.request(
-                "POST", f"/decision/v1/subscription/storm-{prefix}-{i}", body
+                "POST", f"/decision/v1/subscription/storm-{i}", bodies[i]
             )
-            if status not in (200, 201):
+            if status != 201:
                 raise RuntimeError(f"subscribe answered {status}: {answer[:200]!r}")
             done += 1
 
@@ -310,7 +354,23 @@ async def _storm(
     finally:
         for conn in conns:
             await conn.close()
-    return done / (time.perf_counter() - started), done
+    return time.perf_counter() - started, done
+
+
+def _storm_row(
+    label: str, servers: list[Child], ports: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
+    cpu = sum(cpu_seconds(s.pid) for s in servers)
+    elapsed, done = asyncio.run(
+        _storm(ports, args.storm, args.clients, args.policies, args.storm_seconds)
+    )
+    cpu = sum(cpu_seconds(s.pid) for s in servers) - cpu
+    return {
+        f"storm s {label}": elapsed,
+        f"subscribes/s {label}": done / elapsed,
+        f"made {label}": done,
+        f"CPU ms/sub {label}": cpu * 1000 / max(done, 1),
+    }
 
 
 def _propagation(
@@ -397,64 +457,100 @@ def _propagation(
 def run(
     version: str, router: str, tree: Path, args: argparse.Namespace, tmp: Path
 ) -> dict[str, Any]:
-    name = f"pp_bench_replicas_{version}_{router}"
+    name = f"pp_bench_replicas_{version}_{router}_{os.getpid()}"  # runs at once do not clash
     row: dict[str, Any] = {"version": version, "router": router, "subs": args.subs}
+    pollers = args.pollers if "propagation" in args.parts else 0
+    log = tmp / f"{version}-{router}"
+
+    def seed(url: str) -> float:
+        code = SEED.format(
+            bench=str(tree / "bench"),
+            subs=args.subs,
+            policies=args.policies,
+            pollers=pollers,
+            url=url,
+        )
+        began = time.perf_counter()
+        subprocess.run([PYTHON, "-c", code], check=True)
+        return time.perf_counter() - began
+
+    def profiled(env: dict[str, str], database: str) -> dict[str, str]:
+        """``env``, and with ``--profile`` the file bench/_serve.py profiles this server to."""
+        if not args.profile:
+            return env
+        path = args.profile / f"{version}-{router}-{database}.prof"
+        return env | {"POLICY_PUBSUB_BENCH_PROFILE": str(path)}
+
+    storm = "storm" in args.parts
+    others = set(args.parts) - {"storm"}  # latency, propagation: on a pair of their own
     with _router(router, args.nats) as env:
-        try:
-            url = pg_database(name)
-            with children() as started:  # the first start creates the schema of this version
-                _serve(tree, url, tmp / f"{version}-{router}-schema.log", env, started)
-            seed = SEED.format(
-                bench=str(tree / "bench"), subs=args.subs, pollers=args.pollers, url=url
-            )
-            began = time.perf_counter()
-            subprocess.run([PYTHON, "-c", seed], check=True)
-            row["seed s"] = time.perf_counter() - began
-            with children() as started:
-                log = tmp / f"{version}-{router}"
-                a, port_a, row["start A s"] = _serve(
-                    tree, url, log.with_suffix(".a.log"), env, started
-                )
-                b, port_b, row["start B s"] = _serve(
-                    tree, url, log.with_suffix(".b.log"), env, started
-                )
-                row["RSS A MB"], row["RSS B MB"] = rss_mb(a.pid), rss_mb(b.pid)
-                if "latency" in args.parts:
-                    row |= asyncio.run(
-                        _replica_latencies(port_a, port_b, args.pushes, _affected(args.subs))
-                    )
-                if "propagation" in args.parts and args.pollers:
-                    try:
-                        row |= _propagation(
-                            a,
-                            port_a,
-                            b,
-                            port_b,
-                            args.pollers,
-                            args.rounds,
-                            log.with_suffix(".clients.log"),
+        if others or (storm and "pg" in args.databases):
+            try:
+                url = pg_database(name)
+                with children() as started:  # the first start creates the schema of this version
+                    _serve(tree, url, log.with_suffix(".schema.log"), env, started)
+                row["seed s"] = seed(url)
+                if others:
+                    with children() as started:
+                        a, port_a, row["start A s"] = _serve(
+                            tree, url, log.with_suffix(".a.log"), env, started
                         )
-                    except RuntimeError as exc:  # keep the other parts' figures
-                        row["error"] = f"propagation: {exc}"[:300]
-                        _show_logs(tmp, f"{version}-{router}")
-                if "storm" in args.parts:
-                    rate, done = asyncio.run(
-                        _storm(
-                            [port_a, port_b], args.storm, args.clients, version, args.storm_seconds
+                        b, port_b, row["start B s"] = _serve(
+                            tree, url, log.with_suffix(".b.log"), env, started
                         )
-                    )
-                    row["subscribes/s PG A+B"], row["made PG"] = rate, done
-                row["RSS A MB end"], row["RSS B MB end"] = rss_mb(a.pid), rss_mb(b.pid)
-        finally:
-            pg_drop(name)
-    if "storm" in args.parts:
+                        row["RSS A MB"], row["RSS B MB"] = rss_mb(a.pid), rss_mb(b.pid)
+                        if "latency" in args.parts:
+                            row |= asyncio.run(
+                                _replica_latencies(
+                                    port_a, port_b, args.pushes, _affected(args.subs)
+                                )
+                            )
+                        if pollers:
+                            try:
+                                row |= _propagation(
+                                    a,
+                                    port_a,
+                                    b,
+                                    port_b,
+                                    pollers,
+                                    args.rounds,
+                                    log.with_suffix(".clients.log"),
+                                )
+                            except RuntimeError as exc:  # keep the other parts' figures
+                                row["error"] = f"propagation: {exc}"[:300]
+                                _show_logs(tmp, f"{version}-{router}")
+                        row["RSS A MB end"], row["RSS B MB end"] = rss_mb(a.pid), rss_mb(b.pid)
+                if storm and "pg" in args.databases:
+                    # The storm's servers start afresh: their profiles hold nothing else.
+                    with children() as started:
+                        a, port_a, _ = _serve(
+                            tree,
+                            url,
+                            log.with_suffix(".storm-a.log"),
+                            profiled(env, "pg-a"),
+                            started,
+                        )
+                        b, port_b, _ = _serve(
+                            tree,
+                            url,
+                            log.with_suffix(".storm-b.log"),
+                            profiled(env, "pg-b"),
+                            started,
+                        )
+                        row |= _storm_row("PG A+B", [a, b], [port_a, port_b], args)
+            finally:
+                pg_drop(name)
+    if storm and "sqlite" in args.databases:
         sqlite = f"sqlite+aiosqlite:///{tmp / f'{version}-{router}.db'}"
-        with _router(router, args.nats) as env, children() as started:
-            _, port, _ = _serve(tree, sqlite, tmp / f"{version}-{router}-sqlite.log", env, started)
-            rate, done = asyncio.run(
-                _storm([port], args.storm, args.clients, version, args.storm_seconds)
-            )
-            row["subscribes/s SQLite"], row["made SQLite"] = rate, done
+        with _router(router, args.nats) as env:
+            with children() as started:
+                _serve(tree, sqlite, log.with_suffix(".sqlite-schema.log"), env, started)
+            seed(sqlite)
+            with children() as started:
+                server, port, _ = _serve(
+                    tree, sqlite, log.with_suffix(".sqlite.log"), profiled(env, "sqlite"), started
+                )
+                row |= _storm_row("SQLite", [server], [port], args)
     return row
 
 
@@ -474,18 +570,33 @@ def main() -> None:
     parser.add_argument("--router", nargs="+", default=["embedded"], choices=["embedded", "nats"])
     parser.add_argument("--nats", default=NATS_URL, help="the NATS JetStream of --router nats")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
-    parser.add_argument("--subs", type=int, default=20_000)
+    parser.add_argument("--subs", type=int, help="default 20,000 (0 with --storm-only)")
+    parser.add_argument("--policies", type=int, default=1000)
     parser.add_argument("--pushes", type=int, default=30)
     parser.add_argument("--pollers", type=int, default=2000, help="propagation: components")
     parser.add_argument("--rounds", type=int, default=5, help="propagation: rounds")
-    parser.add_argument("--storm", type=int, default=3000)
-    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--storm", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=64)
     parser.add_argument(
-        "--storm-seconds", type=float, default=30.0, help="stop a storm after this long"
+        "--storm-seconds", type=float, default=60.0, help="stop a storm after this long"
     )
+    parser.add_argument(
+        "--storm-only", action="store_true", help="only the subscribe storms: --parts storm"
+    )
+    parser.add_argument(
+        "--databases", default="pg,sqlite", help="the storms to run: pg, sqlite or both"
+    )
+    parser.add_argument("--profile", type=Path, help="profile the storms' servers into DIR")
     parser.add_argument("--before", default="main", help="the git ref to compare with")
     parser.add_argument("--only", choices=["before", "after"], help="run one version")
     args = parser.parse_args()
+    if args.storm_only:
+        args.parts = ["storm"]
+    if args.subs is None:
+        args.subs = 0 if args.storm_only else 20_000
+    args.databases = args.databases.split(",")
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _stop)
     raise_nofile()
     head = header()
@@ -515,32 +626,46 @@ def main() -> None:
             "decide B quiet ms",
             "decide B after push A ms",
             "decide after p90",
-            "subscribes/s PG A+B",
-            "made PG",
-            "subscribes/s SQLite",
-            "made SQLite",
+            "stale after push A",
             "error",
         ],
     )
-    table(
-        rows,
-        [
-            "version",
-            "router",
-            "prop 1x all s",
-            "prop 2x all s",
-            "prop 2x last A s",
-            "prop 2x last B s",
-            "prop 1x p50 s",
-            "prop 2x p50 s",
-            "prop 1x cpu A ms",
-            "prop 1x cpu B ms",
-            "prop 2x cpu A ms",
-            "prop 2x cpu B ms",
-            "prop 1x missed",
-            "prop 2x missed",
-        ],
-    )
+    if "storm" in args.parts:
+        table(
+            rows,
+            [
+                "version",
+                "router",
+                "storm s PG A+B",
+                "subscribes/s PG A+B",
+                "made PG A+B",
+                "CPU ms/sub PG A+B",
+                "storm s SQLite",
+                "subscribes/s SQLite",
+                "made SQLite",
+                "CPU ms/sub SQLite",
+            ],
+        )
+    if "propagation" in args.parts:
+        table(
+            rows,
+            [
+                "version",
+                "router",
+                "prop 1x all s",
+                "prop 2x all s",
+                "prop 2x last A s",
+                "prop 2x last B s",
+                "prop 1x p50 s",
+                "prop 2x p50 s",
+                "prop 1x cpu A ms",
+                "prop 1x cpu B ms",
+                "prop 2x cpu A ms",
+                "prop 2x cpu B ms",
+                "prop 1x missed",
+                "prop 2x missed",
+            ],
+        )
     save("replicas", head, rows)
 
 

@@ -75,10 +75,11 @@ class Periodic:
                     log.exception("%s failed, will retry", self.name)
 
 
-#: How long the store's change log keeps what each revision changed. A replica that comes
-#: back to the store within this time (from a lost notification connection, a network
-#: partition, a pause) reads only what changed; one away longer reads everything again. A
-#: connected replica follows within a moment, so this only bounds an outage.
+#: How long the store's change log keeps what each revision changed, unless told
+#: (``change_log_keep_seconds``). A replica that comes back to the store within this time
+#: (from a lost notification connection, a network partition, a pause) reads only what
+#: changed; one away longer reads everything again. A connected replica follows within a
+#: moment, so this only bounds an outage.
 CHANGE_LOG_KEEP_SECONDS = 3600.0
 
 
@@ -92,14 +93,16 @@ async def prune_change_log(store: Store, keep_seconds: float = CHANGE_LOG_KEEP_S
     return dropped
 
 
-def change_log_pruning(store: Store, *, interval: float) -> Periodic:
-    """The job that prunes the change log every ``interval`` seconds, on one replica at a
-    time.
+def change_log_pruning(
+    store: Store, *, interval: float, keep_seconds: float = CHANGE_LOG_KEEP_SECONDS
+) -> Periodic:
+    """The job that prunes what the change log holds for longer than ``keep_seconds`` every
+    ``interval`` seconds, on one replica at a time.
     """
     return Periodic(
         "change log pruning",
         store,
-        lambda: prune_change_log(store),
+        lambda: prune_change_log(store, keep_seconds),
         interval=interval,
         expected=(StoreUnavailable,),
     )

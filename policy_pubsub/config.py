@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     expire_stale_after_seconds: float | None = Field(None, gt=0)
     # How often the stale-subscription expiry looks.
     stale_check_interval_seconds: float = Field(60.0, gt=0)
+    # How long the store's change log keeps what each revision changed (README "Several
+    # replicas"): a replica back within it reads only what changed, one away longer reloads.
+    change_log_keep_seconds: float = Field(3600.0, gt=0)
     # /metrics reports the consumer lag of at most this many topics (the largest), plus a total.
     metrics_lag_topics: int = Field(50, ge=0, le=10_000)
     # Reading the lag costs a router call per subscription topic: scrapes closer than this
@@ -95,7 +98,9 @@ class Settings(BaseSettings):
 
     # RabbitMQ router (router_url amqp(s)://user:password@host:5672/vhost): the durable topic
     # exchange every snapshot is published to, with its topic as routing key.
-    amqp_exchange: str = Field("policy-pubsub", pattern=r"^[A-Za-z0-9._:-]{1,200}$")
+    amqp_exchange: str = Field(
+        constants.DEFAULT_AMQP_EXCHANGE, pattern=constants.AMQP_EXCHANGE_PATTERN
+    )
     # A PEM bundle of the CAs to trust for RabbitMQ's certificate (amqps://), instead of the
     # system ones.
     amqp_ca_file: str | None = None

@@ -20,6 +20,11 @@ MAX_POLL_TIMEOUT_MS = 120_000
 DEFAULT_POLL_LIMIT = 100
 MAX_POLL_LIMIT = 10_000
 
+# RabbitMQ router: the durable topic exchange every snapshot is published to (the server's
+# amqp_exchange, the SDK's amqp_exchange=).
+DEFAULT_AMQP_EXCHANGE = "policy-pubsub"
+AMQP_EXCHANGE_PATTERN = r"^[A-Za-z0-9._:-]{1,200}$"
+
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 # Largest message a router takes unless told otherwise (POST /events, the embedded router,
 # the DMaaP router); NATS says its own (the server's max_payload).

@@ -3,8 +3,9 @@
 Every ``CHECKPOINT_SECONDS`` (or ``maintenance_interval_seconds``, the cadence of retention
 and compaction, if shorter) it runs :func:`policy_pubsub.store.sqlite_file.tidy` under the
 leader lock of :class:`~policy_pubsub.background.Periodic`. That often because SQLite resets
-its WAL only when no reader is in it: under steady reads and writes the WAL outgrows its
-automatic checkpoints (1,000 pages) between two runs; a run over a WAL of a few MB takes
+its WAL only when no reader is in it: under steady reads and writes the WAL outgrows the
+store's background checkpoints (a PASSIVE one whenever a commit leaves the WAL past 4 MiB;
+commits never checkpoint themselves) between two runs; a run over a WAL of a few MB takes
 milliseconds. Only for SQLite: PostgreSQL's autovacuum and WAL recycling do this themselves.
 """
 

@@ -87,6 +87,9 @@ def formatter(log_format: Literal["text", "json"]) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
+CHATTY_LIBRARIES = ("httpx", "alembic.runtime.plugins")
+
+
 def configure(
     level: str, log_format: Literal["text", "json"], stream: IO[str] | None = None
 ) -> None:
@@ -98,6 +101,11 @@ def configure(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Libraries that log every request they make (httpx: each DMaaP publish and read, each
+    # PAP topic poll) or every step of a start (alembic's plugins) say it at DEBUG only.
+    below = logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(below)
 
 
 def mark_request(scope: Scope, kind: str) -> None:

@@ -75,8 +75,8 @@ class OutboxRelay:
         self.failures = 0
         self.published = 0
         # Subscribers with an open dead letter: the deletes that follow a snapshot of theirs
-        # mark it superseded. Read from the store at each pass (another replica's relay may
-        # have made some, an operator removed some).
+        # mark it superseded. Read from the store at each pass that finds something to send
+        # (another replica's relay may have made some, an operator removed some).
         self._open: set[str] = set()
 
     @property
@@ -139,9 +139,10 @@ class OutboxRelay:
         lost the lead; returns how many outbox rows it took.
         """
         moved = 0
-        self._open = await self._store.dead_letters.open_subscribers()
         acknowledged: list[tuple[int, OutMessage]] = []  # rows the router holds: deleted
         batch = await self._store.outbox.batch(self._batch_size)  # while the next batch goes
+        if batch:  # an idle pass reads the outbox alone
+            self._open = await self._store.dead_letters.open_subscribers()
         while batch:
             reading = asyncio.create_task(self._following(batch, leading))
             deleting = asyncio.create_task(self._delete(acknowledged))

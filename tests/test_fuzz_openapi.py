@@ -17,7 +17,6 @@ server's ``max_poll_timeout_ms`` clamps whatever a negative example asks for).
 from __future__ import annotations
 
 import asyncio
-import base64
 import copy
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +37,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from policy_pubsub.testing import start_server, stop_server
+from tests.api.users import PASSWORDS, TCA_TOKEN, auth_file, auth_toml, basic
 from tests.conftest import make_settings
 
 POLL_MS = 50
@@ -57,35 +57,6 @@ AUTH_CHECKS: list[CheckFunction] = [*CHECKS, ignored_auth]
 Operation = schemathesis.APIOperation[Any, Any, Any, Any]
 MODES = (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)
 
-PASSWORDS = {"pap": "pap-pw", "tca": "tca-pw", "admin": "admin-pw"}
-TOKEN = "tca-token-0123456789abcdef"
-AUTH_TOML = f"""
-[users.pap]
-password = "{PASSWORDS["pap"]}"
-roles = ["pap"]
-
-[users.tca]
-password = "{PASSWORDS["tca"]}"
-roles = ["component"]
-topics = ["policies_*", "t*"]
-
-[users.tca-bot]
-token = "{TOKEN}"
-roles = ["component"]
-topics = ["policies_DCAE_*"]
-
-[users.admin]
-password = "{PASSWORDS["admin"]}"
-roles = ["admin"]
-"""
-
-
-def basic(user: str, password: str) -> dict[str, str]:
-    """An HTTP Basic Authorization header."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
 # Every request of the auth run goes as one of these: each role, a bearer token, nobody,
 # and wrong credentials; admin twice as often, so that most requests get past the gate.
 IDENTITIES: list[dict[str, str]] = [
@@ -93,7 +64,7 @@ IDENTITIES: list[dict[str, str]] = [
     basic("admin", PASSWORDS["admin"]),
     basic("pap", PASSWORDS["pap"]),
     basic("tca", PASSWORDS["tca"]),
-    {"Authorization": f"Bearer {TOKEN}"},
+    {"Authorization": f"Bearer {TCA_TOKEN}"},
     {"Authorization": "Bearer not-a-token"},
     basic("admin", "wrong"),
     {},
@@ -195,11 +166,9 @@ async def test_fuzzing_with_auth_finds_nothing(tmp_path: Path) -> None:
     also get only documented answers, 401 and 403 included, never a 5xx, and no operation
     that declares security answers 2xx without valid credentials.
     """
-    auth_file = tmp_path / "auth.toml"
-    auth_file.write_text(AUTH_TOML)
-    auth_file.chmod(0o600)
+    path = auth_file(tmp_path, auth_toml(["policies_*", "t*"], ["policies_DCAE_*"]))
     settings = make_settings(
-        tmp_path, max_poll_timeout_ms=POLL_MS, auth_file=str(auth_file), metrics_public=False
+        tmp_path, max_poll_timeout_ms=POLL_MS, auth_file=str(path), metrics_public=False
     )
     live, task = await start_server(settings)
     try:

@@ -6,6 +6,7 @@ object per line, from ``serve --log-format json``.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import sys
@@ -17,12 +18,14 @@ import pytest
 from policy_pubsub import constants
 from policy_pubsub.logs import (
     ACCESS_LOGGER,
+    CHATTY_LIBRARIES,
     LONG_POLL,
     NO_ANSWER,
     READ,
     SLOW_SECONDS,
     JsonFormatter,
     TextFormatter,
+    configure,
     request_level,
 )
 from policy_pubsub.testing import LiveServer, start_server, stop_server
@@ -269,3 +272,32 @@ def test_text_log_escapes_control_characters_so_no_line_can_be_forged() -> None:
     text = TextFormatter().format(failed)
     assert text.splitlines()[0].endswith("x: failed")
     assert text.splitlines()[-1] == "ValueError: boom"
+
+
+def test_libraries_that_log_each_request_are_heard_at_debug_only() -> None:
+    """At INFO, httpx's line for each request the server makes (a DMaaP publish or read, a
+    PAP topic poll) and alembic's plugin lines at each start are not written; the server's
+    own INFO lines are. At DEBUG all of them are.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in CHATTY_LIBRARIES}
+    try:
+        for configured, heard in (("INFO", False), ("DEBUG", True)):
+            stream = io.StringIO()
+            configure(configured, "text", stream)
+            logging.getLogger("httpx").info("HTTP Request: GET http://mr/events/t/g/c")
+            logging.getLogger("alembic.runtime.plugins").info("setup plugin x")
+            logging.getLogger("policy_pubsub.api").info("serving")
+            written = stream.getvalue()
+            assert "serving" in written
+            assert ("HTTP Request" in written) is heard, written
+            assert ("setup plugin" in written) is heard, written
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+        for name, old in levels.items():
+            logging.getLogger(name).setLevel(old)

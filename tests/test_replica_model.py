@@ -8,9 +8,11 @@ order across both replicas); a subscription read (``?policies=true``) gives exac
 model's policies for that subscriber and labels them with the revision of the last snapshot
 the model says was published to it.
 
-A replica learns of the other's commits from PostgreSQL ``NOTIFY``, which is a hint that
-arrives a moment after the answer to the change: the check on the other replica right after a
-change waits up to ``SETTLE`` seconds for it. Every other read must be exact at once.
+A replica learns of the other's commits from PostgreSQL ``NOTIFY`` and takes them in at once,
+in the background, but the notification can arrive a moment after the answer to the change
+(README "Several replicas": a few milliseconds, more under load): the check on the other
+replica right after a change is asked again until it passes, for at most ``SETTLE`` seconds, a
+ceiling that a passing run does not wait for. Every other read must be exact at once.
 
 The two servers are real processes, started once for the test; each example works on ids of
 its own (``e<n>.``), so examples need no fresh database and the model covers only them. At

@@ -64,7 +64,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 retention_seconds=settings.retention_seconds,
                 interval=settings.maintenance_interval_seconds,
             )
-        pruning = change_log_pruning(store, interval=settings.maintenance_interval_seconds)
+        pruning = change_log_pruning(
+            store,
+            interval=settings.maintenance_interval_seconds,
+            keep_seconds=settings.change_log_keep_seconds,
+        )
         pdp = build_pdp(settings, service)
         pap = build_channel(settings, pdp, store, router)
         upkeep = file_upkeep(store, settings.maintenance_interval_seconds)
@@ -103,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if tuned:
                 _collect_as_before()
             # Each part is closed even when one before it fails: the store last, always.
-            closing = [state.outages.close, pruning.close]
+            closing = [state.outages.close, pruning.close, service.close]
             closing += [pap.close] if pap is not None else []
             closing += [expiry.close] if expiry is not None else []
             closing += [retention.close] if retention is not None else []

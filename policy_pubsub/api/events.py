@@ -261,6 +261,7 @@ async def topic_details(request: Request) -> Response:
                     "position": g.position,
                     "lag": g.lag,
                     "last_consumed_at": rfc3339(g.last_consumed_at),
+                    "consumers": g.consumers,
                 }
                 for g in stats.consumer_groups
             ],

@@ -1,6 +1,7 @@
 """``GET /healthcheck``: is the store reachable, is the router reachable, is the relay moving,
-has every subscriber with a dead letter had something delivered since; and ``GET /metrics``,
-the metrics in the Prometheus text format.
+has every subscriber with a dead letter had something delivered since; with a router that
+keeps a queue per subscription (RabbitMQ), figures over those queues; and ``GET /metrics``, the
+metrics in the Prometheus text format.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from policy_pubsub.api.errors import json_response
 from policy_pubsub.api.state import app_state
 from policy_pubsub.exceptions import RouterUnavailable, StoreUnavailable
 from policy_pubsub.relay import OutboxRelay
+from policy_pubsub.routers import Router
 from policy_pubsub.store import Store
+from policy_pubsub.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +79,17 @@ async def healthcheck(request: Request) -> Response:
         )
     if relay is not None and not problems["store"]:
         problems["dead_letters"] = await dead_letters_check(state.store)
+    queues = None
+    if not problems["store"] and not problems["router"]:
+        queues = await queue_figures(state.router)
     healthy = not any(problems.values())
     code = 200 if healthy else 503
     failing = [f"{part}: {why}" for part, why in problems.items() if why]
     details: dict[str, Any] = {part: why or "ok" for part, why in problems.items()}
     if outbox is not None:
         details["outbox"] = outbox
+    if queues is not None:
+        details["queues"] = queues
     pap = state.running.pap if state.running is not None else None
     if pap is not None:
         details["pdp"] = pap.report()
@@ -139,6 +147,27 @@ async def relay_check(
     return outbox, None
 
 
+async def queue_figures(router: Router) -> dict[str, Any] | None:
+    """The router's figures over the subscriptions' queues (informative: health does not
+    depend on them); None for a router without such queues, or when they could not be read in
+    time (the read goes on, and a later check answers from it).
+    """
+    try:
+        summary = await asyncio.wait_for(router.queue_summary(), CHECK_TIMEOUT_SECONDS)
+    except (TimeoutError, RouterUnavailable, StoreUnavailable):
+        return None
+    if summary is None:
+        return None
+    return {
+        "queues": summary.queues,
+        "messages": summary.messages,
+        "consumers": summary.consumers,
+        "without_consumers": summary.without_consumers,
+        "read_at": rfc3339(summary.read_at),
+        "complete": summary.complete,
+    }
+
+
 async def dead_letters_check(store: Store) -> str | None:
     """Why delivery is unhealthy: a dead letter newer than anything delivered to its
     subscriber since (the subscriber misses a snapshot until one reaches it); None when
@@ -176,5 +205,6 @@ __all__ = [
     "dead_letters_check",
     "healthcheck",
     "metrics",
+    "queue_figures",
     "relay_check",
 ]

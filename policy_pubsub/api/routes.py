@@ -295,6 +295,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "A topic's messages and consumer groups",
             {200: ("The topic's details.", ref("topic-details"))},
             (400, 404, 503),
+            description="Each consumer group with its position, lag and last read, and "
+            "`consumers`, the consumers attached to it now where the router can tell "
+            "(RabbitMQ: a subscriber's queue and its AMQP consumers), else null. On RabbitMQ "
+            "the lag is the queue's ready messages: one delivered to a consumer and not yet "
+            "acknowledged counts again once it is back in the queue.",
             missing="No such topic.",
         ),
         events.topic_details,
@@ -353,6 +358,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     ref("healthcheck"),
                 ),
             },
+            description="With a router that keeps a queue per subscription (RabbitMQ), "
+            "`details.queues` adds figures over those queues (ready messages, consumers, "
+            "queues without a consumer), read at most every 15 s; informative, the health "
+            "does not depend on them.",
         ),
         health.healthcheck,
     ),

@@ -4,13 +4,12 @@ PDP_STATUS that answers a PDP_UPDATE.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from policy_pubsub import constants
 from policy_pubsub.models import PdpUpdate
+from policy_pubsub.onap import messages
 from policy_pubsub.service import ChangeResult, Policy
 
 __all__ = ["change_result", "not_deployed_sentence", "pdp_refused", "pdp_status"]
@@ -75,27 +74,16 @@ def _status(
     notified: int,
     deployed: Sequence[Policy],
 ) -> dict[str, Any]:
-    status: dict[str, Any] = {
-        "messageName": "PDP_STATUS",
-        "requestId": str(uuid.uuid4()),
-        "timestampMs": int(time.time() * 1000),
-        "name": update.name or constants.SERVICE_NAME,
-        "pdpType": constants.PDP_TYPE,
-        "state": "ACTIVE",
-        "healthy": "HEALTHY",
-        "policies": [{"name": p.policy_id, "version": p.version} for p in deployed],
-        "response": {
-            "responseTo": update.request_id,
-            "responseStatus": outcome,
-            "responseMessage": message,
-        },
-        "revision": revision,
-        "notified": notified,
-    }
-    for key, value in (("pdpGroup", update.pdp_group), ("pdpSubgroup", update.pdp_subgroup)):
-        if value is not None:
-            status[key] = value
-    return status
+    status = messages.pdp_status(
+        name=update.name or constants.SERVICE_NAME,
+        pdp_type=constants.PDP_TYPE,
+        group=update.pdp_group,
+        subgroup=update.pdp_subgroup,
+        state=messages.ACTIVE,
+        deployed=deployed,
+        revision=revision,
+    )
+    return {**messages.answering(status, update.request_id, outcome, message), "notified": notified}
 
 
 def _count(n: int, one: str, many: str) -> str:

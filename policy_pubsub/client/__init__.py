@@ -15,6 +15,9 @@ async with PolicySubscriber(
 
 Every delay (long-poll hold, request timeout, backoff, resync, giving up) is one
 ``Timings`` value: ``PolicySubscriber(..., timings=Timings(give_up_after=60.0))``.
+With the server on RabbitMQ, ``router_url="amqp://user:password@rabbit:5672/vhost"`` consumes
+the subscriber's queue there instead of long-polling (the ``amqp`` extra:
+``pip install 'policy-pubsub-client[amqp]'``), with the same guarantees.
 Not an asyncio program? ``PolicySubscriber(...).run(handler)`` blocks and calls ``handler``
 for each change. Errors are in ``policy_pubsub.exceptions`` (``ClientError`` and below).
 The SDK logs to the ``policy_pubsub.client`` logger, quiet unless the program configures

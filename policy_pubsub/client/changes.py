@@ -114,6 +114,14 @@ def snapshots(messages: list[Any], subscriber_id: str) -> Iterator[Snapshot]:
         yield Snapshot(revision, policies, event if isinstance(event, str) else "update")
 
 
+def addressed_to(item: Any, subscriber_id: str) -> bool:
+    """Whether the message ``item`` is addressed to ``subscriber_id`` (its ``subscriber_id``
+    field), snapshot or not; what is not a JSON object is addressed to no one.
+    """
+    message = _decode(item)
+    return message is not None and message.get("subscriber_id") == subscriber_id
+
+
 def _decode(item: Any) -> dict[str, Any] | None:
     # A message published as text rather than JSON comes back encoded twice: decode twice.
     for _ in range(2):

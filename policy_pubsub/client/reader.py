@@ -6,13 +6,14 @@ applied. Three things move it:
 - the subscribe answer, and a re-read (the subscription read with its policies, labelled by the
   server with the exact revision of the snapshot they are), are the server's word and are
   taken as they are (even with a lower revision: the server's store was reset or restored);
-- a snapshot read from the topic is taken only when its revision is above ``latest``'s, so
+- a snapshot read from the topic (its ``Feed``: a long-poll, or the subscriber's RabbitMQ
+  queue) is taken only when its revision is above ``latest``'s, so
   duplicates, stale snapshots and the ``subscribe`` snapshot of our own subscribe are dropped;
   other subscribers' snapshots on a shared topic are never looked at.
 
-After a failed request it waits (jittered exponential backoff) and then re-reads before it
-polls again, because a failed poll may be a reply the router sent and the network lost. A
-periodic re-read (``resync_interval``) is the last safety net.
+After a failed request (or a lost AMQP connection) it waits (jittered exponential backoff)
+and then re-reads before it polls again, because a failed poll may be a reply the router sent
+and the network lost. A periodic re-read (``resync_interval``) is the last safety net.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import TypeVar
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, Snapshot, snapshots, valid_policies
+from policy_pubsub.client.feed import Feed
 from policy_pubsub.client.http import TransientError
 from policy_pubsub.client.timings import Timings
 from policy_pubsub.client.wire import Wire
@@ -37,27 +39,25 @@ T = TypeVar("T")
 
 
 class Reader:
-    """Polls one subscriber's topic and keeps ``latest``; see the module docstring."""
+    """Reads one subscriber's ``feed`` and keeps ``latest``; see the module docstring. The
+    subscription requests (subscribe, re-read) go over ``wire``.
+    """
 
     def __init__(
         self,
         wire: Wire,
+        feed: Feed,
         *,
         record: SubscriptionRecord,
-        consumer_group: str,
-        consumer_id: str,
         timings: Timings,
-        poll_limit: int,
         stopped: asyncio.Event,
     ) -> None:
         self._wire = wire
+        self.feed = feed
         self.subscriber_id = record.subscriber_id
         self._topic = record.subscriber_topic
-        self._group = consumer_group
-        self._consumer = consumer_id
         self._subscribe_body = record.subscribe_body()
         self._timings = timings
-        self._poll_limit = poll_limit
         self._stopped = stopped
         self.latest: Snapshot = EMPTY
         self._reread_needed = False
@@ -94,7 +94,11 @@ class Reader:
             self._reread_needed = True
             await self._back_off("re-read" if reread else "poll", exc)
         else:
-            self._failures, self._failing_since = 0, None
+            # Only a poll that worked ends a run of failures: a re-read that works while the
+            # polls keep failing (a router or RabbitMQ down, the server up) does not restart
+            # the backoff, so the retries slow down to backoff_max and give_up_after counts.
+            if not reread:
+                self._failures, self._failing_since = 0, None
 
     async def sleep(self, seconds: float) -> None:
         """Wait ``seconds``, or less if the subscriber is stopped meanwhile."""
@@ -167,11 +171,7 @@ class Reader:
         hold = self._timings.poll_timeout
         if self._timings.resync_interval > 0:
             hold = min(hold, max(0.0, self._next_resync - asyncio.get_running_loop().time()))
-        messages = await self.unless_stopped(
-            self._wire.poll(
-                self._topic, self._group, self._consumer, timeout=hold, limit=self._poll_limit
-            )
-        )
+        messages = await self.unless_stopped(self.feed.poll(timeout=hold))
         for snapshot in snapshots(messages or [], self.subscriber_id):
             if snapshot.revision <= self.latest.revision:
                 log.debug(

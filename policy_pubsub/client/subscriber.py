@@ -9,6 +9,12 @@ says it applied it, and the state file only ever records applied snapshots):
   own, for programs that are not asyncio (``await subscriber.consume(handler)`` inside one); a
   change counts as applied when ``handler`` returns, and a handler that raises gets the change
   again (recomputed against what was last applied) after a backoff.
+
+The snapshots come from a long-poll of the MR read API (the server's ``/events``, or a DMaaP
+Message Router), or, with an ``amqp://`` or ``amqps://`` ``router_url``, straight from the
+subscriber's own queue on the RabbitMQ the server publishes to (``policy_pubsub.client.amqp``,
+installed by the ``amqp`` extra). There a message is acknowledged only once the component
+applied a snapshot that supersedes it, so what a crash interrupts RabbitMQ delivers again.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import httpx
 
 from policy_pubsub import constants
 from policy_pubsub.client.changes import EMPTY, PolicyChange, Snapshot
+from policy_pubsub.client.feed import Feed, HttpFeed
 from policy_pubsub.client.http import BearerAuth, HttpClient, TransientError
 from policy_pubsub.client.reader import Reader
 from policy_pubsub.client.state import StateFile
@@ -41,6 +48,11 @@ Handler = Callable[[PolicyChange], Awaitable[object] | object]
 
 _NEW, _OPEN, _CLOSED = "new", "open", "closed"
 DEFAULT_TIMINGS = Timings()
+HTTP_SCHEMES = ("http://", "https://")
+AMQP_SCHEMES = ("amqp://", "amqps://")
+#: The modules the ``amqp`` extra installs.
+AMQP_MODULES = frozenset({"aio_pika", "aiormq", "pamqp"})
+AMQP_EXTRA_HINT = "pip install 'policy-pubsub-client[amqp]'"
 
 
 class PolicySubscriber:
@@ -51,10 +63,16 @@ class PolicySubscriber:
     applied (nothing on the first run), so that a restart reports a true delta. The long-poll
     goes to ``router_url`` (the server itself by default; any DMaaP Message Router works) as
     consumer ``consumer_group``/``consumer_id`` (both the subscriber id by default: stable, so
-    a restart resumes where it stopped). Every delay is in ``timings`` (a ``Timings``, in
-    seconds). Without ``Timings.give_up_after`` an unreachable server is retried for ever; with
-    it, requests failing for that long raise ``ServerUnreachable``. The subscription survives
-    ``close`` unless ``unsubscribe_on_close`` (for an uninstall). Credentials:
+    a restart resumes where it stopped). An ``amqp://user:password@host:5672/vhost`` (or
+    ``amqps://``) ``router_url`` instead consumes the subscriber's queue on the RabbitMQ the
+    server publishes to, at most ``poll_limit`` messages unacknowledged, with the server's
+    exchange ``amqp_exchange`` and, for ``amqps://``, the CAs in ``amqp_ca_file`` (a PEM
+    bundle; the system's when None); it needs the ``amqp`` extra (aio-pika), else
+    ``ImportError``. Every delay is in ``timings`` (a ``Timings``, in seconds; reconnecting to
+    RabbitMQ backs off as a failed poll does). Without ``Timings.give_up_after`` an
+    unreachable server is retried for ever; with it, requests failing for that long raise
+    ``ServerUnreachable``. The subscription survives ``close`` unless
+    ``unsubscribe_on_close`` (for an uninstall). Credentials:
     ``auth=(user, password)`` (HTTP Basic, or any ``httpx.Auth``) or ``token=`` (Bearer), sent
     with every request; a router URL may carry its own (``https://user:password@mr:3905``).
     ``http`` or ``transport`` replace the HTTP client (an ``http`` passed in is not closed).
@@ -71,6 +89,8 @@ class PolicySubscriber:
         onap_component: str | None = None,
         onap_instance: str | None = None,
         router_url: str | None = None,
+        amqp_exchange: str = constants.DEFAULT_AMQP_EXCHANGE,
+        amqp_ca_file: str | None = None,
         consumer_group: str | None = None,
         consumer_id: str | None = None,
         state_file: str | os.PathLike[str] | None = None,
@@ -82,11 +102,24 @@ class PolicySubscriber:
         http: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        for name, value in (("url", url), ("router_url", router_url or url)):
-            if not value.startswith(("http://", "https://")):
-                raise ValueError(f"{name} must be an http:// or https:// URL, not {value!r}")
+        if not url.startswith(HTTP_SCHEMES):
+            raise ValueError(f"url must be an http:// or https:// URL, not {url!r}")
+        amqp = router_url is not None and router_url.startswith(AMQP_SCHEMES)
+        if router_url is not None and not (amqp or router_url.startswith(HTTP_SCHEMES)):
+            raise ValueError(
+                "router_url must be an http://, https://, amqp:// or amqps:// URL, "
+                f"not {router_url!r}"
+            )
         _check("subscriber_id", subscriber_id, constants.SUBSCRIBER_ID_PATTERN)
         _check("subscriber_topic", subscriber_topic, constants.TOPIC_PATTERN)
+        _check("amqp_exchange", amqp_exchange, constants.AMQP_EXCHANGE_PATTERN)
+        if amqp and (consumer_group is not None or consumer_id is not None):
+            raise ValueError(
+                "consumer_group and consumer_id are for a long-poll; over AMQP the subscriber "
+                "consumes its own queue"
+            )
+        if amqp_ca_file is not None and not (router_url or "").startswith("amqps://"):
+            raise ValueError("amqp_ca_file is for an amqps:// router_url")
         consumer_group = subscriber_id if consumer_group is None else consumer_group
         consumer_id = subscriber_id if consumer_id is None else consumer_id
         _check("consumer_group", consumer_group, constants.CONSUMER_PATTERN)
@@ -104,7 +137,8 @@ class PolicySubscriber:
         if auth is not None and token is not None:
             raise ValueError("give auth (HTTP Basic) or token (Bearer), not both")
         self.url = url.rstrip("/")
-        self.router_url = (router_url or url).rstrip("/")
+        # An AMQP URL keeps its path as given: it is the vhost.
+        self.router_url = router_url if amqp and router_url else (router_url or url).rstrip("/")
         self.subscriber_id = subscriber_id
         self.subscriber_topic = subscriber_topic
         self.consumer_group = consumer_group
@@ -127,6 +161,16 @@ class PolicySubscriber:
         self._given_http = http
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
+        self._feed: Feed | None = None
+        if amqp:
+            self._feed = _amqp_feed(
+                self.router_url,
+                queue=subscriber_id,
+                exchange=amqp_exchange,
+                prefetch=poll_limit,
+                timeout=timings.request_timeout,
+                ca_file=amqp_ca_file,
+            )
         self._reader: Reader | None = None
         self._applied: Snapshot = EMPTY
         self._pending: tuple[PolicyChange, Snapshot] | None = None
@@ -162,7 +206,7 @@ class PolicySubscriber:
         try:
             await self._open()
         except BaseException:
-            await self._close_http()
+            await self._close_connections()
             self._phase = _CLOSED
             raise
         return self
@@ -188,14 +232,17 @@ class PolicySubscriber:
         self._http = self._given_http or httpx.AsyncClient(transport=self._transport)
         if self._stopped is None:
             raise RuntimeError("_open() runs inside __aenter__")
+        wire = self._wire(self._http)
+        if self._feed is None:
+            self._feed = HttpFeed(
+                wire,
+                topic=self.subscriber_topic,
+                group=self.consumer_group,
+                consumer=self.consumer_id,
+                limit=self._poll_limit,
+            )
         self._reader = Reader(
-            self._wire(self._http),
-            record=self._subscription,
-            consumer_group=self.consumer_group,
-            consumer_id=self.consumer_id,
-            timings=self.timings,
-            poll_limit=self._poll_limit,
-            stopped=self._stopped,
+            wire, self._feed, record=self._subscription, timings=self.timings, stopped=self._stopped
         )
         await self._reader.subscribe()
         # With a state file the component holds what it last applied (nothing on a first run)
@@ -218,19 +265,21 @@ class PolicySubscriber:
             if opened and self.unsubscribe_on_close:
                 await self.unsubscribe()
         finally:
-            await self._close_http()
+            await self._close_connections()
 
     def _wire(self, http: httpx.AsyncClient) -> Wire:
         client = HttpClient(
             http,
             self.url,
-            router_url=self.router_url,
+            router_url=None if self.router_url.startswith(AMQP_SCHEMES) else self.router_url,
             timeout=self.timings.request_timeout,
             auth=self._auth,
         )
         return Wire(client)
 
-    async def _close_http(self) -> None:
+    async def _close_connections(self) -> None:
+        if self._feed is not None:
+            await self._feed.aclose()
         if self._http is not None and self._given_http is None:
             await self._http.aclose()
         self._http = None
@@ -383,6 +432,7 @@ class PolicySubscriber:
                     if self._phase == _CLOSED:  # closed under the poll by another task
                         return None
                     raise
+                await self._settle()
             return None
         finally:
             self._reading = False
@@ -399,12 +449,55 @@ class PolicySubscriber:
         if self._state_file is not None:
             await asyncio.to_thread(self._state_file.save, snapshot)
         self._applied = snapshot
+        await self._settle()
+
+    async def _settle(self) -> None:
+        """Once the component holds the newest snapshot the reader knows, every message read
+        so far is superseded by what it applied: acknowledge them (over AMQP; a long-poll's
+        router acknowledged them on answering). Not before, so that a crash in between gets
+        them again.
+        """
+        reader = self._reader
+        if reader is not None and reader.latest is self._applied:
+            await reader.feed.settle()
 
     def __repr__(self) -> str:
         return (
             f"<PolicySubscriber {self.subscriber_id} topic={self.subscriber_topic} "
             f"revision={self.revision} {self._phase}>"
         )
+
+
+def _amqp_feed(
+    url: str,
+    *,
+    queue: str,
+    exchange: str,
+    prefetch: int,
+    timeout: float,
+    ca_file: str | None,
+) -> Feed:
+    """The feed of an ``amqp(s)://`` router URL; imported here, so that a component without
+    the ``amqp`` extra never imports aio-pika.
+    """
+    try:
+        from policy_pubsub.client.amqp import AmqpFeed, amqp_ssl_context
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in AMQP_MODULES:
+            raise
+        raise ImportError(
+            f"router_url {url.partition(':')[0]}:// needs aio-pika, which the SDK's amqp "
+            f"extra installs: {AMQP_EXTRA_HINT}"
+        ) from exc
+    context = amqp_ssl_context(ca_file) if url.startswith("amqps://") else None
+    return AmqpFeed(
+        url,
+        queue=queue,
+        exchange=exchange,
+        prefetch=prefetch,
+        timeout=timeout,
+        ssl_context=context,
+    )
 
 
 def _check(name: str, value: str, pattern: str) -> None:

@@ -46,6 +46,10 @@ class Timings:
     - ``give_up_after``: requests failing for this long in a row raise ``ServerUnreachable``
       (None: retry for ever).
 
+    Consuming from RabbitMQ (an ``amqp://`` ``router_url``), ``poll_timeout`` is how long one
+    wait for a message lasts, ``request_timeout`` bounds connecting and each request to
+    RabbitMQ, and a lost connection is made again after the same backoff as a failed poll.
+
     ``ValueError`` at construction names the first value out of range.
     """
 

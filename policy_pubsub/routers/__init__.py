@@ -8,8 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from policy_pubsub.config import Settings
-from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
-from policy_pubsub.routers.messages import OutMessage
+from policy_pubsub.routers.base import (
+    Delivery,
+    EmptyDelivery,
+    GroupStats,
+    QueueSummary,
+    Router,
+    TopicStats,
+)
+from policy_pubsub.routers.messages import OutMessage, SharedPart
 
 if TYPE_CHECKING:  # the store imports the message type from here
     from policy_pubsub.store import Store
@@ -70,7 +77,9 @@ __all__ = [
     "EmptyDelivery",
     "GroupStats",
     "OutMessage",
+    "QueueSummary",
     "Router",
+    "SharedPart",
     "TopicStats",
     "UnsupportedRouter",
     "from_url",

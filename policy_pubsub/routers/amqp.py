@@ -1,7 +1,9 @@
 """The RabbitMQ router: ``--router amqp://user:password@host:5672/vhost`` (or ``amqps://``).
 
 The shape on the broker (exchange, queues, message properties) is drawn in
-:mod:`policy_pubsub.routers.amqp_shape`; components consume their queue with any AMQP client.
+:mod:`policy_pubsub.routers.amqp_shape`; components consume their queue with any AMQP client,
+or with the SDK (``PolicySubscriber(..., router_url="amqp://...")``, see
+:mod:`policy_pubsub.client.amqp`).
 
 Publishing. The outbox relay hands batches to :meth:`AmqpRouter.publish`. Before a snapshot
 leaves, its subscriber's queue is declared and bound to its topic (idempotent, and remembered
@@ -32,9 +34,15 @@ ready, a read consumes the queue until the first message arrives, its deadline, 
 leaves or the router drains; nothing polls.
 
 Stats. A topic's consumer groups are its subscribers' queues (and the group queues this process
-has made), each with its ready messages as lag (``queue.declare`` passive); RabbitMQ does not
-say when a queue was last consumed, so ``last_consumed_at`` is never known, and
-``oldest_unread_at`` is estimated as the last publish time while any queue lags.
+has made), each with its ready messages as lag and its consumers attached now, both from a
+passive ``queue.declare`` (AMQP says nothing more: messages delivered and not yet acknowledged
+are not in its count, and RabbitMQ does not say when a queue was last consumed, so
+``last_consumed_at`` is never known; ``oldest_unread_at`` is estimated as the last publish time
+while any queue lags). Many queues are read ``COUNT_CONCURRENCY`` at a time, each reader on a
+channel of its own (a queue that does not exist closes the channel that asked): ``lags`` reads
+every subscription topic's queues at once within ``LAG_BUDGET_SECONDS``, and
+``queue_summary`` (for ``/healthcheck``) reads all of them at most every
+``SUMMARY_MAX_AGE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -43,22 +51,33 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
+import aiormq
 import aiormq.exceptions
 from sqlalchemy import select
 
 from policy_pubsub.exceptions import MessageRefused, NotFound, RouterUnavailable
 from policy_pubsub.routers.amqp_shape import (
     QueueShape,
-    amqp_message,
+    amqp_properties,
     group_queue,
     has_quorum_queues,
 )
-from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Router, TopicStats
+from policy_pubsub.routers.base import (
+    LAG_BUDGET_SECONDS,
+    Delivery,
+    EmptyDelivery,
+    GroupStats,
+    QueueSummary,
+    Router,
+    TopicStats,
+)
 from policy_pubsub.routers.holding import HeldReads
 from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.store import Store, now_ms
@@ -70,6 +89,22 @@ log = logging.getLogger(__name__)
 _TRANSIENT = (aiormq.exceptions.AMQPError, aio_pika.exceptions.AMQPException, OSError, TimeoutError)
 #: A channel closed with these refuses the same request for ever (403, 406).
 _REFUSALS = (aiormq.exceptions.ChannelAccessRefused, aiormq.exceptions.ChannelPreconditionFailed)
+#: Messages published and not yet confirmed, at most, on the confirming channel.
+PUBLISH_WINDOW = 256
+#: Passive declares in flight at once when reading many queues' counts (a channel each).
+COUNT_CONCURRENCY = 16
+#: Channel numbers the queue-count readers take in turn (RabbitMQ allows 2047 by default).
+COUNT_CHANNELS = 2000
+#: ``queue_summary`` reads the queues at most this often, and answers from that in between.
+SUMMARY_MAX_AGE_SECONDS = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class QueueCounts:
+    """What a passive ``queue.declare`` says of a queue."""
+
+    messages: int  # ready to be delivered (not those delivered and not yet acknowledged)
+    consumers: int
 
 
 class _Refused(Exception):
@@ -154,6 +189,14 @@ class AmqpRouter(Router):
         self._topics: set[str] = set()
         self._last_published: dict[str, int] = {}
         self._held = HeldReads()
+        self._summary: QueueSummary | None = None
+        # Queue counts go over a connection of their own: a passive declare of a missing queue
+        # closes its channel, and channels opened again at once can race the client's reuse
+        # of channel numbers ("second 'channel.open' seen"), which closes the whole connection.
+        self._counter: aio_pika.abc.AbstractConnection | None = None
+        self._counter_connecting = asyncio.Lock()
+        self._count_channel = 0  # the last channel number a queue-count reader took
+        self._summarising: asyncio.Task[QueueSummary] | None = None
 
     @property
     def max_message_bytes(self) -> int:
@@ -186,6 +229,14 @@ class AmqpRouter(Router):
 
     async def close(self) -> None:
         await self.drain()
+        summarising, self._summarising = self._summarising, None
+        if summarising is not None:
+            summarising.cancel()
+            await asyncio.wait((summarising,))
+        counter, self._counter = self._counter, None
+        if counter is not None:
+            with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                await counter.close()
         connection, self._connection = self._connection, None
         self._publisher = self._exchange = self._declarer = None
         if connection is not None:
@@ -201,7 +252,7 @@ class AmqpRouter(Router):
         next one (the relay's retry, the component's next poll) connects again.
         """
         async with self._connecting:
-            if self._connection is not None and not self._connection.is_closed:
+            if self._connection is not None and _alive(self._connection):
                 return self._connection
             with _unavailable(self._shown, "connect"):
                 connection = await aio_pika.connect(
@@ -238,24 +289,25 @@ class AmqpRouter(Router):
         if not batch:
             return
         await self._connect()
-        refused: tuple[int, str] | None = None
-        for index, message in enumerate(batch):
-            size = len(message.body.encode())
-            if size > self._max_message_bytes:
+        bodies: list[bytes] = []
+        refused: str | None = None
+        for message in batch:
+            body = message.body.encode()
+            if len(body) > self._max_message_bytes:
                 refused = (
-                    index,
-                    (f"{size} bytes, over the largest message of {self._max_message_bytes}"),
+                    f"{len(body)} bytes, over the largest message of {self._max_message_bytes}"
                 )
                 break
-            if message.key is not None:
+            key = message.key
+            if key is not None and self._bound.get(key) != message.topic:
                 try:
-                    await self._declare(message.key, message.topic)
+                    await self._declare(key, message.topic)
                 except _Refused as exc:
-                    refused = index, str(exc)
+                    refused = str(exc)
                     break
-        ready = batch if refused is None else batch[: refused[0]]
+            bodies.append(body)
         try:
-            await self._send(ready)
+            await self._send(batch[: len(bodies)], bodies)
         except _Refused as exc:
             # RabbitMQ closed the channel at one message and dropped what followed it.
             publisher, self._publisher, self._exchange = self._publisher, None, None
@@ -264,73 +316,114 @@ class AmqpRouter(Router):
                     await publisher.close()
             raise MessageRefused(exc.args[1], str(exc.args[0])) from exc
         if refused is not None:
+            message = batch[len(bodies)]
             log.error(
                 "RabbitMQ refused a message for subscriber %s on topic %s: %s",
-                batch[refused[0]].key,
-                batch[refused[0]].topic,
-                refused[1],
+                message.key,
+                message.topic,
+                refused,
             )
-            raise MessageRefused(batch[refused[0]], refused[1])
+            raise MessageRefused(message, refused)
 
-    async def _send(self, batch: Sequence[OutMessage]) -> None:
-        """Publish in order, pipelined on the one confirming channel; return once every
-        message is confirmed.
+    async def _send(self, batch: Sequence[OutMessage], bodies: Sequence[bytes]) -> None:
+        """Publish in order on the one confirming channel, at most ``PUBLISH_WINDOW``
+        unconfirmed at a time, and return once every message is confirmed. The timeout is for
+        each confirm after the one before it (a large batch on a slow broker does not time out
+        for its size), kept by this loop rather than by a timer per message. Sending stops at
+        the first failure.
         """
         if not batch:
             return
-        exchange = await self._publishing_exchange()
-        # Tasks start in order and each takes the channel's lock at once, in order, so the
-        # messages are written in batch order while the confirms are awaited together.
-        sending = [asyncio.ensure_future(self._publish_one(exchange, message)) for message in batch]
+        channel = await self._publishing_channel()
+        exchange = self._exchange_name
+        loop = asyncio.get_running_loop()
+        sending: list[asyncio.Task[Any]] = []
         try:
-            await asyncio.wait(sending)
+            for index, message in enumerate(batch):
+                if index >= PUBLISH_WINDOW:
+                    oldest = sending[index - PUBLISH_WINDOW]
+                    await self._confirmed(oldest)
+                    if oldest.cancelled() or oldest.exception() is not None:
+                        break
+                sending.append(
+                    loop.create_task(
+                        channel.basic_publish(
+                            bodies[index],
+                            exchange=exchange,
+                            routing_key=message.topic,
+                            properties=amqp_properties(message),
+                            mandatory=message.key is not None,
+                            wait=False,  # the timeout is the window's, not a timer each
+                        )
+                    )
+                )
+            for task in sending:
+                await self._confirmed(task)
         finally:
             for task in sending:
-                task.cancel()
-        # The first failure in batch order is the one to report: a channel closed at one
-        # message fails every confirm still awaited, those after it included.
-        returned: list[bool] = []
-        failure: BaseException | None = None
-        for task in sending:
-            error = None if task.cancelled() else task.exception()
-            if task.cancelled() and failure is None:
-                failure = asyncio.CancelledError()
-            if error is not None and failure is None:
-                failure = error
-            returned.append(not task.cancelled() and error is None and task.result())
-        if failure is not None:
-            raise failure
-        for message in (m for m, back in zip(batch, returned, strict=True) if back):
+                task.cancel()  # none left but when this failed or was cancelled
+        returned: list[OutMessage] = []
+        for message, task in zip(batch, sending, strict=False):
+            # The first failure in batch order is the one to report: a channel closed at one
+            # message fails every confirm still awaited, those after it included.
+            if task.cancelled():
+                raise asyncio.CancelledError()
+            error = task.exception()
+            if error is None:
+                continue
+            if isinstance(error, aio_pika.exceptions.PublishError):
+                returned.append(message)
+                continue
+            if isinstance(error, _REFUSALS):
+                raise _Refused(str(error), message) from error
+            if isinstance(error, (*_TRANSIENT, RuntimeError)):
+                raise RouterUnavailable(
+                    f"RabbitMQ at {self._shown}: publish failed: {error!r}"
+                ) from error
+            raise error
+        if len(sending) < len(batch):  # stopped by a failure that is not one: cannot be
+            raise RouterUnavailable(f"RabbitMQ at {self._shown}: publish stopped")
+        for message in returned:
             # Unroutable: no queue is bound to its topic any more. Declare its queue and send.
             if message.key is not None:
                 self._bound.pop(message.key, None)
                 await self._declare(message.key, message.topic)
-                await self._publish_one(exchange, message, mandatory=False)
+                await self._publish_one(message)
         at = now_ms()
         for message in batch:
             self._last_published[message.topic] = at
             self._topics.add(message.topic)
 
-    async def _publish_one(
-        self, exchange: aio_pika.abc.AbstractExchange, message: OutMessage, mandatory: bool = True
-    ) -> bool:
-        """Publish and await the confirm; True when RabbitMQ returned the message unroutable."""
-        try:
-            with _unavailable(self._shown, "publish"), _refusal(message):
-                await exchange.publish(
-                    amqp_message(message),
-                    routing_key=message.topic,
-                    mandatory=mandatory and message.key is not None,
-                    timeout=self._timeout,
+    async def _confirmed(self, task: asyncio.Task[Any]) -> None:
+        """Wait until a message sent is confirmed (or failed); ``RouterUnavailable`` when no
+        answer came for it within the timeout. Messages are waited for in the order sent, so
+        each wait starts at the latest when the one before it was answered.
+        """
+        if not task.done():
+            await asyncio.wait((task,), timeout=self._timeout)
+            if not task.done():
+                raise RouterUnavailable(
+                    f"RabbitMQ at {self._shown}: publish failed: no confirm within "
+                    f"{self._timeout:g} s"
                 )
-        except RouterUnavailable as exc:
-            if isinstance(exc.__cause__, aio_pika.exceptions.PublishError):
-                return True
-            raise
-        return False
 
-    async def _publishing_exchange(self) -> aio_pika.abc.AbstractExchange:
-        """The exchange on the confirming channel, reopened after RabbitMQ closed it."""
+    async def _publish_one(self, message: OutMessage) -> None:
+        """Publish one message, not mandatory, and await its confirm."""
+        channel = await self._publishing_channel()
+        with _unavailable(self._shown, "publish"), _refusal(message):
+            await channel.basic_publish(
+                message.body.encode(),
+                exchange=self._exchange_name,
+                routing_key=message.topic,
+                properties=amqp_properties(message),
+                timeout=self._timeout,
+            )
+
+    async def _publishing_channel(self) -> aiormq.Channel:
+        """The confirming channel (reopened after RabbitMQ closed it), as the AMQP client's
+        own channel: the router hands it frames' properties as they are, with no message
+        object per snapshot.
+        """
         if self._publisher is None or self._publisher.is_closed or self._exchange is None:
             connection = await self._connect()
             with _unavailable(self._shown, "open a channel"):
@@ -339,7 +432,10 @@ class AmqpRouter(Router):
                     self._exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
                 )
             self._publisher = publisher
-        return self._exchange
+        with _unavailable(self._shown, "open a channel"):
+            channel = await self._publisher.get_underlay_channel()
+        assert isinstance(channel, aiormq.Channel)  # whose basic_publish takes wait=False
+        return channel
 
     async def _declare(self, queue: str, topic: str, *, expires: bool = False) -> None:
         """Declare a durable queue bound to the exchange with ``topic``, once per process;
@@ -513,40 +609,187 @@ class AmqpRouter(Router):
                 select(subscriptions.c.subscriber_id).where(subscriptions.c.topic == topic)
             )
             queues = sorted(set(result.scalars()) | self._group_queues.get(topic, set()))
-        depths = await self._depths(queues)
+        counts, _ = await self._count(queues)
         last = max(row.last_published_at or 0, self._last_published.get(topic, 0)) or None
-        lagging = any(depth > 0 for depth in depths.values())
+        lagging = any(c.messages > 0 for c in counts.values())
         return TopicStats(
             name=topic,
-            messages=max(depths.values(), default=0),
+            messages=max((c.messages for c in counts.values()), default=0),
             last_published_at=last,
             oldest_unread_at=last if lagging else None,
-            consumer_groups=[GroupStats(q, 0, depths[q], None) for q in queues if q in depths],
+            consumer_groups=[
+                GroupStats(q, 0, counts[q].messages, None, counts[q].consumers)
+                for q in queues
+                if q in counts
+            ],
         )
 
-    async def _depths(self, queues: list[str]) -> dict[str, int]:
-        """The ready messages of each queue that exists."""
-        connection = await self._connect()
-        depths: dict[str, int] = {}
-        channel: aio_pika.abc.AbstractChannel | None = None
+    async def lags(self, topics: Sequence[str]) -> dict[str, int]:
+        """As :meth:`stats` says per topic, for many topics at once: one read of the
+        subscriptions, then every queue of those topics read ``COUNT_CONCURRENCY`` at a time
+        within ``LAG_BUDGET_SECONDS`` (a topic with a queue not read by then is left out).
+        """
+        known = set(await self._store.topics.names()).intersection(topics)
+        if not known:
+            return {}
+        topic_of = await self._subscription_queues(known)
+        counts, unread = await self._count(sorted(topic_of), budget=LAG_BUDGET_SECONDS)
+        lags = dict.fromkeys(known, 0)
+        for queue, queue_counts in counts.items():
+            topic = topic_of[queue]
+            lags[topic] = max(lags[topic], queue_counts.messages)
+        for queue in unread:
+            lags.pop(topic_of[queue], None)
+        if unread:
+            log.warning(
+                "consumer lag of %d of %d RabbitMQ queues not read within %g s",
+                len(unread),
+                len(topic_of),
+                LAG_BUDGET_SECONDS,
+            )
+        return lags
+
+    async def queue_summary(self) -> QueueSummary:
+        """Figures over every subscription's queue and the group queues made here, read at most
+        every ``SUMMARY_MAX_AGE_SECONDS`` (within ``LAG_BUDGET_SECONDS``) by one task at a
+        time: a caller that gives up waiting leaves the read going for the next one.
+        """
+        summary = self._summary
+        if summary is not None and now_ms() - summary.read_at < SUMMARY_MAX_AGE_SECONDS * 1000:
+            return summary
+        if self._summarising is None or self._summarising.done():
+            self._summarising = asyncio.create_task(self._summarise())
+            self._summarising.add_done_callback(_retrieve)
+        return await asyncio.shield(self._summarising)
+
+    async def _summarise(self) -> QueueSummary:
+        topic_of = await self._subscription_queues(None)
+        counts, unread = await self._count(sorted(topic_of), budget=LAG_BUDGET_SECONDS)
+        summary = QueueSummary(
+            queues=len(counts),
+            messages=sum(c.messages for c in counts.values()),
+            consumers=sum(c.consumers for c in counts.values()),
+            without_consumers=sum(1 for c in counts.values() if not c.consumers),
+            read_at=now_ms(),
+            complete=not unread,
+        )
+        self._summary = summary
+        return summary
+
+    async def _subscription_queues(self, topics: set[str] | None) -> dict[str, str]:
+        """Queue -> topic: the subscriptions' queues, and the group queues made here, of
+        ``topics`` (None: of every topic).
+        """
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(subscriptions.c.subscriber_id, subscriptions.c.topic)
+            )
+            topic_of = {
+                str(queue): str(topic)
+                for queue, topic in result
+                if topics is None or topic in topics
+            }
+        for topic, queues in self._group_queues.items():
+            if topics is None or topic in topics:
+                topic_of.update(dict.fromkeys(queues, topic))
+        return topic_of
+
+    async def queue_counts(self, queues: Iterable[str]) -> dict[str, QueueCounts]:
+        """Ready messages and consumers of each of ``queues`` that exists."""
+        counts, _ = await self._count(list(queues))
+        return counts
+
+    async def _count(
+        self, queues: list[str], *, budget: float | None = None
+    ) -> tuple[dict[str, QueueCounts], list[str]]:
+        """The counts of each queue that exists (a passive ``queue.declare`` each, at most
+        ``COUNT_CONCURRENCY`` in flight, a channel each), and the queues not read within
+        ``budget`` seconds. Raises ``RouterUnavailable`` when RabbitMQ does not answer.
+
+        A reader is never cancelled in the middle of a request: the AMQP client then reuses
+        the channel number of an open it gave up, and RabbitMQ closes the whole connection,
+        publishing included. Once the budget is spent (or the caller gave up), the readers
+        take no further queue and end after the request in hand.
+        """
+        if not queues:
+            return {}, []
+        connection = await self._counting_connection()
+        counts: dict[str, QueueCounts] = {}
+        read: set[str] = set()
+        waiting = iter(queues)
+        stopped = asyncio.Event()
+
+        async def reader() -> None:
+            channel: aio_pika.abc.AbstractChannel | None = None
+            try:
+                for queue in waiting:
+                    if stopped.is_set():
+                        return
+                    with _unavailable(self._shown, "read queue counts"):
+                        if channel is None or channel.is_closed:
+                            channel = await connection.channel(
+                                self._count_channel_number(connection), publisher_confirms=False
+                            )
+                        try:
+                            declared = await channel.declare_queue(
+                                queue, passive=True, timeout=self._timeout
+                            )
+                        except aiormq.exceptions.ChannelNotFoundEntity:
+                            read.add(queue)  # not made yet: its first snapshot is on the way
+                            continue
+                    result = declared.declaration_result
+                    counts[queue] = QueueCounts(
+                        int(result.message_count or 0), int(result.consumer_count or 0)
+                    )
+                    read.add(queue)
+            finally:
+                if channel is not None and not channel.is_closed:
+                    with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                        await channel.close()
+
+        readers = [
+            asyncio.create_task(reader()) for _ in range(min(COUNT_CONCURRENCY, len(queues)))
+        ]
+        for task in readers:
+            task.add_done_callback(_retrieve)
         try:
-            for queue in queues:
-                with _unavailable(self._shown, "stats"):
-                    if channel is None or channel.is_closed:
-                        channel = await connection.channel(publisher_confirms=False)
-                    try:
-                        declared = await channel.declare_queue(
-                            queue, passive=True, timeout=self._timeout
-                        )
-                    except aiormq.exceptions.ChannelNotFoundEntity:
-                        continue  # not made yet: its first snapshot waits in the outbox
-                    count = declared.declaration_result.message_count
-                    depths[queue] = int(count or 0)
+            done, _ = await asyncio.wait(
+                readers, timeout=budget, return_when=asyncio.FIRST_EXCEPTION
+            )
         finally:
-            if channel is not None and not channel.is_closed:
-                with contextlib.suppress(*_TRANSIENT, RuntimeError):
-                    await channel.close()
-        return depths
+            stopped.set()
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                raise error
+        return dict(counts), [q for q in queues if q not in read]
+
+    def _count_channel_number(self, connection: aio_pika.abc.AbstractConnection) -> int:
+        """A channel number for a queue-count reader, taken in turn from all the connection
+        allows: a passive declare of a missing queue makes RabbitMQ close its channel, and the
+        AMQP client, left to choose, may open the next channel under that number before
+        RabbitMQ saw it closed ("second 'channel.open' seen", and the connection is closed).
+        """
+        amqp = connection.transport.connection  # type: ignore[union-attr]
+        span = min(COUNT_CHANNELS, int(amqp.connection_tune.channel_max or COUNT_CHANNELS))
+        for _ in range(span):
+            self._count_channel = self._count_channel % span + 1
+            if self._count_channel not in amqp.channels:
+                return self._count_channel
+        raise RouterUnavailable(f"RabbitMQ at {self._shown}: no free channel to read counts")
+
+    async def _counting_connection(self) -> aio_pika.abc.AbstractConnection:
+        """The connection queue counts are read on, made on first use and after a loss."""
+        async with self._counter_connecting:
+            if self._counter is None or not _alive(self._counter):
+                with _unavailable(self._shown, "connect to read queue counts"):
+                    self._counter = await aio_pika.connect(
+                        self._url,
+                        timeout=self._timeout,
+                        ssl_context=self._ssl,
+                        client_properties={"connection_name": "policy-pubsub queue counts"},
+                    )
+            return self._counter
 
     async def ping(self) -> None:
         connection = await self._connect()
@@ -557,6 +800,21 @@ class AmqpRouter(Router):
             finally:
                 if not channel.is_closed:
                     await channel.close()
+
+
+def _alive(connection: aio_pika.abc.AbstractConnection) -> bool:
+    """Whether a connection is usable: aio-pika's ``is_closed`` stays false when RabbitMQ
+    closed the connection (e.g. with 504 after a channel error), only the AMQP client's own
+    connection under it says so.
+    """
+    transport = connection.transport
+    return not connection.is_closed and transport is not None and not transport.connection.is_closed
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Retrieve a finished task's error, so asyncio does not report it when nobody waited."""
+    if not task.cancelled():
+        task.exception()
 
 
 @contextlib.contextmanager
@@ -584,4 +842,4 @@ def _without_password(url: str) -> str:
     return f"{scheme}://{userinfo.split(':', 1)[0]}@{host}"
 
 
-__all__ = ["AmqpRouter", "QueueDelivery"]
+__all__ = ["COUNT_CONCURRENCY", "AmqpRouter", "QueueCounts", "QueueDelivery"]

@@ -28,12 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
+import aiormq
 
+from policy_pubsub import constants
 from policy_pubsub.routers.messages import OutMessage
 
-DEFAULT_EXCHANGE = "policy-pubsub"
+DEFAULT_EXCHANGE = constants.DEFAULT_AMQP_EXCHANGE
 REVISION_HEADER = "revision"
 CONTENT_TYPE = "application/json"
+PERSISTENT = 2  # delivery_mode
 MAX_NAME_BYTES = 255
 #: RabbitMQ version from which quorum queues exist.
 QUORUM_SINCE = (3, 8)
@@ -97,8 +100,20 @@ def message_id(dedup_id: str | None) -> str | None:
     return "sha256:" + hashlib.sha256(dedup_id.encode()).hexdigest()
 
 
+def amqp_properties(message: OutMessage) -> aiormq.spec.Basic.Properties:
+    """A snapshot's properties as published: persistent JSON, its de-duplication id and
+    revision. The router hands them to the AMQP client as they are, one object per message.
+    """
+    return aiormq.spec.Basic.Properties(
+        content_type=CONTENT_TYPE,
+        delivery_mode=PERSISTENT,
+        message_id=message_id(message.dedup_id),
+        headers=None if message.revision is None else {REVISION_HEADER: message.revision},
+    )
+
+
 def amqp_message(message: OutMessage) -> aio_pika.Message:
-    """A snapshot as published: persistent JSON, its de-duplication id and revision."""
+    """A snapshot as an aio-pika message, with the properties of :func:`amqp_properties`."""
     return aio_pika.Message(
         message.body.encode(),
         content_type=CONTENT_TYPE,
@@ -111,9 +126,11 @@ def amqp_message(message: OutMessage) -> aio_pika.Message:
 __all__ = [
     "CONTENT_TYPE",
     "DEFAULT_EXCHANGE",
+    "PERSISTENT",
     "REVISION_HEADER",
     "QueueShape",
     "amqp_message",
+    "amqp_properties",
     "group_queue",
     "has_quorum_queues",
     "message_id",

@@ -31,6 +31,23 @@ class GroupStats:
     position: int
     lag: int
     last_consumed_at: int | None  # epoch milliseconds
+    # Consumers attached to the group now, where the router can tell (RabbitMQ: a queue's
+    # consumers); None where it cannot (a group read by long-polls has none in between).
+    consumers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSummary:
+    """The subscriptions' queues on a router that keeps one per subscription (RabbitMQ), over
+    all of them: for ``/healthcheck``, which shows figures, never queue names.
+    """
+
+    queues: int  # those that exist (a subscription's first snapshot makes its queue)
+    messages: int  # ready, over all queues
+    consumers: int  # over all queues
+    without_consumers: int  # queues with no consumer attached
+    read_at: int  # epoch milliseconds
+    complete: bool  # False when not every queue was read within the time allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +206,13 @@ class Router(ABC):
         if errors:
             raise errors[0]
         return lags
+
+    async def queue_summary(self) -> QueueSummary | None:
+        """Figures over the subscriptions' queues, for a router that keeps one per
+        subscription; None (the default) for the others. Cheap to call often: a router reads
+        its queues at most every so often and answers from that in between.
+        """
+        return None
 
     @abstractmethod
     async def ping(self) -> None:

@@ -33,6 +33,9 @@ HEADS_POLL_SECONDS = 1.0
 # the tail does not cover goes to the store, which stays the source of truth.
 TAIL_MESSAGES = 16
 TAIL_CHARS = 64 * 2**20  # all tails together; the least recently appended topics go first
+# The tails are built from what commits appended when a read first needs them, not in the
+# commit (a push to 10,000 topics spent ~35 ms there): at most this many messages wait.
+UNFOLDED_MESSAGES = 32_768
 
 
 class _ClaimedDelivery(GroupDelivery):
@@ -88,6 +91,12 @@ class EmbeddedRouter(Router):
         # topic -> contiguous (seq, body), least recently appended first
         self._tails: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
         self._tail_chars = 0
+        # What commits appended since the tails were last brought up to date, in commit order.
+        self._unfolded: list[tuple[Mapping[str, int], Sequence[OutMessage]]] = []
+        self._unfolded_count = 0
+        # While maintenance drops messages, the tails may still hold some the store no
+        # longer does: reads go to the store until the tails are forgotten.
+        self._maintaining = False
         self._heads_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # On a shared store, one replica at a time drops expired and superseded messages.
@@ -176,10 +185,14 @@ class EmbeddedRouter(Router):
         """Wake the held reads of the topics that moved on, after a transaction that appended
         to them committed (here, or on a shared store in another replica): ``heads`` holds
         each topic's new last offset and ``messages``, when the caller has them, what was
-        appended, in order (kept in memory to answer the woken reads).
+        appended, in order (kept in memory to answer the woken reads; the tails take them
+        in when a read first looks, see :meth:`_fold`).
         """
         if messages and not self._store.shared:
-            self._remember(heads, messages)
+            self._unfolded.append((heads, messages))
+            self._unfolded_count += len(messages)
+            if self._unfolded_count > UNFOLDED_MESSAGES:  # no read came for them: now then
+                self._fold()
         moved: list[str] = []
         for topic, last in heads.items():
             if last <= self._heads.get(topic, -1):
@@ -187,6 +200,12 @@ class EmbeddedRouter(Router):
             self._heads[topic] = last
             moved.append(topic)
         self._held.wake(moved)
+
+    def _fold(self) -> None:
+        """Bring the tails up to date with what commits appended since the last time."""
+        unfolded, self._unfolded, self._unfolded_count = self._unfolded, [], 0
+        for heads, messages in unfolded:
+            self._remember(heads, messages)
 
     def _remember(self, heads: Mapping[str, int], messages: Sequence[OutMessage]) -> None:
         """Add committed messages to their topics' tails (``append`` numbered each topic's
@@ -230,6 +249,10 @@ class EmbeddedRouter(Router):
         """The messages after ``position`` up to ``head`` from memory, or [] if the tail
         does not hold all of them.
         """
+        if self._maintaining:
+            return []
+        if self._unfolded:
+            self._fold()
         tail = self._tails.get(topic)
         if not tail or tail[0][0] > position + 1 or tail[-1][0] < head:
             return []
@@ -237,6 +260,7 @@ class EmbeddedRouter(Router):
         return tail[max(0, start) : max(0, start) + limit]
 
     def _forget_tails(self) -> None:
+        self._unfolded, self._unfolded_count = [], 0
         self._tails.clear()
         self._tail_chars = 0
 
@@ -318,11 +342,16 @@ class EmbeddedRouter(Router):
         """Drop expired messages, then superseded snapshots, then what outlived its
         subscription; returns the first two counts.
         """
-        expired = await self._store.topics.expire(now_ms() - self._retention_ms)
-        compacted = await self._store.topics.compact()
-        orphans = await self._store.topics.drop_orphans() if self._drop_orphans else 0
+        self._maintaining = True
+        try:
+            expired = await self._store.topics.expire(now_ms() - self._retention_ms)
+            compacted = await self._store.topics.compact()
+            orphans = await self._store.topics.drop_orphans() if self._drop_orphans else 0
+            if expired or compacted or orphans:
+                self._forget_tails()  # the store dropped messages: the tails may hold them still
+        finally:
+            self._maintaining = False
         if expired or compacted or orphans:
-            self._forget_tails()  # the store dropped messages: the tails may hold them still
             log.info(
                 "dropped %d expired and %d superseded messages, and %d rows of gone "
                 "subscriptions",
@@ -334,6 +363,8 @@ class EmbeddedRouter(Router):
 
     def forget_tail(self, topic: str) -> None:
         """The store is dropping messages of ``topic``: read them from there from now on."""
+        if self._unfolded:
+            self._fold()
         tail = self._tails.pop(topic, None)
         if tail:
             self._tail_chars -= sum(len(body) for _, body in tail)

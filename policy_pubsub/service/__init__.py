@@ -85,6 +85,10 @@ class PolicyService:
         """Load the policies and subscriptions from the store."""
         await self._state.load()
 
+    async def close(self) -> None:
+        """Stop following the store's changes made elsewhere."""
+        await self._state.close()
+
     async def catch_up(self) -> None:
         """Make the state reflect the store (see :meth:`State.catch_up`)."""
         await self._state.catch_up()

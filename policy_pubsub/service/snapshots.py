@@ -3,8 +3,10 @@
 A snapshot is the subscription's record, the revision it reflects, the event that caused it
 (``subscribe`` or ``update``), when, and the matching policies by policy id. Subscribers with
 the same filters share one selector: their policies are matched and serialised once, and only
-the record around them differs. A snapshot larger than the router's largest message is never
-written: :func:`oversized` finds them, and the change that causes them is refused.
+the record around them differs; when several subscribers share it, their snapshots say so
+(``OutMessage.shared``), and the store keeps that common end of their bodies once. A
+snapshot larger than the router's largest message is never written: :func:`oversized` finds
+them, and the change that causes them is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import orjson
 from policy_pubsub import constants
 from policy_pubsub.exceptions import SnapshotTooLarge
 from policy_pubsub.matching import Selector
-from policy_pubsub.routers import OutMessage
+from policy_pubsub.routers import OutMessage, SharedPart
 from policy_pubsub.service.state import Policy, State, Subscription
 from policy_pubsub.timestamps import rfc3339
 
@@ -30,8 +32,11 @@ __all__ = [
     "message_bytes",
     "oversized",
     "snapshot_message",
-    "subscribe_snapshot",
 ]
+
+#: The common end of several snapshots' bodies is kept once from this many characters on
+#: (below that the row that holds it costs more than the copies it saves).
+SHARED_MIN_CHARS = 128
 
 #: policy id -> (deployed before, deployed after); None where not deployed.
 Changes = Mapping[str, tuple[Policy | None, Policy | None]]
@@ -101,36 +106,35 @@ def change_snapshots(
     messages: list[OutMessage] = []
     notified: list[str] = []
     stamp = rfc3339(at) or ""
-    for selector in affected:
+    for part, selector in enumerate(affected):
         fragment = orjson.dumps(matching_policies(deployed, selector))
-        for subscriber_id in sorted(state.index.members(selector)):
+        members = sorted(state.index.members(selector))
+        shared = None
+        if len(members) > 1 and len(fragment) >= SHARED_MIN_CHARS:
+            shared = SharedPart(part, fragment.decode() + "}")
+        for subscriber_id in members:
             subscription = state.subscriptions[subscriber_id]
             messages.append(
-                snapshot_message(subscription, revision, constants.EVENT_UPDATE, stamp, fragment)
+                snapshot_message(
+                    subscription, revision, constants.EVENT_UPDATE, stamp, fragment, shared
+                )
             )
             notified.append(subscriber_id)
     return ChangeSnapshots(messages, notified)
 
 
-def subscribe_snapshot(
-    subscription: Subscription, revision: int, at: int, policies: Mapping[str, Any]
-) -> OutMessage:
-    """The ``subscribe`` snapshot that starts a new or updated subscription."""
-    return snapshot_message(
-        subscription,
-        revision,
-        constants.EVENT_SUBSCRIBE,
-        rfc3339(at) or "",
-        orjson.dumps(policies),
-    )
-
-
 def snapshot_message(
-    subscription: Subscription, revision: int, event: str, stamp: str, policies: bytes
+    subscription: Subscription,
+    revision: int,
+    event: str,
+    stamp: str,
+    policies: bytes,
+    shared: SharedPart | None = None,
 ) -> OutMessage:
     """The snapshot message: the subscription's record with ``revision``, ``event``,
     ``timestamp`` and ``policies`` (already serialised) added, keyed by the subscriber id and
-    with a de-duplication id unique to the subscriber and revision.
+    with a de-duplication id unique to the subscriber and revision. ``shared``: the
+    policies and the closing brace, as other snapshots of the revision end too.
     """
     body = b"".join(
         (
@@ -152,4 +156,5 @@ def snapshot_message(
         body=body.decode(),
         key=subscription.subscriber_id,
         revision=revision,
+        shared=shared,
     )

@@ -3,10 +3,12 @@ matching, as of one store revision, and how that is kept in step with the store.
 
 The indexes mirror the committed tables. A change updates them only after its commit, and
 while it holds :attr:`State.writing`; whenever the store's revision is not the one they
-reflect (another replica committed a change), :meth:`State.catch_up` and
-:meth:`State.take_revision` take in what changed since from the store's change log: the
-policies and subscriptions written or deleted after their revision, and the published marks
-that moved. Only a replica that was away longer than the log keeps reads everything again.
+reflect (another replica committed a change), they take in what changed since from the
+store's change log: the policies and subscriptions written or deleted after their revision,
+and the published marks that moved. A writer does so inside its transaction
+(:meth:`State.take_revision`); otherwise a task does as soon as a notification says the store
+moved on, so that a read (:meth:`State.catch_up`) usually finds the indexes current, or waits
+for that task. Only a replica that was away longer than the log keeps reads everything again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from policy_pubsub.models import ToscaPolicy
 from policy_pubsub.store import Changes, PolicyRow, Snapshot, Store, SubscriptionRow, WriteTx
 from policy_pubsub.store.notify import REVISION_CHANNEL
 from policy_pubsub.store.state import changes_since, load_all
+from policy_pubsub.tasks import cancelled
 
 __all__ = ["Policy", "State", "Subscription"]
 
@@ -149,9 +152,16 @@ class State:
         self.policies: PolicyIndex[Policy] = PolicyIndex()
         self.subscriptions: dict[str, Subscription] = {}
         self.index = SubscriptionIndex()
-        #: Held from a change's first statement until the indexes reflect its commit.
+        #: Held from a change's first statement until the indexes reflect its commit, and
+        #: while catching up: the indexes never go back, and take in no change twice.
         self.writing = asyncio.Lock()
-        self._behind = False  # a notification said the store moved on, or may have
+        self._notified = -1  # the newest revision a notification announced
+        self._unsure = False  # notifications may have been missed (the listener (re)connected)
+        self._following: asyncio.Task[None] | None = None  # catching up in the background
+        self._step = asyncio.Event()  # set when a step of that catch-up ends (then replaced)
+        self._failing = False  # the last background catch-up failed (logged once)
+        #: Catch-ups that read the store, by what started them (tests and benchmarks).
+        self.reads = {"background": 0, "read": 0}
 
     async def load(self) -> None:
         """Read everything from the store, and from now on follow the notifications of
@@ -161,7 +171,8 @@ class State:
         if notifications is not None:
             notifications.on(REVISION_CHANNEL, self._revision_committed)
             notifications.on_reconnect(self._fell_behind)
-        self._replace(await self._store.state.load())
+        async with self.writing:  # a catch-up the listener starts meanwhile waits for it
+            self._replace(await self._store.state.load())
         log.info(
             "store at revision %d: %d policies, %d subscriptions",
             self.revision,
@@ -169,32 +180,54 @@ class State:
             len(self.subscriptions),
         )
 
+    async def close(self) -> None:
+        """Stop following the store (the catch-up under way, if any, is cancelled)."""
+        task, self._following = self._following, None
+        if task is not None:
+            await cancelled(task)
+
+    @property
+    def behind(self) -> bool:
+        """A notification announced a revision the indexes do not reflect yet, or some may
+        have been missed.
+        """
+        return self._unsure or self._notified > self.revision
+
     async def catch_up(self) -> None:
         """Make the indexes reflect the store before a read. With one process (SQLite) they
-        always do; replicas sharing a store take in what changed when a notification says it
-        moved on, and check its revision on every read while notifications are not arriving.
+        always do. Replicas sharing a store catch up in the background as soon as a
+        notification says it moved on: a read that comes while that runs waits for it, and
+        reads the store itself only if it failed; while notifications are not arriving, every
+        read checks the store's revision.
         """
         notifications = self._store.notifications
-        if notifications is None or (notifications.connected and not self._behind):
+        if notifications is None or (notifications.connected and not self.behind):
+            return
+        # Wait for the running catch-up only until it has reached what was announced when
+        # this read came, not while it goes on following newer commits.
+        wanted = self._notified
+        while notifications.connected and self._following and not self._following.done():
+            await self._step.wait()
+            if not self._unsure and self.revision >= wanted:
+                return
+        if not self.behind:
             return
         async with self.writing:
-            self._behind = False
-            found = await self._store.state.since(self.revision)
-            if found is not None:
-                self._follow(found)
+            await self._read_changes("read")
 
-    async def take_revision(self, tx: WriteTx) -> int:
-        """Take the next revision in ``tx``; first catch up, in the same transaction, if
-        another writer moved the store on. Call it holding :attr:`writing`.
+    async def take_revision(self, tx: WriteTx, count: int = 1) -> int:
+        """Take the next ``count`` revisions in ``tx`` and return the first; first catch up,
+        in the same transaction, if another writer moved the store on. Call it holding
+        :attr:`writing`.
         """
-        revision = await tx.next_revision()
+        revision = await tx.next_revision(count)
         if revision - 1 != self.revision:
             # The revision row is locked: no other change commits while these are read.
-            changes = await changes_since(tx.conn, self.revision)
+            changes = await changes_since(tx.conn, self.revision, revision - 1)
             found = changes if changes is not None else await load_all(tx.conn)
             self._follow(replace(found, revision=revision - 1))
         # The indexes now reflect every revision committed before this one.
-        self._behind = False
+        self._unsure = False
         return revision
 
     # -- what a commit changed ----------------------------------------------------------------
@@ -288,10 +321,70 @@ class State:
         self.policies, self.subscriptions, self.index = policies, subscriptions, index
         self.revision = snapshot.revision
 
+    async def _read_changes(self, why: str) -> None:
+        """Take in what changed since :attr:`revision`. Call it holding :attr:`writing`."""
+        unsure, self._unsure = self._unsure, False
+        try:
+            found = await self._store.state.since(self.revision)
+        except BaseException:
+            self._unsure = True if unsure else self._unsure
+            raise
+        self.reads[why] += 1
+        if found is not None:
+            self._follow(found)
+
     def _revision_committed(self, payload: str) -> None:
-        """Another writer (perhaps another replica) committed a revision."""
-        if any(int(item) > self.revision for item in payload.split(",") if item.isdigit()):
-            self._behind = True
+        """A writer (another replica, or this one) committed revisions: catch up at once."""
+        notified = max((int(item) for item in payload.split(",") if item.isdigit()), default=-1)
+        if notified > self._notified:
+            self._notified = notified
+        if self.behind:
+            self._follow_soon()
 
     def _fell_behind(self) -> None:
-        self._behind = True
+        self._unsure = True
+        self._follow_soon()
+
+    def _follow_soon(self) -> None:
+        """Start the background catch-up unless it runs: it goes on while behind."""
+        if self._following is None or self._following.done():
+            self._following = asyncio.create_task(
+                self._follow_store(), name="policy-pubsub catch-up"
+            )
+
+    async def _follow_store(self) -> None:
+        try:
+            await self._follow_steps()
+        finally:
+            self._stepped()
+
+    def _stepped(self) -> None:
+        """Wake the reads waiting for a step of the background catch-up to end."""
+        step, self._step = self._step, asyncio.Event()
+        step.set()
+
+    async def _follow_steps(self) -> None:
+        while self.behind:
+            async with self.writing:
+                if not self.behind:  # a writer caught up meanwhile, in its transaction
+                    return
+                notified = self._notified
+                try:
+                    await self._read_changes("background")
+                except Exception as exc:
+                    # Reads now check the store themselves; the next notification retries.
+                    self._unsure = True
+                    if not self._failing:
+                        self._failing = True
+                        log.warning("catching up with the store failed: %s", exc)
+                    return
+                if self._failing:
+                    self._failing = False
+                    log.info("caught up with the store again, at revision %d", self.revision)
+                if self.revision < notified:
+                    # Cannot happen: a notification comes after its commit. Never loop on it.
+                    log.warning(
+                        "notified of revision %d, but the store is at %d", notified, self.revision
+                    )
+                    self._notified = self.revision
+            self._stepped()

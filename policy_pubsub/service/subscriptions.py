@@ -27,6 +27,7 @@ from policy_pubsub.exceptions import (
     RouterUnavailable,
     SubscriptionTaken,
 )
+from policy_pubsub.matching import Selector
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import SubscriptionRequest
 from policy_pubsub.routers import OutMessage, Router
@@ -36,7 +37,6 @@ from policy_pubsub.service.snapshots import (
     matching_policies,
     oversized,
     snapshot_message,
-    subscribe_snapshot,
 )
 from policy_pubsub.service.state import State, Subscription
 from policy_pubsub.store import Store, SubscriptionRow, now_ms
@@ -164,25 +164,25 @@ class Subscriptions:
         """
         state = self._state
         async with self._store.write() as tx:
-            first = await state.take_revision(tx)
+            # A revision for each request, taken at once; those refused hand theirs back.
+            first = await state.take_revision(tx, len(batch))
             at = now_ms()
-            planned = _Planned(first)
+            planned = _Planned(first, rfc3339(at) or "")
             for request in batch:
                 if isinstance(request, _Subscribe):
                     planned.answers.append(self._plan_subscribe(planned, request, at))
                 else:
                     planned.answers.append(_plan_unsubscribe(planned, state, request))
             if planned.last < first:
-                await tx.rollback()  # the revision taken goes back: nothing is written
+                await tx.rollback()  # the revisions taken go back: nothing is written
                 return planned.answers
-            if planned.last > first:
-                await tx.advance_revision(planned.last)
+            await tx.advance_revision(planned.last)
             await tx.subscribe(
                 [
                     SubscriptionRow(
                         s.subscriber_id,
                         s.topic,
-                        orjson.dumps(s.record).decode(),
+                        (s.envelope + b"}").decode(),  # the record as JSON
                         s.revision,
                         s.created_at,
                         s.updated_at,
@@ -270,8 +270,10 @@ class Subscriptions:
             last_published_at=at,
         )
         with self._metrics.matching_seconds.time():
-            policies = matching_policies(self._state.policies, subscription.selector)
-            message = subscribe_snapshot(subscription, revision, at, policies)
+            policies, fragment = planned.matching(self._state, subscription.selector)
+            message = snapshot_message(
+                subscription, revision, constants.EVENT_SUBSCRIBE, planned.stamp, fragment
+            )
         refused = oversized([message], self._router.max_message_bytes)
         if refused is not None:
             log.warning("refused subscription %s: %s", subscriber_id, refused.message)
@@ -392,15 +394,27 @@ class _Planned:
     """
 
     first: int
+    stamp: str  # when, as the snapshots say it
     last: int = 0
     after: dict[str, Subscription | None] = field(default_factory=dict)
     revisions: dict[str, int] = field(default_factory=dict)
     removed: dict[int, str] = field(default_factory=dict)  # revision -> subscriber id
     messages: list[OutMessage] = field(default_factory=list)
     answers: list[_Answer | PolicyPubSubError] = field(default_factory=list)
+    #: The policies each selector matches, and their JSON: subscribers with the same filters
+    #: in one transaction share them (no subscribe changes the policies).
+    matched: dict[Selector, tuple[dict[str, Any], bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.last = self.first - 1
+
+    def matching(self, state: State, selector: Selector) -> tuple[dict[str, Any], bytes]:
+        """The policies the selector matches, and their JSON."""
+        found = self.matched.get(selector)
+        if found is None:
+            policies = matching_policies(state.policies, selector)
+            found = self.matched[selector] = (policies, orjson.dumps(policies))
+        return found
 
     def current(self, state: State, subscriber_id: str) -> Subscription | None:
         """The subscription as the changes planned so far leave it."""

@@ -18,7 +18,6 @@ from sqlalchemy import (
     func,
     select,
     text,
-    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -27,7 +26,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
-from policy_pubsub.store.tables import topics
+from policy_pubsub.store import sqlite_driver
+
+#: SQLite: the WAL is checkpointed (off the commit path) once its file is larger than this, as
+#: SQLite's own automatic checkpoint would inside a commit (1,000 pages of 4 KiB).
+WAL_CHECKPOINT_BYTES = 4 * 2**20
 
 SQLITE_PRAGMAS = (
     # Free pages can be handed back to the file system (store/sqlite_file.py). It takes effect
@@ -38,6 +41,13 @@ SQLITE_PRAGMAS = (
     "PRAGMA synchronous=FULL",
     "PRAGMA busy_timeout=10000",
     "PRAGMA foreign_keys=ON",
+    # No checkpoint inside a commit: the store checkpoints the WAL in the background once it
+    # outgrows WAL_CHECKPOINT_BYTES (Store, ``_checkpoint_wal``), and the file upkeep
+    # truncates it every few seconds.
+    "PRAGMA wal_autocheckpoint=0",
+    # Once checkpointed in full, the WAL is cut back to this size when the next write starts
+    # it over, so its file size tells how much it holds past that.
+    f"PRAGMA journal_size_limit={WAL_CHECKPOINT_BYTES}",
 )
 
 
@@ -78,6 +88,7 @@ def _sqlite_setup(engine: AsyncEngine, *, begin: str) -> None:
     def _connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_connection.isolation_level = None
+        sqlite_driver.install(dbapi_connection)
         cursor = dbapi_connection.cursor()
         for pragma in SQLITE_PRAGMAS:
             cursor.execute(pragma)
@@ -145,30 +156,48 @@ NOTIFY_PAYLOAD_LIMIT = 7900  # PostgreSQL refuses payloads of 8000 bytes or more
 
 
 async def notify(conn: AsyncConnection, channel: str, payloads: Sequence[str]) -> None:
-    """Queue notifications that PostgreSQL delivers only if the transaction commits.
-    Payloads are joined with commas into as few notifications as fit, queued in order by one
-    statement. SQLite: nothing.
+    """Queue notifications on one channel (see :func:`notify_all`)."""
+    await notify_all(conn, [(channel, payload) for payload in payloads])
+
+
+async def notify_all(conn: AsyncConnection, notes: Sequence[tuple[str, str]]) -> None:
+    """Queue notifications (channel, payload) that PostgreSQL delivers only if the
+    transaction commits. Each channel's payloads are joined with commas, in the order given,
+    into as few notifications as fit; channel by channel, in the order each first appears,
+    all of them are queued by one statement. SQLite: nothing.
     """
-    if conn.dialect.name != "postgresql" or not payloads:
+    if conn.dialect.name != "postgresql" or not notes:
         return
-    notes: list[str] = []
-    chunk: list[str] = []
-    size = 0
-    for payload in payloads:
-        if chunk and size + len(payload) + 1 > NOTIFY_PAYLOAD_LIMIT:
-            notes.append(",".join(chunk))
-            chunk, size = [], 0
-        chunk.append(payload)
-        size += len(payload) + 1
-    notes.append(",".join(chunk))
-    if len(notes) == 1:
+    by_channel: dict[str, list[str]] = {}
+    for channel, payload in notes:
+        by_channel.setdefault(channel, []).append(payload)
+    channels: list[str] = []
+    joined: list[str] = []
+    for channel, payloads in by_channel.items():
+        chunk: list[str] = []
+        size = 0
+        for payload in payloads:
+            if chunk and size + len(payload) + 1 > NOTIFY_PAYLOAD_LIMIT:
+                channels.append(channel)
+                joined.append(",".join(chunk))
+                chunk, size = [], 0
+            chunk.append(payload)
+            size += len(payload) + 1
+        channels.append(channel)
+        joined.append(",".join(chunk))
+    if len(joined) == 1:
         await conn.execute(
-            text("SELECT pg_notify(:channel, :payload)"), {"channel": channel, "payload": notes[0]}
+            text("SELECT pg_notify(:channel, :payload)"),
+            {"channel": channels[0], "payload": joined[0]},
         )
     else:
         await conn.execute(
-            text("SELECT pg_notify(:channel, note) FROM unnest(CAST(:notes AS text[])) AS note"),
-            {"channel": channel, "notes": notes},
+            text(
+                "SELECT pg_notify(note.channel, note.payload) FROM "
+                "unnest(CAST(:channels AS text[]), CAST(:payloads AS text[])) "
+                "WITH ORDINALITY AS note(channel, payload, n) ORDER BY note.n"
+            ),
+            {"channels": channels, "payloads": joined},
         )
 
 
@@ -206,13 +235,6 @@ def insert_ignore(dialect: str, table: Table) -> Insert:
     return result
 
 
-def byte_order(dialect: str, column: ColumnElement[str]) -> ColumnElement[str]:
-    """The column for ORDER BY in code point order (Python's ``sorted``), whatever the
-    database's collation: SQLite compares bytes already; PostgreSQL needs ``COLLATE "C"``.
-    """
-    return column.collate("C") if dialect == "postgresql" else column
-
-
 def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> ColumnElement[bool]:
     """``column IN values`` with all the values in one bound parameter (an array on
     PostgreSQL, a JSON array read by ``json_each`` on SQLite): one parameter to process and
@@ -227,42 +249,61 @@ def among(dialect: str, column: ColumnElement[str], values: Sequence[str]) -> Co
     raise UnsupportedDatabase(dialect)
 
 
+def among_param(dialect: str, column: ColumnElement[str], name: str) -> ColumnElement[bool]:
+    """``column IN`` the values given as parameter ``name`` at execution (in the shape
+    :func:`among_value` makes them): :func:`among` for a statement built once and executed
+    many times, which spares building and keying the statement at every execution.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=postgresql.ARRAY(column.type)))
+    if dialect == "sqlite":
+        listed = func.json_each(bindparam(name, type_=column.type)).table_valued("value")
+        return column.in_(select(listed.c.value))
+    raise UnsupportedDatabase(dialect)
+
+
+def among_value(dialect: str, values: Sequence[str]) -> Any:
+    """The parameter value of :func:`among_param` for these values."""
+    return list(values) if dialect == "postgresql" else orjson.dumps(list(values)).decode()
+
+
 async def advance_topics(
     conn: AsyncConnection, counts: Mapping[str, int], at: int
 ) -> dict[str, int]:
-    """Move each existing topic named in ``counts`` on by that many offsets, published at
-    ``at``; return their new last offsets (topics that do not exist are left out). Their rows
-    stay locked until commit. PostgreSQL locks them first, in code-point order of the names,
-    so that concurrent writers lock in one order and cannot deadlock; SQLite, which has one
-    writer at a time, reads and advances them in one statement.
+    """Move each topic named in ``counts`` on by that many offsets, published at ``at``,
+    creating those that do not exist yet (created at ``at``, their offsets from 1); return
+    their new last offsets. One statement, an upsert: their rows stay locked until commit.
+    PostgreSQL takes them in the order given, code-point order of the names (``counts`` is
+    sorted so), so that concurrent writers lock in one order and cannot deadlock; SQLite has
+    one writer at a time.
     """
     if not counts:
         return {}
+    names = sorted(counts)
     if conn.dialect.name == "postgresql":
         result = await conn.execute(
-            select(topics.c.name, topics.c.last_offset)
-            .where(among("postgresql", topics.c.name, list(counts)))
-            .order_by(byte_order("postgresql", topics.c.name))
-            .with_for_update()
+            text(
+                "INSERT INTO topics AS t (name, last_offset, created_at, last_published_at) "
+                "SELECT c.name, c.n, :at, :at "
+                "FROM unnest(CAST(:names AS text[]), CAST(:counts AS bigint[])) "
+                "WITH ORDINALITY AS c(name, n, i) ORDER BY c.i "
+                "ON CONFLICT (name) DO UPDATE "
+                "SET last_offset = t.last_offset + excluded.last_offset, "
+                "last_published_at = excluded.last_published_at "
+                "RETURNING t.name, t.last_offset"
+            ),
+            {"at": at, "names": names, "counts": [counts[name] for name in names]},
         )
-        heads = {name: int(last) + counts[name] for name, last in result}
-        # One statement per distinct count (most pushes add one message to each topic).
-        by_count: dict[int, list[str]] = {}
-        for name in heads:
-            by_count.setdefault(counts[name], []).append(name)
-        for count, names in by_count.items():
-            await conn.execute(
-                update(topics)
-                .where(among("postgresql", topics.c.name, names))
-                .values(last_offset=topics.c.last_offset + count, last_published_at=at)
-            )
-        return heads
+        return {str(name): int(last) for name, last in result}
     if conn.dialect.name == "sqlite":
+        # "WHERE true": an upsert after a SELECT needs a WHERE clause to parse.
         result = await conn.exec_driver_sql(
-            "UPDATE topics SET last_offset = topics.last_offset + counts.value, "
-            "last_published_at = ? FROM json_each(?) AS counts WHERE topics.name = counts.key "
-            "RETURNING name, last_offset",
-            (at, orjson.dumps(dict(counts)).decode()),
+            "INSERT INTO topics (name, last_offset, created_at, last_published_at) "
+            "SELECT counts.key, counts.value, ?, ? FROM json_each(?) AS counts WHERE true "
+            "ON CONFLICT (name) DO UPDATE "
+            "SET last_offset = topics.last_offset + excluded.last_offset, "
+            "last_published_at = excluded.last_published_at RETURNING name, last_offset",
+            (at, at, orjson.dumps({name: counts[name] for name in names}).decode()),
         )
         return {str(row[0]): int(row[1]) for row in result}
     raise UnsupportedDatabase(conn.dialect.name)

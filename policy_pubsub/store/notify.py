@@ -24,15 +24,22 @@ log = logging.getLogger(__name__)
 REVISION_CHANNEL = "policy_pubsub_revision"
 TOPICS_CHANNEL = "policy_pubsub_topics"
 CHANNELS = (REVISION_CHANNEL, TOPICS_CHANNEL)
+#: The listening connection's name in ``pg_stat_activity``.
+APPLICATION_NAME = "policy-pubsub notifications"
 
 Callback = Callable[[str], None]
+
+
+def asyncpg_dsn(url: str) -> str:
+    """The DSN asyncpg connects to for a ``postgresql+asyncpg://`` URL."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class Notifications:
     """One listening connection per process, kept alive, fanned out to callbacks."""
 
     def __init__(self, url: str, *, check_interval: float = 2.0, max_backoff: float = 5.0) -> None:
-        self._dsn = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        self._dsn = asyncpg_dsn(url)
         self._check_interval = check_interval
         self._max_backoff = max_backoff
         self._callbacks: dict[str, list[Callback]] = {channel: [] for channel in CHANNELS}
@@ -65,7 +72,9 @@ class Notifications:
         first = True
         while True:
             try:
-                self._conn = await asyncpg.connect(self._dsn, timeout=5)
+                self._conn = await asyncpg.connect(
+                    self._dsn, timeout=5, server_settings={"application_name": APPLICATION_NAME}
+                )
                 for channel in CHANNELS:
                     await self._conn.add_listener(channel, self._deliver)
             except (OSError, asyncpg.PostgresError, TimeoutError) as exc:

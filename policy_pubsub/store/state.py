@@ -4,17 +4,22 @@ and the change log, from which a replica behind the store reads only what change
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+import asyncio
+import contextlib
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.store import dialects
+from policy_pubsub.store.notify import asyncpg_dsn
 from policy_pubsub.store.rows import Changes, PolicyRow, Snapshot, SubscriptionRow, TopicRow
 from policy_pubsub.store.tables import (
     change_log,
     change_log_floor,
+    mark_log,
     policies,
     store_revision,
     subscription_marks,
@@ -32,6 +37,123 @@ POLICY = "p"
 SUBSCRIPTION = "s"
 
 
+#: What a replica at revision $1 reads to catch up on PostgreSQL, in one statement (so in one
+#: snapshot, with no transaction around it): the store's revision and the change log's floor
+#: ("r"); each policy ("p") and subscription ("s") logged after $1 with its row as it is now
+#: (NULLs: deleted); and the mark log's rows after $1 ("m").
+CHANGES_AFTER = """
+WITH logged AS (SELECT DISTINCT kind, key FROM change_log WHERE revision > $1)
+SELECT 'r', NULL::text, NULL::text, NULL::text, NULL::text, NULL::text,
+       r.revision, f.revision, NULL::bigint, NULL::bigint, NULL::bigint
+  FROM store_revision r JOIN change_log_floor f ON f.id = r.id
+UNION ALL
+SELECT 'p', l.key, p.policy_version, p.policy_type, p.policy_type_version, p.body,
+       p.revision, p.deployed_at, NULL, NULL, NULL
+  FROM logged l LEFT JOIN policies p ON p.policy_id = l.key
+ WHERE l.kind = 'p'
+UNION ALL
+SELECT 's', l.key, s.topic, NULL, NULL, s.body,
+       s.revision, s.created_at, s.updated_at, m.last_revision, m.last_published_at
+  FROM logged l LEFT JOIN subscriptions s ON s.subscriber_id = l.key
+       LEFT JOIN subscription_marks m ON m.subscriber_id = s.subscriber_id
+ WHERE l.kind = 's'
+UNION ALL
+SELECT 'm', NULL, NULL, NULL, NULL, k.subscribers, k.revision, k.published_at, NULL, NULL, NULL
+  FROM mark_log k WHERE k.revision > $1
+"""
+
+#: The catch-up connection's name in ``pg_stat_activity``.
+APPLICATION_NAME = "policy-pubsub catch-up"
+
+#: How long the catch-up statement may take before the read counts as failed (seconds).
+CHANGES_TIMEOUT = 30.0
+
+
+class ChangeReader:
+    """A PostgreSQL connection of its own (asyncpg, outside the pool, in autocommit) on which
+    a replica reads what changed since its revision with :data:`CHANGES_AFTER`: one round
+    trip, with no pool checkout, pre-ping, BEGIN or COMMIT around it. Opened at the first
+    read; a read on a connection that has died meanwhile is tried once more on a new one.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._dsn = asyncpg_dsn(url)
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    async def changes(self, revision: int) -> Changes | Literal[False] | None:
+        """None if the store is still at ``revision``; what changed after it; False if the
+        change log was pruned past it.
+        """
+        import asyncpg  # type: ignore[import-untyped]
+
+        async with self._lock:
+            for attempt in (1, 2):
+                fresh = self._conn is None
+                try:
+                    if self._conn is None:
+                        self._conn = await asyncpg.connect(
+                            self._dsn,
+                            timeout=CHANGES_TIMEOUT,
+                            server_settings={"application_name": APPLICATION_NAME},
+                        )
+                    rows = await self._conn.fetch(CHANGES_AFTER, revision, timeout=CHANGES_TIMEOUT)
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                ) as exc:
+                    await self.close()
+                    if fresh or attempt == 2:
+                        raise StoreUnavailable(f"store read failed: {exc}") from exc
+                    continue
+                return _changes(rows, revision)
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=2)
+
+
+def _changes(rows: Sequence[Any], revision: int) -> Changes | Literal[False] | None:
+    now = floor = revision
+    policy_rows: list[PolicyRow] = []
+    deleted_policies: list[str] = []
+    subscription_rows: list[SubscriptionRow] = []
+    deleted_subscriptions: list[str] = []
+    marked: list[tuple[int, int, str]] = []
+    for what, key, t1, t2, t3, body, n1, n2, n3, n4, n5 in rows:
+        if what == "r":
+            now, floor = n1, n2
+        elif what == "p":
+            if t1 is None:
+                deleted_policies.append(key)
+            else:
+                policy_rows.append(PolicyRow(key, t1, t2, t3, body, n1, n2))
+        elif what == "s":
+            if t1 is None:
+                deleted_subscriptions.append(key)
+            else:
+                subscription_rows.append(SubscriptionRow(key, t1, body, n1, n2, n3, n4, n5))
+        else:
+            marked.append((n1, n2, body))
+    if now == revision:
+        return None
+    if floor > revision:
+        return False
+    return Changes(
+        now,
+        policy_rows,
+        deleted_policies,
+        subscription_rows,
+        deleted_subscriptions,
+        marks_from(marked),
+    )
+
+
 class StateRepository:
     """Reads of the state the service keeps in memory (``store.state``); it is written through
     :class:`~policy_pubsub.store.database.WriteTx`.
@@ -39,6 +161,11 @@ class StateRepository:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._reader = ChangeReader(store.url) if store.shared else None
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
 
     async def revision(self) -> int:
         """The store's current revision."""
@@ -54,6 +181,9 @@ class StateRepository:
         """From one snapshot of the database: None if the store is still at ``revision``;
         what changed after it, if the change log reaches back that far; else everything.
         """
+        if self._reader is not None:
+            found = await self._reader.changes(revision)
+            return found if found is not False else await self.load()
         async with self._store.read(consistent=True) as conn:
             both = store_revision.join(
                 change_log_floor, change_log_floor.c.id == store_revision.c.id
@@ -74,19 +204,26 @@ class StateRepository:
         """
         async with self._store.write() as tx:
             conn = tx.conn
-            last = (
+            logged = (
                 await conn.execute(
                     select(func.max(change_log.c.revision)).where(change_log.c.created_at < before)
                 )
             ).scalar_one()
-            if last is None:
+            marked = (
+                await conn.execute(
+                    select(func.max(mark_log.c.revision)).where(mark_log.c.published_at < before)
+                )
+            ).scalar_one()
+            if logged is None and marked is None:
                 return 0
+            last = max(r for r in (logged, marked) if r is not None)
             await conn.execute(
                 update(change_log_floor)
                 .where(change_log_floor.c.id == 1, change_log_floor.c.revision < last)
                 .values(revision=last)
             )
             result = await conn.execute(delete(change_log).where(change_log.c.revision <= last))
+            await conn.execute(delete(mark_log).where(mark_log.c.revision <= last))
             return int(result.rowcount or 0)
 
 
@@ -139,12 +276,10 @@ async def changes_since(
         else []
     )
     subscription_rows = await _subscriptions(conn, subscriber_ids) if subscriber_ids else []
-    marks = await conn.execute(
-        select(
-            subscription_marks.c.subscriber_id,
-            subscription_marks.c.last_revision,
-            subscription_marks.c.last_published_at,
-        ).where(subscription_marks.c.last_revision > revision)
+    marked = await conn.execute(
+        select(mark_log.c.revision, mark_log.c.published_at, mark_log.c.subscribers).where(
+            mark_log.c.revision > revision
+        )
     )
     written_policies = {row.policy_id for row in policy_rows}
     written_subscriptions = {row.subscriber_id for row in subscription_rows}
@@ -154,8 +289,18 @@ async def changes_since(
         [key for key in policy_ids if key not in written_policies],
         subscription_rows,
         [key for key in subscriber_ids if key not in written_subscriptions],
-        {key: (int(last), at) for key, last, at in marks},
+        marks_from(marked),
     )
+
+
+def marks_from(logged: Iterable[tuple[int, int, str]]) -> dict[str, tuple[int, int | None]]:
+    """The newest mark of each subscriber, from mark log rows (revision, at, ids)."""
+    marks: dict[str, tuple[int, int | None]] = {}
+    for revision, at, ids in sorted(logged, key=lambda row: row[0]):
+        mark = (int(revision), int(at))
+        for subscriber_id in ids.split(","):
+            marks[subscriber_id] = mark
+    return marks
 
 
 async def _subscriptions(conn: AsyncConnection, ids: Sequence[str] | None) -> list[SubscriptionRow]:
@@ -172,11 +317,14 @@ async def _subscriptions(conn: AsyncConnection, ids: Sequence[str] | None) -> li
 
 
 __all__ = [
+    "CHANGES_AFTER",
     "POLICY",
     "SUBSCRIPTION",
     "SUBSCRIPTION_COLUMNS",
+    "ChangeReader",
     "StateRepository",
     "changes_since",
     "current_revision",
     "load_all",
+    "marks_from",
 ]

@@ -5,7 +5,7 @@ Times are integer milliseconds since the epoch, the same on every database.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Index, Integer, MetaData, String, Table, Text, text
 
 metadata = MetaData()
 
@@ -77,10 +77,32 @@ messages = Table(
     Column("seq", BigInteger, primary_key=True, autoincrement=False),
     Column("key", String(255), nullable=True),  # the subscriber id of a snapshot
     Column("revision", BigInteger, nullable=True),
+    # The whole body; or, with ``part``, its beginning: the rest is the body of
+    # snapshot_bodies (revision, part).
     Column("body", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("part", Integer, nullable=True),
     Index("ix_messages_topic_key", "topic", "key", "seq"),
     Index("ix_messages_created_at", "created_at"),
+    # Which messages use a shared body: a body goes once none does.
+    Index(
+        "ix_messages_part",
+        "revision",
+        "part",
+        sqlite_where=text("part IS NOT NULL"),
+        postgresql_where=text("part IS NOT NULL"),
+    ),
+)
+
+# The end of a change's snapshots that subscribers with the same filters share (the matching
+# policies): kept once, for every message that names it, and deleted with the last of them.
+snapshot_bodies = Table(
+    "snapshot_bodies",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("part", Integer, primary_key=True, autoincrement=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
 )
 
 consumer_groups = Table(
@@ -155,6 +177,18 @@ change_log = Table(
     Column("kind", String(1), primary_key=True),
     Column("key", String(255), primary_key=True),
     Column("created_at", BigInteger, nullable=False, index=True),
+)
+
+# Which subscribers each revision marked as published to (``WriteTx.mark_published``): one row
+# a revision, the ids joined by commas (an id has none), so that a replica at revision R reads
+# the marks that moved after R from here instead of scanning every mark. Pruned with the change
+# log, below the same floor.
+mark_log = Table(
+    "mark_log",
+    metadata,
+    Column("revision", BigInteger, primary_key=True, autoincrement=False),
+    Column("published_at", BigInteger, nullable=False, index=True),
+    Column("subscribers", Text, nullable=False),
 )
 
 # One row (id = 1): the change log holds every change after this revision; pruning raises it.

@@ -10,11 +10,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Select, and_, case, delete, exists, func, select, text
+from sqlalchemy import Select, and_, bindparam, case, delete, exists, func, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policy_pubsub.store import dialects
 from policy_pubsub.store.rows import GroupRow, TopicRow
-from policy_pubsub.store.tables import consumer_groups, messages, subscriptions, topics
+from policy_pubsub.store.tables import (
+    consumer_groups,
+    messages,
+    snapshot_bodies,
+    subscriptions,
+    topics,
+)
 
 if TYPE_CHECKING:
     from policy_pubsub.store.database import Store
@@ -136,6 +143,8 @@ class TopicRepository:
             result = await tx.conn.execute(
                 delete(messages).where(messages.c.created_at < before_ms)
             )
+            if result.rowcount:
+                await drop_unused_bodies(tx.conn)
             return int(result.rowcount or 0)
 
     async def compact(self) -> int:
@@ -156,6 +165,9 @@ class TopicRepository:
                     ),
                 )
             )
+            # Every maintenance pass compacts: bodies left unused by anything (expiry,
+            # compaction, an unsubscribe, a crash between) go here at the latest.
+            await drop_unused_bodies(tx.conn)
             return int(result.rowcount or 0)
 
 
@@ -182,19 +194,53 @@ class TopicRepository:
                     ~exists().where(subscriptions.c.topic == consumer_groups.c.topic),
                 )
             )
+            if snapshots.rowcount:
+                await drop_unused_bodies(tx.conn)
             return int(snapshots.rowcount or 0) + int(groups.rowcount or 0)
 
 
 def messages_after(topic: str, after: int, limit: int) -> Select[tuple[int, str]]:
     """The statement that reads at most ``limit`` messages of ``topic`` after offset ``after``,
-    as (seq, body), oldest first.
+    as (seq, body), oldest first: a body kept in part in ``snapshot_bodies`` is put together.
     """
+    shared = and_(
+        snapshot_bodies.c.revision == messages.c.revision,
+        snapshot_bodies.c.part == messages.c.part,
+    )
     return (
-        select(messages.c.seq, messages.c.body)
+        select(
+            messages.c.seq,
+            (messages.c.body + func.coalesce(snapshot_bodies.c.body, "")).label("body"),
+        )
+        .select_from(messages.outerjoin(snapshot_bodies, shared))
         .where(messages.c.topic == topic, messages.c.seq > after)
         .order_by(messages.c.seq)
         .limit(limit)
     )
 
 
-__all__ = ["TopicRepository", "messages_after"]
+async def drop_unused_bodies(
+    conn: AsyncConnection, parts: Sequence[tuple[int, int]] | None = None
+) -> None:
+    """Delete the shared snapshot bodies no message uses any more: of ``parts`` ((revision,
+    part) of messages just deleted), or all of them (None).
+    """
+    unused = ~exists().where(
+        messages.c.revision == snapshot_bodies.c.revision,
+        messages.c.part == snapshot_bodies.c.part,
+    )
+    if parts is None:
+        await conn.execute(delete(snapshot_bodies).where(unused))
+        return
+    if parts:
+        await conn.execute(
+            delete(snapshot_bodies).where(
+                snapshot_bodies.c.revision == bindparam("r"),
+                snapshot_bodies.c.part == bindparam("p"),
+                unused,
+            ),
+            [{"r": r, "p": p} for r, p in sorted(set(parts))],
+        )
+
+
+__all__ = ["TopicRepository", "drop_unused_bodies", "messages_after"]

@@ -5,6 +5,7 @@ credentials, and the state and snapshot helpers that check a refused request cha
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ from tests.api.helpers import tosca
 PAP, COMPONENT = "pap", "component"
 PASSWORDS = {"pap": "pap-pw", "tca": "tca-pw", "admin": "admin-pw"}
 TCA_TOKEN = "tca-token-0123456789abcdef"
-AUTH_TOML = f"""
+
+
+def auth_toml(tca_topics: list[str], bot_topics: list[str]) -> str:
+    """An auth file with one user per role; ``tca`` and the token user ``tca-bot`` are
+    components that may use ``tca_topics`` and ``bot_topics``.
+    """
+    return f"""
 [users.pap]
 password = "{PASSWORDS["pap"]}"
 roles = ["pap"]
@@ -23,17 +30,20 @@ roles = ["pap"]
 [users.tca]
 password = "{PASSWORDS["tca"]}"
 roles = ["component"]
-topics = ["policies_DCAE_tca_*"]
+topics = {json.dumps(tca_topics)}
 
 [users.tca-bot]
 token = "{TCA_TOKEN}"
 roles = ["component"]
-topics = ["policies_DCAE_tca_*"]
+topics = {json.dumps(bot_topics)}
 
 [users.admin]
 password = "{PASSWORDS["admin"]}"
 roles = ["admin"]
 """
+
+
+AUTH_TOML = auth_toml(["policies_DCAE_tca_*"], ["policies_DCAE_tca_*"])
 CHALLENGE = 'Basic realm="policy-pubsub", Bearer realm="policy-pubsub"'
 SECRET = "webhook-shared-secret"
 

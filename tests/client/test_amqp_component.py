@@ -1,6 +1,7 @@
 """A component on the SDK, killed -9 in the middle of applying a change, with the server on the
 RabbitMQ router: after its restart it applies that change again, and every change is applied
-to the end exactly once, in order.
+to the end exactly once, in order; whether the SDK long-polls the server over HTTP or consumes
+its queue on RabbitMQ.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.api.helpers import tosca
 from tests.conftest import make_settings, start_server, stop_server, wait_for
@@ -27,7 +29,7 @@ COMPONENT = textwrap.dedent(
     import os, sys, time
     from policy_pubsub.client import PolicySubscriber, Timings
 
-    url, subscriber, state, ledger, hold = sys.argv[1:6]
+    url, subscriber, state, ledger, hold, router_url, exchange = sys.argv[1:8]
 
     def note(line):
         with open(ledger, "a") as out:
@@ -50,6 +52,8 @@ COMPONENT = textwrap.dedent(
         policy_filters=[{"policy-id": "onap.*"}],
         state_file=state,
         timings=Timings(backoff_initial=0.01, backoff_max=0.05, poll_timeout=5.0),
+        router_url=router_url or None,
+        amqp_exchange=exchange,
     ).run(apply)
     """
 )
@@ -58,13 +62,15 @@ COMPONENT = textwrap.dedent(
 class Component:
     """The component program as a subprocess, killed by its pid."""
 
-    def __init__(self, tmp_path: Path, url: str, subscriber: str) -> None:
+    def __init__(
+        self, tmp_path: Path, url: str, subscriber: str, router_url: str, exchange: str
+    ) -> None:
         self.script = tmp_path / "component.py"
         self.script.write_text(COMPONENT)
         self.ledger = tmp_path / "ledger.txt"
         self.hold = tmp_path / "hold"
         self._args = [str(self.script), url, subscriber, str(tmp_path / "state.json")]
-        self._args += [str(self.ledger), str(self.hold)]
+        self._args += [str(self.ledger), str(self.hold), router_url, exchange]
         self._log = tmp_path / "component.log"
         self.process: asyncio.subprocess.Process | None = None
 
@@ -86,8 +92,9 @@ class Component:
         return line in self.lines()
 
 
+@pytest.mark.parametrize("via", ["http", "amqp"])
 async def test_a_change_interrupted_by_kill_9_is_applied_again_and_each_once(
-    tmp_path: Path,
+    tmp_path: Path, via: str
 ) -> None:
     """Versions 1 to 3 of a policy, the component killed -9 while applying version 2: the
     ledger shows version 2 started twice and every version done exactly once, in order.
@@ -96,7 +103,8 @@ async def test_a_change_interrupted_by_kill_9_is_applied_again_and_each_once(
     exchange, subscriber = unique_exchange(), f"sub-comp-{random.getrandbits(32):x}"
     settings = make_settings(tmp_path, router_url=AMQP_URL, amqp_exchange=exchange)
     live, task = await start_server(settings)
-    component = Component(tmp_path, live.url, subscriber)
+    router_url = AMQP_URL if via == "amqp" else ""
+    component = Component(tmp_path, live.url, subscriber, router_url, exchange)
     try:
         async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
 

@@ -18,9 +18,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from policy_pubsub.client.feed import HttpFeed
 from policy_pubsub.client.http import TransientError
 from policy_pubsub.client.reader import Reader
 from policy_pubsub.client.timings import Timings
+from policy_pubsub.client.wire import Wire
 from policy_pubsub.subscription_record import SubscriptionRecord
 
 SUBSCRIBER = "s1"
@@ -130,13 +132,12 @@ def test_the_reader_never_goes_back_and_labels_exactly(steps: list[tuple[str, An
 async def _run(steps: list[tuple[str, Any]]) -> None:
     server = ModelServer()
     record = SubscriptionRecord.make(SUBSCRIBER, TOPIC, [{"policy-id": "p"}])
+    wire: Wire = server  # type: ignore[assignment]  # the model answers as Wire does
     reader = Reader(
-        server,  # type: ignore[arg-type]  # the model answers as Wire does
+        wire,
+        HttpFeed(wire, topic=TOPIC, group=SUBSCRIBER, consumer=SUBSCRIBER, limit=3),
         record=record,
-        consumer_group=SUBSCRIBER,
-        consumer_id=SUBSCRIBER,
         timings=Timings(poll_timeout=0, backoff_initial=0, backoff_max=0, resync_interval=0),
-        poll_limit=3,
         stopped=asyncio.Event(),
     )
     await reader.subscribe()

@@ -23,6 +23,7 @@ from tests.client.conftest import fast
 from tests.conftest import make_settings, start_server, stop_server, wait_for
 from tests.processes import ServerProcess, free_port
 from tests.rabbitmq import AMQP_URL, delete_on_broker, skip_without_rabbitmq, unique_exchange
+from tests.test_schemas import assert_valid
 
 FILTERS = [{"policy-id": "onap.*"}]
 
@@ -221,3 +222,63 @@ async def test_a_message_the_broker_refuses_for_good_goes_to_the_dead_letters(
     finally:
         await stop_server(live, task)
         await delete_on_broker(exchange, [fine])
+
+
+async def test_topics_and_healthcheck_show_a_queues_consumers_and_ready_messages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``/topics/{topic}`` gives a subscriber's queue its consumers (a plain AMQP consumer
+    counts as one) and ready messages; ``/healthcheck`` the same over all queues; both valid
+    against their schemas.
+    """
+    await skip_without_rabbitmq()
+    monkeypatch.setattr("policy_pubsub.routers.amqp.SUMMARY_MAX_AGE_SECONDS", 0.0)
+    exchange = unique_exchange()
+    watched, idle = (f"sub-counts-{random.getrandbits(32):x}" for _ in range(2))
+    settings = make_settings(tmp_path, router_url=AMQP_URL, amqp_exchange=exchange)
+    live, task = await start_server(settings)
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+            for subscriber in (watched, idle):
+                r = await http.post(
+                    f"/decision/v1/subscription/{subscriber}",
+                    json={"subscriber_topic": f"t.{subscriber}", "policy-filters": FILTERS},
+                )
+                assert r.status_code == 201, r.text
+            await wait_for(lambda: _is_empty(http), timeout=10)
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=1)
+            await (await channel.get_queue(watched, ensure=False)).consume(_keep_unacked)
+            r = await http.post("/pap/v1/policies", json={"policies": [tosca("onap.c")]})
+            assert r.status_code == 200, r.text
+
+            async def shown() -> bool:
+                details = (await http.get(f"/topics/t.{watched}")).json()
+                groups = [(g["name"], g["lag"], g["consumers"]) for g in details["consumer_groups"]]
+                return groups == [(watched, 1, 1)]  # 1 unacknowledged, the push's ready
+
+            await wait_for(shown, timeout=10)
+            assert_valid("topic-details", (await http.get(f"/topics/t.{watched}")).json())
+            answer = (await http.get("/healthcheck")).json()
+            assert_valid("healthcheck", answer)
+            queues = answer["details"]["queues"]
+            assert {k: v for k, v in queues.items() if k != "read_at"} == {
+                "queues": 2,
+                "messages": 3,  # the subscribe and the push on idle, the push on watched
+                "consumers": 1,
+                "without_consumers": 1,
+                "complete": True,
+            }
+    finally:
+        await connection.close()
+        await stop_server(live, task)
+        await delete_on_broker(exchange, [watched, idle])
+
+
+async def _keep_unacked(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    """A consumer that never acknowledges."""
+
+
+async def _is_empty(http: httpx.AsyncClient) -> bool:
+    return await _outbox_depth(http) == 0

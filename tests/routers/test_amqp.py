@@ -5,6 +5,7 @@ on a subscriber's queue, refusals for good, and the queue's life with its subscr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import aio_pika
@@ -235,3 +236,116 @@ async def test_an_unreachable_broker_is_unavailable(
             await router.ping()
     finally:
         await router.close()
+
+
+async def test_stats_count_each_queues_ready_messages_and_consumers(
+    amqp_router: DisposableAmqpRouter,
+) -> None:
+    """A plain consumer attached to a subscriber's queue shows up as one consumer, and the lag
+    is what the queue holds ready: the message delivered to it and not acknowledged is not
+    ready (AMQP does not count it) until its channel closes and it is ready again. ``lags``
+    and the summary say the same in bulk.
+    """
+    key, idle = _id(), _id()
+    store = amqp_router_store(amqp_router)
+    await _subscribe(store, key, "t.counts")
+    await _subscribe(store, idle, "t.idle")
+    await amqp_router.publish([_snapshot("t.counts", key, n) for n in range(1, 4)])
+    await amqp_router.publish([_snapshot("t.idle", idle, 1)])
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=1)
+        taken: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+        async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            taken.append(message)  # never acknowledged
+
+        await (await channel.get_queue(key, ensure=False)).consume(keep)
+        await wait_for(lambda: _groups(amqp_router, "t.counts", [(key, 2, 1)]))
+        assert len(taken) == 1
+        assert await amqp_router.lags(["t.counts", "t.idle", "t.none"]) == {
+            "t.counts": 2,
+            "t.idle": 1,
+        }
+        summary = await amqp_router.queue_summary()
+        assert (summary.queues, summary.messages, summary.consumers) == (2, 3, 1)
+        assert (summary.without_consumers, summary.complete) == (1, True)
+    finally:
+        await connection.close()
+    await wait_for(lambda: _groups(amqp_router, "t.counts", [(key, 3, 0)]))
+
+
+async def _groups(
+    router: DisposableAmqpRouter, topic: str, want: list[tuple[str, int, int | None]]
+) -> bool:
+    stats = await router.stats(topic)
+    return [(g.name, g.lag, g.consumers) for g in stats.consumer_groups] == want
+
+
+async def test_many_queues_are_counted_a_few_at_a_time(
+    amqp_router: DisposableAmqpRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counts of more queues than readers, some not made yet (whose declare closes the
+    reader's channel): every queue that exists is counted, the others left out.
+    """
+    monkeypatch.setattr("policy_pubsub.routers.amqp.COUNT_CONCURRENCY", 3)
+    made = [_id("made") for _ in range(8)]
+    missing = [_id("missing") for _ in range(5)]
+    await amqp_router.publish([_snapshot(f"t.many.{key}", key, 1) for key in made])
+    counts = await amqp_router.queue_counts([*missing[:2], *made, *missing[2:]])
+    assert {q: (c.messages, c.consumers) for q, c in counts.items()} == dict.fromkeys(made, (1, 0))
+
+
+async def test_a_batch_larger_than_the_window_arrives_whole_and_in_order(
+    amqp_router: DisposableAmqpRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With fewer messages unconfirmed at a time than the batch holds, every message is
+    confirmed and lands in order.
+    """
+    monkeypatch.setattr("policy_pubsub.routers.amqp.PUBLISH_WINDOW", 2)
+    key = _id()
+    await amqp_router.publish([_snapshot("t.window", key, n) for n in range(1, 8)])
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        channel = await connection.channel()
+        revisions = [(await _get(channel, key)).headers["revision"] for _ in range(7)]
+        assert revisions == list(range(1, 8))
+    finally:
+        await connection.close()
+
+
+async def test_counting_many_missing_queues_keeps_the_connections(
+    amqp_router: DisposableAmqpRouter,
+) -> None:
+    """Each missing queue makes RabbitMQ close the reader's channel; hundreds of them, read
+    16 at a time, close no connection (a reused channel number would: "second
+    'channel.open' seen"), and publishing goes on.
+    """
+    missing = [_id("missing") for _ in range(300)]
+    for _ in range(2):
+        assert await amqp_router.queue_counts(missing) == {}
+    key = _id()
+    await amqp_router.publish([_snapshot("t.after", key, 1)])
+    assert (await amqp_router.queue_counts([key]))[key].messages == 1
+
+
+async def test_a_connection_rabbitmq_closed_is_made_again(
+    amqp_router: DisposableAmqpRouter,
+) -> None:
+    """After RabbitMQ closed the router's connection (here with 504, for a channel opened
+    twice under one number), the next publish and ping connect again instead of failing on
+    the dead connection for ever.
+    """
+    connection = await amqp_router._connect()
+    amqp = connection.transport.connection  # type: ignore[union-attr]
+    number = max(amqp.channels) + 1
+    await amqp.channel(number, publisher_confirms=False)
+    del amqp.channels[number]  # the client forgets it: the next open is a second one
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(amqp.channel(number, publisher_confirms=False), 5)
+    await wait_for(lambda: amqp.is_closed)
+    await amqp_router.ping()
+    key = _id()
+    await amqp_router.publish([_snapshot("t.again", key, 1)])
+    assert (await amqp_router.queue_counts([key]))[key].messages == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -173,12 +174,73 @@ async def test_tails_evict_the_least_recently_appended_topics_first(
         for topic in ("a", "b", "c"):
             await router.publish([OutMessage(topic=topic, body=body)])
         await router.publish([OutMessage(topic="a", body="y" * 10)])  # a: most recent
+        router._fold()
         assert list(router._tails) == ["b", "c", "a"]
         await router.publish([OutMessage(topic="d", body=body)])  # over the cap: b goes
+        router._fold()
         assert list(router._tails) == ["c", "a", "d"]
         assert router._tail_chars == sum(len(b) for t in router._tails.values() for _, b in t)
         async with await router.read("b", "g", "c", timeout=0, limit=10) as delivery:
             assert list(delivery.messages) == [body]
+    finally:
+        await _close(router, store)
+
+
+async def test_tails_are_built_at_the_first_read_and_answer_it_from_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit leaves the tails as they were; the first read takes in what commits
+    appended since, in order, and is answered from memory, without a store query; a topic
+    dropped from memory before that is read from the store.
+    """
+    router, store = await _open(tmp_path / "db")
+
+    async def no_query(topic: str, after: int, limit: int) -> list[tuple[int, str]]:
+        raise AssertionError(f"read {topic} from the store")
+
+    try:
+        await router.publish([OutMessage(topic=t, body=f"{t}1") for t in "abc"])
+        await router.publish([OutMessage(topic="a", body="a2"), OutMessage(topic="b", body="b2")])
+        assert not router._tails
+        monkeypatch.setattr(store.topics, "messages", no_query)
+        async with await router.read("a", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == ["a1", "a2"]
+        assert {t: [b for _, b in tail] for t, tail in router._tails.items()} == {
+            "a": ["a1", "a2"],
+            "b": ["b1", "b2"],
+            "c": ["c1"],
+        }
+        monkeypatch.undo()
+        await router.publish([OutMessage(topic="c", body="c2")])
+        router.forget_tail("c")  # as a subscription leaving "c" does
+        assert "c" not in router._tails
+        async with await router.read("c", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == ["c1", "c2"]  # from the store
+    finally:
+        await _close(router, store)
+
+
+async def test_reads_during_maintenance_do_not_see_what_it_dropped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between maintenance dropping messages and forgetting the tails (its later steps run
+    in between), a read goes to the store: it never gets a message the store has dropped.
+    """
+    router, store = await _open(tmp_path / "db", retention=0.001)
+    seen: list[list[str]] = []
+    compact = store.topics.compact
+
+    async def compact_after_a_read() -> int:
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            seen.append(list(delivery.messages))
+        return await compact()
+
+    try:
+        await router.publish([OutMessage(topic="t", body="old")])
+        await asyncio.sleep(0.01)  # older than the retention
+        monkeypatch.setattr(store.topics, "compact", compact_after_a_read)
+        assert await router.maintain() == (1, 0)
+        assert seen == [[]]
     finally:
         await _close(router, store)
 

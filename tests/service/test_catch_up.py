@@ -4,6 +4,7 @@ full load gives, and a full load only when the log no longer reaches back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_pubsub.background import prune_change_log
-from policy_pubsub.exceptions import NotFound
+from policy_pubsub.exceptions import NotFound, StoreUnavailable
 from policy_pubsub.matching import Selector
 from policy_pubsub.models import PolicyFilter
 from policy_pubsub.service import PolicyService, State
@@ -152,16 +153,18 @@ async def test_a_replica_behind_a_pruned_change_log_reloads_everything(
     open_store: OpenStore, reloads: Reloads
 ) -> None:
     """The change log keeps an hour; once pruned past a replica's revision, that replica
-    reads everything again, once, and says so, on its next write (and, on a shared store, on
-    its next read); after that, the log covers it again.
+    reads everything again, once, and says so, when it next catches up (its next write; on a
+    shared store also its next notification or read); after that, the log covers it again.
+    B is kept from following A (its write lock held) while the log is pruned past it.
     """
     store_a, store_b = await open_store(), await open_store()
     a = await open_service(store_a, RecordingOutlet())
     b = await open_service(store_b, RecordingOutlet())
-    await a.deploy([tosca("p1")])
-    await a.subscribe("s1", request("t", {"policy-id": "p1"}))
-    assert await prune_change_log(store_a) == 0  # kept an hour
-    assert await store_a.state.prune_log(now_ms() + 1) == 2
+    async with b._state.writing:  # B does not follow A meanwhile
+        await a.deploy([tosca("p1")])
+        await a.subscribe("s1", request("t", {"policy-id": "p1"}))
+        assert await prune_change_log(store_a) == 0  # kept an hour
+        assert await store_a.state.prune_log(now_ms() + 1) == 2
 
     pushed = await b.deploy([tosca("p1", "2.0.0")])
     assert pushed.notified == 1  # the subscription made on A, known to B by the reload
@@ -174,8 +177,116 @@ async def test_a_replica_behind_a_pruned_change_log_reloads_everything(
     await _assert_as_loaded(b, store_b)
 
     if store_a.shared:
-        await a.undeploy("p1")
-        await store_a.state.prune_log(now_ms() + 1)
+        async with b._state.writing:
+            await a.undeploy("p1")
+            await store_a.state.prune_log(now_ms() + 1)
         await _caught_up(b, store_b)
         assert reloads.count == 2
         await _assert_as_loaded(b, store_b)
+
+
+@pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
+async def test_a_notification_makes_a_replica_current_without_a_read(
+    replicas: Replicas,
+) -> None:
+    """A change on A reaches B's indexes by B's background catch-up alone: no read on B."""
+    (a, _), (b, store_b) = replicas
+    await a.subscribe("s1", request("t", {"policy-id": "p1"}))
+    pushed = await a.deploy([tosca("p1")])
+    state = b._state
+    await wait_for(lambda: state.revision == pushed.revision)
+    assert state.reads["read"] == 0
+    assert state.reads["background"] >= 1
+    assert state.subscriptions["s1"].last_revision == pushed.revision  # the mark moved too
+    await _assert_as_loaded(b, store_b)
+
+
+@pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
+async def test_reads_during_a_catch_up_wait_for_it(replicas: Replicas) -> None:
+    """Reads that come while B's catch-up waits (here, for B's write lock) wait for it and
+    answer what it took in; none of them reads the store itself.
+    """
+    (a, _), (b, _) = replicas
+    state = b._state
+    filters = [PolicyFilter.model_validate({"policy-id": "p1"})]
+    async with state.writing:
+        pushed = await a.deploy([tosca("p1")])
+        await wait_for(lambda: state._following is not None and not state._following.done())
+        before = dict(state.reads)
+        readers = [asyncio.create_task(b.decide(filters)) for _ in range(3)]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert not any(reader.done() for reader in readers)
+    decided = await asyncio.gather(*readers)
+    assert all(list(d) == ["p1"] for d in decided)
+    assert state.revision == pushed.revision
+    assert state.reads == {"background": before["background"] + 1, "read": before["read"]}
+
+
+@pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
+async def test_a_failed_background_catch_up_leaves_reads_to_catch_up(
+    replicas: Replicas, caplog: pytest.LogCaptureFixture
+) -> None:
+    """When the background catch-up cannot read the store, it says so once, and the next
+    read on that replica catches up itself.
+    """
+    (a, _), (b, store_b) = replicas
+    state = b._state
+    since = store_b.state.since
+    failing = True
+
+    async def flaky(revision: int) -> Any:
+        if failing:
+            raise StoreUnavailable("store read failed: test")
+        return await since(revision)
+
+    store_b.state.since = flaky  # type: ignore[method-assign]
+    caplog.set_level(logging.WARNING, "policy_pubsub.service.state")
+    first = await a.deploy([tosca("p1")])
+    await wait_for(lambda: state.behind and state._unsure)
+    second = await a.deploy([tosca("p2")])
+    await wait_for(lambda: state._notified >= second.revision)
+    await wait_for(lambda: state._following is None or state._following.done())
+    failures = [r for r in caplog.records if "catching up with the store failed" in r.message]
+    assert len(failures) == 1
+    assert state.revision < first.revision
+    failing = False
+    await b.catch_up()
+    assert state.revision == second.revision
+    assert state.reads["read"] == 1
+
+
+BATCHES = st.lists(st.lists(st.tuples(st.booleans(), CHANGES), min_size=1, max_size=4), max_size=4)
+
+
+@pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=BATCHES, reads=st.integers(0, 3))
+async def test_concurrent_changes_and_reads_leave_both_replicas_as_loaded(
+    replicas: Replicas, batches: list[list[tuple[bool, tuple[Any, ...]]]], reads: int
+) -> None:
+    """Changes sent to both replicas at once, with reads on both among them, interleave
+    with the background catch-ups: every revision a replica shows is one it reached in order,
+    and once quiet both answer as a full load of the store does.
+    """
+    (a, _), (b, _) = replicas
+    seen: dict[int, list[int]] = {id(a): [], id(b): []}
+    filters = [PolicyFilter.model_validate(FILTERS[2])]
+
+    async def read(service: PolicyService) -> None:
+        await service.decide(filters)
+        seen[id(service)].append(service.revision)
+
+    for batch in batches:
+        work = [_change(a if on_a else b, change) for on_a, change in batch]
+        work += [read(a if i % 2 else b) for i in range(reads)]
+        await asyncio.gather(*work)
+    for service, store in replicas:
+        await _caught_up(service, store)
+        await _assert_as_loaded(service, store)
+    for revisions in seen.values():
+        assert revisions == sorted(revisions)  # a replica never goes back

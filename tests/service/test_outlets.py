@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
+from sqlalchemy import select
 
 from policy_pubsub.routers.dmaap import DmaapRouter
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service import InStoreOutlet, OutboxOutlet, outlet_for
 from policy_pubsub.store import Store
+from policy_pubsub.store.tables import snapshot_bodies
 from tests.service.conftest import embedded_router, open_service, request, tosca
 
 
@@ -47,6 +49,31 @@ async def test_in_store_outlet_appends_to_the_topic_and_wakes_held_reads(
         [body] = delivery.messages
         assert orjson.loads(body)["revision"] == pushed.revision
     assert (await store.topics.get("t")) is not None
+
+
+async def test_subscribers_with_the_same_filters_share_a_stored_end_and_read_it_whole(
+    store: Store, router: EmbeddedRouter
+) -> None:
+    """A push to subscribers with the same filters, each on its own topic, stores the policies
+    they share once; each reads its own whole snapshot, equal to what the push handed on, and
+    the subscriber alone with its filters gets a whole one too.
+    """
+    service = await open_service(store, InStoreOutlet(router))
+    await service.deploy([tosca("base", padding=200)])
+    for subscriber_id in ("a", "b"):
+        await service.subscribe(subscriber_id, request(f"t-{subscriber_id}", {"policy-id": "*"}))
+    await service.subscribe("c", request("t-c", {"policy-id": "new"}))
+    pushed = await service.deploy([tosca("new")])
+    async with store.read() as conn:
+        shared = (await conn.execute(select(snapshot_bodies.c.revision))).scalars().all()
+    assert shared == [pushed.revision]
+    router._forget_tails()  # read from the store, not from memory
+    for subscriber_id, policies in (("a", ["base", "new"]), ("b", ["base", "new"]), ("c", ["new"])):
+        rows = await store.topics.messages(f"t-{subscriber_id}", 1, 10)
+        [snapshot] = [orjson.loads(body) for _, body in rows]
+        assert snapshot["subscriber_id"] == subscriber_id
+        assert (snapshot["revision"], snapshot["event"]) == (pushed.revision, "update")
+        assert sorted(snapshot["policies"]) == policies
 
 
 async def test_outbox_outlet_writes_the_outbox_and_creates_the_topic(store: Store) -> None:

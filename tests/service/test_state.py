@@ -34,14 +34,15 @@ async def test_a_write_catches_up_with_another_instance_first(open_store: OpenSt
     a_outlet, b_outlet = RecordingOutlet(), RecordingOutlet()
     a = await open_service(await open_store(), a_outlet)
     b = await open_service(await open_store(), b_outlet)
-    await a.deploy([tosca("p1")])
+    deployed = await a.deploy([tosca("p1")])
 
     subscribed = await b.subscribe("s", request("t", {"policy-id": ["p1", "p2"]}))
     assert sorted(subscribed.policies) == ["p1"]
-    assert b.revision == a.revision + 1
+    assert subscribed.subscription.revision == deployed.revision + 1
 
+    # (Each instance may also have taken in the other's commit in the background by now.)
     pushed = await a.deploy([tosca("p2")])
-    assert pushed.notified == 1 and pushed.revision == b.revision + 1
+    assert pushed.notified == 1 and pushed.revision == subscribed.subscription.revision + 1
     [snapshot] = a_outlet.snapshots()
     assert snapshot["subscriber_id"] == "s" and sorted(snapshot["policies"]) == ["p1", "p2"]
 
@@ -61,11 +62,12 @@ async def test_reads_catch_up_with_another_instance_on_a_shared_store(
     await a.subscribe("s", request("t", {"policy-id": "p1"}))
 
     async def b_caught_up() -> bool:
-        return [p.policy_id for p in await b.policies()] == ["p1"]
+        await b.policies()  # a read: B takes in A's commits notified so far
+        return b.revision == a.revision
 
     await wait_for(b_caught_up)
+    assert [p.policy_id for p in await b.policies()] == ["p1"]
     assert [s.subscriber_id for s in await b.subscriptions()] == ["s"]
-    assert b.revision == a.revision
 
 
 async def test_catch_up_does_nothing_when_nothing_changed(service: PolicyService) -> None:

@@ -84,6 +84,11 @@ async def test_a_push_notifies_exactly_the_matching_subscribers(
     assert sorted(snapshots["a"]["policies"]) == ["base", "new"]
     assert snapshots["a"]["policies"] == snapshots["b"]["policies"]
     assert sorted(snapshots["c"]["policies"]) == ["new"]
+    # a and b's snapshots end alike: they say so, and c's, alone with its filters, does not
+    shared = {m.key: m.shared for batch in outlet.handed_on for m in batch}
+    assert shared["a"] is not None and shared["a"] == shared["b"] and shared["c"] is None
+    ends = {m.key: m.body.endswith(shared["a"].text) for batch in outlet.handed_on for m in batch}
+    assert ends == {"a": True, "b": True, "c": False}
     subscription = await service.subscription("a")
     assert subscription.last_revision == result.revision
     assert (await service.subscription("d")).last_revision != result.revision

@@ -14,6 +14,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from policy_pubsub.routers import OutMessage, SharedPart
 from policy_pubsub.store import Store, SubscriptionRow
 from policy_pubsub.store.database import MIGRATIONS
 from policy_pubsub.store.tables import metadata
@@ -271,3 +272,33 @@ async def test_stored_versions_become_the_tosca_versions(database_url: str) -> N
 
     await _migrate(database_url, "0004", down=True)
     assert await _query(database_url, select) == before
+
+
+async def test_shared_snapshot_bodies_go_back_into_the_messages(database_url: str) -> None:
+    """Downgrading from 0009 gives every message its whole body back, and drops the shared
+    bodies and the column that names them.
+    """
+    shared = SharedPart(0, '{"p":{"a":1}}}')
+    store = Store(database_url)
+    await store.open()
+    try:
+        async with store.write() as tx:
+            await tx.append(
+                [
+                    OutMessage(t, f'{{"s":"{t}","policies":{shared.text}', t, 5, shared=shared)
+                    for t in ("a", "b")
+                ]
+                + [OutMessage("a", "raw")],
+                50,
+            )
+    finally:
+        await store.close()
+    await _migrate(database_url, "0008", down=True)
+    rows = await _query(database_url, "SELECT topic, seq, body FROM messages ORDER BY topic, seq")
+    assert rows == [
+        ("a", 1, '{"s":"a","policies":{"p":{"a":1}}}'),
+        ("a", 2, "raw"),
+        ("b", 1, '{"s":"b","policies":{"p":{"a":1}}}'),
+    ]
+    assert "snapshot_bodies" not in await _tables(database_url)
+    assert "part" not in await _columns(database_url, "messages")

@@ -11,6 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from policy_pubsub.store import Store
+from policy_pubsub.store.notify import APPLICATION_NAME
+from policy_pubsub.store.state import APPLICATION_NAME as CATCH_UP
 from tests.conftest import (
     LiveServer,
     make_settings,
@@ -40,14 +42,17 @@ def _store(server: LiveServer) -> Store:
     return store
 
 
-async def _terminate_listeners(store: Store) -> int:
-    """Cut every LISTEN connection to this database from the server side."""
+async def _terminate_listeners(store: Store, name: str = APPLICATION_NAME) -> int:
+    """Cut every LISTEN connection (or those named ``name``) to this database from the
+    server side.
+    """
     async with store.read() as conn:
         result = await conn.execute(
             text(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND query LIKE 'LISTEN%'"
-            )
+                "WHERE datname = current_database() AND application_name = :name"
+            ),
+            {"name": name},
         )
         return len(result.all())
 
@@ -80,20 +85,34 @@ async def test_a_commit_on_one_replica_wakes_a_poll_on_another(
 async def test_a_lost_notification_connection_is_re_established(
     two_replicas: tuple[LiveServer, LiveServer],
 ) -> None:
-    """When the database drops the listening connections, both replicas notice, listen again,
-    and a commit on one still wakes a poll on the other; reads see the other's changes.
+    """When the database drops the listening connections (and those the replicas catch up
+    on), both replicas notice, listen again, and a commit on one still wakes a poll on the
+    other; reads see the other's changes.
     """
     a, b = two_replicas
     notifications = [n for n in (_store(s).notifications for s in (a, b)) if n is not None]
     assert len(notifications) == 2
     assert all(n.connected and n.connections == 1 for n in notifications)
-    assert await _terminate_listeners(_store(a)) >= 2
-    await wait_for(
-        lambda: all(n.connected and n.connections == 2 for n in notifications), timeout=15
-    )
-    await _long_poll_woken_across(a, b, "t2")
     async with httpx.AsyncClient(timeout=30) as http:
-        policy = {"type": "t", "name": "p1", "version": "1"}
-        assert (await http.post(f"{a.url}/pap/v1/policies", json={"policies": [policy]})).is_success
+
+        async def push(name: str) -> int:
+            policy = {"type": "t", "name": name, "version": "1"}
+            answer = await http.post(f"{a.url}/pap/v1/policies", json={"policies": [policy]})
+            assert answer.is_success
+            revision: int = answer.json()["revision"]
+            return revision
+
+        first = await push("p0")
+        # B follows by itself, on its catch-up connection.
+        await wait_for(lambda: b.state.service.revision >= first)
+        assert await _terminate_listeners(_store(a), CATCH_UP) >= 1
+        assert await _terminate_listeners(_store(a)) >= 2
+        await wait_for(
+            lambda: all(n.connected and n.connections == 2 for n in notifications), timeout=15
+        )
+        await _long_poll_woken_across(a, b, "t2")
+        second = await push("p1")
+        # And again, on a new catch-up connection.
+        await wait_for(lambda: b.state.service.revision >= second)
         decision = await http.post(f"{b.url}/decision/v1", json={"resource": {"policy-id": "p1"}})
         assert list(decision.json()["policies"]) == ["p1"]

@@ -15,8 +15,14 @@ from policy_pubsub.config import Settings
 from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.routers import OutMessage
 from policy_pubsub.store import Store, SubscriptionRow
-from policy_pubsub.store.notify import TOPICS_CHANNEL
-from policy_pubsub.store.tables import messages, subscription_marks, subscriptions, topics
+from policy_pubsub.store.notify import REVISION_CHANNEL, TOPICS_CHANNEL
+from policy_pubsub.store.tables import (
+    change_log,
+    messages,
+    subscription_marks,
+    subscriptions,
+    topics,
+)
 from tests.conftest import wait_for
 
 
@@ -323,3 +329,55 @@ async def test_offsets_are_announced_in_order_once_committed(store: Store) -> No
     await wait_for(lambda: sum(len(h.split(",")) for h in heard) >= len(names))
     assert len(heard) > 1
     assert ",".join(heard).split(",") == [f"{name}:{heads[name]}" for name in names]
+
+
+async def test_subscribe_writes_the_rows_their_marks_and_the_change_log(store: Store) -> None:
+    """One call writes new and existing subscriptions (an update keeps its creation time as
+    the row gives it), each one's mark as its row says, and a change log entry for each.
+    """
+    async with store.write() as tx:
+        await tx.put_subscription(_row("a"))
+        await tx.mark_published(["a"], 1, 10)
+    async with store.write() as tx:
+        await tx.subscribe(
+            [
+                SubscriptionRow("a", "t-moved", '{"x":1}', 5, 1, 50, 5, 50),
+                SubscriptionRow("b", "t-b", '{"x":2}', 6, 50, 50, 6, 50),
+            ]
+        )
+    loaded = {s.subscriber_id: s for s in (await store.state.load()).subscriptions}
+    assert loaded == {
+        "a": SubscriptionRow("a", "t-moved", '{"x":1}', 5, 1, 50, 5, 50),
+        "b": SubscriptionRow("b", "t-b", '{"x":2}', 6, 50, 50, 6, 50),
+    }
+    async with store.read() as conn:
+        logged = set(await conn.execute(select(change_log).where(change_log.c.revision > 1)))
+    assert logged == {(5, "s", "a", 50), (6, "s", "b", 50)}
+
+
+async def test_a_transaction_announces_the_revision_it_committed_once(store: Store) -> None:
+    """Revisions taken several at a time and partly handed back are announced once, as the
+    revision committed, with the topics' heads, at the commit; a rolled back transaction
+    announces nothing.
+    """
+    if store.notifications is None:
+        pytest.skip("a SQLite store is not shared")
+    revisions: list[str] = []
+    heads: list[str] = []
+    store.notifications.on(REVISION_CHANNEL, revisions.append)
+    store.notifications.on(TOPICS_CHANNEL, heads.append)
+    await wait_for(lambda: store.notifications is not None and store.notifications.connected)
+    async with store.write() as tx:
+        first = await tx.next_revision(3)
+        await tx.advance_revision(first + 1)
+        await tx.append([OutMessage("announced", "b")], 1)
+    async with store.write() as tx:
+        await tx.next_revision(2)
+        await tx.append([OutMessage("announced", "c")], 1)
+        await tx.rollback()
+    async with store.write() as tx:
+        last = await tx.next_revision()
+    assert last == first + 2 == await store.state.revision()
+    await wait_for(lambda: len(revisions) == 2)
+    assert revisions == [str(first + 1), str(last)]
+    assert heads == ["announced:1"]

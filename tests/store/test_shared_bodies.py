@@ -1,0 +1,89 @@
+"""Snapshots of one change that end alike (subscribers with the same filters) keep that end
+once: every reader gets whole bodies, and a shared end goes with the last message using it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import Table, func, select
+
+from policy_pubsub.config import Settings
+from policy_pubsub.routers import OutMessage, SharedPart
+from policy_pubsub.store import Store
+from policy_pubsub.store.tables import messages, outbox, snapshot_bodies
+
+POLICIES = '{"p1":{"type":"t","properties":{"x":"' + "y" * 200 + '"}}}}'
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    store = Store(settings.database_url)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _snapshot(subscriber: str, revision: int, shared: SharedPart | None) -> OutMessage:
+    end = POLICIES if shared is None else shared.text
+    body = f'{{"subscriber_id":"{subscriber}","revision":{revision},"policies":{end}'
+    return OutMessage(f"t-{subscriber}", body, subscriber, revision, shared=shared)
+
+
+async def _count(store: Store, table: Table) -> int:
+    async with store.read() as conn:
+        return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
+
+
+async def test_a_shared_end_is_stored_once_and_read_whole(store: Store) -> None:
+    """Three snapshots sharing their end write one shared body and three short rows; the
+    log reads them whole, on the store's own read and on a claimed group's read alike.
+    """
+    shared = SharedPart(3, POLICIES)
+    batch = [_snapshot(s, 7, shared) for s in ("a", "b", "c")] + [OutMessage("t-a", "raw")]
+    async with store.write() as tx:
+        await tx.append(batch, 100)
+    assert await _count(store, snapshot_bodies) == 1
+    async with store.read() as conn:
+        stored = await conn.execute(select(messages.c.body).where(messages.c.part == 3))
+        assert all(len(body) < 60 for (body,) in stored)
+    assert await store.topics.messages("t-a", 0, 10) == [(1, batch[0].body), (2, "raw")]
+    assert await store.topics.messages("t-b", 0, 10) == [(1, batch[1].body)]
+    async with store.positions.claim("t-c", "g") as claim:
+        assert await claim.read(10) == [(1, batch[2].body)]
+
+
+async def test_a_shared_end_goes_with_the_last_message_using_it(store: Store) -> None:
+    """Compaction and an unsubscribe each drop messages; the shared end stays while any
+    message uses it, and goes with the last one.
+    """
+    shared = SharedPart(0, POLICIES)
+    async with store.write() as tx:
+        await tx.append([_snapshot(s, 7, shared) for s in ("a", "b")], 100)
+        await tx.append([_snapshot("a", 8, None)], 101)  # supersedes a's snapshot of 7
+    assert await store.topics.compact() == 1
+    assert await _count(store, snapshot_bodies) == 1  # b's snapshot still uses it
+    async with store.write() as tx:
+        await tx.drop_subscriber_messages("b", "t-b")
+    assert await _count(store, snapshot_bodies) == 0
+    assert await store.topics.messages("t-a", 0, 10) == [(2, _snapshot("a", 8, None).body)]
+
+    async with store.write() as tx:
+        await tx.append([_snapshot(s, 9, shared) for s in ("a", "b")], 200)
+    assert await store.topics.expire(201) == 3
+    assert await _count(store, snapshot_bodies) == 0
+
+
+async def test_the_outbox_keeps_whole_bodies(store: Store) -> None:
+    """A router outside the store gets each snapshot whole: the outbox keeps it so."""
+    shared = SharedPart(0, POLICIES)
+    batch = [_snapshot(s, 7, shared) for s in ("a", "b")]
+    async with store.write() as tx:
+        await tx.outbox_add(batch, 100)
+    async with store.read() as conn:
+        bodies = (await conn.execute(select(outbox.c.body).order_by(outbox.c.id))).scalars()
+        assert list(bodies) == [m.body for m in batch]
+    assert await _count(store, snapshot_bodies) == 0
