@@ -1,8 +1,13 @@
 """What the benchmarks share: the machine line, result files, servers run as child processes
-(always stopped by their pid), store seeding by bulk insert, and a minimal HTTP/1.1 client.
+(always stopped by their pid), store seeding by bulk insert, a minimal HTTP/1.1 client,
+long-polling components in client processes, and scratch NATS JetStream streams.
 
 The client is plain asyncio streams on purpose: one keep-alive connection per simulated
 component, no pool, so a run measures the server and not a client library.
+
+Run as a script, this module is such a client process (see :func:`http_workers`)::
+
+    python bench/_common.py --port P --first F --count C [--path PATH]
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import resource
 import shlex
 import signal
@@ -20,7 +26,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -424,3 +431,288 @@ def pg_drop(name: str) -> None:
         check=False,
         capture_output=True,
     )
+
+
+# -- long-polling components in client processes ---------------------------------------------
+
+POLL_TIMEOUT_MS = 120_000
+#: Component i long-polls its own topic ``comp-<i>`` as consumer group ``g``.
+EVENTS_PATH = "/events/comp-{i}/g/c?timeout={timeout}"
+#: Connections left idle longer than this are opened anew before the next poll (uvicorn's
+#: keep-alive timeout is 5 s).
+IDLE_REOPEN_SECONDS = 3.0
+#: Older snapshots a component takes before the one of the round, at most.
+MAX_STALE_ANSWERS = 5
+
+
+async def stdin_lines() -> asyncio.Queue[str]:
+    """The lines a client process is told on its standard input; "quit" at its end."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+
+    def reader() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line.strip())
+        loop.call_soon_threadsafe(queue.put_nowait, "quit")
+
+    loop.run_in_executor(None, reader)
+    return queue
+
+
+def say(**message: Any) -> None:
+    """Answer the driver: one JSON line on standard output."""
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def http_worker(port: int, first: int, count: int, path: str) -> None:
+    """Components ``first .. first+count-1``, one connection each. Told "poll", each sends
+    its long-poll (``path`` with ``{i}`` and ``{timeout}``); told "collect", the process
+    reports when each answer arrived (``time.monotonic()``) and how many were not a message.
+
+    A connection is opened right before its first request, and opened anew before a poll
+    when it was left idle a while: the server counts a connection that has sent no request
+    yet against its ``max_incomplete_requests`` and closes it after ``header_timeout_seconds``,
+    and uvicorn closes a keep-alive connection idle for 5 s (a poll sent as it does is lost).
+    """
+    commands = await stdin_lines()
+    conns: list[Conn] = []
+    used = 0.0
+    say(ready=True)
+    while True:
+        command = await commands.get()
+        if command == "quit":
+            break
+        fresh = time.monotonic() - used > IDLE_REOPEN_SECONDS
+        if fresh:
+            for conn in conns:
+                await conn.close()
+            conns = []
+        for start in range(0, count, 200):
+            batch = range(start, min(count, start + 200))
+            if fresh:
+                conns += await asyncio.gather(*(Conn.open(port) for _ in batch))
+            for i in batch:
+                conns[i].send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
+        arrived: list[float] = [0.0] * count
+
+        # The round's push carries a policy whose threshold is the round's number: an answer
+        # without it is an older snapshot this component had not consumed yet (e.g. one whose
+        # earlier poll was refused), and a component polls again until it has the new one.
+        number = command.partition(" ")[2]
+        # (a message may come as a JSON string, its quotes escaped)
+        current = (
+            re.compile(rb'threshold\\*"\s*:\s*' + number.encode() + rb"\b") if number else None
+        )
+        stale = [0]
+
+        async def one(
+            i: int,
+            conn: Conn,
+            arrived: list[float] = arrived,
+            current: re.Pattern[bytes] | None = current,
+            stale: list[int] = stale,
+        ) -> int:
+            for _ in range(MAX_STALE_ANSWERS + 1):
+                try:
+                    status, body = await conn.response()
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return -1  # the server closed the connection: no answer
+                if status != 200 or body in (b"[]", b""):
+                    return -1
+                if current is None or current.search(body):
+                    arrived[i] = time.monotonic()
+                    return status
+                stale[0] += 1
+                conn.send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
+            return -1
+
+        tasks = [asyncio.create_task(one(i, conn)) for i, conn in enumerate(conns)]
+        say(sent=True)
+        await commands.get()  # "collect", after the push
+        # Bounded: the server answers every poll by its timeout (at most POLL_TIMEOUT_MS).
+        await asyncio.wait(tasks, timeout=POLL_TIMEOUT_MS / 1000 + 30)
+        statuses = [t.result() if t.done() else -1 for t in tasks]
+        for task in tasks:
+            task.cancel()
+        # The connection answered first has been idle longest by the next poll.
+        used = min((a for a in arrived if a), default=0.0)
+        if any(s == -1 for s in statuses):
+            used = 0.0  # some may be closed or still waiting: open them all anew
+        bad = sum(1 for s in statuses if s != 200)
+        say(arrived=arrived, bad=bad, stale=stale[0])
+    for conn in conns:
+        await conn.close()
+
+
+class Workers:
+    """Client processes, told the same line at once and answering one JSON line each."""
+
+    def __init__(self, argvs: list[list[str]], log: Path) -> None:
+        self.children = [Child(argv, pipe=True, log=log) for argv in argvs]
+
+    def ask(self, line: str) -> None:
+        for child in self.children:
+            assert child.process.stdin is not None
+            child.process.stdin.write(line + "\n")
+            child.process.stdin.flush()
+
+    def expect(self, key: str) -> list[dict[str, Any]]:
+        answers = []
+        for child in self.children:
+            assert child.process.stdout is not None
+            line = child.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"a client worker died (exit {child.process.poll()})")
+            answer = json.loads(line)
+            if key not in answer:
+                raise RuntimeError(f"unexpected worker answer {answer}")
+            answers.append(answer)
+        return answers
+
+
+def split(n: int, workers: int, first: int = 0) -> list[tuple[int, int]]:
+    """``n`` components from ``first`` in ``workers`` near-equal (first, count) parts."""
+    share, extra = divmod(n, workers)
+    parts = []
+    for w in range(workers):
+        count = share + (1 if w < extra else 0)
+        parts.append((first, count))
+        first += count
+    return parts
+
+
+def http_workers(
+    parts: Sequence[tuple[int, int, int]], log: Path, path: str = EVENTS_PATH
+) -> Workers:
+    """One client process (:func:`http_worker`) per (port, first, count) part: components
+    ``first .. first+count-1`` on the server at ``port``. The caller stops them
+    (``Workers.children``) and waits for "ready".
+    """
+    return Workers(
+        [
+            [
+                PYTHON,
+                str(BENCH / "_common.py"),
+                "--port",
+                str(port),
+                "--first",
+                str(first),
+                "--count",
+                str(count),
+                "--path",
+                path,
+            ]
+            for port, first, count in parts
+        ],
+        log,
+    )
+
+
+async def request(port: int, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+    """One request on a connection of its own; ``body`` is sent as JSON."""
+    conn = await Conn.open(port)
+    try:
+        payload = None if body is None else json.dumps(body).encode()
+        return await conn.request(method, path, payload)
+    finally:
+        await conn.close()
+
+
+def held(port: int) -> int:
+    """The long-polls the server on ``port`` holds (bench/_serve.py's probe)."""
+    status, body = asyncio.run(request(port, "GET", "/_bench/held"))
+    return int(json.loads(body)["held"]) if status == 200 else -1
+
+
+def wait_held(port: int, n: int, timeout: float = 120, settle: float | None = None) -> int:
+    """Until the server on ``port`` holds ``n`` long-polls; returns how many it holds. With
+    ``settle``, also returns (short of ``n``) once the count stayed the same that long: polls
+    the server refused do not come back.
+    """
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while (count := held(port)) < n:
+        now = time.monotonic()
+        if count != last:
+            last, since = count, now
+        elif settle is not None and now - since > settle:
+            return count
+        if now > deadline:
+            raise RuntimeError(f"the server holds {count} of {n} long-polls")
+        time.sleep(0.02)
+    time.sleep(0.1)  # let the last ones settle
+    return count
+
+
+def poll_round(
+    workers: Workers,
+    number: int,
+    holders: Sequence[tuple[int, int]],
+    push: Callable[[], None],
+    settle: float | None = None,
+) -> tuple[list[float], int]:
+    """Round ``number``: every component sends its long-poll; once each (port, count) of
+    ``holders`` holds its count (none given: after half a second; with ``settle``, or once
+    the count stayed the same that long), ``push()``. Returns the seconds from the push to
+    each component's answer (0 for a component that got none) and how many got no message:
+    an empty answer, an error, or an answer before the push.
+    """
+    workers.ask(f"poll {number}")
+    workers.expect("sent")
+    for port, count in holders:
+        wait_held(port, count, settle=settle)
+    if not holders:
+        time.sleep(0.5)
+    started = time.monotonic()
+    push()
+    workers.ask("collect")
+    answers = workers.expect("arrived")
+    latencies = [a - started if a else 0.0 for answer in answers for a in answer["arrived"]]
+    # A worker records only answers with a message (of this round, where it can tell).
+    missed = sum(1 for x in latencies if x <= 0)
+    return latencies, missed
+
+
+# -- scratch NATS JetStream streams ------------------------------------------------------------
+
+
+def nats_stream_name(kind: str) -> str:
+    """A stream name of its own for one run (``POLICY_PUBSUB_NATS_STREAM``)."""
+    return f"PPS_BENCH_{kind}_{uuid.uuid4().hex[:12]}"
+
+
+async def delete_nats_stream(url: str, stream: str) -> None:
+    """Delete a scratch stream, if it exists."""
+    import nats
+    import nats.js.errors
+
+    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+    try:
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="long-polling components (http_worker)")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--first", type=int, default=0)
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--path", default=EVENTS_PATH)
+    args = parser.parse_args()
+    raise_nofile()
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    runner(http_worker(args.port, args.first, args.count, args.path))
+
+
+if __name__ == "__main__":
+    main()

@@ -4,7 +4,7 @@
 
 The N subscriptions (SQLite, embedded router) are seeded by bulk insert, each on its own topic.
 ``--workers`` client processes hold one keep-alive HTTP/1.1 connection per component (the
-asyncio-streams client of bench/propagation.py; the file-descriptor limit is raised). Figures:
+asyncio-streams client of bench/_common.py; the file-descriptor limit is raised). Figures:
 server RSS before the polls and with all N held; event-loop lag (a 5 ms timer in the server,
 bench/_serve.py) p99 and max while idle and during the push window (from the push until the
 last component has its answer); and the push-to-all time, median over rounds.
@@ -25,25 +25,27 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
-    PYTHON,
     children,
     free_port,
     header,
+    http_workers,
     median,
     pct,
     policy,
     raise_nofile,
+    request,
     rss_mb,
     save,
     seed,
     serve_policy_pubsub,
+    split,
     table,
+    wait_held,
 )
-from propagation import Workers, _request, _split, _wait_held
 
 
 def _lag(port: int, since: float) -> list[float]:
-    status, body = asyncio.run(_request(port, "GET", f"/_bench/lag?since={since}"))
+    status, body = asyncio.run(request(port, "GET", f"/_bench/lag?since={since}"))
     return list(json.loads(body)["lag_ms"]) if status == 200 else []
 
 
@@ -60,40 +62,21 @@ def run(
         started.append(server)
         time.sleep(1)
         rss_start = rss_mb(server.pid)
-        workers = Workers(
-            [
-                [
-                    PYTHON,
-                    str(Path(__file__).parent / "propagation.py"),
-                    "--worker",
-                    "http",
-                    "--port",
-                    str(port),
-                    "--first",
-                    str(f),
-                    "--count",
-                    str(c),
-                    "--path",
-                    "/events/comp-{i}/g/c?timeout={timeout}",
-                ]
-                for f, c in _split(n, nworkers)
-            ],
-            tmp / "workers.log",
-        )
+        workers = http_workers([(port, f, c) for f, c in split(n, nworkers)], tmp / "workers.log")
         started.extend(workers.children)
         workers.expect("ready")
         alls, push_p99, push_max, idle_p99, rss_held = [], [], [], [], []
         for r in range(rounds):
             workers.ask(f"poll {r + 1}")
             workers.expect("sent")
-            _wait_held(port, n)
+            wait_held(port, n)
             idle_from = time.monotonic()
             time.sleep(2)
             rss_held.append(rss_mb(server.pid))
             idle_p99.append(pct(_lag(port, idle_from), 0.99))
             pushed = time.monotonic()
             status, body = asyncio.run(
-                _request(
+                request(
                     port,
                     "POST",
                     "/pap/v1/policies",

@@ -70,7 +70,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, header, median, pg_database, pg_drop, policy, save, seed, table
+from _common import (
+    ROOT,
+    delete_nats_stream,
+    header,
+    median,
+    nats_stream_name,
+    pg_database,
+    pg_drop,
+    policy,
+    save,
+    seed,
+    table,
+)
 from _rabbitmq import private_rabbitmq
 
 sys.path.insert(0, str(ROOT))
@@ -102,19 +114,6 @@ def _subscriptions(n: int, sets: int) -> list[tuple[str, str, list[dict[str, Any
         (f"s-{i}", f"t-{i}", [{"policy-id": [f"bench.p{i % sets}"], "policy-type": [PUSH_TYPE]}])
         for i in range(n)
     ]
-
-
-def _stream_name(kind: str) -> str:
-    return f"PPS_BENCH_{kind}_{uuid.uuid4().hex[:12]}"
-
-
-async def _delete_stream(url: str, stream: str) -> None:
-    nc = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
-    try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
 
 
 async def _stream_state(js: JetStreamContext, stream: str) -> tuple[int, int]:
@@ -263,7 +262,7 @@ async def _core(nc: Client, js: JetStreamContext, items: Items) -> None:
 async def _baseline(
     nats_url: str, captured: list[OutMessage], batch_size: int, rounds: int
 ) -> list[dict[str, Any]]:
-    stream = _stream_name("RAWPB")
+    stream = nats_stream_name("RAWPB")
     topics = TopicStream(Subjects(stream), max_age=3600, duplicate_window=120, replicas=1)
     nc = await nats.connect(nats_url)
     js = nc.jetstream(timeout=30)
@@ -316,11 +315,11 @@ async def _one(url: str, nats_url: str, n: int, sets: int, rounds: int) -> list[
     started = time.perf_counter()
     await seed(url, _subscriptions(n, sets), [policy("bench.base", "bench.other", 0)])
     seeded = time.perf_counter() - started
-    stream = _stream_name("RELAY")
+    stream = nats_stream_name("RELAY")
     try:
         relay_rows, captured, batch_size = await _relay_rounds(url, nats_url, stream, n, rounds)
     finally:
-        await _delete_stream(nats_url, stream)
+        await delete_nats_stream(nats_url, stream)
     baseline = await _baseline(nats_url, captured, batch_size, rounds)
     return _summary(relay_rows, captured, batch_size, seeded, n, baseline, "relay")
 

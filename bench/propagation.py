@@ -52,18 +52,24 @@ from _common import (
     BENCH,
     PYTHON,
     Child,
-    Conn,
+    Workers,
     children,
     cpu_seconds,
     free_port,
     header,
+    http_workers,
     median,
     pct,
     policy,
+    poll_round,
     raise_nofile,
+    request,
     save,
+    say,
     seed,
     serve_policy_pubsub,
+    split,
+    stdin_lines,
     table,
     wait_http,
 )
@@ -71,68 +77,16 @@ from _rabbitmq import private_rabbitmq
 
 OPAL_PYTHON = BENCH / ".venv-opal" / "bin" / "python"
 OPAL_TOPIC = "policy_data"
-POLL_TIMEOUT_MS = 120_000
 
 
-# -- the client workers ---------------------------------------------------------------------
-
-
-async def _stdin_lines() -> asyncio.Queue[str]:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-
-    def reader() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(queue.put_nowait, line.strip())
-        loop.call_soon_threadsafe(queue.put_nowait, "quit")
-
-    loop.run_in_executor(None, reader)
-    return queue
-
-
-def _say(**message: Any) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
-
-
-async def http_worker(port: int, first: int, count: int, path: str) -> None:
-    """Components ``first .. first+count-1``, one connection each."""
-    commands = await _stdin_lines()
-    conns: list[Conn] = []
-    for start in range(0, count, 200):
-        conns += await asyncio.gather(
-            *(Conn.open(port) for _ in range(start, min(count, start + 200)))
-        )
-    _say(ready=True)
-    while True:
-        command = await commands.get()
-        if command == "quit":
-            break
-        # "poll": send every long-poll, then report the arrival time of each answer.
-        arrived: list[float] = [0.0] * count
-
-        async def one(i: int, conn: Conn, arrived: list[float] = arrived) -> int:
-            status, body = await conn.response()
-            arrived[i] = time.monotonic()
-            return status if body not in (b"[]", b"") else -1
-
-        for i, conn in enumerate(conns):
-            conn.send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
-        tasks = [asyncio.create_task(one(i, conn)) for i, conn in enumerate(conns)]
-        _say(sent=True)
-        await commands.get()  # "collect", after the push
-        statuses = await asyncio.gather(*tasks)
-        bad = sum(1 for s in statuses if s != 200)
-        _say(arrived=arrived, bad=bad)
-    for conn in conns:
-        await conn.close()
+# -- the client workers (HTTP: _common.http_worker) -----------------------------------
 
 
 async def amqp_worker(url: str, first: int, count: int) -> None:
     """Components ``first .. first+count-1``, each consuming queue ``comp-<i>``."""
     import aio_pika
 
-    commands = await _stdin_lines()
+    commands = await stdin_lines()
     arrived: list[float] = [0.0] * count
     connection = await aio_pika.connect(url)
     # The server declares the queues when their first snapshot leaves (the warm-up push).
@@ -158,7 +112,7 @@ async def amqp_worker(url: str, first: int, count: int) -> None:
         await queue.consume(on_message_for(i))
         channels.append(channel)
     await ready  # each got its warm-up snapshot
-    _say(ready=True)
+    say(ready=True)
     while True:
         command = await commands.get()
         if command == "quit":
@@ -167,12 +121,12 @@ async def amqp_worker(url: str, first: int, count: int) -> None:
         if word == "poll":
             for i in range(count):
                 arrived[i] = 0.0
-            _say(sent=True)
+            say(sent=True)
         elif word == "collect":
             deadline = time.monotonic() + 60
             while not all(arrived) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
-            _say(arrived=list(arrived), bad=sum(1 for a in arrived if not a))
+            say(arrived=list(arrived), bad=sum(1 for a in arrived if not a))
     await connection.close()
 
 
@@ -180,7 +134,7 @@ async def opal_worker(port: int, count: int) -> None:
     """``count`` websocket subscribers of OPAL's data topic."""
     from fastapi_websocket_pubsub import PubSubClient
 
-    commands = await _stdin_lines()
+    commands = await stdin_lines()
     arrived: list[float] = [0.0] * count
     expected = {"round": -1}
     clients = []
@@ -198,7 +152,7 @@ async def opal_worker(port: int, count: int) -> None:
         client.start_client(f"ws://127.0.0.1:{port}/ws")
         clients.append(client)
     await asyncio.gather(*(c.wait_until_ready() for c in clients))
-    _say(ready=True)
+    say(ready=True)
     while True:
         command = await commands.get()
         if command == "quit":
@@ -208,74 +162,17 @@ async def opal_worker(port: int, count: int) -> None:
             expected["round"] = int(value)
             for i in range(count):
                 arrived[i] = 0.0
-            _say(sent=True)
+            say(sent=True)
         elif word == "collect":
             deadline = time.monotonic() + 60
             while not all(arrived) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
-            _say(arrived=list(arrived), bad=sum(1 for a in arrived if not a))
+            say(arrived=list(arrived), bad=sum(1 for a in arrived if not a))
     for client in clients:
         await client.disconnect()
 
 
 # -- the driver ---------------------------------------------------------------------------
-
-
-class Workers:
-    def __init__(self, argvs: list[list[str]], log: Path) -> None:
-        self.children = [Child(argv, pipe=True, log=log) for argv in argvs]
-
-    def ask(self, line: str) -> None:
-        for child in self.children:
-            assert child.process.stdin is not None
-            child.process.stdin.write(line + "\n")
-            child.process.stdin.flush()
-
-    def expect(self, key: str) -> list[dict[str, Any]]:
-        answers = []
-        for child in self.children:
-            assert child.process.stdout is not None
-            line = child.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a client worker died (exit {child.process.poll()})")
-            answer = json.loads(line)
-            if key not in answer:
-                raise RuntimeError(f"unexpected worker answer {answer}")
-            answers.append(answer)
-        return answers
-
-
-async def _request(port: int, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
-    conn = await Conn.open(port)
-    try:
-        payload = None if body is None else json.dumps(body).encode()
-        return await conn.request(method, path, payload)
-    finally:
-        await conn.close()
-
-
-def _held(port: int) -> int:
-    status, body = asyncio.run(_request(port, "GET", "/_bench/held"))
-    return int(json.loads(body)["held"]) if status == 200 else -1
-
-
-def _wait_held(port: int, n: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while _held(port) < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the server holds {_held(port)} of {n} long-polls")
-        time.sleep(0.02)
-    time.sleep(0.1)  # let the last ones settle
-
-
-def _split(n: int, workers: int) -> list[tuple[int, int]]:
-    share, extra = divmod(n, workers)
-    parts, first = [], 0
-    for w in range(workers):
-        count = share + (1 if w < extra else 0)
-        parts.append((first, count))
-        first += count
-    return parts
 
 
 def _rounds(
@@ -289,22 +186,13 @@ def _rounds(
     p50s, p99s, alls, bads = [], [], [], 0
     cpu = cpu_seconds(server_pid) if server_pid is not None else 0.0
     for r in range(rounds):
-        workers.ask(f"poll {r + 1}")
-        workers.expect("sent")
-        if held_port is not None:
-            _wait_held(held_port, n)
-        else:
-            time.sleep(0.5)
-        started = time.monotonic()
-        push(r + 1)
-        workers.ask("collect")
-        answers = workers.expect("arrived")
-        arrived = [a for answer in answers for a in answer["arrived"]]
-        bads += sum(answer["bad"] for answer in answers)
-        latencies = [a - started for a in arrived if a]
-        p50s.append(pct(latencies, 0.5))
-        p99s.append(pct(latencies, 0.99))
-        alls.append(max(latencies) if len(latencies) == n else float("inf"))
+        holders = [(held_port, n)] if held_port is not None else []
+        latencies, missed = poll_round(workers, r + 1, holders, lambda r=r: push(r + 1))
+        bads += missed
+        got = [x for x in latencies if x > 0]
+        p50s.append(pct(got, 0.5))
+        p99s.append(pct(got, 0.99))
+        alls.append(max(got) if len(got) == n else float("inf"))
     # The server's CPU over the rounds (taking N polls, one push, N answers each) per answer.
     cpu_us = (cpu_seconds(server_pid) - cpu) / (rounds * n) * 1e6 if server_pid else None
     return {
@@ -327,33 +215,13 @@ def run_pubsub(
     with children() as started:
         server = serve_policy_pubsub(port, url, tmp / "server.log", extra=extra)
         started.append(server)
-        path = "/events/comp-{i}/g/c?timeout={timeout}"
-        workers = Workers(
-            [
-                [
-                    PYTHON,
-                    __file__,
-                    "--worker",
-                    "http",
-                    "--port",
-                    str(port),
-                    "--first",
-                    str(f),
-                    "--count",
-                    str(c),
-                    "--path",
-                    path,
-                ]
-                for f, c in _split(n, nworkers)
-            ],
-            tmp / "workers.log",
-        )
+        workers = http_workers([(port, f, c) for f, c in split(n, nworkers)], tmp / "workers.log")
         started.extend(workers.children)
         workers.expect("ready")
 
         def push(r: int) -> None:
             status, body = asyncio.run(
-                _request(
+                request(
                     port,
                     "POST",
                     "/pap/v1/policies",
@@ -371,7 +239,7 @@ AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 def _push(port: int, n: int, r: int) -> None:
     status, body = asyncio.run(
-        _request(
+        request(
             port, "POST", "/pap/v1/policies", {"policies": [policy("bench.prop", "bench.type", r)]}
         )
     )
@@ -383,7 +251,7 @@ def _wait_relayed(port: int, timeout: float = 300) -> None:
     """Until the outbox is empty: every queue is declared and holds its snapshot."""
     deadline = time.monotonic() + timeout
     while True:
-        status, body = asyncio.run(_request(port, "GET", "/healthcheck"))
+        status, body = asyncio.run(request(port, "GET", "/healthcheck"))
         if status == 200 and json.loads(body)["details"]["outbox"]["depth"] == 0:
             return
         if time.monotonic() > deadline:
@@ -456,7 +324,7 @@ def _run_amqp(
                         "--count",
                         str(c),
                     ]
-                    for f, c in _split(n, nworkers)
+                    for f, c in split(n, nworkers)
                 ],
                 tmp / "workers.log",
             )
@@ -474,33 +342,13 @@ def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         bare = Child([PYTHON, str(BENCH / "_bare.py"), "--port", str(port)], log=tmp / "bare.log")
         started.append(bare)
         wait_http(port, "/healthcheck")
-        path = "/events/comp-{i}/g/c?timeout={timeout}"
-        workers = Workers(
-            [
-                [
-                    PYTHON,
-                    __file__,
-                    "--worker",
-                    "http",
-                    "--port",
-                    str(port),
-                    "--first",
-                    str(f),
-                    "--count",
-                    str(c),
-                    "--path",
-                    path,
-                ]
-                for f, c in _split(n, nworkers)
-            ],
-            tmp / "workers.log",
-        )
+        workers = http_workers([(port, f, c) for f, c in split(n, nworkers)], tmp / "workers.log")
         started.extend(workers.children)
         workers.expect("ready")
 
         def push(r: int) -> None:
             status, _ = asyncio.run(
-                _request(port, "POST", "/push", policy("bench.prop", "bench.type", r))
+                request(port, "POST", "/push", policy("bench.prop", "bench.type", r))
             )
             if status != 200:
                 raise RuntimeError(f"push failed: {status}")
@@ -558,7 +406,7 @@ def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
                     "--count",
                     str(c),
                 ]
-                for _, c in _split(n, nworkers)
+                for _, c in split(n, nworkers)
             ],
             tmp / "workers.log",
         )
@@ -577,7 +425,7 @@ def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
                 ],
                 "reason": "benchmark",
             }
-            status, body = asyncio.run(_request(port, "POST", "/data/config", update))
+            status, body = asyncio.run(request(port, "POST", "/data/config", update))
             if status != 200:
                 raise RuntimeError(f"OPAL push failed: {status} {body[:300]!r}")
 
@@ -608,7 +456,7 @@ def main() -> None:
         "--systems", nargs="+", default=["pubsub", "bare", "opal"], choices=list(RUNNERS)
     )
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--worker", choices=["http", "amqp", "opal"], help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["amqp", "opal"], help=argparse.SUPPRESS)
     parser.add_argument(
         "--amqp-url", help="use this RabbitMQ (e.g. the shared one) instead of a private node"
     )
@@ -616,7 +464,6 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     global SHARED_AMQP_URL, SERVER_PROFILE
     SHARED_AMQP_URL, SERVER_PROFILE = args.amqp_url, args.profile
@@ -628,9 +475,7 @@ def main() -> None:
             runner: Any = uvloop.run
         except ImportError:
             runner = asyncio.run
-        if args.worker == "http":
-            runner(http_worker(args.port, args.first, args.count, args.path))
-        elif args.worker == "amqp":
+        if args.worker == "amqp":
             runner(amqp_worker(args.amqp_url or AMQP_URL, args.first, args.count))
         else:
             asyncio.run(opal_worker(args.port, args.count))
