@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from policy_pubsub.matching import Selector
-from tests.conftest import postgres_database
+from tests.conftest import postgres_database, wait_for
 from tests.processes import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -230,14 +230,18 @@ async def test_killing_a_replica_mid_burst_loses_no_acknowledged_push(
                     assert r.status_code == 200, r.text
                     acknowledged.setdefault(policy_id, []).append(step)
 
+            def a_done() -> int:
+                return sum(len(v) for k, v in acknowledged.items() if k.startswith("a"))
+
             async def killer() -> None:
-                await asyncio.sleep(rng.uniform(0.1, 0.4))
+                # Once A has acknowledged some of its burst, at a random moment of the rest.
+                await wait_for(lambda: a_done() >= 2, timeout=30)
+                await asyncio.sleep(rng.uniform(0, 0.1))
                 await a.kill()
 
             await asyncio.gather(pusher(a, "a"), pusher(b, "b"), killer())
             assert a.returncode is not None
-            a_done = sum(len(v) for k, v in acknowledged.items() if k.startswith("a"))
-            assert 0 < a_done < PUSHES, "the kill must land in the middle of A's burst"
+            assert a_done() < PUSHES, "the kill must land in the middle of A's burst"
 
             if router != "embedded":
                 await _until_outbox_empty(http, b)
