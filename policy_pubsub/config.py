@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     amqp_max_message_bytes: int = Field(constants.DEFAULT_MAX_MESSAGE_BYTES, ge=64)
     # Connect timeout, and how long a publish waits for RabbitMQ's confirms.
     amqp_timeout_seconds: float = Field(10.0, gt=0)
+    # Publish attempts in a row in which one queue's message got no confirm within the timeout
+    # while RabbitMQ confirmed others, before that message is a dead letter (the queue is stuck,
+    # e.g. a quorum queue without a leader) and delivery to the other queues goes on.
+    amqp_unconfirmed_attempts: int = Field(3, ge=1)
 
     # Security (README "Security"). Users, roles and topic patterns (TOML, examples/auth.toml);
     # unset: no authentication, which serve allows only on a loopback address.

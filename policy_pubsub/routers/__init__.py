@@ -65,6 +65,7 @@ def from_url(url: str, store: Store, settings: Settings) -> Router:
             max_message_bytes=settings.amqp_max_message_bytes,
             ca_file=settings.amqp_ca_file,
             timeout=settings.amqp_timeout_seconds,
+            unconfirmed_attempts=settings.amqp_unconfirmed_attempts,
         )
     raise UnsupportedRouter(
         f"unsupported router URL {url!r}: use 'embedded', 'nats://HOST:PORT', "
