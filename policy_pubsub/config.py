@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     # Most ready messages a subscriber's queue keeps; past it the oldest is dropped (superseded
     # by the newer snapshots behind it). At least the number of subscribers sharing a topic.
     amqp_queue_max_length: int = Field(100, ge=1)
+    # The type of the queues declared: quorum (classic on a broker before 3.8) or classic. A
+    # single RabbitMQ node forgets a quorum queue declared just before a kill -9 (README "AMQP
+    # (RabbitMQ)"); classic durable queues survive it. Changing it for existing queues needs
+    # them deleted first (RabbitMQ refuses a declare with another type).
+    amqp_queue_type: Literal["quorum", "classic"] = "quorum"
     # The largest message RabbitMQ takes, in bytes (at most its max_message_size, 128 MiB by
     # default): a change whose snapshot for some subscriber would be larger is refused (413).
     amqp_max_message_bytes: int = Field(constants.DEFAULT_MAX_MESSAGE_BYTES, ge=64)

@@ -166,6 +166,7 @@ class AmqpRouter(Router):
         ca_file: str | None = None,
         timeout: float = 10.0,
         unconfirmed_attempts: int = 3,
+        queue_type: str = "quorum",
     ) -> None:
         if not url.startswith(("amqp://", "amqps://")):
             raise ValueError("not an AMQP router URL (amqp(s)://user:password@host:port/vhost)")
@@ -178,6 +179,9 @@ class AmqpRouter(Router):
         self._max_message_bytes = max_message_bytes
         self._ssl = _ssl_context(ca_file) if url.startswith("amqps://") else None
         self._timeout = timeout
+        if queue_type not in ("quorum", "classic"):
+            raise ValueError(f"queue type {queue_type!r}: quorum or classic")
+        self._quorum = queue_type == "quorum"
         self._unconfirmed_attempts = max(1, unconfirmed_attempts)
         # (topic, queue) -> attempts in a row in which its message had no confirm in time.
         self._waiting: dict[tuple[str, str | None], int] = {}
@@ -267,7 +271,7 @@ class AmqpRouter(Router):
                 )
                 try:
                     properties = connection.transport.connection.server_properties  # type: ignore[union-attr]
-                    quorum = has_quorum_queues(dict(properties))
+                    quorum = self._quorum and has_quorum_queues(dict(properties))
                     publisher = await connection.channel(
                         publisher_confirms=True, on_return_raises=True
                     )
@@ -341,7 +345,9 @@ class AmqpRouter(Router):
         That is ``RouterUnavailable`` (the relay tries again) until the same queue let its
         message wait in ``unconfirmed_attempts`` attempts in a row; then the first such message
         of the batch is refused (``MessageRefused``, a dead letter), so that one broken queue
-        does not hold up every other subscriber for ever. Unconfirmed, it is not published.
+        does not hold up every other subscriber for ever. Unconfirmed, it is not published. The
+        queue's count is kept until it confirms a message: while it stays stuck, its next
+        message is refused at its first timeout.
         """
         if not batch:
             return
@@ -456,7 +462,6 @@ class AmqpRouter(Router):
         attempts = self._waiting[(first.topic, first.key)]
         queue = first.key if first.key is not None else f"bound to {first.topic!r}"
         if attempts >= self._unconfirmed_attempts:
-            self._waiting.pop((first.topic, first.key), None)
             raise _Refused(
                 f"queue {queue} did not confirm the message in {attempts} attempts "
                 f"({stalled} each) while RabbitMQ confirmed others",

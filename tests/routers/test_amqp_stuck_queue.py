@@ -10,12 +10,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import aiormq
 import pytest
 
 from policy_pubsub.exceptions import MessageRefused, RouterUnavailable
 from policy_pubsub.routers import OutMessage
-from tests.rabbitmq import open_amqp_router
+from tests.rabbitmq import AMQP_URL, open_amqp_router
 
 
 async def test_a_queue_that_never_confirms_is_refused_after_its_attempts_and_others_go_on(
@@ -44,6 +45,11 @@ async def test_a_queue_that_never_confirms_is_refused_after_its_attempts_and_oth
         assert refused.value.refused is stuck
         assert "did not confirm" in refused.value.reason
         await router.publish([fine[2]])  # the relay goes on with what followed it
+        # Still stuck: the queue's next message is refused at its first timeout.
+        later = OutMessage(stuck.topic, '{"n": 2}', key=stuck.key, revision=2)
+        with pytest.raises(MessageRefused) as refused:
+            await router.publish([later])
+        assert refused.value.refused is later
         counts = await router.queue_counts([fine[0].key or ""])
         assert counts[fine[0].key or ""].messages == 3  # each attempt's copy, then the next
     finally:
@@ -70,5 +76,33 @@ async def test_no_confirm_from_a_broker_that_does_not_answer_refuses_nothing(
                 await router.publish(messages)
     finally:
         monkeypatch.undo()
+        await router.close()
+        await store.close()
+
+
+async def test_queue_type_classic_declares_classic_queues(tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    message = OutMessage(f"t-{tag}", "{}", key=f"classic-{tag}", revision=1)
+    router, store = await open_amqp_router(tmp_path, queue_type="classic")
+    try:
+        await router.publish([message])
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        try:
+            channel = await connection.channel()
+            for queue_type, equivalent in (("classic", True), ("quorum", False)):
+                arguments = {**router._shape.arguments(), "x-queue-type": queue_type}
+                if channel.is_closed:
+                    channel = await connection.channel()
+                try:
+                    await channel.declare_queue(
+                        message.key or "", durable=True, arguments=arguments
+                    )
+                except aiormq.exceptions.ChannelPreconditionFailed:
+                    assert not equivalent, f"not a {queue_type} queue"
+                else:
+                    assert equivalent, f"a {queue_type} queue"
+        finally:
+            await connection.close()
+    finally:
         await router.close()
         await store.close()
