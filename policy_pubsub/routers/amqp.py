@@ -317,11 +317,9 @@ class AmqpRouter(Router):
         try:
             await self._send(batch[: len(bodies)], bodies)
         except _Refused as exc:
-            # RabbitMQ closed the channel at one message and dropped what followed it.
-            publisher, self._publisher, self._exchange = self._publisher, None, None
-            if publisher is not None:
-                with contextlib.suppress(*_TRANSIENT, RuntimeError):
-                    await publisher.close()
+            # RabbitMQ closed the channel at one message and dropped what followed it, or a
+            # queue does not confirm: its messages still waiting are dropped with the channel.
+            await self._drop_publisher()
             raise MessageRefused(exc.args[1], str(exc.args[0])) from exc
         if refused is not None:
             message = batch[len(bodies)]
@@ -472,6 +470,28 @@ class AmqpRouter(Router):
             f"message(s), the first to queue {queue} (attempt {attempts} of "
             f"{self._unconfirmed_attempts} before it is refused)"
         )
+
+    async def _drop_publisher(self) -> None:
+        """Close the confirming channel; the next publish opens another. RabbitMQ may not
+        answer the close of a channel with messages waiting at a stuck queue: after the
+        timeout the whole connection goes, and the next publish connects again.
+        """
+        publisher, self._publisher, self._exchange = self._publisher, None, None
+        if publisher is None or publisher.is_closed:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await publisher.close()
+            return
+        except (*_TRANSIENT, RuntimeError):
+            return
+        except TimeoutError:
+            pass
+        connection, self._connection, self._declarer = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                async with asyncio.timeout(self._timeout):
+                    await connection.close()
 
     async def _publish_one(self, message: OutMessage) -> None:
         """Publish one message, not mandatory, and await its confirm."""
