@@ -435,9 +435,9 @@ class AmqpRouter(Router):
         ``answered`` is whether RabbitMQ confirmed other messages of the batch meanwhile.
 
         When RabbitMQ answers (confirms of others, or an exchange check on the connection),
-        the queues of these messages are stuck: each counts one more attempt, and the first
-        message whose queue reached ``unconfirmed_attempts`` is refused. Otherwise RabbitMQ
-        itself does not answer, which no queue is to blame for.
+        the queue of the first of these messages is stuck: it counts one more attempt, and its
+        message is refused once it reached ``unconfirmed_attempts``. Otherwise RabbitMQ itself
+        does not answer, which no queue is to blame for.
         """
         stalled = f"no confirm within {self._timeout:g} s"
         if not answered:
@@ -453,11 +453,13 @@ class AmqpRouter(Router):
                 raise RouterUnavailable(
                     f"RabbitMQ at {self._shown}: publish failed: {stalled}, and {exc}"
                 ) from exc
-        for message in messages:
-            key = (message.topic, message.key)
-            self._waiting[key] = self._waiting.get(key, 0) + 1
+        # RabbitMQ confirms a channel's messages in order: those behind the first one waiting
+        # may be held up by it, so only its queue is to blame. The channel goes, so that the
+        # message RabbitMQ holds does not hold up the next attempt's confirms too.
+        await self._drop_publisher()
         first = messages[0]
-        attempts = self._waiting[(first.topic, first.key)]
+        key = (first.topic, first.key)
+        attempts = self._waiting[key] = self._waiting.get(key, 0) + 1
         queue = first.key if first.key is not None else f"bound to {first.topic!r}"
         if attempts >= self._unconfirmed_attempts:
             raise _Refused(
