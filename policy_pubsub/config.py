@@ -107,11 +107,20 @@ class Settings(BaseSettings):
     # Most ready messages a subscriber's queue keeps; past it the oldest is dropped (superseded
     # by the newer snapshots behind it). At least the number of subscribers sharing a topic.
     amqp_queue_max_length: int = Field(100, ge=1)
+    # The type of the queues declared: quorum (classic on a broker before 3.8) or classic. A
+    # single RabbitMQ node forgets a quorum queue declared just before a kill -9 (README "AMQP
+    # (RabbitMQ)"); classic durable queues survive it. Changing it for existing queues needs
+    # them deleted first (RabbitMQ refuses a declare with another type).
+    amqp_queue_type: Literal["quorum", "classic"] = "quorum"
     # The largest message RabbitMQ takes, in bytes (at most its max_message_size, 128 MiB by
     # default): a change whose snapshot for some subscriber would be larger is refused (413).
     amqp_max_message_bytes: int = Field(constants.DEFAULT_MAX_MESSAGE_BYTES, ge=64)
     # Connect timeout, and how long a publish waits for RabbitMQ's confirms.
     amqp_timeout_seconds: float = Field(10.0, gt=0)
+    # Publish attempts in a row in which one queue's message got no confirm within the timeout
+    # while RabbitMQ confirmed others, before that message is a dead letter (the queue is stuck,
+    # e.g. a quorum queue without a leader) and delivery to the other queues goes on.
+    amqp_unconfirmed_attempts: int = Field(3, ge=1)
 
     # Security (README "Security"). Users, roles and topic patterns (TOML, examples/auth.toml);
     # unset: no authentication, which serve allows only on a loopback address.

@@ -9,8 +9,10 @@ in CI, where that is a failure.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
@@ -25,7 +27,9 @@ from policy_pubsub.exceptions import RouterUnavailable
 from policy_pubsub.routers.amqp import AmqpRouter
 from policy_pubsub.routers.amqp_shape import group_queue
 from policy_pubsub.store import Store
+from tests.conftest import wait_for
 from tests.nats_server import skip_unless_ci
+from tests.processes import free_port
 
 AMQP_URL = os.environ.get("POLICY_PUBSUB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -127,12 +131,132 @@ async def amqp_router(tmp_path: Path) -> AsyncIterator[DisposableAmqpRouter]:
         await store.close()
 
 
+RABBITMQ_SERVER = os.environ.get("RABBITMQ_SERVER_SCRIPT", "/usr/lib/rabbitmq/bin/rabbitmq-server")
+AMQP_HEADER = b"AMQP\x00\x00\x09\x01"
+
+
+class PrivateRabbitMQ:
+    """A RabbitMQ node of the test's own: its own node name, AMQP and distribution ports on
+    loopback, its own database, logs and Erlang cookie under ``home``, no plugins. ``kill()``
+    is kill -9 of its Erlang VM; ``start()`` brings it back on the same ports and database.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self._dist_port = free_port()
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self._wrapper: asyncio.subprocess.Process | None = None
+
+    def _environment(self) -> dict[str, str]:
+        home = self.home
+        return {
+            **os.environ,
+            "HOME": str(home),
+            "RABBITMQ_NODENAME": f"pps-test-{self.port}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(self._dist_port),
+            "RABBITMQ_MNESIA_BASE": str(home / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(home / "log"),
+            "RABBITMQ_CONFIG_FILE": str(home / "rabbitmq"),  # none there: the defaults
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(home / "advanced.config"),
+            "RABBITMQ_CONF_ENV_FILE": str(home / "rabbitmq-env.conf"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(home / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(home / "pid"),
+        }
+
+    async def start(self, timeout: float = 90.0) -> None:
+        """Start the node; return once it answers AMQP."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "enabled_plugins").write_text("[].\n")
+        (self.home / "pid").unlink(missing_ok=True)
+        with (self.home / "console.log").open("ab") as log:
+            self._wrapper = await asyncio.create_subprocess_exec(
+                RABBITMQ_SERVER,
+                env=self._environment(),
+                cwd=self.home,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+        wrapper = self._wrapper
+
+        async def answers() -> bool:
+            if wrapper.returncode is not None:
+                pytest.fail(f"the private RabbitMQ exited with {wrapper.returncode} at start")
+            return await self._answers()
+
+        await wait_for(answers, timeout=timeout, every=0.2)
+
+    async def _answers(self) -> bool:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        except OSError:
+            return False
+        try:
+            writer.write(AMQP_HEADER)
+            first = await asyncio.wait_for(reader.read(1), 2)
+        except (OSError, TimeoutError):
+            return False
+        finally:
+            writer.close()
+        return first == b"\x01"  # a Connection.Start frame: the node has booted
+
+    def _beam(self) -> int | None:
+        """The Erlang VM's pid, from the pid file the node writes as it boots."""
+        try:
+            return int((self.home / "pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    async def kill(self) -> None:
+        """kill -9 of the VM, and wait until it is gone."""
+        await self._end(signal.SIGKILL)
+
+    async def stop(self) -> None:
+        await self._end(signal.SIGTERM)
+
+    async def _end(self, signum: int) -> None:
+        wrapper, self._wrapper = self._wrapper, None
+        if wrapper is None:
+            return
+        beam = self._beam()
+        for pid in (beam, wrapper.pid):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signum)
+        try:
+            await asyncio.wait_for(wrapper.wait(), 30)
+        except TimeoutError:
+            for pid in (beam, wrapper.pid):
+                if pid is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+            await wrapper.wait()
+
+
+@pytest.fixture
+async def private_rabbitmq(tmp_path: Path) -> AsyncIterator[PrivateRabbitMQ]:
+    """A RabbitMQ node of the test's own, which it may kill and restart."""
+    if not os.access(RABBITMQ_SERVER, os.X_OK):
+        skip_unless_ci(f"no RabbitMQ server script at {RABBITMQ_SERVER}")
+    node = PrivateRabbitMQ(tmp_path / "rabbitmq")
+    await node.start()
+    try:
+        yield node
+    finally:
+        await node.stop()
+
+
 __all__ = [
     "AMQP_URL",
     "DisposableAmqpRouter",
+    "PrivateRabbitMQ",
     "amqp_router",
     "delete_on_broker",
     "open_amqp_router",
+    "private_rabbitmq",
     "skip_without_rabbitmq",
     "unique_exchange",
 ]

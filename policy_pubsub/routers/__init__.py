@@ -62,9 +62,11 @@ def from_url(url: str, store: Store, settings: Settings) -> Router:
             exchange=settings.amqp_exchange,
             retention_seconds=settings.retention_seconds,
             queue_max_length=settings.amqp_queue_max_length,
+            queue_type=settings.amqp_queue_type,
             max_message_bytes=settings.amqp_max_message_bytes,
             ca_file=settings.amqp_ca_file,
             timeout=settings.amqp_timeout_seconds,
+            unconfirmed_attempts=settings.amqp_unconfirmed_attempts,
         )
     raise UnsupportedRouter(
         f"unsupported router URL {url!r}: use 'embedded', 'nats://HOST:PORT', "

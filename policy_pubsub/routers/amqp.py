@@ -165,6 +165,8 @@ class AmqpRouter(Router):
         max_message_bytes: int,
         ca_file: str | None = None,
         timeout: float = 10.0,
+        unconfirmed_attempts: int = 3,
+        queue_type: str = "quorum",
     ) -> None:
         if not url.startswith(("amqp://", "amqps://")):
             raise ValueError("not an AMQP router URL (amqp(s)://user:password@host:port/vhost)")
@@ -177,6 +179,12 @@ class AmqpRouter(Router):
         self._max_message_bytes = max_message_bytes
         self._ssl = _ssl_context(ca_file) if url.startswith("amqps://") else None
         self._timeout = timeout
+        if queue_type not in ("quorum", "classic"):
+            raise ValueError(f"queue type {queue_type!r}: quorum or classic")
+        self._quorum = queue_type == "quorum"
+        self._unconfirmed_attempts = max(1, unconfirmed_attempts)
+        # (topic, queue) -> attempts in a row in which its message had no confirm in time.
+        self._waiting: dict[tuple[str, str | None], int] = {}
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._publisher: aio_pika.abc.AbstractChannel | None = None
         self._exchange: aio_pika.abc.AbstractExchange | None = None
@@ -263,7 +271,7 @@ class AmqpRouter(Router):
                 )
                 try:
                     properties = connection.transport.connection.server_properties  # type: ignore[union-attr]
-                    quorum = has_quorum_queues(dict(properties))
+                    quorum = self._quorum and has_quorum_queues(dict(properties))
                     publisher = await connection.channel(
                         publisher_confirms=True, on_return_raises=True
                     )
@@ -309,11 +317,9 @@ class AmqpRouter(Router):
         try:
             await self._send(batch[: len(bodies)], bodies)
         except _Refused as exc:
-            # RabbitMQ closed the channel at one message and dropped what followed it.
-            publisher, self._publisher, self._exchange = self._publisher, None, None
-            if publisher is not None:
-                with contextlib.suppress(*_TRANSIENT, RuntimeError):
-                    await publisher.close()
+            # RabbitMQ closed the channel at one message and dropped what followed it, or a
+            # queue does not confirm: its messages still waiting are dropped with the channel.
+            await self._drop_publisher()
             raise MessageRefused(exc.args[1], str(exc.args[0])) from exc
         if refused is not None:
             message = batch[len(bodies)]
@@ -331,6 +337,15 @@ class AmqpRouter(Router):
         each confirm after the one before it (a large batch on a slow broker does not time out
         for its size), kept by this loop rather than by a timer per message. Sending stops at
         the first failure.
+
+        A message with no confirm within the timeout while RabbitMQ confirmed later ones and
+        answers on the connection is stuck at its queue (a quorum queue with no leader, say).
+        That is ``RouterUnavailable`` (the relay tries again) until the same queue let its
+        message wait in ``unconfirmed_attempts`` attempts in a row; then the first such message
+        of the batch is refused (``MessageRefused``, a dead letter), so that one broken queue
+        does not hold up every other subscriber for ever. Unconfirmed, it is not published. The
+        queue's count is kept until it confirms a message: while it stays stuck, its next
+        message is refused at its first timeout.
         """
         if not batch:
             return
@@ -338,11 +353,14 @@ class AmqpRouter(Router):
         exchange = self._exchange_name
         loop = asyncio.get_running_loop()
         sending: list[asyncio.Task[Any]] = []
+        timed_out = False
         try:
             for index, message in enumerate(batch):
                 if index >= PUBLISH_WINDOW:
                     oldest = sending[index - PUBLISH_WINDOW]
-                    await self._confirmed(oldest)
+                    if not await self._confirmed(oldest):
+                        timed_out = True
+                        break
                     if oldest.cancelled() or oldest.exception() is not None:
                         break
                 sending.append(
@@ -357,8 +375,17 @@ class AmqpRouter(Router):
                         )
                     )
                 )
-            for task in sending:
-                await self._confirmed(task)
+            if not timed_out:
+                for task in sending:
+                    if not await self._confirmed(task):
+                        timed_out = True  # every message sent had the timeout by now
+                        break
+            unconfirmed = [m for m, t in zip(batch, sending, strict=False) if not t.done()]
+            for message, task in zip(batch, sending, strict=False):
+                if task.done() and not task.cancelled() and task.exception() is None:
+                    self._waiting.pop((message.topic, message.key), None)
+            if unconfirmed:
+                await self._unconfirmed(unconfirmed, answered=len(unconfirmed) < len(sending))
         finally:
             for task in sending:
                 task.cancel()  # none left but when this failed or was cancelled
@@ -394,18 +421,79 @@ class AmqpRouter(Router):
             self._last_published[message.topic] = at
             self._topics.add(message.topic)
 
-    async def _confirmed(self, task: asyncio.Task[Any]) -> None:
-        """Wait until a message sent is confirmed (or failed); ``RouterUnavailable`` when no
-        answer came for it within the timeout. Messages are waited for in the order sent, so
-        each wait starts at the latest when the one before it was answered.
+    async def _confirmed(self, task: asyncio.Task[Any]) -> bool:
+        """Wait until a message sent is confirmed (or failed); False when no answer came for
+        it within the timeout. Messages are waited for in the order sent, so each wait starts
+        at the latest when the one before it was answered.
         """
         if not task.done():
             await asyncio.wait((task,), timeout=self._timeout)
-            if not task.done():
+        return task.done()
+
+    async def _unconfirmed(self, messages: Sequence[OutMessage], *, answered: bool) -> None:
+        """Messages with no confirm within the timeout, in batch order: always raises.
+        ``answered`` is whether RabbitMQ confirmed other messages of the batch meanwhile.
+
+        When RabbitMQ answers (confirms of others, or an exchange check on the connection),
+        the queue of the first of these messages is stuck: it counts one more attempt, and its
+        message is refused once it reached ``unconfirmed_attempts``. Otherwise RabbitMQ itself
+        does not answer, which no queue is to blame for.
+        """
+        stalled = f"no confirm within {self._timeout:g} s"
+        if not answered:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await self.ping()
+            except TimeoutError:
                 raise RouterUnavailable(
-                    f"RabbitMQ at {self._shown}: publish failed: no confirm within "
-                    f"{self._timeout:g} s"
-                )
+                    f"RabbitMQ at {self._shown}: publish failed: {stalled}, and no answer "
+                    f"to a check of the exchange either"
+                ) from None
+            except RouterUnavailable as exc:
+                raise RouterUnavailable(
+                    f"RabbitMQ at {self._shown}: publish failed: {stalled}, and {exc}"
+                ) from exc
+        # RabbitMQ confirms a channel's messages in order: those behind the first one waiting
+        # may be held up by it, so only its queue is to blame. The channel goes, so that the
+        # message RabbitMQ holds does not hold up the next attempt's confirms too.
+        await self._drop_publisher()
+        first = messages[0]
+        key = (first.topic, first.key)
+        attempts = self._waiting[key] = self._waiting.get(key, 0) + 1
+        queue = first.key if first.key is not None else f"bound to {first.topic!r}"
+        if attempts >= self._unconfirmed_attempts:
+            raise _Refused(
+                f"queue {queue} did not confirm the message in {attempts} attempts "
+                f"({stalled} each) while RabbitMQ confirmed others",
+                first,
+            )
+        raise RouterUnavailable(
+            f"RabbitMQ at {self._shown}: publish failed: {stalled} for {len(messages)} "
+            f"message(s), the first to queue {queue} (attempt {attempts} of "
+            f"{self._unconfirmed_attempts} before it is refused)"
+        )
+
+    async def _drop_publisher(self) -> None:
+        """Close the confirming channel; the next publish opens another. RabbitMQ may not
+        answer the close of a channel with messages waiting at a stuck queue: after the
+        timeout the whole connection goes, and the next publish connects again.
+        """
+        publisher, self._publisher, self._exchange = self._publisher, None, None
+        if publisher is None or publisher.is_closed:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await publisher.close()
+            return
+        except (*_TRANSIENT, RuntimeError):
+            return
+        except TimeoutError:
+            pass
+        connection, self._connection, self._declarer = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(*_TRANSIENT, RuntimeError):
+                async with asyncio.timeout(self._timeout):
+                    await connection.close()
 
     async def _publish_one(self, message: OutMessage) -> None:
         """Publish one message, not mandatory, and await its confirm."""
