@@ -32,7 +32,7 @@ from tests.conftest import load_policy
 from tests.strategies import any_json
 from tests.test_openapi import Checker
 
-MAX_EXAMPLES = 120
+MAX_EXAMPLES = 80
 PATH_VALUE = "fuzz.1"  # fits every identifier grammar of the path parameters
 REQUEST_SCHEMAS = ("decision-request", "subscription-request", "pdp-update", "policy-push")
 State = tuple[int, dict[str, int]]  # the store's revision, and each topic's last offset

@@ -41,8 +41,8 @@ from tests.api.users import PASSWORDS, TCA_TOKEN, auth_file, auth_toml, basic
 from tests.conftest import make_settings
 
 POLL_MS = 50
-MAX_EXAMPLES = 30  # per operation and generation mode, without auth
-AUTH_MAX_EXAMPLES = 10  # per operation and generation mode, with auth
+MAX_EXAMPLES = 20  # per operation and generation mode, without auth
+AUTH_MAX_EXAMPLES = 8  # per operation and generation mode, with auth
 REQUEST_TIMEOUT = 10.0  # seconds; a server that hangs fails the check instead of the run
 CHECKS: list[CheckFunction] = [
     not_a_server_error,
