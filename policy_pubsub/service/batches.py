@@ -8,13 +8,13 @@ One commit (one fsync) acknowledges them all.
 Commit delay. Callers that push one request after another, each waiting for its answer, fall
 into cohorts: those answered by one commit send their next requests while the next commit
 (the others') runs, so each commit carries only its own cohort's. With a ``delay``, the
-request that takes the lock waits, at most that long, for the callers seen around the last
-commit to queue up again before it commits: until as many requests are queued as the last
-commit answered plus those that were queued when it ended, whichever comes first. It waits
-only when that many callers were seen and the last commit ended within ``_RECENT`` (callers
-are pushing back to back), so a lone caller never waits, and after a lone commit nobody does;
-a caller that stopped costs the next commit one delay at most, once. Every request is still
-answered only after its own transaction committed.
+request that takes the lock waits before it commits until as many requests are queued as the
+last commit saw (those it answered plus those queued as it ended), or the delay ends,
+whichever comes first. It waits only when more were seen than are queued, no more than
+``_FEW``, and the last commit ended within ``_RECENT`` (callers are pushing back to back): a
+lone caller never waits, nor does anyone after a lone commit, and a caller that stopped costs
+the next commit one delay at most, once. Every request is still answered only after its own
+transaction committed.
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ Answer = TypeVar("Answer")
 
 #: A commit waits for the callers of the last one only if it ended less than this ago (s).
 _RECENT = 0.05
+#: ... and only if the last one saw at most this many requests: a commit of more shares its
+#: cost among enough of them already, and waiting would stop it overlapping the requests'
+#: round trips (with 32 clients, batches of about 22 grew to 27 and pushes/s fell).
+_FEW = 8
 
 
 @dataclass(slots=True)
@@ -102,7 +106,7 @@ class Batches(Generic[Request, Answer]):
         """
         loop = asyncio.get_running_loop()
         want = min(self._seen, self._limit)
-        if len(self._queue) >= want or loop.time() - self._ended > _RECENT:
+        if len(self._queue) >= want or want > _FEW or loop.time() - self._ended > _RECENT:
             return
         full: asyncio.Future[None] = loop.create_future()
         timer = loop.call_later(self._delay, _settle, full)

@@ -106,6 +106,22 @@ async def test_the_wait_ends_after_the_delay_when_a_caller_does_not_come_back() 
     assert committer.batches[2:] == [["b2", "c2", "d2"]]
 
 
+async def test_a_commit_that_saw_many_callers_does_not_wait() -> None:
+    """Past ``_FEW`` callers a commit is shared enough: the next one does not wait."""
+    lock = asyncio.Lock()
+    committer = Committer(gates=1)
+    batches: Batches[str, str] = Batches(lock, committer, 256, delay=LONG)
+    first = asyncio.create_task(batches.submit("a"))
+    await wait_for(lambda: committer.started == 1)
+    names = [f"r{number}" for number in range(batches_module._FEW)]
+    others = [asyncio.create_task(batches.submit(name)) for name in names]
+    await wait_for(lambda: batches.queued == len(names))
+    committer.gates[0].set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(first, *others)
+    assert committer.batches == [["a"], names]
+
+
 async def test_after_a_pause_a_lone_request_does_not_wait(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
