@@ -20,10 +20,13 @@ process's CPU time (user + system, from /proc) over the rounds divided by the an
 
 The benchmark raises its soft open-file limit to the hard one (at most 65,536), which the
 servers and client processes it starts inherit, and stops at once when that is too few for
-the largest N (the server holds N connections). Each result row also names ``workers``; an
-OPAL row also gives ``connect_s`` (until all N subscribers were connected, before the
-rounds), ``reconnects`` (connections lost and made anew by then) and the versions of OPAL's
-environment.
+the largest N (the server holds N connections). ``listen_overflows``: how many connections
+the kernel dropped during the system's run because an accept queue was full (the machine's
+TcpExt ListenOverflows, any process's): where it is not 0, some components' connections were
+made only after retransmissions (a loaded machine, or a server slower to accept than N
+clients connect). Each result row also names ``workers``; an OPAL row also gives
+``connect_s`` (until all N subscribers were connected, before the rounds), ``reconnects``
+(connections lost and made anew by then) and the versions of OPAL's environment.
 
 - ``pubsub``: policy-pubsub (SQLite file, embedded router, the server of ``serve``), the N
   subscriptions seeded by bulk insert, each on its own topic; the push is
@@ -46,8 +49,8 @@ environment.
 - ``opal``: OPAL 0.9.9 (bench/.venv-opal, made by ``make -C bench opal-venv``; or another
   such environment given by ``--opal-python``): opal-server on loopback with its repo watcher
   off, N websocket subscribers (fastapi_websocket_pubsub clients, as opal-client uses) on one
-  data topic, connected 100 at a time per client process, and ``POST /data/config`` with
-  inline data.
+  data topic, at most 100 connecting at once per client process, and ``POST /data/config``
+  with inline data.
 """
 
 from __future__ import annotations
@@ -96,8 +99,8 @@ OPAL_PYTHON = BENCH / ".venv-opal" / "bin" / "python"
 OPAL_TOPIC = "policy_data"
 #: Open files a server needs besides its N connections (logs, database, listening socket).
 FILES_SPARE = 256
-#: Subscribers a client process connects at once (each batch before the next).
-OPAL_CONNECT_BATCH = 100
+#: Subscribers a client process is connecting at once, at most.
+OPAL_CONNECTING = 100
 
 
 # -- the client workers (HTTP: _common.http_worker) -----------------------------------
@@ -159,7 +162,6 @@ async def opal_worker(port: int, count: int) -> None:
     began = time.monotonic()
     arrived: list[float] = [0.0] * count
     expected = {"round": -1}
-    clients = []
     connects = [0]  # more than count: connections lost and made anew
 
     async def on_connect(*_: Any) -> None:
@@ -172,18 +174,21 @@ async def opal_worker(port: int, count: int) -> None:
 
         return callback
 
-    # In batches, each connected before the next starts: thousands of connection attempts at
-    # once overrun the one OPAL process, and a client whose attempt fails tries again only
-    # after a random exponential back-off (fastapi_websocket_rpc's default, up to 120 s).
-    for start in range(0, count, OPAL_CONNECT_BATCH):
-        batch = []
-        for i in range(start, min(count, start + OPAL_CONNECT_BATCH)):
+    # At most OPAL_CONNECTING at once per process, the next started as one is connected:
+    # thousands of connection attempts at once overrun the one OPAL process, and a client
+    # whose attempt fails tries again only after a random exponential back-off
+    # (fastapi_websocket_rpc's default, up to 120 s), which must not hold up the others.
+    connecting = asyncio.Semaphore(OPAL_CONNECTING)
+
+    async def connect(i: int) -> Any:
+        async with connecting:
             client = PubSubClient(on_connect=[on_connect])
             client.subscribe(OPAL_TOPIC, callback_for(i))
             client.start_client(f"ws://127.0.0.1:{port}/ws")
-            batch.append(client)
-        await asyncio.gather(*(c.wait_until_ready() for c in batch))
-        clients += batch
+            await client.wait_until_ready()
+            return client
+
+    clients = list(await asyncio.gather(*(connect(i) for i in range(count))))
     say(ready=True, connect_s=round(time.monotonic() - began, 2), connects=connects[0])
     while True:
         command = await commands.get()
@@ -389,6 +394,20 @@ def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         return _rounds(workers, n, rounds, port, push, bare.pid)
 
 
+def listen_overflows() -> int:
+    """The machine's count of connections dropped on a full accept queue (TcpExt
+    ListenOverflows, any listening socket): where it grows during a run, some components
+    connected late, after the kernel's retransmissions.
+    """
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))[
+                "ListenOverflows"
+            ]
+    return 0
+
+
 OPAL_PACKAGES = ("opal-server", "opal-client", "fastapi-websocket-pubsub", "uvicorn", "websockets")
 
 
@@ -548,6 +567,7 @@ def main() -> None:
     rows = []
     for n in args.n:
         for system in args.systems:
+            overflows = listen_overflows()
             with tempfile.TemporaryDirectory(prefix="bench-prop-") as tmp:
                 try:
                     row = {
@@ -567,9 +587,24 @@ def main() -> None:
                     for log in logs:
                         tail = log.read_text(errors="replace")[-1500:]
                         print(f"--- {log.name} ---\n{tail}", file=sys.stderr)
+            row["listen_overflows"] = listen_overflows() - overflows
             print(json.dumps(row), flush=True)
             rows.append(row)
-    table(rows, ["system", "n", "p50_s", "p99_s", "all_s", "cpu_per_answer_us", "missed", "error"])
+    table(
+        rows,
+        [
+            "system",
+            "n",
+            "workers",
+            "p50_s",
+            "p99_s",
+            "all_s",
+            "cpu_per_answer_us",
+            "missed",
+            "listen_overflows",
+            "error",
+        ],
+    )
     save("propagation", head, rows)
 
 
