@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import subprocess
 import sys
@@ -156,7 +157,7 @@ async def amqp_worker(url: str, first: int, count: int) -> None:
 
 async def opal_worker(port: int, count: int) -> None:
     """``count`` websocket subscribers of OPAL's data topic."""
-    from fastapi_websocket_pubsub import PubSubClient
+    from fastapi_websocket_pubsub import PubSubClient  # type: ignore[import-not-found]
 
     commands = await stdin_lines()
     began = time.monotonic()
@@ -225,7 +226,7 @@ def _rounds(
     cpu = cpu_seconds(server_pid) if server_pid is not None else 0.0
     for r in range(rounds):
         holders = [(held_port, n)] if held_port is not None else []
-        latencies, missed = poll_round(workers, r + 1, holders, lambda r=r: push(r + 1))
+        latencies, missed = poll_round(workers, r + 1, holders, functools.partial(push, r + 1))
         bads += missed
         got = [x for x in latencies if x > 0]
         p50s.append(pct(got, 0.5))
