@@ -168,14 +168,14 @@ class Handlers:
         if refuse is None:
             raise exc
         try:
-            return await refuse(request, exc)
+            response = await refuse(request, exc)
         except Exception as again:
             if layers > 1:
                 return await self.refusal(request, again, layers - 1)
             raise
-        finally:
-            # A reused exception would keep each request's traceback (as Starlette does).
-            exc.__traceback__ = None
+        # A reused exception would keep each request's traceback (as Starlette does).
+        exc.__traceback__ = None
+        return response
 
     async def send(self, response: Response, scope: Scope, receive: Receive, send: Send) -> None:
         """Send ``response``. An exception a handler takes, raised once the response has
