@@ -104,7 +104,19 @@ class PolicyFilter(_Strict):
         return _as_list(self.policy_type)
 
     def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, exclude_none=True)
+        """``model_dump(by_alias=True, exclude_none=True)``, without pydantic's walk: the
+        decision API makes one of each filter of each request.
+        """
+        wire: dict[str, Any] = {}
+        if self.policy_id is not None:
+            wire["policy-id"] = _copied(self.policy_id)
+        if self.policy_type is not None:
+            wire["policy-type"] = _copied(self.policy_type)
+        return wire
+
+
+def _copied(value: str | list[str]) -> str | list[str]:
+    return value if isinstance(value, str) else list(value)
 
 
 def _as_list(value: str | list[str] | None) -> list[str]:

@@ -8,6 +8,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from starlette.applications import Starlette
@@ -16,11 +17,12 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 
 from policy_pubsub import routers
-from policy_pubsub.api import errors, events
+from policy_pubsub.api import errors
 from policy_pubsub.api.access import AccessMiddleware
+from policy_pubsub.api.front import FrontRoutes
 from policy_pubsub.api.limits import Limits
 from policy_pubsub.api.middleware import RequestMiddleware
-from policy_pubsub.api.routes import POLL_PATH, TABLE
+from policy_pubsub.api.routes import TABLE
 from policy_pubsub.api.state import AppState, Running, attach
 from policy_pubsub.auth import Authenticator, load_auth_file
 from policy_pubsub.background import change_log_pruning
@@ -35,6 +37,18 @@ from policy_pubsub.stale import StaleExpiry
 from policy_pubsub.store import Store
 
 log = logging.getLogger(__name__)
+
+
+# What answers an exception an endpoint raises: Starlette's exception middleware, and the same
+# handlers for the endpoints answered in front of it (``front.FrontRoutes``); ``Exception``
+# is the server-error middleware's, outside every other layer.
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    errors.ApiError: errors.handle_api_error,
+    ClientDisconnect: errors.handle_client_left,
+    PolicyPubSubError: errors.handle_domain_error,
+    HTTPException: errors.handle_http_exception,
+    Exception: errors.handle_unexpected,
+}
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -130,13 +144,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(
         routes=list(TABLE.routes),
         middleware=_middleware(settings, metrics, authenticator),
-        exception_handlers={
-            errors.ApiError: errors.handle_api_error,
-            ClientDisconnect: errors.handle_client_left,
-            PolicyPubSubError: errors.handle_domain_error,
-            HTTPException: errors.handle_http_exception,
-            Exception: errors.handle_unexpected,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     attach(app, state)
@@ -182,7 +190,7 @@ def _middleware(
 ) -> list[Middleware]:
     """The request middleware; the access rules when there are any to apply (an auth file or
     a webhook secret: without them that layer would only pass every request on); and the
-    long-polls, answered in front of the router.
+    hot endpoints (the route table's ``front`` ones), answered in front of the router.
     """
     stack = [Middleware(RequestMiddleware, metrics=metrics, table=TABLE)]
     if authenticator is not None or settings.pap_webhook_secret is not None:
@@ -191,7 +199,7 @@ def _middleware(
                 AccessMiddleware, settings=settings, authenticator=authenticator, table=TABLE
             )
         )
-    stack.append(Middleware(events.LongPolls, route=TABLE.route(POLL_PATH)))
+    stack.append(Middleware(FrontRoutes, table=TABLE, exception_handlers=EXCEPTION_HANDLERS))
     return stack
 
 

@@ -10,7 +10,6 @@ from starlette.responses import Response
 from policy_pubsub import constants
 from policy_pubsub.api.body import flag, read_json, to_model
 from policy_pubsub.api.errors import ApiError, json_response
-from policy_pubsub.api.limits import limits
 from policy_pubsub.api.state import app_state
 from policy_pubsub.logs import READ, mark_request
 from policy_pubsub.models import DecisionRequest
@@ -25,12 +24,14 @@ async def decide(request: Request) -> Response:
         # {"guard": {...}}, is told that no application takes it, not that "guard" is unknown.
         raise ApiError(400, f"No application for action {action}")
     decision = to_model(body, DecisionRequest)
+    state = app_state(request)
+    filters = decision.filters()
     if decision.resource is not None:
-        limits(request).check_filters([decision.resource], "resource", single=True)
+        state.limits.check_filters([decision.resource], "resource", single=True)
     else:
-        limits(request).check_filters(decision.filters(), "policy-filters")
+        state.limits.check_filters(filters, "policy-filters")
     abbrev = flag(request, "abbrev")
-    policies = await app_state(request).service.decide(decision.filters())
+    policies = await state.service.decide(filters)
     if abbrev:
         policies = {pid: _abbreviate(body) for pid, body in policies.items()}
     return json_response({"policies": policies})

@@ -79,9 +79,27 @@ class ApiError(Exception):
 def json_response(
     content: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
-    return Response(
-        orjson.dumps(content), status_code=status, headers=headers, media_type="application/json"
-    )
+    body = orjson.dumps(content)
+    if headers is None and status >= 200 and status not in (204, 304):
+        return _Json(body, status)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+class _Json(Response):
+    """A JSON answer with no headers of its own: the ``Response`` Starlette makes of it (the
+    same status, body and headers) without working its headers out each time.
+    """
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = [
+            (b"content-length", str(len(body)).encode("latin-1")),
+            (b"content-type", b"application/json"),
+        ]
 
 
 def error_response(shape: ErrorShape, error: ApiError) -> Response:

@@ -12,8 +12,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from policy_pubsub import constants
 from policy_pubsub.api import validation
@@ -21,7 +20,6 @@ from policy_pubsub.api.body import read_json
 from policy_pubsub.api.errors import ApiError, error_response, from_domain, json_response
 from policy_pubsub.api.limits import Limits, limits
 from policy_pubsub.api.state import app_state
-from policy_pubsub.api.table import route_path
 from policy_pubsub.exceptions import PolicyPubSubError
 from policy_pubsub.logs import LONG_POLL, mark_request
 from policy_pubsub.routers import OutMessage
@@ -55,96 +53,68 @@ class Subscribe:
 
     A plain ASGI endpoint, so it can watch for the client leaving while it waits, and mark
     the messages consumed only after the reply carrying them was handed to the server. The
-    app answers it in front of its router (:class:`LongPolls`); the route stays for the
-    other methods (405) and for an app assembled without that middleware.
+    app answers it in front of its router (``policy_pubsub.api.front``); the route stays for
+    the other methods (405) and for an app assembled without that middleware.
+
+    It answers its own errors: 400 for bad parameters, 429 and 503 from the limits, 404 for
+    an unknown topic, 503 when the store or router is down; all in the DMaaP shape.
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope["path_params"]
         path = (params["topic"], params["consumer_group"], params["consumer_id"])
-        await long_poll(scope, receive, send, path)
-
-
-class LongPolls:
-    """The innermost middleware: answers ``GET`` on the long-poll route itself, in front of
-    Starlette's exception middleware and router.
-
-    A held long-poll keeps every frame between the server and its endpoint for as long as it
-    is held, and those two layers add nothing it needs: it matches one pattern (that of
-    ``route``, the long-poll's route of the route table) and answers its own errors. Every
-    other request goes on to the router.
-    """
-
-    def __init__(self, app: ASGIApp, route: Route) -> None:
-        self.app = app
-        self.pattern = route.path_regex
-        self.methods = frozenset(route.methods or ())
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] in self.methods:
-            match = self.pattern.match(route_path(scope))
-            if match is not None:
-                path = (match["topic"], match["consumer_group"], match["consumer_id"])
-                await long_poll(scope, receive, send, path)
-                return
-        await self.app(scope, receive, send)
-
-
-async def long_poll(scope: Scope, receive: Receive, send: Send, path: tuple[str, str, str]) -> None:
-    """Answer one long-poll of ``path`` (its topic, consumer group and consumer id), errors
-    included: 400 for bad parameters, 429 and 503 from the limits, 404 for an unknown topic,
-    503 when the store or router is down; all in the DMaaP shape.
-    """
-    mark_request(scope, LONG_POLL)
-    state = app_state(scope["app"])
-    poll_limits = state.limits
-    try:
-        topic, group, consumer, timeout_ms, limit = _poll_params(scope, path, poll_limits)
-        release = poll_limits.admit_poll(topic, group, consumer)
-    except ApiError as error:
-        await error_response(state.routes.shape(scope), error)(scope, receive, send)
-        return
-    gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    watch = DisconnectWatch(receive, gone)
-    try:
+        mark_request(scope, LONG_POLL)
+        state = app_state(scope["app"])
+        poll_limits = state.limits
         try:
-            delivery = await state.router.read(
-                topic, group, consumer, timeout=timeout_ms / 1000, limit=limit, gone=gone
-            )
-        except PolicyPubSubError as exc:
-            state.metrics.domain_error(exc)
-            state.outages.refused(exc)
-            await error_response(state.routes.shape(scope), from_domain(exc))(scope, receive, send)
+            topic, group, consumer, timeout_ms, limit = _poll_params(scope, path, poll_limits)
+            release = poll_limits.admit_poll(topic, group, consumer)
+        except ApiError as error:
+            await error_response(state.routes.shape(scope), error)(scope, receive, send)
             return
-        async with delivery:
-            if gone.done():
-                return  # the client left: consume nothing, answer no one
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": orjson.dumps(list(delivery.messages)),
-                }
-            )
-            # Checked before anything can suspend: the server marks the response complete in
-            # that last ``send``, which ends the watch's ``receive`` a loop turn later.
-            if not gone.done():
-                try:
-                    await delivery.ack()
-                except PolicyPubSubError as exc:
-                    # Answered already: the group gets these messages again at its next read.
-                    log.warning("could not mark %s/%s consumed: %s", topic, group, exc)
-                    return
-                poll_limits.answered(topic, group, consumer, len(delivery.messages))
-    finally:
-        watch.close()
-        release()
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        watch = DisconnectWatch(receive, gone)
+        try:
+            try:
+                delivery = await state.router.read(
+                    topic, group, consumer, timeout=timeout_ms / 1000, limit=limit, gone=gone
+                )
+            except PolicyPubSubError as exc:
+                state.metrics.domain_error(exc)
+                state.outages.refused(exc)
+                await error_response(state.routes.shape(scope), from_domain(exc))(
+                    scope, receive, send
+                )
+                return
+            async with delivery:
+                if gone.done():
+                    return  # the client left: consume nothing, answer no one
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 200,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": orjson.dumps(list(delivery.messages)),
+                    }
+                )
+                # Checked before anything can suspend: the server marks the response complete in
+                # that last ``send``, which ends the watch's ``receive`` a loop turn later.
+                if not gone.done():
+                    try:
+                        await delivery.ack()
+                    except PolicyPubSubError as exc:
+                        # Answered already: the group gets these messages again at its next read.
+                        log.warning("could not mark %s/%s consumed: %s", topic, group, exc)
+                        return
+                    poll_limits.answered(topic, group, consumer, len(delivery.messages))
+        finally:
+            watch.close()
+            release()
 
 
 class DisconnectWatch:
@@ -271,9 +241,7 @@ async def topic_details(request: Request) -> Response:
 
 __all__ = [
     "DisconnectWatch",
-    "LongPolls",
     "Subscribe",
-    "long_poll",
     "publish",
     "topic_details",
     "topics",

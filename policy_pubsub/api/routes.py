@@ -1,7 +1,9 @@
 """Every endpoint of the server, each declared once: ``ENDPOINTS`` and its ``TABLE``.
 
 The app's routes, the access rules and the OpenAPI document are all made from this table
-(``policy_pubsub.api.table``); a new endpoint is one more ``Endpoint`` here. The order is that
+(``policy_pubsub.api.table``); a new endpoint is one more ``Endpoint`` here. The hot ones
+(``front=True``: the decision API, subscribe and unsubscribe, the PAP pushes, the long-poll)
+are answered in front of Starlette's router (``policy_pubsub.api.front``). The order is that
 of the OpenAPI document's paths.
 """
 
@@ -81,8 +83,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         DECISION,
         _decide("decide"),
         decision.decide,
+        front=True,
     ),
-    Endpoint("POST", "/decision/v1", DECISION, _decide("decideAlias"), decision.decide),
+    Endpoint("POST", "/decision/v1", DECISION, _decide("decideAlias"), decision.decide, front=True),
     Endpoint(
         "GET",
         "/decision/v1/subscription",
@@ -116,6 +119,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "`return-policies` is true.",
         ),
         subscriptions.subscribe,
+        front=True,
     ),
     Endpoint(
         "GET",
@@ -145,6 +149,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             missing="No such subscription, or none this user may change.",
         ),
         subscriptions.unsubscribe,
+        front=True,
     ),
     Endpoint(
         "POST",
@@ -175,6 +180,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             },
         ),
         pap.pdp_update,
+        front=True,
     ),
     Endpoint(
         "POST",
@@ -195,6 +201,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "the change and its snapshots are durably committed.",
         ),
         pap.deploy,
+        front=True,
     ),
     Endpoint(
         "GET",
@@ -235,6 +242,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             missing="The policy is not deployed.",
         ),
         pap.undeploy,
+        front=True,
     ),
     Endpoint(
         "POST",
@@ -270,6 +278,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         ),
         asgi=events.Subscribe(),
         shape=_MR,
+        front=True,
     ),
     Endpoint(
         "GET",

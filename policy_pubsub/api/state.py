@@ -98,7 +98,8 @@ def app_state(source: HTTPConnection | Starlette) -> AppState:
     """The state of the app serving a request (or of an app); ``RuntimeError`` for an app
     that ``create_app`` did not make.
     """
-    app = source.app if isinstance(source, HTTPConnection) else source
+    # Starlette first: ``HTTPConnection`` is an abstract Mapping, slower to test for.
+    app = source if isinstance(source, Starlette) else source.app
     try:
         found = app.state.policy_pubsub
     except AttributeError:

@@ -86,6 +86,8 @@ class Operation:
 class Endpoint:
     """One method on one path. ``handler`` takes a request and gives a response; ``asgi``
     instead answers the request as a raw ASGI app (the long-poll). Exactly one is given.
+    ``front``: answered in front of Starlette's router (``policy_pubsub.api.front``), for the
+    hot endpoints; the router's route answers it in an app without that middleware.
     """
 
     method: str
@@ -95,6 +97,7 @@ class Endpoint:
     handler: Handler | None = None
     asgi: ASGIApp | None = None
     shape: ErrorShape = ErrorShape.ONAP
+    front: bool = False
 
 
 class TableRoute(Route):
@@ -121,6 +124,8 @@ class TableRoute(Route):
         self.path_regex = re.compile(pattern[:-1] + r"\Z")
         self.access = first.access
         self.shape = first.shape
+        # The methods answered in front of the router (``policy_pubsub.api.front``).
+        self.front_methods = frozenset(m for m, e in self.endpoints.items() if e.front)
 
 
 def _dispatch(endpoints: dict[str, Endpoint]) -> Handler:
