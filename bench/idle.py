@@ -159,7 +159,14 @@ def main() -> None:
     )
     parser.add_argument("--stalls", type=Path, help="where the loop stalled, to FILE (JSON)")
     args = parser.parse_args()
-    print("file descriptors:", raise_nofile(4 * args.n))
+    files = raise_nofile(4 * args.n)
+    print("file descriptors:", files)
+    if files < args.n + 1000:  # the server holds one connection per poll, plus its own files
+        sys.exit(
+            f"RLIMIT_NOFILE is {files} and cannot be raised here: the server cannot hold "
+            f"{args.n} polls (raise the hard limit, ulimit -Hn, or run as root with "
+            "CAP_SYS_RESOURCE)"
+        )
     # The client workers open all their connections before any sends a request: that many
     # connections waiting for headers at once, past max_incomplete_requests (1000), would be
     # closed by the slow-client guard (policy_pubsub/connections.py) as crowding.

@@ -36,9 +36,9 @@ class Slices:
 
     __slots__ = ("_left", "_seconds", "_until", "pauses")
 
-    def __init__(self, seconds: float = SLICE_SECONDS) -> None:
-        self._seconds = seconds
-        self._until = time.perf_counter() + seconds
+    def __init__(self, seconds: float | None = None) -> None:
+        self._seconds = SLICE_SECONDS if seconds is None else seconds
+        self._until = time.perf_counter() + self._seconds
         self._left = CHECK_EVERY
         #: How many times the work let the loop run.
         self.pauses = 0
