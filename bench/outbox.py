@@ -497,9 +497,9 @@ def _summary(
     ]
     for row in baseline:
         rows.append({**row, "subs": n, "batch": batch_size})
-    relay_rate = rows[0]["snapshots_per_s"]
+    relay_rate = float(rows[0]["snapshots_per_s"])  # type: ignore[arg-type]
     for row in rows:
-        row["vs_relay"] = row["snapshots_per_s"] / relay_rate
+        row["vs_relay"] = float(row["snapshots_per_s"]) / relay_rate  # type: ignore[arg-type]
     return rows
 
 

@@ -2,13 +2,31 @@
 
     .venv/bin/python bench/propagation.py [--n 100 1000 5000] [--rounds 5] \
         [--systems pubsub bare amqp opal] [--workers 2] [--amqp-url amqp://...] \
-        [--profile server.prof]
+        [--profile server.prof] [--opal-python bench/.venv-opal/bin/python]
+
+Issue 16's two goals (N=1000 against bare and OPAL; N=10,000 with the clients over four
+processes against bare)::
+
+    .venv/bin/python bench/propagation.py --n 1000 --systems pubsub bare opal
+    .venv/bin/python bench/propagation.py --n 10000 --workers 4 --systems pubsub bare
 
 Each component is one keep-alive HTTP/1.1 connection driven by a minimal asyncio-streams
 client, spread over ``--workers`` client processes. Per round: every component sends its
 long-poll, the driver waits until the server holds all N, then pushes one policy that matches
 them all and each client records when its answer arrived. Figures: the time from the push to
-the p50, p99 and last (all-N) component; the median of each over the rounds.
+the p50, p99 and last (all-N) component, the median of each over the rounds; and the server
+process's CPU time (user + system, from /proc) over the rounds divided by the answers it gave
+(``cpu_per_answer_us``: N long-polls taken, one push and N answers per round).
+
+The benchmark raises its soft open-file limit to the hard one (at most 65,536), which the
+servers and client processes it starts inherit, and stops at once when that is too few for
+the largest N (the server holds N connections). ``listen_overflows``: how many connections
+the kernel dropped during the system's run because an accept queue was full (the machine's
+TcpExt ListenOverflows, any process's): where it is not 0, some components' connections were
+made only after retransmissions (a loaded machine, or a server slower to accept than N
+clients connect). Each result row also names ``workers``; an OPAL row also gives
+``connect_s`` (until all N subscribers were connected, before the rounds), ``reconnects``
+(connections lost and made anew by then) and the versions of OPAL's environment.
 
 - ``pubsub``: policy-pubsub (SQLite file, embedded router, the server of ``serve``), the N
   subscriptions seeded by bulk insert, each on its own topic; the push is
@@ -28,17 +46,20 @@ the p50, p99 and last (all-N) component; the median of each over the rounds.
   they cost.
 - ``bare``: bench/_bare.py, an in-memory long-poll Starlette app on the same uvicorn, with the
   same clients: the ceiling for this stack.
-- ``opal``: OPAL 0.9.9 (bench/.venv-opal; ``make -C bench opal-venv`` or the pip line in
-  BENCHMARKS.md): opal-server on loopback with its repo watcher off, N websocket subscribers
-  (fastapi_websocket_pubsub clients, as opal-client uses) on one data topic, and
-  ``POST /data/config`` with inline data.
+- ``opal``: OPAL 0.9.9 (bench/.venv-opal, made by ``make -C bench opal-venv``; or another
+  such environment given by ``--opal-python``): opal-server on loopback with its repo watcher
+  off, N websocket subscribers (fastapi_websocket_pubsub clients, as opal-client uses) on one
+  data topic, at most 100 connecting at once per client process, and ``POST /data/config``
+  with inline data.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +98,10 @@ from _rabbitmq import private_rabbitmq
 
 OPAL_PYTHON = BENCH / ".venv-opal" / "bin" / "python"
 OPAL_TOPIC = "policy_data"
+#: Open files a server needs besides its N connections (logs, database, listening socket).
+FILES_SPARE = 256
+#: Subscribers a client process is connecting at once, at most.
+OPAL_CONNECTING = 100
 
 
 # -- the client workers (HTTP: _common.http_worker) -----------------------------------
@@ -132,12 +157,16 @@ async def amqp_worker(url: str, first: int, count: int) -> None:
 
 async def opal_worker(port: int, count: int) -> None:
     """``count`` websocket subscribers of OPAL's data topic."""
-    from fastapi_websocket_pubsub import PubSubClient
+    from fastapi_websocket_pubsub import PubSubClient  # type: ignore[import-not-found]
 
     commands = await stdin_lines()
+    began = time.monotonic()
     arrived: list[float] = [0.0] * count
     expected = {"round": -1}
-    clients = []
+    connects = [0]  # more than count: connections lost and made anew
+
+    async def on_connect(*_: Any) -> None:
+        connects[0] += 1
 
     def callback_for(i: int) -> Any:
         async def callback(data: Any = None, topic: str = "") -> None:
@@ -146,13 +175,22 @@ async def opal_worker(port: int, count: int) -> None:
 
         return callback
 
-    for i in range(count):
-        client = PubSubClient()
-        client.subscribe(OPAL_TOPIC, callback_for(i))
-        client.start_client(f"ws://127.0.0.1:{port}/ws")
-        clients.append(client)
-    await asyncio.gather(*(c.wait_until_ready() for c in clients))
-    say(ready=True)
+    # At most OPAL_CONNECTING at once per process, the next started as one is connected:
+    # thousands of connection attempts at once overrun the one OPAL process, and a client
+    # whose attempt fails tries again only after a random exponential back-off
+    # (fastapi_websocket_rpc's default, up to 120 s), which must not hold up the others.
+    connecting = asyncio.Semaphore(OPAL_CONNECTING)
+
+    async def connect(i: int) -> Any:
+        async with connecting:
+            client = PubSubClient(on_connect=[on_connect])
+            client.subscribe(OPAL_TOPIC, callback_for(i))
+            client.start_client(f"ws://127.0.0.1:{port}/ws")
+            await client.wait_until_ready()
+            return client
+
+    clients = list(await asyncio.gather(*(connect(i) for i in range(count))))
+    say(ready=True, connect_s=round(time.monotonic() - began, 2), connects=connects[0])
     while True:
         command = await commands.get()
         if command == "quit":
@@ -164,10 +202,11 @@ async def opal_worker(port: int, count: int) -> None:
                 arrived[i] = 0.0
             say(sent=True)
         elif word == "collect":
-            deadline = time.monotonic() + 60
+            # OPAL answers its subscribers one by one: some ms each on a loaded machine.
+            deadline = time.monotonic() + 60 + 0.04 * count
             while not all(arrived) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
-            say(arrived=list(arrived), bad=sum(1 for a in arrived if not a))
+            say(arrived=list(arrived), bad=sum(1 for a in arrived if not a), connects=connects[0])
     for client in clients:
         await client.disconnect()
 
@@ -187,7 +226,7 @@ def _rounds(
     cpu = cpu_seconds(server_pid) if server_pid is not None else 0.0
     for r in range(rounds):
         holders = [(held_port, n)] if held_port is not None else []
-        latencies, missed = poll_round(workers, r + 1, holders, lambda r=r: push(r + 1))
+        latencies, missed = poll_round(workers, r + 1, holders, functools.partial(push, r + 1))
         bads += missed
         got = [x for x in latencies if x > 0]
         p50s.append(pct(got, 0.5))
@@ -356,9 +395,39 @@ def run_bare(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         return _rounds(workers, n, rounds, port, push, bare.pid)
 
 
+def listen_overflows() -> int:
+    """The machine's count of connections dropped on a full accept queue (TcpExt
+    ListenOverflows, any listening socket): where it grows during a run, some components
+    connected late, after the kernel's retransmissions.
+    """
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return dict(zip(names.split()[1:], map(int, values.split()[1:]), strict=True))[
+                "ListenOverflows"
+            ]
+    return 0
+
+
+OPAL_PACKAGES = ("opal-server", "opal-client", "fastapi-websocket-pubsub", "uvicorn", "websockets")
+
+
+def opal_versions() -> str:
+    """The versions of what the OPAL runner uses, from OPAL's environment."""
+    script = (
+        "import importlib.metadata as m\n"
+        f"print(', '.join(f'{{p}} {{m.version(p)}}' for p in {OPAL_PACKAGES!r}))"
+    )
+    run = subprocess.run(
+        [str(OPAL_PYTHON), "-c", script], capture_output=True, text=True, check=True
+    )
+    return run.stdout.strip()
+
+
 def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
     if not OPAL_PYTHON.exists():
-        raise RuntimeError(f"{OPAL_PYTHON} is missing: see BENCHMARKS.md for the pip line")
+        raise RuntimeError(f"{OPAL_PYTHON} is missing: make -C bench opal-venv")
+    versions = opal_versions()
     port = free_port()
     # Worked out from opal_server/config.py and opal_common/config.py of 0.9.9: no policy
     # repo and its watcher off; no broadcaster (one process, in-memory pub/sub); no auth keys,
@@ -373,26 +442,25 @@ def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
         "OPAL_LOG_FORMAT_INCLUDE_PID": "false",
     }
     with children() as started:
-        started.append(
-            Child(
-                [
-                    str(OPAL_PYTHON),
-                    "-m",
-                    "uvicorn",
-                    "opal_server.main:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--log-level",
-                    "warning",
-                    "--no-access-log",
-                ],
-                log=tmp / "opal.log",
-                env=env,
-                cwd=tmp,  # OPAL writes its jwks_dir into the working directory
-            )
+        opal = Child(
+            [
+                str(OPAL_PYTHON),
+                "-m",
+                "uvicorn",
+                "opal_server.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            log=tmp / "opal.log",
+            env=env,
+            cwd=tmp,  # OPAL writes its jwks_dir into the working directory
         )
+        started.append(opal)
         wait_http(port, "/healthcheck")
         workers = Workers(
             [
@@ -411,7 +479,9 @@ def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
             tmp / "workers.log",
         )
         started.extend(workers.children)
-        workers.expect("ready")
+        ready = workers.expect("ready")
+        connect_s = max(answer["connect_s"] for answer in ready)
+        reconnects = sum(answer["connects"] for answer in ready) - n
 
         def push(r: int) -> None:
             update = {
@@ -429,7 +499,12 @@ def run_opal(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
             if status != 200:
                 raise RuntimeError(f"OPAL push failed: {status} {body[:300]!r}")
 
-        return _rounds(workers, n, rounds, None, push)
+        return {
+            **_rounds(workers, n, rounds, None, push, opal.pid),
+            "connect_s": connect_s,  # until all N subscribers were connected, before the rounds
+            "reconnects": reconnects,  # connections lost (and made anew) until then
+            "versions": versions,
+        }
 
 
 def run_pubsub_unguarded(n: int, rounds: int, nworkers: int, tmp: Path) -> dict[str, Any]:
@@ -461,13 +536,22 @@ def main() -> None:
         "--amqp-url", help="use this RabbitMQ (e.g. the shared one) instead of a private node"
     )
     parser.add_argument("--profile", type=Path, help="cProfile (CPU time) of the amqp server")
+    parser.add_argument(
+        "--opal-python",
+        type=Path,
+        help="the python of OPAL's environment (default bench/.venv-opal/bin/python)",
+    )
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--first", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global SHARED_AMQP_URL, SERVER_PROFILE
+    global SHARED_AMQP_URL, SERVER_PROFILE, OPAL_PYTHON
     SHARED_AMQP_URL, SERVER_PROFILE = args.amqp_url, args.profile
-    raise_nofile()
+    if args.opal_python is not None:
+        OPAL_PYTHON = args.opal_python.absolute()  # not resolved: a venv's python is a symlink
+    files = raise_nofile()
+    if args.worker is None and files < max(args.n) + FILES_SPARE:
+        parser.error(f"the open-file limit is {files}, too few for N={max(args.n)} (ulimit -n)")
     if args.worker is not None:
         try:
             import uvloop
@@ -484,22 +568,44 @@ def main() -> None:
     rows = []
     for n in args.n:
         for system in args.systems:
+            overflows = listen_overflows()
             with tempfile.TemporaryDirectory(prefix="bench-prop-") as tmp:
                 try:
                     row = {
                         "system": system,
                         "n": n,
+                        "workers": args.workers,
                         **RUNNERS[system](n, args.rounds, args.workers, Path(tmp)),
                     }
                 except Exception as exc:  # report and go on with the other systems
-                    row = {"system": system, "n": n, "error": str(exc)[:300]}
+                    row = {
+                        "system": system,
+                        "n": n,
+                        "workers": args.workers,
+                        "error": str(exc)[:300],
+                    }
                     logs = list(Path(tmp).glob("*.log"))
                     for log in logs:
                         tail = log.read_text(errors="replace")[-1500:]
                         print(f"--- {log.name} ---\n{tail}", file=sys.stderr)
+            row["listen_overflows"] = listen_overflows() - overflows
             print(json.dumps(row), flush=True)
             rows.append(row)
-    table(rows, ["system", "n", "p50_s", "p99_s", "all_s", "cpu_per_answer_us", "missed", "error"])
+    table(
+        rows,
+        [
+            "system",
+            "n",
+            "workers",
+            "p50_s",
+            "p99_s",
+            "all_s",
+            "cpu_per_answer_us",
+            "missed",
+            "listen_overflows",
+            "error",
+        ],
+    )
     save("propagation", head, rows)
 
 

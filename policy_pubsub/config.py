@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     )
     position_flush_seconds: float = Field(constants.DEFAULT_POSITION_FLUSH_SECONDS, ge=0)
     max_poll_timeout_ms: int = Field(constants.MAX_POLL_TIMEOUT_MS, ge=0)
+    # Longest a policy change's commit waits for the other PAP clients' next changes to
+    # join it, when several pushed back to back (service/batches.py); 0: never waits.
+    commit_delay_ms: float = Field(constants.DEFAULT_COMMIT_DELAY_MS, ge=0, le=10)
     shutdown_grace_seconds: float = Field(5.0, ge=0)
 
     # Limits under abuse (README "Observability and limits"). A long-poll's timeout is

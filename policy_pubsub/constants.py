@@ -32,6 +32,8 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 DEFAULT_MAINTENANCE_INTERVAL_SECONDS = 60.0
 DEFAULT_POSITION_FLUSH_SECONDS = 0.2
+# Longest a policy change's commit waits for other clients' changes (service/batches.py).
+DEFAULT_COMMIT_DELAY_MS = 1.0
 
 # Identifier grammar of API.md.
 SUBSCRIBER_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,255}$"

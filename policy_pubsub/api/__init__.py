@@ -55,7 +55,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         router = routers.from_url(settings.router_url, store, settings)
         # Where snapshots go, chosen once: the store's topics, or the outbox and its relay.
         outlet, relay = outlet_for(store, router)
-        service = PolicyService(store, router, outlet, metrics=metrics)
+        service = PolicyService(
+            store,
+            router,
+            outlet,
+            metrics=metrics,
+            commit_delay=settings.commit_delay_ms / 1000,
+        )
         expiry = _stale_expiry(settings, service, store, metrics)
         retention = None
         if relay is not None:

@@ -381,7 +381,7 @@ class EmbeddedRouter(Router):
                 and self._heads[state.topic] > state.position
             ):
                 await self._folded()
-            head = self._heads[state.topic]
+            head = self._heads[state.topic]  # before the read: see _take_claimed
             if head > state.position:
                 rows = self._from_tail(state.topic, state.position, head, limit)
                 if not rows:
@@ -404,6 +404,10 @@ class EmbeddedRouter(Router):
         manager = self._store.positions.claim(state.topic, state.name)
         claim = await manager.__aenter__()
         try:
+            # Taken before the read: every offset up to this head committed before the read
+            # starts, so the read sees those messages still kept. A head taken after it may
+            # count a message committed meanwhile, which the read did not see.
+            head = self._heads.get(state.topic, 0)
             rows = await claim.read(limit)
         except BaseException as exc:
             await manager.__aexit__(type(exc), exc, exc.__traceback__)
@@ -411,7 +415,10 @@ class EmbeddedRouter(Router):
         if rows:
             return _ClaimedDelivery(state, rows, (manager, claim))
         await manager.__aexit__(None, None, None)
-        state.position = max(claim.position, self._heads.get(state.topic, 0))
+        # Nothing after the stored position up to that head is left to consume (another
+        # replica consumed it, or it expired or was compacted away): wait for what comes
+        # after it. The stored position stays as it was (the claim rolled back).
+        state.position = max(state.position, claim.position, head)
         state.lock.release()
         return None
 

@@ -69,11 +69,19 @@ class PolicyService:
     """
 
     def __init__(
-        self, store: Store, router: Router, outlet: Outlet, *, metrics: Metrics | None = None
+        self,
+        store: Store,
+        router: Router,
+        outlet: Outlet,
+        *,
+        metrics: Metrics | None = None,
+        commit_delay: float = 0.0,
     ) -> None:
         metrics = metrics or Metrics()  # times matching and commits
         self._state = State(store)
-        self._commits = GroupCommit(self._state, store, router, outlet, metrics)
+        self._commits = GroupCommit(
+            self._state, store, router, outlet, metrics, commit_delay=commit_delay
+        )
         self._subscriptions = Subscriptions(self._state, store, router, outlet, metrics)
 
     @property

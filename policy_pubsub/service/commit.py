@@ -269,7 +269,14 @@ class GroupCommit:
     """Commits policy changes, those that queue up together in one transaction."""
 
     def __init__(
-        self, state: State, store: Store, router: Router, outlet: Outlet, metrics: Metrics
+        self,
+        state: State,
+        store: Store,
+        router: Router,
+        outlet: Outlet,
+        metrics: Metrics,
+        *,
+        commit_delay: float = 0.0,
     ) -> None:
         self._state = state
         self._store = store
@@ -277,7 +284,7 @@ class GroupCommit:
         self._outlet = outlet
         self._metrics = metrics
         self._batches: Batches[PolicyChange, ChangeResult] = Batches(
-            state.writing, self.commit, MAX_CHANGES_PER_COMMIT
+            state.writing, self.commit, MAX_CHANGES_PER_COMMIT, delay=commit_delay
         )
 
     @property

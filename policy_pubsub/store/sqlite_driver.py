@@ -12,7 +12,11 @@ its CPU for a while.
 runs to its end in the thread (execute, every row, the row count, the last row id, the cursor
 closed) in one call, and the cursor hands back what it kept. Server-side cursors (streamed
 results) stay SQLAlchemy's. Rolling back a connection that holds no transaction (the pool
-does it each time a connection comes back) makes no trip at all.
+does it each time a connection comes back) makes no trip at all. A ``BEGIN`` (``BEGIN
+IMMEDIATE`` on the writer) makes no trip of its own either: it runs in the thread just before
+the transaction's first statement, in that statement's trip, so a group commit's transaction
+takes the write lock, and fails if it cannot, exactly where it did, at its start; a
+transaction that ran no statement commits or rolls back without a trip.
 
 The statements, their order, their transactions and their commits are exactly as before: a
 commit still returns once SQLite's commit (with its fsync) returned in the thread.
@@ -41,10 +45,20 @@ __all__ = ["OneTripCursor", "install"]
 _Outcome = tuple[Any, list[Any], int, int | None]
 
 
-def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Outcome:
-    """In aiosqlite's thread: run the statement to its end and keep what it left."""
+#: Where a connection keeps the BEGIN it has yet to run (on aiosqlite's connection object).
+_BEGIN = "_one_trip_begin"
+
+
+def _run(
+    conn: sqlite3.Connection, operation: str, parameters: Any, many: bool, begin: str | None
+) -> _Outcome:
+    """In aiosqlite's thread: run ``begin`` if any, then the statement to its end, and keep
+    what it left.
+    """
     cursor = conn.cursor()
     try:
+        if begin is not None:
+            cursor.execute(begin)
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:
@@ -73,20 +87,29 @@ class OneTripCursor:
 
     def _call(self, operation: str, parameters: Any, many: bool) -> Any:
         driver = self._adapted._connection  # aiosqlite's connection
+        if not many and not parameters and operation.startswith("BEGIN"):
+            setattr(driver, _BEGIN, operation)  # runs with the next statement, in its trip
+            self.description, self.rowcount, self.lastrowid = None, -1, None
+            self._rows = deque()
+            return self
+        begin = getattr(driver, _BEGIN, None)
+        setattr(driver, _BEGIN, None)
         try:
-            outcome: _Outcome = _await(self._locked(driver, operation, parameters, many))
+            outcome: _Outcome = _await(self._locked(driver, operation, parameters, many, begin))
         except Exception as error:
             self._adapted._handle_exception(error)
         self.description, rows, self.rowcount, self.lastrowid = outcome
         self._rows = deque(rows)
         return self
 
-    async def _locked(self, driver: Any, operation: str, parameters: Any, many: bool) -> _Outcome:
+    async def _locked(
+        self, driver: Any, operation: str, parameters: Any, many: bool, begin: str | None
+    ) -> _Outcome:
         # SQLAlchemy's adapters take this lock around each statement; so does this cursor.
         mutex = getattr(self._adapted, "_execute_mutex", None)
         async with mutex or contextlib.nullcontext():
             outcome: _Outcome = await driver._execute(
-                _run, driver._conn, operation, parameters, many
+                _run, driver._conn, operation, parameters, many, begin
             )
             return outcome
 
@@ -138,14 +161,24 @@ def _one_trip_class(adapted_class: Any) -> type:
 
     def rollback(self: Any) -> None:
         driver = self._connection
+        if getattr(driver, _BEGIN, None) is not None:
+            setattr(driver, _BEGIN, None)  # the BEGIN never ran: nothing to roll back
+            return
         if getattr(driver, "_connection", None) is not None and not driver.in_transaction:
             return  # nothing to roll back: no trip to the thread for it
         adapted_class.rollback(self)
 
+    def commit(self: Any) -> None:
+        driver = self._connection
+        if getattr(driver, _BEGIN, None) is not None:
+            setattr(driver, _BEGIN, None)  # the BEGIN never ran: nothing to commit
+            return
+        adapted_class.commit(self)
+
     return type(
         f"OneTrip{adapted_class.__name__}",
         (adapted_class,),
-        {"__slots__": (), "cursor": cursor, "rollback": rollback},
+        {"__slots__": (), "cursor": cursor, "rollback": rollback, "commit": commit},
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -10,12 +12,13 @@ import pytest
 from policy_pubsub import slices
 from policy_pubsub.routers import OutMessage, embedded, from_url
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import GroupRow, Store, now_ms
-from tests.conftest import make_settings, wait_for
+from policy_pubsub.store import GroupClaim, GroupRow, Store, now_ms
+from tests.conftest import make_settings, postgres_database, wait_for
 
 
-async def _open(path: Path, *, retention: float = 3600) -> tuple[EmbeddedRouter, Store]:
-    store = Store(f"sqlite+aiosqlite:///{path}")
+async def _open(path: Path | str, *, retention: float = 3600) -> tuple[EmbeddedRouter, Store]:
+    """A router on a SQLite file (a path), or on the store at a URL."""
+    store = Store(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}")
     await store.open()
     router = EmbeddedRouter(
         store,
@@ -317,3 +320,136 @@ async def test_from_url_carries_the_servers_max_message_bytes(tmp_path: Path) ->
     store = Store(settings.database_url)
     router = from_url("embedded", store, settings)
     assert isinstance(router, EmbeddedRouter) and router.max_message_bytes == 4096
+
+
+@asynccontextmanager
+async def _store_url(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A SQLite file's URL, or a fresh PostgreSQL database's (a store replicas share)."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'db'}"
+        return
+    async with postgres_database() as url:
+        yield url
+
+
+def _after_the_first_empty_read(
+    monkeypatch: pytest.MonkeyPatch, store: Store, then: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``then`` right after the first read of messages from the store that finds none
+    (a claimed read on a shared store, a plain one on a store of one process), before the
+    router goes on with what it found.
+    """
+    done: list[bool] = []
+    claim_read = GroupClaim.read
+    messages = store.topics.messages
+
+    async def after(rows: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        if not rows and not done:
+            done.append(True)
+            await then()
+        return rows
+
+    async def read(self: GroupClaim, limit: int) -> list[tuple[int, str]]:
+        return await after(await claim_read(self, limit))
+
+    async def read_store(topic: str, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        return await after(await messages(topic, after_seq, limit))
+
+    monkeypatch.setattr(GroupClaim, "read", read)
+    monkeypatch.setattr(store.topics, "messages", read_store)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_a_commit_after_a_read_that_found_nothing_is_delivered(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message committed while a read finds none of its group's unread messages left (they
+    expired) is delivered to that read: the group moves past what expired, not past it.
+    """
+    async with _store_url(kind, tmp_path) as url:
+        router, store = await _open(url, retention=0.2)
+        try:
+            await router.publish([OutMessage(topic="t", body="1")])
+            async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                assert list(delivery.messages) == ["1"]
+                await delivery.ack()
+            await router.publish([OutMessage(topic="t", body="2")])
+            published = now_ms()
+            await wait_for(lambda: now_ms() - published > 300, timeout=5)
+            assert await router.maintain() == (2, 0)  # "2" unread, and gone
+
+            async def commit_another() -> None:
+                await router.publish([OutMessage(topic="t", body="3")])
+
+            _after_the_first_empty_read(monkeypatch, store, commit_another)
+            async with await router.read("t", "g", "c", timeout=5, limit=10) as delivery:
+                assert list(delivery.messages) == ["3"]
+                await delivery.ack()
+            # The group then stands at "3", the last message: nothing is delivered again.
+            async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                assert list(delivery.messages) == []
+        finally:
+            await _close(router, store)
+
+
+async def test_a_commit_after_a_replica_read_that_found_nothing_is_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a shared store, a message committed while a replica's read finds nothing (another
+    replica consumed the group's messages since this one last read) is delivered to that
+    read, and only to it.
+    """
+    async with postgres_database() as url:
+        mine, my_store = await _open(url)
+        theirs, their_store = await _open(url)
+        try:
+            await mine.publish([OutMessage(topic="t", body="1")])
+            async with await mine.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                await delivery.ack()
+            await mine.publish([OutMessage(topic="t", body="2")])
+            async with await theirs.read("t", "g", "c", timeout=5, limit=10) as delivery:
+                assert list(delivery.messages) == ["2"]
+                await delivery.ack()
+
+            async def commit_another() -> None:
+                await mine.publish([OutMessage(topic="t", body="3")])
+
+            _after_the_first_empty_read(monkeypatch, my_store, commit_another)
+            async with await mine.read("t", "g", "c", timeout=5, limit=10) as delivery:
+                assert list(delivery.messages) == ["3"]
+                await delivery.ack()
+            await wait_for(lambda: theirs._heads.get("t") == 3)  # told of "3"
+            async with await theirs.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                assert list(delivery.messages) == []
+        finally:
+            await _close(mine, my_store)
+            await _close(theirs, their_store)
+
+
+async def test_a_commit_after_a_read_that_waited_for_the_groups_last_delivery_is_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a shared store, a message committed while a read finds nothing, after it waited for
+    the group's open delivery (a long-poll sent again before the answer to the last one was
+    acknowledged), is delivered to that read.
+    """
+    async with postgres_database() as url:
+        router, store = await _open(url)
+        try:
+            await router.publish([OutMessage(topic="t", body="1")])
+            first = await router.read("t", "g", "c", timeout=0, limit=10)
+            assert list(first.messages) == ["1"]
+            state = await router._positions.get("t", "g")
+            second = asyncio.create_task(router.read("t", "g", "c", timeout=5, limit=10))
+            await wait_for(lambda: bool(state.lock._waiters))
+
+            async def commit_another() -> None:
+                await router.publish([OutMessage(topic="t", body="2")])
+
+            _after_the_first_empty_read(monkeypatch, store, commit_another)
+            await first.ack()
+            async with await second as delivery:
+                assert list(delivery.messages) == ["2"]
+                await delivery.ack()
+        finally:
+            await _close(router, store)

@@ -78,12 +78,33 @@ async def test_errors_and_rollback(store: Store, trips: list[str]) -> None:
         assert (await conn.execute(select(topics.c.name))).all() == []
     trips.clear()
     async with store._writer.connect() as conn:
-        await conn.execute(text("SELECT 1"))  # after BEGIN IMMEDIATE; closing rolls back
-    assert trips == ["_run", "_run", "rollback"]
+        await conn.execute(text("SELECT 1"))  # BEGIN IMMEDIATE with it; closing rolls back
+    assert trips == ["_run", "rollback"]
+    trips.clear()
+    async with store.write() as tx:
+        await tx.conn.execute(text("SELECT 1"))
+    assert trips == ["_run", "commit"]  # committed: the pool's reset makes no trip
+
+
+async def test_begin_runs_with_the_first_statement(store: Store, trips: list[str]) -> None:
+    """BEGIN IMMEDIATE makes no trip of its own: it runs in the first statement's, which
+    then holds the write lock; a transaction that ran no statement makes no trip at all.
+    """
+    async with store.write() as tx:
+        raw = await tx.conn.get_raw_connection()
+        sqlite = raw.driver_connection._conn  # type: ignore[union-attr]
+        assert trips == []
+        assert not sqlite.in_transaction
+        await tx.conn.execute(
+            update(store_revision).values(revision=store_revision.c.revision + 1)
+        )
+        assert trips == ["_run"]
+        assert sqlite.in_transaction
+    assert trips == ["_run", "commit"]
     trips.clear()
     async with store.write():
         pass
-    assert "rollback" not in trips  # committed: the pool's reset makes no trip
+    assert trips == []
 
 
 async def test_cursors_are_one_trip(store: Store) -> None:
