@@ -106,7 +106,14 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
 
 
 def raise_nofile(wanted: int = 1 << 16) -> int:
+    """Raise this process's RLIMIT_NOFILE (which the children it starts inherit) to
+    ``wanted``: the soft limit up to the hard one, and the hard one too where allowed (root).
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < wanted:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, wanted))
+            hard = wanted
     target = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
@@ -256,8 +263,13 @@ class Conn:
         self.host = f"127.0.0.1:{port}".encode()
 
     @classmethod
-    async def open(cls, port: int) -> Conn:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 24)
+    async def open(cls, port: int, source: str | None = None) -> Conn:
+        """``source``: the local address to connect from (a loopback one, 127.x.y.z): each
+        has its own ~28,000 ephemeral ports (net.ipv4.ip_local_port_range) towards the server.
+        """
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, limit=1 << 24, local_addr=(source, 0) if source else None
+        )
         return cls(reader, writer, port)
 
     def send(
@@ -465,7 +477,9 @@ def say(**message: Any) -> None:
     sys.stdout.flush()
 
 
-async def http_worker(port: int, first: int, count: int, path: str) -> None:
+async def http_worker(
+    port: int, first: int, count: int, path: str, source_net: str | None = None
+) -> None:
     """Components ``first .. first+count-1``, one connection each. Told "poll", each sends
     its long-poll (``path`` with ``{i}`` and ``{timeout}``); told "collect", the process
     reports when each answer arrived (``time.monotonic()``) and how many were not a message.
@@ -474,24 +488,33 @@ async def http_worker(port: int, first: int, count: int, path: str) -> None:
     when it was left idle a while: the server counts a connection that has sent no request
     yet against its ``max_incomplete_requests`` and closes it after ``header_timeout_seconds``,
     and uvicorn closes a keep-alive connection idle for 5 s (a poll sent as it does is lost).
+
+    ``source_net`` (three octets of a loopback address, ``127.1.0``): each time the
+    connections are opened anew they connect from the next address of that /24, so the ports
+    the last ones left in TIME_WAIT are not needed, nor shared with other workers.
     """
     commands = await stdin_lines()
     conns: list[Conn] = []
     used = 0.0
+    openings = 0
     say(ready=True)
     while True:
         command = await commands.get()
         if command == "quit":
             break
         fresh = time.monotonic() - used > IDLE_REOPEN_SECONDS
+        source = None
         if fresh:
             for conn in conns:
                 await conn.close()
             conns = []
+            if source_net is not None:
+                source = f"{source_net}.{openings % 254 + 1}"
+            openings += 1
         for start in range(0, count, 200):
             batch = range(start, min(count, start + 200))
             if fresh:
-                conns += await asyncio.gather(*(Conn.open(port) for _ in batch))
+                conns += await asyncio.gather(*(Conn.open(port, source) for _ in batch))
             for i in batch:
                 conns[i].send("GET", path.format(i=first + i, timeout=POLL_TIMEOUT_MS))
         arrived: list[float] = [0.0] * count
@@ -583,11 +606,17 @@ def split(n: int, workers: int, first: int = 0) -> list[tuple[int, int]]:
 
 
 def http_workers(
-    parts: Sequence[tuple[int, int, int]], log: Path, path: str = EVENTS_PATH
+    parts: Sequence[tuple[int, int, int]],
+    log: Path,
+    path: str = EVENTS_PATH,
+    *,
+    own_sources: bool = False,
 ) -> Workers:
     """One client process (:func:`http_worker`) per (port, first, count) part: components
     ``first .. first+count-1`` on the server at ``port``. The caller stops them
-    (``Workers.children``) and waits for "ready".
+    (``Workers.children``) and waits for "ready". ``own_sources``: worker ``w`` connects from
+    loopback addresses ``127.{w+1}.0.*`` of its own, not 127.0.0.1 (more connections to one
+    port than the ~28,000 ephemeral ports of one address).
     """
     return Workers(
         [
@@ -602,8 +631,9 @@ def http_workers(
                 str(count),
                 "--path",
                 path,
+                *(["--source-net", f"127.{w + 1}.0"] if own_sources else []),
             ]
-            for port, first, count in parts
+            for w, (port, first, count) in enumerate(parts)
         ],
         log,
     )
@@ -703,6 +733,7 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=0)
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--path", default=EVENTS_PATH)
+    parser.add_argument("--source-net", help="connect from 127.x.y.* (see http_worker)")
     args = parser.parse_args()
     raise_nofile()
     try:
@@ -711,7 +742,7 @@ def main() -> None:
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    runner(http_worker(args.port, args.first, args.count, args.path))
+    runner(http_worker(args.port, args.first, args.count, args.path, args.source_net))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,14 @@
 
 - ``GET /_bench/held``: long-polls the router holds right now.
 - ``GET /_bench/lag?since=T``: event-loop lag samples (ms) taken after ``time.monotonic()`` T:
-  a task sleeps 5 ms over and over and records how late it wakes.
+  a task sleeps 5 ms over and over and records how late it wakes (``lag_ms``), and how much
+  CPU time the loop's thread used from its sleep to its wake-up (``cpu_ms``: the length of
+  what ran in between as the processor saw it, which other processes do not stretch).
+- ``GET /_bench/stalls?since=T``: with ``--stalls``, where the event loop was while it was
+  stalled after T: a thread looks every millisecond, and while the loop's thread has used
+  more than ``STALL`` of CPU time since the lag task last woke it samples that thread's stack
+  (when the GIL lets it: every few ms). Answers
+  ``{"samples": N, "stacks": [[count, [frame, ...]], ...]}``, innermost frame last.
 
 ``--loop auto`` picks uvloop when installed, as uvicorn's own ``run`` does.
 
@@ -25,7 +32,9 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -41,17 +50,50 @@ from policy_pubsub.config import Settings
 from policy_pubsub.server import Server, build_server
 
 TICK = 0.005
-_lag: list[tuple[float, float]] = []
+STALL = 0.010  # CPU time the loop's thread ran without the lag task waking: stalled
+_lag: list[tuple[float, float, float]] = []
+_beat = [time.monotonic(), 0.0]  # when the lag task last woke, and the loop's CPU time then
+_stalls: list[tuple[float, tuple[str, ...]]] = []
 
 
 async def _monitor() -> None:
     loop = asyncio.get_running_loop()
     while True:
         before = loop.time()
+        cpu = time.thread_time()
         await asyncio.sleep(TICK)
-        _lag.append((time.monotonic(), (loop.time() - before - TICK) * 1000))
+        _beat[0], _beat[1] = time.monotonic(), time.thread_time()
+        _lag.append((_beat[0], (loop.time() - before - TICK) * 1000, (_beat[1] - cpu) * 1000))
         if len(_lag) > 200_000:
             del _lag[:100_000]
+
+
+def _sample_stalls(main: int) -> None:
+    """While the loop is stalled, record the main thread's stack (innermost last)."""
+    clock = time.pthread_getcpuclockid(main)
+    while True:
+        time.sleep(0.001)
+        now = time.monotonic()
+        if time.clock_gettime(clock) - _beat[1] < STALL:
+            continue
+        frame = sys._current_frames().get(main)
+        stack = []
+        while frame is not None:
+            code = frame.f_code
+            stack.append(f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}")
+            frame = frame.f_back
+        _stalls.append((now, tuple(reversed(stack))))
+        if len(_stalls) > 200_000:
+            del _stalls[:100_000]
+
+
+async def stalls(request: Request) -> JSONResponse:
+    since = float(request.query_params.get("since", "0"))
+    taken = [stack for at, stack in _stalls if at >= since]
+    counted = Counter(taken).most_common()
+    return JSONResponse(
+        {"samples": len(taken), "stacks": [[count, list(stack)] for stack, count in counted]}
+    )
 
 
 async def held(request: Request) -> JSONResponse:
@@ -62,7 +104,10 @@ async def held(request: Request) -> JSONResponse:
 
 async def lag(request: Request) -> JSONResponse:
     since = float(request.query_params.get("since", "0"))
-    return JSONResponse({"lag_ms": [value for at, value in _lag if at >= since]})
+    taken = [(value, cpu) for at, value, cpu in _lag if at >= since]
+    return JSONResponse(
+        {"lag_ms": [value for value, _ in taken], "cpu_ms": [cpu for _, cpu in taken]}
+    )
 
 
 class BenchServer(Server):
@@ -83,6 +128,9 @@ def main() -> None:
         help="serve on uvicorn's HTTP protocol itself, without the slow-client deadlines",
     )
     parser.add_argument("--metrics-lag-refresh", type=float, default=10.0)
+    parser.add_argument(
+        "--stalls", action="store_true", help="sample the stack while the loop stalls"
+    )
     parser.add_argument("--profile", type=Path, help="cProfile (CPU time) of the run, to FILE")
     parser.add_argument("--retention", type=float, help="retention_seconds")
     parser.add_argument("--maintenance-interval", type=float, help="maintenance_interval_seconds")
@@ -118,7 +166,16 @@ def main() -> None:
         from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
         server.config.http = AutoHTTPProtocol  # read when the server loads its config
-    server.app.router.routes.extend([Route("/_bench/held", held), Route("/_bench/lag", lag)])
+    server.app.router.routes.extend(
+        [
+            Route("/_bench/held", held),
+            Route("/_bench/lag", lag),
+            Route("/_bench/stalls", stalls),
+        ]
+    )
+    if args.stalls:
+        main_thread = threading.get_ident()
+        threading.Thread(target=_sample_stalls, args=(main_thread,), daemon=True).start()
     signal.signal(signal.SIGTERM, lambda _signum, _frame: None)
     profile_to = args.profile or os.environ.get("POLICY_PUBSUB_BENCH_PROFILE")
     if not profile_to:

@@ -22,6 +22,7 @@ from policy_pubsub.routers.base import Delivery, EmptyDelivery, GroupStats, Rout
 from policy_pubsub.routers.holding import HeldReads
 from policy_pubsub.routers.messages import OutMessage
 from policy_pubsub.routers.positions import GroupDelivery, GroupState, Positions
+from policy_pubsub.slices import Slices
 from policy_pubsub.store import GroupClaim, Store, now_ms
 from policy_pubsub.store.notify import TOPICS_CHANNEL
 
@@ -36,6 +37,36 @@ TAIL_CHARS = 64 * 2**20  # all tails together; the least recently appended topic
 # The tails are built from what commits appended when a read first needs them, not in the
 # commit (a push to 10,000 topics spent ~35 ms there): at most this many messages wait.
 UNFOLDED_MESSAGES = 32_768
+# The reads a push wakes have the tails built by one task, this many topics at a time between
+# looks at the clock, the event loop running between slices (policy_pubsub.slices).
+FOLD_STEP = 64
+
+
+class _Unfolded:
+    """What one commit appended, not in the tails yet: its messages, grouped by topic when
+    the folding starts, and how many of those topics are in the tails already.
+    """
+
+    __slots__ = ("done", "heads", "messages", "topics")
+
+    def __init__(self, heads: Mapping[str, int], messages: Sequence[OutMessage]) -> None:
+        self.heads = heads
+        self.messages = messages
+        self.topics: list[tuple[str, list[str]]] | None = None
+        self.done = 0
+
+    def grouped(self) -> list[tuple[str, list[str]]]:
+        """(topic, bodies in order) for each topic appended to, in order of first message."""
+        if self.topics is None:
+            by_topic: dict[str, list[str]] = {}
+            for message in self.messages:
+                bodies = by_topic.get(message.topic)
+                if bodies is None:
+                    by_topic[message.topic] = [message.body]
+                else:
+                    bodies.append(message.body)
+            self.topics = list(by_topic.items())
+        return self.topics
 
 
 class _ClaimedDelivery(GroupDelivery):
@@ -92,8 +123,9 @@ class EmbeddedRouter(Router):
         self._tails: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
         self._tail_chars = 0
         # What commits appended since the tails were last brought up to date, in commit order.
-        self._unfolded: list[tuple[Mapping[str, int], Sequence[OutMessage]]] = []
+        self._unfolded: list[_Unfolded] = []
         self._unfolded_count = 0
+        self._folding: asyncio.Task[None] | None = None  # building them in slices
         # While maintenance drops messages, the tails may still hold some the store no
         # longer does: reads go to the store until the tails are forgotten.
         self._maintaining = False
@@ -166,6 +198,11 @@ class EmbeddedRouter(Router):
     async def close(self) -> None:
         await self.drain()
         await self._maintenance.close()
+        if self._folding is not None:
+            self._folding.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._folding
+            self._folding = None
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -189,38 +226,75 @@ class EmbeddedRouter(Router):
         in when a read first looks, see :meth:`_fold`).
         """
         if messages and not self._store.shared:
-            self._unfolded.append((heads, messages))
+            self._unfolded.append(_Unfolded(heads, messages))
             self._unfolded_count += len(messages)
             if self._unfolded_count > UNFOLDED_MESSAGES:  # no read came for them: now then
-                self._fold()
+                self._fold_task()
         moved: list[str] = []
         for topic, last in heads.items():
             if last <= self._heads.get(topic, -1):
                 continue
             self._heads[topic] = last
             moved.append(topic)
-        self._held.wake(moved)
+        if self._unfolded and moved and self._held.count:
+            # The held reads are woken once the tails hold what they will read (built in
+            # slices): woken before, they would all wait for the tails and then answer in
+            # one event-loop turn, not a batch per turn.
+            self._fold_task().add_done_callback(lambda _: self._held.wake(moved))
+        else:
+            self._held.wake(moved)
 
     def _fold(self) -> None:
         """Bring the tails up to date with what commits appended since the last time."""
-        unfolded, self._unfolded, self._unfolded_count = self._unfolded, [], 0
-        for heads, messages in unfolded:
-            self._remember(heads, messages)
+        while self._unfolded:
+            self._fold_step(None)
 
-    def _remember(self, heads: Mapping[str, int], messages: Sequence[OutMessage]) -> None:
-        """Add committed messages to their topics' tails (``append`` numbered each topic's
-        messages, in order, up to its new head).
+    def _fold_step(self, topics: int | None) -> None:
+        """Take the next ``topics`` topics (None: all) of the oldest commit not in the tails
+        yet into them. Each step leaves ``_unfolded`` as it found it or shorter, so the
+        folding can stop between steps and whoever folds next goes on from there.
         """
-        by_topic: dict[str, list[str]] = {}
-        for message in messages:
-            bodies = by_topic.get(message.topic)
-            if bodies is None:
-                by_topic[message.topic] = [message.body]
-            else:
-                bodies.append(message.body)
+        entry = self._unfolded[0]
+        grouped = entry.grouped()
+        end = len(grouped) if topics is None else min(len(grouped), entry.done + topics)
+        self._remember(entry.heads, grouped[entry.done : end])
+        entry.done = end
+        if end == len(grouped):
+            del self._unfolded[0]
+            self._unfolded_count -= len(entry.messages)
+
+    async def _folded(self) -> None:
+        """Until the tails hold what commits appended so far: one task folds it in slices,
+        the event loop running between them (a push to 10,000 topics is 10,000 tails to
+        extend), and the reads that need the tails wait for it.
+        """
+        await asyncio.shield(self._fold_task())
+
+    def _fold_task(self) -> asyncio.Task[None]:
+        """The task that folds in slices, started if it does not run."""
+        folding = self._folding
+        if folding is None or folding.done():
+            folding = self._folding = asyncio.get_running_loop().create_task(
+                self._fold_in_slices(), name="policy-pubsub tails"
+            )
+        return folding
+
+    async def _fold_in_slices(self) -> None:
+        slices = Slices()
+        while self._unfolded:
+            self._fold_step(FOLD_STEP)
+            if slices.over():
+                await slices.pause()
+
+    def _remember(
+        self, heads: Mapping[str, int], by_topic: Sequence[tuple[str, list[str]]]
+    ) -> None:
+        """Add committed messages, each topic's bodies in order, to their topics' tails
+        (``append`` numbered each topic's messages, in order, up to its new head).
+        """
         tails = self._tails
         added = 0
-        for topic, bodies in by_topic.items():
+        for topic, bodies in by_topic:
             last = heads.get(topic)
             if last is None:
                 continue
@@ -301,6 +375,12 @@ class EmbeddedRouter(Router):
         try:
             if self._store.shared:
                 return await self._take_claimed(state, limit)
+            if (
+                self._unfolded
+                and not self._maintaining
+                and self._heads[state.topic] > state.position
+            ):
+                await self._folded()
             head = self._heads[state.topic]  # before the read: see _take_claimed
             if head > state.position:
                 rows = self._from_tail(state.topic, state.position, head, limit)
@@ -360,8 +440,7 @@ class EmbeddedRouter(Router):
             self._maintaining = False
         if expired or compacted or orphans:
             log.info(
-                "dropped %d expired and %d superseded messages, and %d rows of gone "
-                "subscriptions",
+                "dropped %d expired and %d superseded messages, and %d rows of gone subscriptions",
                 expired,
                 compacted,
                 orphans,
@@ -421,9 +500,7 @@ class EmbeddedRouter(Router):
             ).items():
                 if topic in wanted:
                     newest = max(last, self._heads.get(topic, 0))
-                    lags[topic] = (
-                        count if furthest_back is None else max(0, newest - furthest_back)
-                    )
+                    lags[topic] = count if furthest_back is None else max(0, newest - furthest_back)
             return lags
         slowest_of: dict[str, int] = {}
         for state in self._positions.states():

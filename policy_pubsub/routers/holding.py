@@ -18,14 +18,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 # Held reads time out at their deadline or up to this much later, all those of one slot by one
 # timer.
 EXPIRY_SLOT = 0.05  # seconds
-WAKE_BATCH = 50  # waiters completed per event-loop turn (each answer costs about 0.1-0.3 ms;
-# with 100 the lag p99 during a push to 10,000 was 51 ms, with 50 42-46 ms: BENCHMARKS.md 2)
+# Waiters completed in the first event-loop turn of a wake. Each later turn completes as many
+# as fit in WAKE_TURN_SECONDS of CPU time, judged from what the turn before took: an answer
+# costs 0.1-0.3 ms of CPU on a quiet machine and up to 1 ms on a loaded one, so a fixed batch
+# (50 before) made turns of 5-15 ms on the one and 25-50 ms on the other (BENCHMARKS.md 2).
+WAKE_BATCH = 50
+WAKE_TURN_SECONDS = 0.008
+WAKE_BATCH_MIN = 4
+WAKE_BATCH_MAX = 200
 
 
 class HeldReads:
@@ -169,15 +176,36 @@ def _release(waiter: asyncio.Future[None], _: object = None) -> None:
         waiter.set_result(None)
 
 
-def _wake(waiters: Sequence[asyncio.Future[None]]) -> None:
-    """Complete waiters a batch per event-loop turn: a push that wakes 10,000 held reads then
-    lets timers and other requests run between batches instead of after all of them.
+def _wake(
+    waiters: Sequence[asyncio.Future[None]],
+    start: int = 0,
+    size: int = WAKE_BATCH,
+    last: float | None = None,
+) -> None:
+    """Complete ``waiters`` from ``start`` on, a batch of ``size`` per event-loop turn: a
+    push that wakes 10,000 held reads then lets timers and other requests run between
+    batches instead of after all of them.
+
+    ``last``: the event loop thread's CPU time when the previous batch was completed. One
+    loop turn ran since, mostly the reads that batch woke (CPU time, not wall time: on a
+    loaded machine the wall time also counts other processes' turns): the batch shrinks (at
+    most by half a turn) or grows (at most by half again) towards what fits in
+    ``WAKE_TURN_SECONDS``.
     """
-    for waiter in waiters[:WAKE_BATCH]:
-        if not waiter.done():
+    now = time.thread_time()
+    if last is not None:
+        fits = int(size * WAKE_TURN_SECONDS / max(now - last, 1e-6))
+        size = max(WAKE_BATCH_MIN, size // 2, min(WAKE_BATCH_MAX, size + size // 2, fits))
+    woken = 0
+    end = len(waiters)
+    while start < end and woken < size:
+        waiter = waiters[start]
+        start += 1
+        if not waiter.done():  # (one its deadline or its client ended costs nothing)
             waiter.set_result(None)
-    if len(waiters) > WAKE_BATCH:
-        asyncio.get_running_loop().call_soon(_wake, waiters[WAKE_BATCH:])
+            woken += 1
+    if start < end:
+        asyncio.get_running_loop().call_soon(_wake, waiters, start, size, now)
 
 
-__all__ = ["EXPIRY_SLOT", "WAKE_BATCH", "HeldReads"]
+__all__ = ["EXPIRY_SLOT", "WAKE_BATCH", "WAKE_TURN_SECONDS", "HeldReads"]

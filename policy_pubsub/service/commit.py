@@ -36,6 +36,7 @@ from policy_pubsub.service.batches import Batches
 from policy_pubsub.service.outlets import Outlet, Written
 from policy_pubsub.service.snapshots import ChangeSnapshots, change_snapshots, oversized
 from policy_pubsub.service.state import Policy, State
+from policy_pubsub.slices import Slices
 from policy_pubsub.store import PolicyRow, Store, WriteTx, now_ms
 
 __all__ = [
@@ -304,8 +305,11 @@ class GroupCommit:
         """Commit the changes in one transaction, and return each one's result or refusal,
         in order. Call it holding the state's write lock.
         """
+        # A push to 10,000 subscribers is tens of milliseconds of Python on either side of
+        # the commit: cut into slices, with the event loop running between them.
+        slices = Slices()
         async with self._store.write() as tx:
-            plan = self.plan(batch, await self._state.take_revision(tx), now_ms())
+            plan = await self.plan(batch, await self._state.take_revision(tx), now_ms(), slices)
             if not plan.changes_anything:
                 await tx.rollback()  # the revision taken goes back: nothing is written
                 return plan.results()
@@ -313,7 +317,7 @@ class GroupCommit:
             committing = time.perf_counter()
         self._metrics.commit_seconds.observe(time.perf_counter() - committing)
         self._metrics.changes_per_commit.observe(plan.last - plan.first + 1)
-        self.apply(plan, written)
+        await self.apply(plan, written, slices)
         results = plan.results()
         for result in results:
             if isinstance(result, ChangeResult) and (result.deployed or result.undeployed):
@@ -326,10 +330,12 @@ class GroupCommit:
                 )
         return results
 
-    def plan(self, batch: Sequence[PolicyChange], first: int, at: int) -> Plan:
+    async def plan(
+        self, batch: Sequence[PolicyChange], first: int, at: int, slices: Slices | None = None
+    ) -> Plan:
         """Each change's net change, revision (from ``first`` on) and snapshots; or its
         refusal: ``NotFound`` for a required policy not deployed, ``SnapshotTooLarge`` for a
-        snapshot the router cannot carry.
+        snapshot the router cannot carry. The snapshots are built in ``slices``.
         """
         plan = Plan(first, at, Overlay(self._state.policies))
         overlay = plan.overlay
@@ -348,7 +354,9 @@ class GroupCommit:
             for policy_id, (_, new) in changes.items():
                 overlay.apply(policy_id, new, revision)
             with self._metrics.matching_seconds.time():
-                snapshots = change_snapshots(self._state, changes, revision, at, overlay)
+                snapshots = await change_snapshots(
+                    self._state, changes, revision, at, overlay, slices
+                )
             refused = oversized(snapshots.messages, limit)
             if refused is not None:
                 overlay.restore(before)
@@ -396,8 +404,13 @@ class GroupCommit:
             await tx.mark_published(subscriber_ids, published, plan.at)
         return written
 
-    def apply(self, plan: Plan, written: Written) -> None:
-        """Once the plan committed: the state takes it in, the outlet hands on the snapshots."""
+    async def apply(self, plan: Plan, written: Written, slices: Slices | None = None) -> None:
+        """Once the plan committed: the state takes it in (the published marks in
+        ``slices``), the outlet hands on the snapshots. All of it, even if cancelled on the
+        way: the transaction committed.
+        """
         self._state.policies_changed(plan.overlay.changed, plan.last)
-        self._state.published(plan.latest, plan.at)
-        self._outlet.after_commit(written)
+        try:
+            await self._state.published_in_slices(plan.latest, plan.at, slices or Slices())
+        finally:
+            self._outlet.after_commit(written)

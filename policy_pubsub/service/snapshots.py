@@ -22,6 +22,7 @@ from policy_pubsub.exceptions import SnapshotTooLarge
 from policy_pubsub.matching import Selector
 from policy_pubsub.routers import OutMessage, SharedPart
 from policy_pubsub.service.state import Policy, State, Subscription
+from policy_pubsub.slices import Slices
 from policy_pubsub.timestamps import rfc3339
 
 __all__ = [
@@ -92,12 +93,20 @@ def oversized(messages: Sequence[OutMessage], limit: int) -> SnapshotTooLarge | 
     return SnapshotTooLarge(sorted(over), max(over.values()), limit)
 
 
-def change_snapshots(
-    state: State, changes: Changes, revision: int, at: int, deployed: Deployed
+async def change_snapshots(
+    state: State,
+    changes: Changes,
+    revision: int,
+    at: int,
+    deployed: Deployed,
+    slices: Slices | None = None,
 ) -> ChangeSnapshots:
     """An ``update`` snapshot for every subscriber whose filters match a policy the change
     deploys, replaces or undeploys; ``deployed`` is the policy set with the change applied.
+    Built in ``slices`` (the caller holds the state's write lock, so nothing it reads moves
+    while the event loop runs between them).
     """
+    slices = slices if slices is not None else Slices()
     affected: set[Selector] = set()
     for old, new in changes.values():
         for policy in (old, new):
@@ -120,6 +129,8 @@ def change_snapshots(
                 )
             )
             notified.append(subscriber_id)
+            if slices.due():
+                await slices.pause()
     return ChangeSnapshots(messages, notified)
 
 

@@ -23,6 +23,7 @@ import orjson
 
 from policy_pubsub.matching import PolicyIndex, Selector, SubscriptionIndex
 from policy_pubsub.models import ToscaPolicy
+from policy_pubsub.slices import Slices
 from policy_pubsub.store import Changes, PolicyRow, Snapshot, Store, SubscriptionRow, WriteTx
 from policy_pubsub.store.notify import REVISION_CHANNEL
 from policy_pubsub.store.state import changes_since, load_all
@@ -260,6 +261,26 @@ class State:
             current = subscriptions.get(subscriber_id)
             if current is not None:
                 subscriptions[subscriber_id] = current.published(revision, at)
+
+    async def published_in_slices(
+        self, revisions: Mapping[str, int], at: int, slices: Slices
+    ) -> None:
+        """As :meth:`published`, in ``slices`` (a push marks up to every subscription). Call
+        it holding :attr:`writing`. Cancelled between slices, it records the rest at once
+        before it lets the cancellation through: the marks committed all together.
+        """
+        subscriptions = self.subscriptions
+        items = iter(revisions.items())
+        for subscriber_id, revision in items:
+            current = subscriptions.get(subscriber_id)
+            if current is not None:
+                subscriptions[subscriber_id] = current.published(revision, at)
+            if slices.due():
+                try:
+                    await slices.pause()
+                except asyncio.CancelledError:
+                    self.published(dict(items), at)
+                    raise
 
     def resent(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
         """Record a committed revision that only published fresh snapshots to subscribers."""

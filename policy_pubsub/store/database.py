@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.routers.messages import OutMessage
+from policy_pubsub.slices import Slices
 from policy_pubsub.store import dialects
 from policy_pubsub.store.dead_letters import DeadLetterRepository, remove_for
 from policy_pubsub.store.notify import REVISION_CHANNEL, TOPICS_CHANNEL, Notifications
@@ -571,8 +572,11 @@ class WriteTx:
         """Append messages to their topics (created as needed), in order; returns each topic's
         new last offset. Advancing a topic's offset locks its row until commit, so offsets
         become visible in order. A snapshot's shared end (``OutMessage.shared``) is written
-        once per revision and part, to ``snapshot_bodies``; its row keeps the rest.
+        once per revision and part, to ``snapshot_bodies``; its row keeps the rest. The rows
+        are built in slices (:mod:`policy_pubsub.slices`: a push appends up to one snapshot
+        per subscription).
         """
+        slices = Slices()
         by_topic: dict[str, list[OutMessage]] = defaultdict(list)
         for message in batch:
             by_topic[message.topic].append(message)
@@ -596,6 +600,8 @@ class WriteTx:
                     raise ValueError(f"two shared ends for part {shared.part} of {m.revision}")
                 head = m.body[: len(m.body) - len(shared.text)]
                 rows.append((name, seq, m.key, m.revision, head, at, shared.part))
+            if slices.due():
+                await slices.pause()
         await dialects.bulk_insert(
             self.conn,
             snapshot_bodies,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from policy_pubsub import slices
 from policy_pubsub.routers import OutMessage, embedded, from_url
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.store import GroupClaim, GroupRow, Store, now_ms
@@ -219,6 +220,69 @@ async def test_tails_are_built_at_the_first_read_and_answer_it_from_memory(
         assert "c" not in router._tails
         async with await router.read("c", "g", "c", timeout=0, limit=10) as delivery:
             assert list(delivery.messages) == ["c1", "c2"]  # from the store
+    finally:
+        await _close(router, store)
+
+
+async def test_held_reads_are_woken_once_the_tails_are_built_in_slices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push to many held reads has the tails built a few topics per event-loop turn, and
+    wakes the reads once they are: each read gets its topic's message, once, from memory,
+    and none is woken before the tails are complete.
+    """
+    monkeypatch.setattr(embedded, "FOLD_STEP", 2)
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)
+    router, store = await _open(tmp_path / "db")
+    topics = [f"t{n}" for n in range(40)]
+
+    async def no_query(topic: str, after: int, limit: int) -> list[tuple[int, str]]:
+        raise AssertionError(f"read {topic} from the store")
+
+    turns_with_tails_pending: list[int] = []
+
+    async def held_read(topic: str) -> list[str]:
+        async with await router.read(topic, "g", "c", timeout=30, limit=10) as delivery:
+            turns_with_tails_pending.append(len(router._unfolded))
+            await delivery.ack()
+            return list(delivery.messages)
+
+    try:
+        await router.publish([OutMessage(topic=t, body="old") for t in topics])
+        for topic in topics:  # each group consumes the old message
+            async with await router.read(topic, "g", "c", timeout=0, limit=10) as delivery:
+                await delivery.ack()
+        reads = [asyncio.create_task(held_read(t)) for t in topics]
+        await wait_for(lambda: router.held_reads == len(topics))
+        monkeypatch.setattr(store.topics, "messages", no_query)
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                await asyncio.sleep(0)
+                turns += 1
+
+        woken_at: list[tuple[int, int]] = []  # (turns since the push, tails pending)
+        wake = router._held.wake
+
+        def recording_wake(moved: list[str]) -> None:
+            woken_at.append((turns, len(router._unfolded)))
+            wake(moved)
+
+        monkeypatch.setattr(router._held, "wake", recording_wake)
+        counter = asyncio.create_task(count_turns())
+        await router.publish([OutMessage(topic=t, body=f"new {t}") for t in topics])
+        turns = 0
+        assert router._unfolded  # not built in the commit
+        answers = await asyncio.wait_for(asyncio.gather(*reads), 10)
+        counter.cancel()
+        assert answers == [[f"new {t}"] for t in topics]
+        assert turns_with_tails_pending == [0] * len(topics)
+        assert len(woken_at) == 1
+        assert woken_at[0][1] == 0  # woken with the tails complete ...
+        assert woken_at[0][0] >= len(topics) // 2 - 1  # ... built 2 topics a turn
+        assert router.held_reads == 0
     finally:
         await _close(router, store)
 

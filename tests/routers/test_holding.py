@@ -5,6 +5,7 @@ leave, drains, and the count the metrics report.
 from __future__ import annotations
 
 import asyncio
+import time
 
 from policy_pubsub.routers.holding import EXPIRY_SLOT, WAKE_BATCH, HeldReads
 from tests.conftest import wait_for
@@ -110,6 +111,41 @@ async def test_many_waiters_are_woken_a_batch_per_loop_turn() -> None:
     waiters = [held.waiter("t") for _ in range(WAKE_BATCH * 2 + 1)]
     held.wake(["t"])
     assert sum(w.done() for w in waiters) == WAKE_BATCH
+    await wait_for(lambda: all(w.done() for w in waiters))
+
+
+def _burn(seconds: float) -> None:
+    """Use this much of the thread's CPU time."""
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+async def test_wake_batches_shrink_when_the_woken_reads_take_long() -> None:
+    """The reads a batch woke took 50 ms of CPU in their turn, far past WAKE_TURN_SECONDS:
+    the next batch is half the first (it shrinks at most by half a turn), not WAKE_BATCH again.
+    """
+    held = HeldReads()
+    waiters = [held.waiter("t") for _ in range(WAKE_BATCH * 4)]
+    for waiter in waiters:
+        waiter.add_done_callback(lambda _: _burn(0.001))
+    held.wake(["t"])
+    assert sum(w.done() for w in waiters) == WAKE_BATCH
+    await asyncio.sleep(0)  # one turn: the first batch's reads, then the next batch
+    assert sum(w.done() for w in waiters) == WAKE_BATCH + WAKE_BATCH // 2
+    await wait_for(lambda: all(w.done() for w in waiters))
+
+
+async def test_wake_batches_grow_when_the_woken_reads_are_quick() -> None:
+    """The reads a batch woke took next to no CPU in their turn: the next batch grows, by
+    half again at most.
+    """
+    held = HeldReads()
+    waiters = [held.waiter("t") for _ in range(WAKE_BATCH * 4)]
+    held.wake(["t"])
+    assert sum(w.done() for w in waiters) == WAKE_BATCH
+    await asyncio.sleep(0)
+    assert sum(w.done() for w in waiters) == WAKE_BATCH + WAKE_BATCH * 3 // 2
     await wait_for(lambda: all(w.done() for w in waiters))
 
 
