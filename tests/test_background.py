@@ -101,6 +101,7 @@ async def test_the_change_log_keeps_what_the_setting_says(
         return int(changes[0]), int(marks[0]), int(floor[0])
 
     assert await logged() == (1, 1, revision - 1)
+
     async def pruned() -> bool:
         return (await logged())[:2] == (0, 0)
 

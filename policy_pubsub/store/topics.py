@@ -170,7 +170,6 @@ class TopicRepository:
             await drop_unused_bodies(tx.conn)
             return int(result.rowcount or 0)
 
-
     async def drop_orphans(self) -> int:
         """Drop what outlived its owner; returns how many rows. Snapshots whose subscriber no
         longer subscribes on their topic (left while the server was down, or before

@@ -25,8 +25,7 @@ async def test_a_queue_that_never_confirms_is_refused_after_its_attempts_and_oth
     tag = uuid.uuid4().hex[:8]
     stuck = OutMessage(f"stuck-{tag}", '{"n": 1}', key=f"stuck-{tag}", revision=1)
     fine = [
-        OutMessage(f"fine-{tag}", f'{{"n": {n}}}', key=f"fine-{tag}", revision=n)
-        for n in (1, 2, 3)
+        OutMessage(f"fine-{tag}", f'{{"n": {n}}}', key=f"fine-{tag}", revision=n) for n in (1, 2, 3)
     ]
     publish = aiormq.Channel.basic_publish
 

@@ -95,9 +95,7 @@ async def test_begin_runs_with_the_first_statement(store: Store, trips: list[str
         sqlite = raw.driver_connection._conn  # type: ignore[union-attr]
         assert trips == []
         assert not sqlite.in_transaction
-        await tx.conn.execute(
-            update(store_revision).values(revision=store_revision.c.revision + 1)
-        )
+        await tx.conn.execute(update(store_revision).values(revision=store_revision.c.revision + 1))
         assert trips == ["_run"]
         assert sqlite.in_transaction
     assert trips == ["_run", "commit"]
