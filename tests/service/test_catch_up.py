@@ -117,7 +117,21 @@ async def replicas(open_store: OpenStore) -> Replicas:
     store_a, store_b = await open_store(), await open_store()
     a = await open_service(store_a, RecordingOutlet())
     b = await open_service(store_b, RecordingOutlet())
+    # Each listens, and has done the catch-up its listening starts, before the test begins: a
+    # catch-up still reading when a test commits could take that commit in unannounced.
+    for service, store in ((a, store_a), (b, store_b)):
+        await wait_for(lambda service=service, store=store: _listening(service, store))
     return (a, store_a), (b, store_b)
+
+
+def _listening(service: PolicyService, store: Store) -> bool:
+    following = service._state._following
+    notifications = store.notifications
+    return (
+        (notifications is None or notifications.connected)
+        and not service._state.behind
+        and (following is None or following.done())
+    )
 
 
 @pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
