@@ -64,6 +64,22 @@ async def _cohort_then_return(
     return committer, batches, lock, [a, *others]
 
 
+async def _queued_behind_a_commit(
+    delay: float, first: str, names: Sequence[str]
+) -> tuple[Committer, Batches[str, str], list[asyncio.Task[str]]]:
+    """Request ``first`` commits alone, held until the requests ``names`` are queued behind
+    it; then it is let through. Returns the tasks of all of them, ``first``'s first.
+    """
+    committer = Committer(gates=1)
+    batches: Batches[str, str] = Batches(asyncio.Lock(), committer, 256, delay=delay)
+    head = asyncio.create_task(batches.submit(first))
+    await wait_for(lambda: committer.started == 1)
+    others = [asyncio.create_task(batches.submit(name)) for name in names]
+    await wait_for(lambda: batches.queued == len(names))
+    committer.gates[0].set()
+    return committer, batches, [head, *others]
+
+
 async def test_a_lone_caller_never_waits_for_the_delay() -> None:
     committer = Committer()
     batches: Batches[str, str] = Batches(asyncio.Lock(), committer, 256, delay=LONG)
@@ -87,16 +103,9 @@ async def test_without_a_delay_the_callers_stay_in_cohorts() -> None:
 
 
 async def test_the_wait_ends_after_the_delay_when_a_caller_does_not_come_back() -> None:
-    lock = asyncio.Lock()
-    committer = Committer(gates=1)
-    batches: Batches[str, str] = Batches(lock, committer, 256, delay=0.05)
-    first = asyncio.create_task(batches.submit("a1"))
-    await wait_for(lambda: committer.started == 1)
-    others = [asyncio.create_task(batches.submit(name)) for name in "bcd"]
-    await wait_for(lambda: batches.queued == 3)
-    committer.gates[0].set()
+    committer, batches, tasks = await _queued_behind_a_commit(0.05, "a1", "bcd")
     async with asyncio.timeout(10):
-        await asyncio.gather(first, *others)
+        await asyncio.gather(*tasks)
         # a stopped: the commit waited for it at most the delay; now three callers are seen,
         # and their next requests commit together without waiting.
         assert committer.batches == [["a1"], ["b", "c", "d"]]
@@ -108,17 +117,10 @@ async def test_the_wait_ends_after_the_delay_when_a_caller_does_not_come_back() 
 
 async def test_a_commit_that_saw_many_callers_does_not_wait() -> None:
     """Past ``_FEW`` callers a commit is shared enough: the next one does not wait."""
-    lock = asyncio.Lock()
-    committer = Committer(gates=1)
-    batches: Batches[str, str] = Batches(lock, committer, 256, delay=LONG)
-    first = asyncio.create_task(batches.submit("a"))
-    await wait_for(lambda: committer.started == 1)
     names = [f"r{number}" for number in range(batches_module._FEW)]
-    others = [asyncio.create_task(batches.submit(name)) for name in names]
-    await wait_for(lambda: batches.queued == len(names))
-    committer.gates[0].set()
+    committer, _, tasks = await _queued_behind_a_commit(LONG, "a", names)
     async with asyncio.timeout(10):
-        await asyncio.gather(first, *others)
+        await asyncio.gather(*tasks)
     assert committer.batches == [["a"], names]
 
 
