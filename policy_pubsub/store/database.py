@@ -172,6 +172,28 @@ class Store:
             self._checkpoint_wal(), name="policy-pubsub WAL checkpoint"
         )
 
+    async def settle_wal(self) -> None:
+        """SQLite, before each transaction of a long run of deletes: checkpoint the WAL and
+        wait for it, so that the next write can start the WAL over instead of growing it
+        (unless a reader still uses the part of the WAL it would overwrite). A background
+        checkpoint under way is waited for; otherwise one starts if the WAL holds anything.
+        Nothing on PostgreSQL.
+        """
+        if self._wal is None:
+            return
+        running = self._checkpointing
+        if running is None or running.done():
+            try:
+                if os.stat(self._wal).st_size == 0:
+                    return
+            except OSError:
+                return
+            self._checkpoint_started = time.monotonic()
+            running = self._checkpointing = asyncio.get_running_loop().create_task(
+                self._checkpoint_wal(), name="policy-pubsub WAL checkpoint"
+            )
+        await asyncio.wait([running])
+
     async def _checkpoint_wal(self) -> None:
         """Copy what the WAL holds into the database file, on a reading connection: a
         PASSIVE checkpoint waits for no reader and no writer, and holds no write lock, so
