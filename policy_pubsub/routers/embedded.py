@@ -367,7 +367,8 @@ class EmbeddedRouter(Router):
         orphans = await topics.drop_orphans(dropped=trim) if self._drop_orphans else 0
         if expired or compacted or orphans:
             log.info(
-                "dropped %d expired and %d superseded messages, and %d rows of gone subscriptions",
+                "dropped %d expired and %d superseded messages, and %d rows of gone "
+                "subscriptions",
                 expired,
                 compacted,
                 orphans,
@@ -427,7 +428,9 @@ class EmbeddedRouter(Router):
             ).items():
                 if topic in wanted:
                     newest = max(last, self._heads.get(topic, 0))
-                    lags[topic] = count if furthest_back is None else max(0, newest - furthest_back)
+                    lags[topic] = (
+                        count if furthest_back is None else max(0, newest - furthest_back)
+                    )
             return lags
         slowest_of: dict[str, int] = {}
         for state in self._positions.states():
