@@ -4,7 +4,7 @@ Every ``CHECKPOINT_SECONDS`` (or ``maintenance_interval_seconds``, the cadence o
 and compaction, if shorter) it runs :func:`policy_pubsub.store.sqlite_file.tidy` under the
 leader lock of :class:`~policy_pubsub.background.Periodic`. That often because SQLite resets
 its WAL only when no reader is in it: under steady reads and writes the WAL outgrows the
-store's background checkpoints (a PASSIVE one whenever a commit leaves the WAL past 4 MiB;
+store's background checkpoints (whenever a commit leaves the WAL past 1 MiB;
 commits never checkpoint themselves) between two runs; a run over a WAL of a few MB takes
 milliseconds. Only for SQLite: PostgreSQL's autovacuum and WAL recycling do this themselves.
 """

@@ -126,9 +126,6 @@ class EmbeddedRouter(Router):
         self._unfolded: list[_Unfolded] = []
         self._unfolded_count = 0
         self._folding: asyncio.Task[None] | None = None  # building them in slices
-        # While maintenance drops messages, the tails may still hold some the store no
-        # longer does: reads go to the store until the tails are forgotten.
-        self._maintaining = False
         self._heads_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # On a shared store, one replica at a time drops expired and superseded messages.
@@ -323,8 +320,6 @@ class EmbeddedRouter(Router):
         """The messages after ``position`` up to ``head`` from memory, or [] if the tail
         does not hold all of them.
         """
-        if self._maintaining:
-            return []
         if self._unfolded:
             self._fold()
         tail = self._tails.get(topic)
@@ -332,6 +327,28 @@ class EmbeddedRouter(Router):
             return []
         start = position + 1 - tail[0][0]
         return tail[max(0, start) : max(0, start) + limit]
+
+    def _trim_tails(self, highest: Mapping[str, int]) -> None:
+        """Maintenance is dropping messages, up to offset ``highest[topic]`` of each topic at
+        most: each of those topics' tails keeps only what comes after, so it never holds a
+        message the store dropped (a read it no longer covers goes to the store). Called in
+        the transaction that drops them, before its commit: no commit can add to the tails
+        meanwhile (this one holds the write lock, and every append is folded in first); a
+        rollback only costs some reads a trip to the store. The other topics' tails stay.
+        """
+        if self._unfolded:
+            self._fold()
+        tails = self._tails
+        for topic, seq in highest.items():
+            tail = tails.get(topic)
+            if not tail or tail[0][0] > seq:
+                continue
+            cut = seq + 1 - tail[0][0]
+            self._tail_chars -= sum(len(body) for _, body in tail[:cut])
+            if cut >= len(tail):
+                del tails[topic]
+            else:
+                del tail[:cut]
 
     def _forget_tails(self) -> None:
         self._unfolded, self._unfolded_count = [], 0
@@ -375,11 +392,7 @@ class EmbeddedRouter(Router):
         try:
             if self._store.shared:
                 return await self._take_claimed(state, limit)
-            if (
-                self._unfolded
-                and not self._maintaining
-                and self._heads[state.topic] > state.position
-            ):
+            if self._unfolded and self._heads[state.topic] > state.position:
                 await self._folded()
             head = self._heads[state.topic]  # before the read: see _take_claimed
             if head > state.position:
@@ -427,17 +440,14 @@ class EmbeddedRouter(Router):
 
     async def maintain(self) -> tuple[int, int]:
         """Drop expired messages, then superseded snapshots, then what outlived its
-        subscription; returns the first two counts.
+        subscription; returns the first two counts. The store drops them a chunk per
+        transaction, and each chunk trims the tails of the topics it touched
+        (:meth:`_trim_tails`): the others keep answering reads from memory.
         """
-        self._maintaining = True
-        try:
-            expired = await self._store.topics.expire(now_ms() - self._retention_ms)
-            compacted = await self._store.topics.compact()
-            orphans = await self._store.topics.drop_orphans() if self._drop_orphans else 0
-            if expired or compacted or orphans:
-                self._forget_tails()  # the store dropped messages: the tails may hold them still
-        finally:
-            self._maintaining = False
+        topics, trim = self._store.topics, self._trim_tails
+        expired = await topics.expire(now_ms() - self._retention_ms, dropped=trim)
+        compacted = await topics.compact(dropped=trim)
+        orphans = await topics.drop_orphans(dropped=trim) if self._drop_orphans else 0
         if expired or compacted or orphans:
             log.info(
                 "dropped %d expired and %d superseded messages, and %d rows of gone subscriptions",

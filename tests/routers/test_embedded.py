@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -287,20 +288,55 @@ async def test_held_reads_are_woken_once_the_tails_are_built_in_slices(
         await _close(router, store)
 
 
+async def test_maintenance_keeps_the_tails_it_does_not_drop_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Maintenance trims the tails of the topics it drops messages from to what comes after
+    them, and leaves the others: reads of both are answered from memory afterwards, and
+    none gets a message the store dropped.
+    """
+    router, store = await _open(tmp_path / "db")
+
+    async def no_query(topic: str, after: int, limit: int) -> list[tuple[int, str]]:
+        raise AssertionError(f"read {topic} from the store")
+
+    try:
+        await router.publish([_snapshot("a", "x", 1), OutMessage(topic="b", body="b1")])
+        await router.publish([_snapshot("a", "x", 2), OutMessage(topic="b", body="b2")])
+        async with await router.read("a", "g", "c", timeout=0, limit=1) as delivery:
+            assert list(delivery.messages) == [_snapshot("a", "x", 1).body]
+            await delivery.ack()
+        assert await router.maintain() == (0, 1)  # x's snapshot of 1 goes
+        assert {t: [seq for seq, _ in tail] for t, tail in router._tails.items()} == {
+            "a": [2],
+            "b": [1, 2],
+        }
+        monkeypatch.setattr(store.topics, "messages", no_query)
+        async with await router.read("b", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == ["b1", "b2"]
+        async with await router.read("a", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == [_snapshot("a", "x", 2).body]
+        monkeypatch.undo()
+        async with await router.read("a", "new", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == [_snapshot("a", "x", 2).body]  # from the store
+    finally:
+        await _close(router, store)
+
+
 async def test_reads_during_maintenance_do_not_see_what_it_dropped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Between maintenance dropping messages and forgetting the tails (its later steps run
-    in between), a read goes to the store: it never gets a message the store has dropped.
+    """Once maintenance dropped messages (its later steps run after), a read of their topic
+    goes to the store: it never gets a message the store has dropped.
     """
     router, store = await _open(tmp_path / "db", retention=0.001)
     seen: list[list[str]] = []
     compact = store.topics.compact
 
-    async def compact_after_a_read() -> int:
+    async def compact_after_a_read(**kwargs: Any) -> int:
         async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
             seen.append(list(delivery.messages))
-        return await compact()
+        return await compact(**kwargs)
 
     try:
         await router.publish([OutMessage(topic="t", body="old")])

@@ -11,7 +11,7 @@ from sqlalchemy import Table, func, select
 
 from policy_pubsub.config import Settings
 from policy_pubsub.routers import OutMessage, SharedPart
-from policy_pubsub.store import Store
+from policy_pubsub.store import Store, topics
 from policy_pubsub.store.tables import messages, outbox, snapshot_bodies
 
 POLICIES = '{"p1":{"type":"t","properties":{"x":"' + "y" * 200 + '"}}}}'
@@ -86,4 +86,44 @@ async def test_the_outbox_keeps_whole_bodies(store: Store) -> None:
     async with store.read() as conn:
         bodies = (await conn.execute(select(outbox.c.body).order_by(outbox.c.id))).scalars()
         assert list(bodies) == [m.body for m in batch]
+    assert await _count(store, snapshot_bodies) == 0
+
+
+async def test_compaction_drops_many_snapshots_a_chunk_per_transaction(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compaction deletes at most ``CHUNK_ROWS`` messages per transaction, settling the WAL
+    before each, and tells, for each chunk, the highest offset it dropped of each topic; it
+    keeps each subscriber's newest snapshot, and a shared body while any message uses it.
+    """
+    monkeypatch.setattr(topics, "CHUNK_ROWS", 4)
+    shared = SharedPart(0, POLICIES)
+    async with store.write() as tx:
+        for revision in (1, 2, 3, 4):  # a and b: 4 snapshots each, on t-a and t-b
+            part = shared if revision < 4 else None
+            subscribers = ("a", "b", "c") if revision == 3 else ("a", "b")
+            await tx.append([_snapshot(s, revision, part) for s in subscribers], 100)
+    assert await _count(store, snapshot_bodies) == 3
+    chunks: list[dict[str, int]] = []
+    settled = 0
+    settle = store.settle_wal
+
+    async def settle_wal() -> None:
+        nonlocal settled
+        settled += 1
+        await settle()
+
+    monkeypatch.setattr(store, "settle_wal", settle_wal)
+    assert await store.topics.compact(dropped=lambda highest: chunks.append(dict(highest))) == 6
+    assert len(chunks) == 2 and settled == 2
+    dropped: dict[str, int] = {}
+    for chunk in chunks:
+        for topic, seq in chunk.items():
+            dropped[topic] = max(seq, dropped.get(topic, 0))
+    assert dropped == {"t-a": 3, "t-b": 3}
+    for subscriber in ("a", "b"):
+        newest = _snapshot(subscriber, 4, None).body
+        assert await store.topics.messages(f"t-{subscriber}", 0, 10) == [(4, newest)]
+    assert await _count(store, snapshot_bodies) == 1  # c's snapshot of 3 still uses it
+    assert await store.topics.expire(101) == 3
     assert await _count(store, snapshot_bodies) == 0

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from policy_pubsub.file_upkeep import upkeep_once
 from policy_pubsub.routers import OutMessage
-from policy_pubsub.store import Store, now_ms
+from policy_pubsub.store import Store, now_ms, topics
 from policy_pubsub.store.dialects import WAL_CHECKPOINT_BYTES
 from tests.conftest import wait_for
 
@@ -49,3 +52,40 @@ async def test_the_writer_never_checkpoints_on_commit(tmp_path: Path) -> None:
             assert found.scalar_one() == 0
     finally:
         await store.close()
+
+
+async def _compacted_wal(path: Path, chunk_rows: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Compact 3,600 superseded snapshots, from an empty WAL, ``chunk_rows`` per
+    transaction: the WAL file's size afterwards (a WAL started over keeps its file size).
+    """
+    monkeypatch.setattr(topics, "CHUNK_ROWS", chunk_rows)
+    store = Store(f"sqlite+aiosqlite:///{path}")
+    await store.open()
+    try:
+        for revision in range(10):
+            batch = [
+                OutMessage(
+                    f"t-{i}", f"{i}:{revision}:" + "x" * 200, key=f"s-{i}", revision=revision
+                )
+                for i in range(400)
+            ]
+            async with store.write() as tx:
+                await tx.append(batch, now_ms())
+        assert not (await upkeep_once(store)).wal_busy
+        assert os.stat(f"{path}-wal").st_size == 0
+        assert await store.topics.compact() == 3600
+        assert await store.topics.messages("t-7", 0, 10) == [(10, "7:9:" + "x" * 200)]
+        return os.stat(f"{path}-wal").st_size
+    finally:
+        await store.close()
+
+
+async def test_compaction_keeps_the_wal_to_a_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compaction deletes a chunk of rows per transaction and checkpoints the WAL between
+    two, so the WAL holds about one chunk's pages, not every page of the whole delete.
+    """
+    whole = await _compacted_wal(tmp_path / "whole.db", 1_000_000, monkeypatch)
+    chunked = await _compacted_wal(tmp_path / "chunked.db", 400, monkeypatch)
+    assert chunked < whole / 3, (chunked, whole)
