@@ -130,7 +130,7 @@ def private_rabbitmq(log: Path | None = None) -> Iterator[str]:
             _stop(wrapper.pid)
         with contextlib.suppress(subprocess.TimeoutExpired):
             wrapper.wait(timeout=10)
-        if out is not subprocess.DEVNULL:
+        if not isinstance(out, int):
             out.close()
         shutil.rmtree(home, ignore_errors=True)
 

@@ -75,7 +75,7 @@ async def _run(url: str, n: int, rounds: int, profile: Path | None) -> list[dict
             started = time.perf_counter()
             await router.publish(_batch(n, 0))
             print(f"  declared {n} queues in {time.perf_counter() - started:.1f} s", flush=True)
-            router_rounds = []
+            router_rounds: list[tuple[float, float]] = []
             for r in range(1, rounds + 1):
                 batch = _batch(n, r)
                 with _measured(router_rounds, n):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -47,6 +48,10 @@ BEHIND_LIMIT = 1.0  # seconds B may stay behind before "behind" counts it as nev
 
 def _ms(samples: list[float], q: float = 0.5) -> float:
     return pct(samples, q) * 1000 if samples else float("nan")
+
+
+def _reached(state: Any, revision: int) -> bool:
+    return bool(state.revision >= revision)
 
 
 async def _until(condition: Callable[[], bool], limit: float) -> bool:
@@ -134,7 +139,7 @@ async def measure(url: str, pushes: int) -> dict[str, Any]:
             await asyncio.sleep(0.05)
             revision, _ = await push()
             started = time.perf_counter()
-            if not await _until(lambda r=revision: state.revision >= r, BEHIND_LIMIT):
+            if not await _until(functools.partial(_reached, state, revision), BEHIND_LIMIT):
                 never += 1
             else:
                 behind.append(time.perf_counter() - started)
@@ -189,7 +194,8 @@ def run(version: str, tree: Path, args: argparse.Namespace) -> dict[str, Any]:
         )
         if done.returncode != 0:
             raise RuntimeError(f"{version} failed:\n{done.stderr}")
-        return {"version": version, "subs": args.subs} | json.loads(done.stdout.splitlines()[-1])
+        found: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+        return {"version": version, "subs": args.subs} | found
     finally:
         pg_drop(name)
 

@@ -150,13 +150,13 @@ class Core:
                 first = await self.state.take_revision(tx)
                 lap("revision")
                 matching = self.matching_seconds()
-                plan = self.commits.plan([change], first, now_ms())
+                plan = await self.commits.plan([change], first, now_ms())
                 seconds["matching"] = self.matching_seconds() - matching
                 lap("plan")
                 written = await self.commits.write(TimedTx(tx, seconds), plan)
                 lap("write")
             lap("commit")
-            self.commits.apply(plan, written)
+            await self.commits.apply(plan, written)
             lap("apply")
         seconds["total"] = laps[-1] - laps[0]
         return seconds

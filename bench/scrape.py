@@ -126,7 +126,7 @@ async def _scrape(port: int, scrapes: int) -> tuple[list[float], int, int]:
 def run(db: str, topics: int, per_topic: int, scrapes: int, tmp: Path) -> list[dict[str, Any]]:
     name = "pp_bench_scrape"
     url = f"sqlite+aiosqlite:///{tmp / 'scrape.db'}" if db == "sqlite" else pg_database(name)
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         asyncio.run(_seed(url, topics, per_topic))
         for mode, extra in (("per topic", ["--per-topic-lag"]), ("bulk", [])):
