@@ -438,7 +438,10 @@ class WriteTx:
 
     async def subscribe(self, rows: Sequence[SubscriptionRow]) -> None:
         """Insert or update subscriptions (at most one row per subscriber), each with its
-        mark as its row says: a subscribe publishes the subscriber's starting snapshot.
+        mark and its creation time as its row says: a subscribe publishes the subscriber's
+        starting snapshot, and a subscription unsubscribed and subscribed again in one batch
+        is a new one (its row is updated, never deleted, as the batch's last word is the
+        subscribe).
         """
         if not rows:
             return
@@ -464,7 +467,7 @@ class WriteTx:
                 self.dialect,
                 subscriptions,
                 keys=("subscriber_id",),
-                update=("topic", "body", "revision", "updated_at"),
+                update=("topic", "body", "revision", "created_at", "updated_at"),
             ),
             [{name: getattr(row, name) for name in SUBSCRIPTION_COLUMNS} for row in rows],
         )
@@ -661,7 +664,8 @@ _SUBSCRIBE_PG = text(
     " CAST(:bodies AS text[]), CAST(:revisions AS bigint[]), CAST(:created AS bigint[]),"
     " CAST(:updated AS bigint[]))"
     " ON CONFLICT (subscriber_id) DO UPDATE SET topic = excluded.topic, body = excluded.body,"
-    " revision = excluded.revision, updated_at = excluded.updated_at"
+    " revision = excluded.revision, created_at = excluded.created_at,"
+    " updated_at = excluded.updated_at"
     "), marked AS ("
     " INSERT INTO subscription_marks AS m (subscriber_id, last_revision, last_published_at)"
     " SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:last AS bigint[]),"

@@ -13,8 +13,8 @@ import pytest
 from policy_pubsub.exceptions import NotFound, SubscriptionTaken
 from policy_pubsub.metrics import Metrics
 from policy_pubsub.models import PolicyFilter
-from policy_pubsub.service import PolicyService
-from policy_pubsub.store import Store
+from policy_pubsub.service import PolicyService, State
+from policy_pubsub.store import Store, now_ms
 from tests.api.helpers import TCA_TYPE
 from tests.conftest import wait_for
 from tests.service.conftest import RecordingOutlet, request, tosca
@@ -228,3 +228,25 @@ async def test_queued_subscribes_and_unsubscribes_share_one_commit(
     for subscription in listed:
         row = loaded[subscription.subscriber_id]
         assert (row.revision, row.last_revision) == (subscription.revision,) * 2
+
+
+async def test_a_subscription_left_and_made_again_in_one_commit_is_stored_as_new(
+    service: PolicyService, store: Store
+) -> None:
+    """Unsubscribing and subscribing the same id again, committed together, makes a new
+    subscription in memory and in the store alike: the same creation time, the same mark.
+    """
+    first = await service.subscribe("s1", request("t1", {"policy-type": TCA_TYPE}))
+    created = first.subscription.created_at
+    await wait_for(lambda: now_ms() > created)  # a new subscription gets a later time
+    async with service._state.writing:  # both requests queue behind it: one commit
+        leaving = asyncio.create_task(service.unsubscribe("s1"))
+        coming = asyncio.create_task(service.subscribe("s1", request("t2", {"policy-id": "p"})))
+        await wait_for(lambda: service._subscriptions.queued == 2)
+    await leaving
+    again = await coming
+    assert again.created
+    assert again.subscription.created_at > created
+    fresh = State(store)
+    fresh._replace(await store.state.load())
+    assert await service.subscriptions() == [fresh.subscriptions["s1"]]
