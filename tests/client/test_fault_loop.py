@@ -34,6 +34,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.client.component_process import ComponentProcess
 from tests.conftest import postgres_database, wait_for
@@ -154,7 +155,7 @@ async def test_components_never_go_back_nor_lose_a_change_across_kills(
                     await asyncio.sleep(rng.uniform(0.2, 0.5))
                     await nats.start()
                 elif target == "stall":
-                    await _stall(http, replicas, writers, rng.choice(components))
+                    await _stall(http, url, replicas, writers, rng.choice(components))
                 else:
                     component = rng.choice(components)
                     await component.kill()
@@ -189,8 +190,38 @@ async def test_components_never_go_back_nor_lose_a_change_across_kills(
         assert all(len(w.acknowledged) > CYCLES for w in writers), "too few pushes to judge"
 
 
+async def _freeze_outside_a_transaction(replica: ServerProcess, database_url: str) -> None:
+    """SIGSTOP the replica at a moment it holds no transaction open. Frozen inside one (a
+    component's subscribe it was answering, say), it would hold row locks the other replica's
+    writes wait for, as long as it stays frozen: a stall of the whole store, not of one
+    replica. A transaction left open shows as a session idle in it; the other replica's
+    transactions never stay idle for long.
+    """
+    import asyncpg  # type: ignore[import-untyped]
+
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        for _ in range(50):
+            replica.send(signal.SIGSTOP)
+            await asyncio.sleep(0.3)
+            held = await conn.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND state LIKE 'idle in transaction%'"
+                " AND state_change < now() - interval '200 milliseconds'"
+            )
+            if held == 0:
+                return
+            replica.send(signal.SIGCONT)
+            await asyncio.sleep(0.05)
+        pytest.fail("the replica held a transaction open at every attempt to freeze it")
+    finally:
+        await conn.close()
+
+
 async def _stall(
     http: httpx.AsyncClient,
+    database_url: str,
     replicas: list[ServerProcess],
     writers: list[Writer],
     component: ComponentProcess,
@@ -205,7 +236,7 @@ async def _stall(
         writer.paused.add(leader.url)
     # No push is left half done inside the frozen replica (it would hold the store's lock).
     await wait_for(lambda: all(w.sending_to != leader.url for w in writers), timeout=10)
-    leader.send(signal.SIGSTOP)
+    await _freeze_outside_a_transaction(leader, database_url)
     try:
         await component.kill()
         before = sum(len(w.acknowledged) for w in writers)
