@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from policy_pubsub import constants
@@ -119,6 +119,11 @@ class EmbeddedRouter(Router):
         self._positions = Positions(store, flush_seconds=position_flush_seconds)
         self._heads: dict[str, int] = {}
         self._held = HeldReads()
+        # topic -> the reads under way on it (from the start of ``read`` to its return)
+        self._reading: dict[str, int] = {}
+        # Topics the store dropped whose heads, tails and groups are still kept here, until
+        # no read is under way on them and no delivery of theirs is open (forget_topics).
+        self._forgettable: set[str] = set()
         # topic -> contiguous (seq, body), least recently appended first
         self._tails: OrderedDict[str, list[tuple[int, str]]] = OrderedDict()
         self._tail_chars = 0
@@ -233,6 +238,8 @@ class EmbeddedRouter(Router):
                 continue
             self._heads[topic] = last
             moved.append(topic)
+        if self._forgettable and moved:  # written to again: in use, not to be forgotten
+            self._forgettable.difference_update(moved)
         if self._unfolded and moved and self._held.count:
             # The held reads are woken once the tails hold what they will read (built in
             # slices): woken before, they would all wait for the tails and then answer in
@@ -367,25 +374,37 @@ class EmbeddedRouter(Router):
         limit: int,
         gone: asyncio.Future[None] | None = None,
     ) -> Delivery:
-        if topic not in self._heads:
-            row = await self._store.topics.get(topic)
-            if row is None:
-                raise NotFound("topic", topic)
-            self._heads[topic] = max(row.last_offset, self._heads.get(topic, 0))
-        state = await self._positions.get(topic, group)
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            if self._heads[topic] > state.position:
-                delivery = await self._take(state, limit)
-                if delivery is not None:
-                    return delivery
-            if self._held.over(deadline, gone):
-                return EmptyDelivery()
-            if self._heads[topic] > state.position:
-                continue  # a commit landed while _take was awaiting: look again, not wait
-            waiter = self._held.waiter(topic)
-            if not await self._held.hold(topic, waiter, deadline=deadline, gone=gone):
-                return EmptyDelivery()
+        # Counted until the read returns: its topic is not forgotten meanwhile
+        # (forget_topics). Here, not in a nested coroutine that every held read would keep.
+        self._reading[topic] = self._reading.get(topic, 0) + 1
+        try:
+            if topic not in self._heads:
+                row = await self._store.topics.get(topic)
+                if row is None:
+                    raise NotFound("topic", topic)
+                self._heads[topic] = max(row.last_offset, self._heads.get(topic, 0))
+            state = await self._positions.get(topic, group)
+            deadline = asyncio.get_running_loop().time() + timeout
+            while True:
+                if self._heads[topic] > state.position:
+                    delivery = await self._take(state, limit)
+                    if delivery is not None:
+                        return delivery
+                if self._held.over(deadline, gone):
+                    return EmptyDelivery()
+                if self._heads[topic] > state.position:
+                    continue  # a commit landed while _take was awaiting: look again, not wait
+                waiter = self._held.waiter(topic)
+                if not await self._held.hold(topic, waiter, deadline=deadline, gone=gone):
+                    return EmptyDelivery()
+        finally:
+            under_way = self._reading[topic] - 1
+            if under_way:
+                self._reading[topic] = under_way
+            else:
+                del self._reading[topic]
+                if topic in self._forgettable:
+                    self._forget_topic(topic)
 
     async def _take(self, state: GroupState, limit: int) -> Delivery | None:
         await state.lock.acquire()
@@ -447,7 +466,13 @@ class EmbeddedRouter(Router):
         topics, trim = self._store.topics, self._trim_tails
         expired = await topics.expire(now_ms() - self._retention_ms, dropped=trim)
         compacted = await topics.compact(dropped=trim)
-        orphans = await topics.drop_orphans(dropped=trim) if self._drop_orphans else 0
+        orphans = (
+            await topics.drop_orphans(dropped=trim, groups_dropped=self.forget_topics)
+            if self._drop_orphans
+            else 0
+        )
+        if self._forgettable:  # those still read or delivered to when dropped
+            self.forget_topics(())
         if expired or compacted or orphans:
             log.info(
                 "dropped %d expired and %d superseded messages, and %d rows of gone subscriptions",
@@ -464,6 +489,26 @@ class EmbeddedRouter(Router):
         tail = self._tails.pop(topic, None)
         if tail:
             self._tail_chars -= sum(len(body) for _, body in tail)
+
+    def forget_topics(self, topics: Iterable[str]) -> None:
+        """The store dropped every message and consumer group of these topics (committed):
+        forget each one's head, tail and group positions here too, so that topics a churn
+        of subscribers leaves behind cost no memory. A topic with a read under way, or a
+        delivery open, is forgotten once the last of those ends (or at the next call or
+        maintenance), unless it is written to meanwhile. A later read of the topic reads
+        its head from the topic row, which keeps its last offset (offsets never go back),
+        and its groups start as new ones, as the store has them now.
+        """
+        for topic in (*topics, *self._forgettable):
+            self._forget_topic(topic)
+
+    def _forget_topic(self, topic: str) -> None:
+        if topic in self._reading or not self._positions.forget_topic(topic):
+            self._forgettable.add(topic)
+            return
+        self._forgettable.discard(topic)
+        self._heads.pop(topic, None)
+        self.forget_tail(topic)
 
     # -- topics -----------------------------------------------------------------------------
 

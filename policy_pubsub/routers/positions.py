@@ -9,7 +9,8 @@ or at once when the interval is 0; a crash in between hands the group its last m
 which the revision check makes harmless), and may merge positions other replicas announce.
 Positions only grow, so every merge takes the larger one. When announcements may have been
 missed, the cache is marked stale and each group is loaded from the store again at its next
-read.
+read. When the store drops a topic's groups, the process forgets them too
+(:meth:`Positions.forget_topic`): a topic's groups are not kept for ever after it is gone.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Positions:
         self._store = store
         self._flush_interval = flush_seconds
         self._groups: dict[tuple[str, str], GroupState] = {}
+        self._names: dict[str, set[str]] = {}  # topic -> the names of its groups in _groups
         #: Every group the store holds is in ``_groups``: one that is not is new (position 0).
         self._all_loaded = False
         self._dirty: set[tuple[str, str]] = set()
@@ -134,14 +136,36 @@ class Positions:
         state = self._groups.get(key)
         if state is None:
             state = self._groups[key] = GroupState(topic, name)
+            names = self._names.get(topic)
+            if names is None:
+                self._names[topic] = {name}
+            else:
+                names.add(name)
         return state
+
+    def forget_topic(self, topic: str) -> bool:
+        """The store dropped every consumer group of ``topic``: forget them here too, with
+        any position not saved yet (it belongs to a group that is gone). Returns False, and
+        forgets nothing, while one of them has a delivery open (its lock is held).
+        """
+        names = self._names.get(topic)
+        if names is None:
+            return True
+        keys = [(topic, name) for name in names]
+        if any(self._groups[key].lock.locked() for key in keys):
+            return False
+        for key in keys:
+            del self._groups[key]
+            self._dirty.discard(key)
+        del self._names[topic]
+        return True
 
     def states(self) -> Iterator[GroupState]:
         """Every group this replica knows."""
         return iter(self._groups.values())
 
     def of_topic(self, topic: str) -> Iterator[GroupState]:
-        return (state for (t, _), state in self._groups.items() if t == topic)
+        return (self._groups[(topic, name)] for name in self._names.get(topic, ()))
 
     async def flush(self) -> None:
         if not self._dirty:
@@ -154,7 +178,8 @@ class Positions:
         try:
             await self._store.positions.save(rows)
         except StoreUnavailable:
-            self._dirty |= keys
+            # (less any group forgotten while this saved)
+            self._dirty |= {key for key in keys if key in self._groups}
             raise
 
     async def _flush_loop(self) -> None:

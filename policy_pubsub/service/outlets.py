@@ -43,11 +43,19 @@ class Outlet(ABC):
     def after_commit(self, written: Written) -> None:
         """Hand on what :meth:`write` wrote, once its transaction committed; never blocks."""
 
-    async def left(self, tx: WriteTx, subscriber_id: str, topic: str) -> None:
+    async def left(self, tx: WriteTx, subscriber_id: str, topic: str) -> bool:
         """A subscription left ``topic`` in ``tx`` (its row is gone or moved): drop what the
-        outlet keeps for it there. Nothing by default: a router outside the store keeps its
-        messages and consumer groups itself, on topics others may share (a DMaaP MR's
-        groups are not this server's to remove), and its retention ages them out.
+        outlet keeps for it there. Returns True when that left the topic with nothing (no
+        subscription uses it: its messages and consumer groups went too); hand such topics
+        to :meth:`emptied` once ``tx`` committed. Nothing by default: a router outside the
+        store keeps its messages and consumer groups itself, on topics others may share (a
+        DMaaP MR's groups are not this server's to remove), and its retention ages them out.
+        """
+        return False
+
+    def emptied(self, topics: Sequence[str]) -> None:
+        """The topics :meth:`left` emptied, once its transaction committed: let go of what
+        is kept in memory for them. Never blocks; nothing by default.
         """
         return None
 
@@ -64,11 +72,16 @@ class InStoreOutlet(Outlet):
     def after_commit(self, written: Written) -> None:
         self._router.wake_readers(written.heads, written.messages)
 
-    async def left(self, tx: WriteTx, subscriber_id: str, topic: str) -> None:
+    async def left(self, tx: WriteTx, subscriber_id: str, topic: str) -> bool:
         # Dropped from memory first: no commit can refill it while this transaction holds the
         # write lock, and a rollback only costs the reads a trip to the store.
         self._router.forget_tail(topic)
-        await tx.drop_subscriber_messages(subscriber_id, topic)
+        return await tx.drop_subscriber_messages(subscriber_id, topic)
+
+    def emptied(self, topics: Sequence[str]) -> None:
+        # Only once committed: a rollback keeps the groups, whose positions may not be
+        # saved yet.
+        self._router.forget_topics(topics)
 
 
 class OutboxOutlet(Outlet):

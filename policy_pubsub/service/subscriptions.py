@@ -201,12 +201,18 @@ class Subscriptions:
                 },
                 at,
             )
-            for subscriber_id, topic in _left(state, planned):
-                await self._outlet.left(tx, subscriber_id, topic)
+            emptied = [
+                topic
+                for subscriber_id, topic in _left(state, planned)
+                if await self._outlet.left(tx, subscriber_id, topic)
+            ]
             written = (
                 await self._outlet.write(tx, planned.messages, at) if planned.messages else None
             )
             committing = time.perf_counter()
+        if emptied:
+            # Right after the commit, before another commit can use these topics again.
+            self._outlet.emptied(emptied)
         self._metrics.commit_seconds.observe(time.perf_counter() - committing)
         for subscriber_id, topic in _left(state, planned):
             self._forget(subscriber_id, topic, deleted=planned.after[subscriber_id] is None)

@@ -525,12 +525,13 @@ class WriteTx:
             ],
         )
 
-    async def drop_subscriber_messages(self, subscriber_id: str, topic: str) -> None:
+    async def drop_subscriber_messages(self, subscriber_id: str, topic: str) -> bool:
         """After a subscription left ``topic`` (unsubscribed, expired, or moved to another
         topic): drop its snapshots there, and when no subscription uses the topic any more,
-        every message and consumer group of the topic. The topic row stays: it holds the
-        topic's last offset, so offsets are never reused while a reader may still hold one.
-        Call it after the subscription's row was deleted or moved, in the same transaction.
+        every message and consumer group of the topic; returns True in that case. The topic
+        row stays: it holds the topic's last offset, so offsets are never reused while a
+        reader may still hold one. Call it after the subscription's row was deleted or
+        moved, in the same transaction.
         """
         dropped = await self.conn.execute(
             delete(messages)
@@ -538,17 +539,21 @@ class WriteTx:
             .returning(messages.c.revision, messages.c.part)
         )
         parts = [(r, p) for r, p in dropped if p is not None]
-        unused = ~exists().where(subscriptions.c.topic == topic)
-        dropped = await self.conn.execute(
-            delete(messages)
-            .where(messages.c.topic == topic, unused)
-            .returning(messages.c.revision, messages.c.part)
-        )
-        parts.extend((r, p) for r, p in dropped if p is not None)
+        used = (
+            await self.conn.execute(select(exists().where(subscriptions.c.topic == topic)))
+        ).scalar_one()
+        if not used:
+            dropped = await self.conn.execute(
+                delete(messages)
+                .where(messages.c.topic == topic)
+                .returning(messages.c.revision, messages.c.part)
+            )
+            parts.extend((r, p) for r, p in dropped if p is not None)
         await drop_unused_bodies(self.conn, parts)
-        await self.conn.execute(
-            delete(consumer_groups).where(consumer_groups.c.topic == topic, unused)
-        )
+        if used:
+            return False
+        await self.conn.execute(delete(consumer_groups).where(consumer_groups.c.topic == topic))
+        return True
 
     async def create_topics(self, names: Iterable[str], at: int) -> None:
         """Create those of the topics that do not exist yet (a replica creating the same topic

@@ -186,13 +186,19 @@ class TopicRepository:
             await drop_unused_bodies(tx.conn)
         return count
 
-    async def drop_orphans(self, *, dropped: Dropped | None = None) -> int:
+    async def drop_orphans(
+        self,
+        *,
+        dropped: Dropped | None = None,
+        groups_dropped: Callable[[Sequence[str]], None] | None = None,
+    ) -> int:
         """Drop what outlived its owner; returns how many rows. Snapshots whose subscriber no
         longer subscribes on their topic (left while the server was down, or before
         unsubscribing dropped them; in chunks, see :meth:`_drop`), and consumer groups of
         topics that retain no message and that no subscription uses: such a group's
         position says nothing a new group would not (offsets never go back, and a new group
-        starts at the oldest message).
+        starts at the oldest message). ``groups_dropped``, if given, hears the topics whose
+        groups went, once that committed.
         """
         snapshots = await self._drop(
             lambda m: and_(
@@ -205,13 +211,19 @@ class TopicRepository:
             dropped,
         )
         async with self._store.write() as tx:
-            groups = await tx.conn.execute(
-                delete(consumer_groups).where(
-                    ~exists().where(messages.c.topic == consumer_groups.c.topic),
-                    ~exists().where(subscriptions.c.topic == consumer_groups.c.topic),
+            groups = (
+                await tx.conn.execute(
+                    delete(consumer_groups)
+                    .where(
+                        ~exists().where(messages.c.topic == consumer_groups.c.topic),
+                        ~exists().where(subscriptions.c.topic == consumer_groups.c.topic),
+                    )
+                    .returning(consumer_groups.c.topic)
                 )
-            )
-        return snapshots + int(groups.rowcount or 0)
+            ).all()
+        if groups and groups_dropped is not None:
+            groups_dropped(sorted({topic for (topic,) in groups}))
+        return snapshots + len(groups)
 
     async def _drop(
         self, which: Callable[[FromClause], ColumnElement[bool]], dropped: Dropped | None

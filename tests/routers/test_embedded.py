@@ -489,3 +489,40 @@ async def test_a_commit_after_a_read_that_waited_for_the_groups_last_delivery_is
                 await delivery.ack()
         finally:
             await _close(router, store)
+
+
+async def test_groups_maintenance_drops_are_forgotten_in_memory(tmp_path: Path) -> None:
+    """Maintenance that drops the consumer groups of a topic with no message and no
+    subscription left has the router forget that topic's head and groups too; a later read
+    of it starts from its head in the store, past every offset handed out before.
+    """
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db'}")
+    await store.open()
+    router = EmbeddedRouter(
+        store,
+        retention_seconds=0.2,
+        maintenance_interval_seconds=3600,
+        position_flush_seconds=0.01,
+        snapshots_of_subscriptions=True,
+    )
+    await router.start()
+    try:
+        await router.publish([OutMessage(topic="t", body='{"n":1}')])
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            await delivery.ack()
+
+        async def saved() -> bool:
+            return await store.positions.group("t", "g") is not None
+
+        await wait_for(saved, timeout=5)
+        published = now_ms()
+        await wait_for(lambda: now_ms() - published > 300, timeout=5)
+        await router.maintain()
+        assert await store.positions.group("t", "g") is None
+        assert list(router._positions.states()) == []
+        assert "t" not in router._heads and "t" not in router._tails
+        await router.publish([OutMessage(topic="t", body='{"n":2}')])
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == ['{"n":2}']
+    finally:
+        await _close(router, store)

@@ -102,3 +102,40 @@ async def test_marked_stale_every_group_is_looked_up_again(tmp_path: Path) -> No
         assert (await positions.get("t", "h")).position == 2
     finally:
         await store.close()
+
+
+async def test_a_topic_forgotten_loses_its_groups_unless_a_delivery_is_open(
+    tmp_path: Path,
+) -> None:
+    """Forgetting a topic (its groups dropped in the store) keeps every group while one of
+    them has a delivery open; then drops all of them, with their unsaved positions, and
+    leaves the other topics' groups and their unsaved positions alone.
+    """
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db'}")
+    await store.open()
+    try:
+        positions = Positions(store, flush_seconds=3600)  # saved only when flushed here
+        await positions.load()
+        gone, busy = await positions.get("t", "g"), await positions.get("t", "h")
+        kept = await positions.get("u", "g")
+        await positions.advance(gone, 5)
+        await positions.advance(kept, 7)
+        await busy.lock.acquire()  # as a read that found messages holds it
+        assert not positions.forget_topic("t")
+        assert {(s.topic, s.name) for s in positions.states()} == {
+            ("t", "g"),
+            ("t", "h"),
+            ("u", "g"),
+        }
+        busy.lock.release()
+        assert positions.forget_topic("t")
+        assert [(s.topic, s.name) for s in positions.states()] == [("u", "g")]
+        assert list(positions.of_topic("t")) == []
+        await positions.flush()
+        assert await store.positions.group("t", "g") is None
+        saved = await store.positions.group("u", "g")
+        assert saved is not None and saved.position == 7
+        again = await positions.get("t", "g")
+        assert (again.position, again.stale) == (0, False)  # a new group, as the store has it
+    finally:
+        await store.close()

@@ -16,6 +16,7 @@ from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service import InStoreOutlet, OutboxOutlet, outlet_for
 from policy_pubsub.store import Store
 from policy_pubsub.store.tables import snapshot_bodies
+from tests.conftest import wait_for
 from tests.service.conftest import embedded_router, open_service, request, tosca
 
 
@@ -103,3 +104,88 @@ async def test_the_embedded_router_gets_the_in_store_outlet(
     """The embedded router keeps its topics in the store: no relay, the in-store outlet."""
     outlet, relay = outlet_for(store, router)
     assert isinstance(outlet, InStoreOutlet) and relay is None
+
+
+def _groups(router: EmbeddedRouter) -> set[tuple[str, str]]:
+    return {(state.topic, state.name) for state in router._positions.states()}
+
+
+async def test_topics_subscribers_leave_leave_nothing_in_the_routers_memory(
+    store: Store, router: EmbeddedRouter
+) -> None:
+    """Subscribers that each subscribe on a new topic, read it and unsubscribe leave none of
+    those topics' heads, tails or group positions in the router's memory: it holds what the
+    topics in use need, however many came and went; a topic subscribed to again after that
+    hands out its new snapshot at an offset past every one it handed out before.
+    """
+    service = await open_service(store, InStoreOutlet(router))
+    await service.subscribe("keeper", request("kept", {"policy-id": "p"}))
+    for n in range(200):
+        topic = f"churn-{n}"
+        await service.subscribe(f"s{n}", request(topic, {"policy-id": "p"}))
+        async with await router.read(topic, "g", "c", timeout=5, limit=10) as delivery:
+            assert [orjson.loads(m)["event"] for m in delivery.messages] == ["subscribe"]
+            await delivery.ack()
+        await service.unsubscribe(f"s{n}")
+    async with await router.read("kept", "g", "c", timeout=5, limit=10) as delivery:
+        await delivery.ack()
+    assert _groups(router) == {("kept", "g")}
+    assert set(router._tails) <= {"kept"}
+    assert not router._forgettable and not router._reading
+    assert not router._held._waiters
+    if not store.shared:  # (there other replicas' announcements name topics too)
+        assert set(router._heads) == {"kept"}
+
+    before = await store.topics.get("churn-0")
+    assert before is not None and before.last_offset >= 1
+    again = await service.subscribe("back", request("churn-0", {"policy-id": "p"}))
+    async with await router.read("churn-0", "g", "c", timeout=5, limit=10) as delivery:
+        [body] = delivery.messages
+        assert orjson.loads(body)["revision"] == again.subscription.revision
+        await delivery.ack()
+    after = await store.topics.get("churn-0")
+    assert after is not None and after.last_offset == before.last_offset + 1
+
+
+async def test_a_topic_left_while_a_read_is_held_on_it_is_forgotten_when_the_read_ends(
+    store: Store, router: EmbeddedRouter
+) -> None:
+    """A topic its last subscriber leaves while a read is held on it stays in memory until
+    that read ends, which it does as before (empty, at its deadline); then it is forgotten.
+    """
+    service = await open_service(store, InStoreOutlet(router))
+    await service.subscribe("s", request("t", {"policy-id": "p"}))
+    async with await router.read("t", "g", "c", timeout=5, limit=10) as delivery:
+        await delivery.ack()
+    held = asyncio.create_task(router.read("t", "g", "c", timeout=1, limit=10))
+    await wait_for(lambda: router.held_reads == 1)
+    await service.unsubscribe("s")
+    assert "t" in router._forgettable and ("t", "g") in _groups(router)
+    async with await asyncio.wait_for(held, timeout=5) as delivery:
+        assert list(delivery.messages) == []
+    assert not router._forgettable and ("t", "g") not in _groups(router)
+    if not store.shared:  # (there other replicas' announcements name topics too)
+        assert "t" not in router._heads
+
+
+async def test_a_topic_left_while_read_and_subscribed_to_again_is_kept(
+    store: Store, router: EmbeddedRouter
+) -> None:
+    """A topic its last subscriber leaves while a read is held on it, and that a new
+    subscriber takes before the read ends, is in use again and kept: the held read gets the
+    new subscriber's snapshot, and the group's position stays in memory.
+    """
+    service = await open_service(store, InStoreOutlet(router))
+    await service.subscribe("s", request("t", {"policy-id": "p"}))
+    async with await router.read("t", "g", "c", timeout=5, limit=10) as delivery:
+        await delivery.ack()
+    held = asyncio.create_task(router.read("t", "g", "c", timeout=30, limit=10))
+    await wait_for(lambda: router.held_reads == 1)
+    await service.unsubscribe("s")
+    taken = await service.subscribe("s2", request("t", {"policy-id": "p"}))
+    async with await asyncio.wait_for(held, timeout=5) as delivery:
+        [body] = delivery.messages
+        assert orjson.loads(body)["revision"] == taken.subscription.revision
+        await delivery.ack()
+    assert not router._forgettable and "t" in router._heads
+    assert ("t", "g") in _groups(router)
