@@ -11,9 +11,10 @@ import orjson
 import pytest
 from sqlalchemy import select
 
+from policy_pubsub.routers import Delivery
 from policy_pubsub.routers.dmaap import DmaapRouter
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.service import InStoreOutlet, OutboxOutlet, outlet_for
+from policy_pubsub.service import InStoreOutlet, OutboxOutlet, PolicyService, outlet_for
 from policy_pubsub.store import Store
 from policy_pubsub.store.tables import snapshot_bodies
 from tests.conftest import wait_for
@@ -147,19 +148,29 @@ async def test_topics_subscribers_leave_leave_nothing_in_the_routers_memory(
     assert after is not None and after.last_offset == before.last_offset + 1
 
 
+async def _left_while_held(
+    store: Store, router: EmbeddedRouter, *, timeout: float
+) -> tuple[PolicyService, asyncio.Task[Delivery]]:
+    """Subscriber s of topic t, whose snapshot group g read, unsubscribes while a read of
+    g (of ``timeout`` seconds) is held on t; the service and that read.
+    """
+    service = await open_service(store, InStoreOutlet(router))
+    await service.subscribe("s", request("t", {"policy-id": "p"}))
+    async with await router.read("t", "g", "c", timeout=5, limit=10) as delivery:
+        await delivery.ack()
+    held = asyncio.create_task(router.read("t", "g", "c", timeout=timeout, limit=10))
+    await wait_for(lambda: router.held_reads == 1)
+    await service.unsubscribe("s")
+    return service, held
+
+
 async def test_a_topic_left_while_a_read_is_held_on_it_is_forgotten_when_the_read_ends(
     store: Store, router: EmbeddedRouter
 ) -> None:
     """A topic its last subscriber leaves while a read is held on it stays in memory until
     that read ends, which it does as before (empty, at its deadline); then it is forgotten.
     """
-    service = await open_service(store, InStoreOutlet(router))
-    await service.subscribe("s", request("t", {"policy-id": "p"}))
-    async with await router.read("t", "g", "c", timeout=5, limit=10) as delivery:
-        await delivery.ack()
-    held = asyncio.create_task(router.read("t", "g", "c", timeout=1, limit=10))
-    await wait_for(lambda: router.held_reads == 1)
-    await service.unsubscribe("s")
+    _, held = await _left_while_held(store, router, timeout=1)
     assert "t" in router._forgettable and ("t", "g") in _groups(router)
     async with await asyncio.wait_for(held, timeout=5) as delivery:
         assert list(delivery.messages) == []
@@ -175,13 +186,7 @@ async def test_a_topic_left_while_read_and_subscribed_to_again_is_kept(
     subscriber takes before the read ends, is in use again and kept: the held read gets the
     new subscriber's snapshot, and the group's position stays in memory.
     """
-    service = await open_service(store, InStoreOutlet(router))
-    await service.subscribe("s", request("t", {"policy-id": "p"}))
-    async with await router.read("t", "g", "c", timeout=5, limit=10) as delivery:
-        await delivery.ack()
-    held = asyncio.create_task(router.read("t", "g", "c", timeout=30, limit=10))
-    await wait_for(lambda: router.held_reads == 1)
-    await service.unsubscribe("s")
+    service, held = await _left_while_held(store, router, timeout=30)
     taken = await service.subscribe("s2", request("t", {"policy-id": "p"}))
     async with await asyncio.wait_for(held, timeout=5) as delivery:
         [body] = delivery.messages
