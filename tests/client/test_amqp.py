@@ -172,6 +172,10 @@ async def _settled(queue: str) -> bool:
     return ready == 0 and consumers == 1
 
 
+async def _state_is(queue: str, expected: tuple[int, int]) -> bool:
+    return await queue_state(queue) == expected
+
+
 async def test_a_message_is_acknowledged_only_once_its_change_is_applied(tmp_path: Path) -> None:
     """A change left unapplied puts its message back on the queue when the subscriber closes;
     a subscriber that already holds that snapshot acknowledges the message and skips it.
@@ -184,7 +188,8 @@ async def test_a_message_is_acknowledged_only_once_its_change_is_applied(tmp_pat
             change = await next_change(changes)
             assert versions(change) == {"onap.a": "1.0.0"}
             await changes.aclose()  # left without applying it
-        assert await queue_state(sid) == (1, 0)
+        # RabbitMQ requeues the unacknowledged message once it has seen the channel close.
+        await wait_for(lambda: _state_is(sid, (1, 0)), timeout=5)
         # The next run starts from the subscribe answer, which holds version 1 already.
         async with over_amqp(live.url, sid, exchange) as again:
             assert versions_of(again) == {"onap.a": "1.0.0"}
@@ -216,7 +221,7 @@ async def test_a_handler_that_raises_gets_the_change_again(tmp_path: Path) -> No
             await asyncio.wait_for(sub.consume(handler), 10)
         assert len(calls) == 2 and calls[0] == calls[1]
         assert calls[0][1] == {"onap.a": "1.0.0"}
-        assert await queue_state(sid) == (0, 0)
+        await wait_for(lambda: _state_is(sid, (0, 0)), timeout=5)
 
 
 async def test_a_queue_that_does_not_exist_yet_is_waited_for(
