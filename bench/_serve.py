@@ -15,6 +15,18 @@
 
 ``--loop auto`` picks uvloop when installed, as uvicorn's own ``run`` does.
 
+``--tracemalloc FRAMES`` traces the server's allocations (``tracemalloc``, FRAMES deep) and
+serves two more probes, for finding what grows over a soak:
+
+- ``POST /_bench/memory``: note the traced allocations and the live objects by type now, and
+  forget any earlier note.
+- ``GET /_bench/memory?top=N``: what grew since that note: the N tracebacks whose traced size
+  grew most (``{"kb", "count", "frames"}``, innermost frame last), the traced total then and
+  now, and the N object types whose live count grew most (``gc.get_objects``, which does not
+  list the objects frozen at start-up, ``gc.freeze``: a type whose start-up objects are
+  replaced over the run, e.g. the subscriptions' ``Selector`` under churn, counts up by as
+  many though its memory does not grow).
+
 ``--profile FILE`` (or ``POLICY_PUBSUB_BENCH_PROFILE=FILE`` in its environment, for benchmarks
 that start servers through another script) runs the server under cProfile, timed by CPU time
 (``time.process_time``: time the machine gave to other processes is not charged to what was
@@ -28,13 +40,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections import Counter
+import tracemalloc
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +65,14 @@ from policy_pubsub.server import Server, build_server
 
 TICK = 0.005
 STALL = 0.010  # CPU time the loop's thread ran without the lag task waking: stalled
-_lag: list[tuple[float, float, float]] = []
+# The probes' own samples are kept for a bounded window, so that a long run (bench/soak.py)
+# measures the server's memory, not theirs: 200 lag samples a second kept for ever are
+# 1.7 MB a minute.
+LAG_SAMPLES = 24_000  # two minutes of ticks
+STALL_SAMPLES = 100_000
+_lag: deque[tuple[float, float, float]] = deque(maxlen=LAG_SAMPLES)
 _beat = [time.monotonic(), 0.0]  # when the lag task last woke, and the loop's CPU time then
-_stalls: list[tuple[float, tuple[str, ...]]] = []
+_stalls: deque[tuple[float, tuple[str, ...]]] = deque(maxlen=STALL_SAMPLES)
 
 
 async def _monitor() -> None:
@@ -64,8 +83,6 @@ async def _monitor() -> None:
         await asyncio.sleep(TICK)
         _beat[0], _beat[1] = time.monotonic(), time.thread_time()
         _lag.append((_beat[0], (loop.time() - before - TICK) * 1000, (_beat[1] - cpu) * 1000))
-        if len(_lag) > 200_000:
-            del _lag[:100_000]
 
 
 def _sample_stalls(main: int) -> None:
@@ -83,13 +100,12 @@ def _sample_stalls(main: int) -> None:
             stack.append(f"{Path(code.co_filename).name}:{code.co_name}:{frame.f_lineno}")
             frame = frame.f_back
         _stalls.append((now, tuple(reversed(stack))))
-        if len(_stalls) > 200_000:
-            del _stalls[:100_000]
 
 
 async def stalls(request: Request) -> JSONResponse:
     since = float(request.query_params.get("since", "0"))
-    taken = [stack for at, stack in _stalls if at >= since]
+    # list() copies in one step under the GIL: the sampling thread appends meanwhile.
+    taken = [stack for at, stack in list(_stalls) if at >= since]
     counted = Counter(taken).most_common()
     return JSONResponse(
         {"samples": len(taken), "stacks": [[count, list(stack)] for stack, count in counted]}
@@ -107,6 +123,47 @@ async def lag(request: Request) -> JSONResponse:
     taken = [(value, cpu) for at, value, cpu in _lag if at >= since]
     return JSONResponse(
         {"lag_ms": [value for value, _ in taken], "cpu_ms": [cpu for _, cpu in taken]}
+    )
+
+
+_noted: dict[str, Any] = {}
+
+
+def _types() -> Counter[str]:
+    return Counter(type(obj).__qualname__ for obj in gc.get_objects())
+
+
+async def note_memory(request: Request) -> JSONResponse:
+    gc.collect()
+    _noted["types"] = _types()  # before the snapshot, whose traces are objects too
+    _noted["snapshot"] = tracemalloc.take_snapshot()
+    return JSONResponse({"traced_mb": tracemalloc.get_traced_memory()[0] / 1e6})
+
+
+async def memory(request: Request) -> JSONResponse:
+    if "snapshot" not in _noted:
+        return JSONResponse({"detail": "POST /_bench/memory first"}, status_code=409)
+    top = int(request.query_params.get("top", "15"))
+    gc.collect()
+    types = _types()
+    types.subtract(_noted["types"])
+    now = tracemalloc.take_snapshot()
+    before: tracemalloc.Snapshot = _noted["snapshot"]
+    grown = now.compare_to(before, "traceback")
+    return JSONResponse(
+        {
+            "traced_mb_then": sum(s.size for s in before.statistics("filename")) / 1e6,
+            "traced_mb_now": sum(s.size for s in now.statistics("filename")) / 1e6,
+            "grown": [
+                {
+                    "kb": round(diff.size_diff / 1024, 1),
+                    "count": diff.count_diff,
+                    "frames": [f"{frame.filename}:{frame.lineno}" for frame in diff.traceback],
+                }
+                for diff in grown[:top]
+            ],
+            "types": types.most_common(top),
+        }
     )
 
 
@@ -132,6 +189,12 @@ def main() -> None:
         "--stalls", action="store_true", help="sample the stack while the loop stalls"
     )
     parser.add_argument("--profile", type=Path, help="cProfile (CPU time) of the run, to FILE")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        metavar="FRAMES",
+        help="trace allocations FRAMES deep; serve /_bench/memory",
+    )
     parser.add_argument("--retention", type=float, help="retention_seconds")
     parser.add_argument("--maintenance-interval", type=float, help="maintenance_interval_seconds")
     parser.add_argument(
@@ -140,6 +203,8 @@ def main() -> None:
         help="read consumer lag per topic (Router.stats each), as scrapes did before Router.lags",
     )
     args = parser.parse_args()
+    if args.tracemalloc:
+        tracemalloc.start(args.tracemalloc)
     if args.per_topic_lag:
         from policy_pubsub.routers.base import Router
         from policy_pubsub.routers.embedded import EmbeddedRouter
@@ -171,6 +236,8 @@ def main() -> None:
             Route("/_bench/held", held),
             Route("/_bench/lag", lag),
             Route("/_bench/stalls", stalls),
+            Route("/_bench/memory", note_memory, methods=["POST"]),
+            Route("/_bench/memory", memory, methods=["GET"]),
         ]
     )
     if args.stalls:

@@ -14,6 +14,10 @@ new topic, and polls that one from then on. Every ``--sample`` seconds the run n
 database file and its WAL, the live data (pages in use: ``page_count - freelist_count``,
 read through a read-only connection), the rows of the topic tables and the server's RSS.
 The verdict: the largest file + WAL against twice the largest live data.
+
+``--tracemalloc FRAMES`` runs the server with its allocations traced (bench/_serve.py), notes
+them at the first sample (after warm-up), and at the end prints what grew since: the
+tracebacks that hold most more memory, and the object types with most more live objects.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from _common import (
     free_port,
     header,
     policy,
+    request,
     rss_mb,
     save,
     seed,
@@ -83,6 +88,7 @@ class Soak:
         self.pushed = 0
         self.churned = 0
         self.errors = 0
+        self.grown: dict[str, Any] | None = None  # /_bench/memory's answer at the end
 
     async def poller(self, slot: int) -> None:
         conn = await Conn.open(self.port)
@@ -150,6 +156,12 @@ class Soak:
             while time.monotonic() < end:
                 await asyncio.sleep(min(self.args.sample, max(0.0, end - time.monotonic())))
                 sample(time.monotonic() - started, self)
+                if self.args.tracemalloc and self.grown is None:
+                    await request(self.port, "POST", "/_bench/memory")
+                    self.grown = {}
+            if self.args.tracemalloc:
+                _, body = await request(self.port, "GET", "/_bench/memory?top=20")
+                self.grown = json.loads(body)
         finally:
             self.stop.set()
             await asyncio.wait(tasks, timeout=POLL_MS / 1000 + 5)
@@ -166,6 +178,13 @@ def main() -> None:
     parser.add_argument("--retention", type=float, default=120.0)
     parser.add_argument("--maintenance", type=float, default=10.0)
     parser.add_argument("--sample", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace the server's allocations; print what grew after the first sample",
+    )
     args = parser.parse_args()
     head = header()
     rows: list[dict[str, Any]] = []
@@ -186,6 +205,7 @@ def main() -> None:
                     str(args.retention),
                     "--maintenance-interval",
                     str(args.maintenance),
+                    *(["--tracemalloc", str(args.tracemalloc)] if args.tracemalloc else []),
                 ],
             )
             started.append(server)
@@ -203,7 +223,8 @@ def main() -> None:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
 
-            asyncio.run(Soak(port, args).run(sample))
+            soak = Soak(port, args)
+            asyncio.run(soak.run(sample))
     columns = ["t_s", "file_mb", "wal_mb", "live_mb", "subscriptions", "topics", "messages"]
     columns += ["consumer_groups", "rss_mb", "pushes", "churned", "delivered", "errors"]
     table(rows, columns)
@@ -218,7 +239,22 @@ def main() -> None:
         "minutes": args.minutes,
     }
     print(json.dumps(verdict))
+    if soak.grown:
+        _print_grown(soak.grown)
+        verdict["grown"] = soak.grown
     save("soak", head, [*rows, verdict])
+
+
+def _print_grown(grown: dict[str, Any]) -> None:
+    then, now = grown["traced_mb_then"], grown["traced_mb_now"]
+    print(f"traced: {then:.1f} MB at the first sample, {now:.1f} MB at the end")
+    print("grew most (KB, blocks, where: innermost frame first, then its callers):")
+    for entry in grown["grown"]:
+        print(
+            f"  {entry['kb']:>9} KB {entry['count']:>7}  "
+            + "\n      <- ".join(reversed(entry["frames"][-4:]))
+        )
+    print("live objects grown most:", ", ".join(f"{name} {n:+}" for name, n in grown["types"]))
 
 
 if __name__ == "__main__":
