@@ -289,6 +289,8 @@ class EmbeddedRouter(Router):
             self._fold_step(FOLD_STEP)
             if slices.over():
                 await slices.pause()
+        if self._forgettable:  # those that waited for the fold (_forget_topic)
+            self.forget_topics(())
 
     def _remember(
         self, heads: Mapping[str, int], by_topic: Sequence[tuple[str, list[str]]]
@@ -335,16 +337,17 @@ class EmbeddedRouter(Router):
         start = position + 1 - tail[0][0]
         return tail[max(0, start) : max(0, start) + limit]
 
-    def _trim_tails(self, highest: Mapping[str, int]) -> None:
+    async def _trim_tails(self, highest: Mapping[str, int]) -> None:
         """Maintenance is dropping messages, up to offset ``highest[topic]`` of each topic at
         most: each of those topics' tails keeps only what comes after, so it never holds a
         message the store dropped (a read it no longer covers goes to the store). Called in
         the transaction that drops them, before its commit: no commit can add to the tails
-        meanwhile (this one holds the write lock, and every append is folded in first); a
-        rollback only costs some reads a trip to the store. The other topics' tails stay.
+        meanwhile (this one holds the write lock, and every append is folded in first, in
+        slices); a rollback only costs some reads a trip to the store. The other topics'
+        tails stay.
         """
         if self._unfolded:
-            self._fold()
+            await self._folded()
         tails = self._tails
         for topic, seq in highest.items():
             tail = tails.get(topic)
@@ -482,10 +485,16 @@ class EmbeddedRouter(Router):
             )
         return expired, compacted
 
-    def forget_tail(self, topic: str) -> None:
-        """The store is dropping messages of ``topic``: read them from there from now on."""
+    async def forget_tail(self, topic: str) -> None:
+        """The store is dropping messages of ``topic`` (in a transaction that holds the write
+        lock): read them from there from now on. What commits appended is folded in first
+        (in slices), so no later fold brings a dropped message back into the tail.
+        """
         if self._unfolded:
-            self._fold()
+            await self._folded()
+        self._drop_tail(topic)
+
+    def _drop_tail(self, topic: str) -> None:
         tail = self._tails.pop(topic, None)
         if tail:
             self._tail_chars -= sum(len(body) for _, body in tail)
@@ -503,12 +512,17 @@ class EmbeddedRouter(Router):
             self._forget_topic(topic)
 
     def _forget_topic(self, topic: str) -> None:
-        if topic in self._reading or not self._positions.forget_topic(topic):
+        # While commits' appends wait to be folded, one of them may hold messages of this
+        # topic: forgotten before they are folded, its tail would come back. The fold task
+        # forgets what is left once it is done.
+        if self._unfolded or topic in self._reading or not self._positions.forget_topic(topic):
             self._forgettable.add(topic)
+            if self._unfolded:
+                self._fold_task()
             return
         self._forgettable.discard(topic)
         self._heads.pop(topic, None)
-        self.forget_tail(topic)
+        self._drop_tail(topic)
 
     # -- topics -----------------------------------------------------------------------------
 

@@ -75,7 +75,7 @@ class InStoreOutlet(Outlet):
     async def left(self, tx: WriteTx, subscriber_id: str, topic: str) -> bool:
         # Dropped from memory first: no commit can refill it while this transaction holds the
         # write lock, and a rollback only costs the reads a trip to the store.
-        self._router.forget_tail(topic)
+        await self._router.forget_tail(topic)
         return await tx.drop_subscriber_messages(subscriber_id, topic)
 
     def emptied(self, topics: Sequence[str]) -> None:

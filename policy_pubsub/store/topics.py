@@ -7,7 +7,7 @@ trims it. Every router records its topics here, so every replica lists the same 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from sqlalchemy import (
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 CHUNK_ROWS = 2000
 #: Hears, inside the transaction that drops messages, the highest offset dropped of each
 #: topic it touched.
-Dropped = Callable[[Mapping[str, int]], None]
+Dropped = Callable[[Mapping[str, int]], Awaitable[None]]
 
 
 class TopicRepository:
@@ -262,7 +262,7 @@ class TopicRepository:
                     for topic, seq, _, _ in rows:
                         if seq > highest.get(topic, -1):
                             highest[topic] = int(seq)
-                    dropped(highest)
+                    await dropped(highest)
             total += len(rows)
             if len(rows) < CHUNK_ROWS:
                 return total

@@ -217,7 +217,7 @@ async def test_tails_are_built_at_the_first_read_and_answer_it_from_memory(
         }
         monkeypatch.undo()
         await router.publish([OutMessage(topic="c", body="c2")])
-        router.forget_tail("c")  # as a subscription leaving "c" does
+        await router.forget_tail("c")  # as a subscription leaving "c" does
         assert "c" not in router._tails
         async with await router.read("c", "g", "c", timeout=0, limit=10) as delivery:
             assert list(delivery.messages) == ["c1", "c2"]  # from the store
@@ -524,5 +524,64 @@ async def test_groups_maintenance_drops_are_forgotten_in_memory(tmp_path: Path) 
         await router.publish([OutMessage(topic="t", body='{"n":2}')])
         async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
             assert list(delivery.messages) == ['{"n":2}']
+    finally:
+        await _close(router, store)
+
+
+def _no_fold_at_once() -> None:
+    raise AssertionError("folded every pending append in one event-loop turn")
+
+
+async def test_maintenance_folds_pending_appends_in_slices_before_trimming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends no read has looked at yet wait to be folded into the tails; maintenance that
+    drops messages has them folded in slices (the event loop running between), never all in
+    one turn, and then trims: no tail holds a message the store dropped.
+    """
+    monkeypatch.setattr(embedded, "FOLD_STEP", 2)
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)
+    router, store = await _open(tmp_path / "db", retention=0.001)
+    topics = [f"t{n}" for n in range(20)]
+    try:
+        await router.publish([OutMessage(topic=t, body=f"{t} 1") for t in topics])
+        await asyncio.sleep(0.01)  # older than the retention
+        await router.publish([OutMessage(topic=t, body=f"{t} 2") for t in topics[:10]])
+        assert router._unfolded  # no read has looked yet
+        monkeypatch.setattr(router, "_fold", _no_fold_at_once)
+        expired, _ = await router.maintain()
+        assert expired >= 20
+        assert not router._unfolded
+        kept = {(t, seq) for t, tail in router._tails.items() for seq, _ in tail}
+        stored = {(t, seq) for t in topics for seq, _ in await store.topics.messages(t, 0, 10)}
+        assert kept <= stored
+    finally:
+        await _close(router, store)
+
+
+async def test_a_topic_dropped_while_appends_wait_to_be_folded_is_forgotten_after_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store dropped a topic (its last subscription left) while a commit's appends to it
+    wait to be folded into the tails: the router forgets it once they are folded, in slices,
+    and no tail of it comes back.
+    """
+    monkeypatch.setattr(embedded, "FOLD_STEP", 2)
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)
+    router, store = await _open(tmp_path / "db")
+    others = [f"o{n}" for n in range(20)]
+    try:
+        await router.publish([OutMessage(topic="t", body="t1")])
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            await delivery.ack()
+        await router.publish([OutMessage(topic=t, body="x") for t in ["t", *others]])
+        assert router._unfolded
+        monkeypatch.setattr(router, "_fold", _no_fold_at_once)
+        router.forget_topics(["t"])
+        assert "t" in router._forgettable  # kept until the appends are folded
+        await wait_for(lambda: not router._unfolded and not router._forgettable, timeout=5)
+        assert "t" not in router._heads and "t" not in router._tails
+        assert [s.topic for s in router._positions.states()] == []
+        assert set(router._tails) == set(others)
     finally:
         await _close(router, store)

@@ -4,7 +4,7 @@ once: every reader gets whole bodies, and a shared end goes with the last messag
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import pytest
 from sqlalchemy import Table, func, select
@@ -113,8 +113,11 @@ async def test_compaction_drops_many_snapshots_a_chunk_per_transaction(
         settled += 1
         await settle()
 
+    async def note(highest: Mapping[str, int]) -> None:
+        chunks.append(dict(highest))
+
     monkeypatch.setattr(store, "settle_wal", settle_wal)
-    assert await store.topics.compact(dropped=lambda highest: chunks.append(dict(highest))) == 6
+    assert await store.topics.compact(dropped=note) == 6
     assert len(chunks) == 2 and settled == 2
     dropped: dict[str, int] = {}
     for chunk in chunks:
