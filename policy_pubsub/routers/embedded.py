@@ -462,18 +462,18 @@ class EmbeddedRouter(Router):
 
     async def maintain(self) -> tuple[int, int]:
         """Drop expired messages, then superseded snapshots, then what outlived its
-        subscription; returns the first two counts. The store drops them a chunk per
-        transaction, and each chunk trims the tails of the topics it touched
+        subscription, and forget the topics the store holds nothing for any more
+        (:meth:`_forget_unused`); returns the first two counts. The store drops them a chunk
+        per transaction, and each chunk trims the tails of the topics it touched
         (:meth:`_trim_tails`): the others keep answering reads from memory.
         """
         topics, trim = self._store.topics, self._trim_tails
         expired = await topics.expire(now_ms() - self._retention_ms, dropped=trim)
         compacted = await topics.compact(dropped=trim)
-        orphans = (
-            await topics.drop_orphans(dropped=trim, groups_dropped=self.forget_topics)
-            if self._drop_orphans
-            else 0
-        )
+        orphans = 0
+        if self._drop_orphans:
+            orphans = await topics.drop_orphans(dropped=trim, groups_dropped=self.forget_topics)
+            await self._forget_unused()
         if self._forgettable:  # those still read or delivered to when dropped
             self.forget_topics(())
         if expired or compacted or orphans:
@@ -484,6 +484,22 @@ class EmbeddedRouter(Router):
                 orphans,
             )
         return expired, compacted
+
+    async def _forget_unused(self) -> None:
+        """Forget the topics whose consumer groups this process keeps while the store holds
+        nothing for them: no subscription uses them and they retain no message. A read that
+        reaches such a topic after the store dropped it (a component's last poll, arriving
+        after its unsubscribe; a poller whose subscription is gone) makes its group again
+        here, with no row in the store (it consumed nothing), so neither the unsubscribe
+        nor :meth:`~policy_pubsub.store.topics.TopicRepository.drop_orphans` would ever
+        forget it. A topic appended to while the store was asked is in use again: kept.
+        """
+        held = self._positions.topics()
+        if not held:
+            return
+        heads = {topic: self._heads.get(topic) for topic in held}
+        unused = await self._store.topics.unused(held)
+        self.forget_topics([topic for topic in unused if self._heads.get(topic) == heads[topic]])
 
     async def forget_tail(self, topic: str) -> None:
         """The store is dropping messages of ``topic`` (in a transaction that holds the write

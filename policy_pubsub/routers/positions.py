@@ -160,6 +160,10 @@ class Positions:
         del self._names[topic]
         return True
 
+    def topics(self) -> list[str]:
+        """The topics this replica knows groups of, sorted."""
+        return sorted(self._names)
+
     def states(self) -> Iterator[GroupState]:
         """Every group this replica knows."""
         return iter(self._groups.values())

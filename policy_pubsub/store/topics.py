@@ -225,6 +225,22 @@ class TopicRepository:
             groups_dropped(sorted({topic for (topic,) in groups}))
         return snapshots + len(groups)
 
+    async def unused(self, names: Sequence[str]) -> list[str]:
+        """Of the named topics, those that no subscription uses and that retain no message,
+        sorted: what :meth:`drop_orphans` drops the consumer groups of.
+        """
+        if not names:
+            return []
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(topics.c.name).where(
+                    dialects.among(self._store.dialect, topics.c.name, names),
+                    ~exists().where(messages.c.topic == topics.c.name),
+                    ~exists().where(subscriptions.c.topic == topics.c.name),
+                )
+            )
+            return sorted(result.scalars())
+
     async def _drop(
         self, which: Callable[[FromClause], ColumnElement[bool]], dropped: Dropped | None
     ) -> int:

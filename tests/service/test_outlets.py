@@ -194,3 +194,46 @@ async def test_a_topic_left_while_read_and_subscribed_to_again_is_kept(
         await delivery.ack()
     assert not router._forgettable and "t" in router._heads
     assert ("t", "g") in _groups(router)
+
+
+async def test_a_topic_read_after_its_last_subscriber_left_is_forgotten_by_maintenance(
+    store: Store,
+) -> None:
+    """A read that reaches a topic after its last subscriber left (the subscriber's last
+    poll, arriving late) makes the group's position in the router's memory again, with no
+    row in the store; the next maintenance pass forgets it, so the topic reports no group,
+    and keeps the groups of the topics in use.
+    """
+    router = EmbeddedRouter(
+        store,
+        retention_seconds=3600,
+        maintenance_interval_seconds=3600,
+        position_flush_seconds=0.05,
+        snapshots_of_subscriptions=True,  # as the server has it
+    )
+    await router.start()
+    try:
+        service = await open_service(store, InStoreOutlet(router))
+        await service.subscribe("s", request("t", {"policy-id": "p"}))
+        await service.subscribe("keeper", request("kept", {"policy-id": "p"}))
+        for topic in ("t", "kept"):
+            async with await router.read(topic, "g", "c", timeout=5, limit=10) as delivery:
+                await delivery.ack()
+        await service.unsubscribe("s")
+        assert _groups(router) == {("kept", "g")}
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            assert list(delivery.messages) == []
+        assert _groups(router) == {("kept", "g"), ("t", "g")}
+
+        await router.maintain()
+        assert _groups(router) == {("kept", "g")}
+        assert (await router.stats("t")).consumer_groups == []
+        if not store.shared:  # (there other replicas' announcements name topics too)
+            assert "t" not in router._heads
+        again = await service.subscribe("back", request("t", {"policy-id": "p"}))
+        async with await router.read("t", "g", "c", timeout=5, limit=10) as delivery:
+            [body] = delivery.messages
+            assert orjson.loads(body)["revision"] == again.subscription.revision
+            await delivery.ack()
+    finally:
+        await router.close()
