@@ -297,10 +297,13 @@ class State:
         """Take in what changed since :attr:`revision`, or everything."""
         if isinstance(found, Snapshot):
             log.info(
-                "store moved from revision %d to %d, further back than its change log keeps: "
-                "reloading %d policies and %d subscriptions",
+                "store moved from revision %d to %d, %s: reloading %d policies and %d "
+                "subscriptions",
                 self.revision,
                 found.revision,
+                "further back than its change log keeps"
+                if self._store.shared
+                else "written by another process (a SQLite store keeps no change log)",
                 len(found.policies),
                 len(found.subscriptions),
             )

@@ -355,6 +355,11 @@ class WriteTx:
         self._notes: list[tuple[str, str]] = []  # other notifications, in order
         self._ended = False
         self._statements = _statements(dialect)
+        # The change log and the mark log are for replicas that share the store. A SQLite
+        # store has one process, which holds every change in memory already: it keeps neither
+        # (another process that moved the file on is caught up with by reading it all, see
+        # ``changes_since``).
+        self._logging = dialect == "postgresql"
 
     async def next_revision(self, count: int = 1) -> int:
         """Take the next ``count`` store revisions; returns the first. The row stays locked
@@ -517,6 +522,8 @@ class WriteTx:
 
     async def _log(self, kind: str, keys: Sequence[tuple[str, int]], at: int) -> None:
         """Log that these keys (with the revision of each) were written or deleted."""
+        if not self._logging:
+            return
         await self.conn.execute(
             self._statements.log,
             [
@@ -576,15 +583,18 @@ class WriteTx:
 
     async def mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
         """Record that a snapshot of ``revision`` was published at ``at`` to each of the
-        subscribers; ids with no subscription are left out. At most once per revision: the
-        mark log keeps one row a revision.
+        subscribers; ids with no subscription are left out. At most once per revision: on a
+        shared store the mark log keeps one row a revision.
         """
         ids = list(subscriber_ids)
         if not ids:
             return
-        await self.conn.execute(
-            mark_log.insert().values(revision=revision, published_at=at, subscribers=",".join(ids))
-        )
+        if self._logging:
+            await self.conn.execute(
+                mark_log.insert().values(
+                    revision=revision, published_at=at, subscribers=",".join(ids)
+                )
+            )
         result = await self.conn.execute(
             self._statements.mark_published,
             {"ids": dialects.among_value(self.dialect, ids), "revision": revision, "at": at},

@@ -247,7 +247,12 @@ async def changes_since(
     given), read on ``conn``; None if the change log was pruned past it (``floor``, if given,
     is the log's floor read in the same snapshot). In one snapshot (a consistent read), or in
     a write transaction that holds the revision lock, so that no change commits in between.
+    Always None on SQLite, which keeps no change log (``WriteTx``): one process owns such a
+    store, and a second one that wrote to the file meanwhile is caught up with by reading it
+    all.
     """
+    if conn.dialect.name == "sqlite":
+        return None
     logged = await conn.execute(
         select(change_log.c.kind, change_log.c.key)
         .where(change_log.c.revision > revision)

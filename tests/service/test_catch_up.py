@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import func, select
 
 from policy_pubsub.background import prune_change_log
 from policy_pubsub.exceptions import NotFound, StoreUnavailable
@@ -19,6 +20,7 @@ from policy_pubsub.models import PolicyFilter
 from policy_pubsub.service import PolicyService, State
 from policy_pubsub.service.snapshots import matching_policies
 from policy_pubsub.store import Store, now_ms
+from policy_pubsub.store.tables import change_log, mark_log
 from tests.api.helpers import TCA_TYPE
 from tests.conftest import wait_for
 from tests.service.conftest import OpenStore, RecordingOutlet, open_service, request, tosca
@@ -134,6 +136,31 @@ def _listening(service: PolicyService, store: Store) -> bool:
     )
 
 
+@pytest.mark.parametrize("settings", ["sqlite"], indirect=True)
+async def test_a_sqlite_store_keeps_no_change_log_and_another_writer_means_a_reload(
+    open_store: OpenStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SQLite store has one process, which holds every change in memory: its writes log
+    nothing for replicas (no change log, no mark log). A second process that wrote to the
+    same file meanwhile is taken in by reading the store again, once per gap, and said so.
+    """
+    store_a, store_b = await open_store(), await open_store()
+    a = await open_service(store_a, RecordingOutlet())
+    b = await open_service(store_b, RecordingOutlet())
+    await a.subscribe("s1", request("t", {"policy-id": ["p1", "p2"]}))
+    assert (await a.deploy([tosca("p1")])).notified == 1
+    async with store_a.read() as conn:
+        for table in (change_log, mark_log):
+            assert (await conn.execute(select(func.count()).select_from(table))).scalar() == 0
+    caplog.set_level(logging.INFO, "policy_pubsub.service.state")
+    pushed = await b.deploy([tosca("p2")])
+    assert pushed.notified == 1  # the subscription made by A, taken in by the reload
+    assert caplog.text.count("written by another process") == 1
+    await _assert_as_loaded(b, store_b)
+    assert (await a.undeploy("p1")).notified == 1  # A takes in B's push the same way
+    await _assert_as_loaded(a, store_a)
+
+
 @pytest.mark.parametrize("settings", ["postgresql"], indirect=True)
 @settings(
     max_examples=12,
@@ -172,6 +199,8 @@ async def test_a_replica_behind_a_pruned_change_log_reloads_everything(
     B is kept from following A (its write lock held) while the log is pruned past it.
     """
     store_a, store_b = await open_store(), await open_store()
+    if not store_a.shared:
+        pytest.skip("a SQLite store keeps no change log: see the test below")
     a = await open_service(store_a, RecordingOutlet())
     b = await open_service(store_b, RecordingOutlet())
     async with b._state.writing:  # B does not follow A meanwhile

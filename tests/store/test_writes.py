@@ -333,7 +333,8 @@ async def test_offsets_are_announced_in_order_once_committed(store: Store) -> No
 
 async def test_subscribe_writes_the_rows_their_marks_and_the_change_log(store: Store) -> None:
     """One call writes new and existing subscriptions (an update keeps its creation time as
-    the row gives it), each one's mark as its row says, and a change log entry for each.
+    the row gives it), each one's mark as its row says, and on a shared store a change log
+    entry for each (a SQLite store keeps no change log).
     """
     async with store.write() as tx:
         await tx.put_subscription(_row("a"))
@@ -352,7 +353,7 @@ async def test_subscribe_writes_the_rows_their_marks_and_the_change_log(store: S
     }
     async with store.read() as conn:
         logged = set(await conn.execute(select(change_log).where(change_log.c.revision > 1)))
-    assert logged == {(5, "s", "a", 50), (6, "s", "b", 50)}
+    assert logged == ({(5, "s", "a", 50), (6, "s", "b", 50)} if store.shared else set())
 
 
 async def test_a_transaction_announces_the_revision_it_committed_once(store: Store) -> None:
