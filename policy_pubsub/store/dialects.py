@@ -296,10 +296,10 @@ async def advance_topics(
             text(
                 "INSERT INTO topics AS t "
                 "(name, last_offset, base_offset, created_at, last_published_at) "
-                "SELECT c.name, f.value + c.n, f.value, :at, :at "
+                "SELECT c.name, coalesce(f.value, 0) + c.n, coalesce(f.value, 0), :at, :at "
                 "FROM unnest(CAST(:names AS text[]), CAST(:counts AS bigint[])) "
-                "WITH ORDINALITY AS c(name, n, i) "
-                "CROSS JOIN (SELECT value FROM store_counters WHERE name = :floor FOR SHARE) f "
+                "WITH ORDINALITY AS c(name, n, i) LEFT JOIN "
+                "(SELECT value FROM store_counters WHERE name = :floor FOR SHARE) f ON true "
                 "ORDER BY c.i "
                 "ON CONFLICT (name) DO UPDATE "
                 "SET last_offset = t.last_offset + excluded.last_offset - excluded.base_offset, "
@@ -318,8 +318,9 @@ async def advance_topics(
         # "WHERE true": an upsert after a SELECT needs a WHERE clause to parse.
         result = await conn.exec_driver_sql(
             "INSERT INTO topics (name, last_offset, base_offset, created_at, last_published_at) "
-            "SELECT counts.key, f.value + counts.value, f.value, ?, ? FROM json_each(?) AS counts "
-            "CROSS JOIN (SELECT value FROM store_counters WHERE name = ?) AS f WHERE true "
+            "SELECT counts.key, coalesce(f.value, 0) + counts.value, coalesce(f.value, 0), ?, ? "
+            "FROM json_each(?) AS counts "
+            "LEFT JOIN (SELECT value FROM store_counters WHERE name = ?) AS f ON true WHERE true "
             "ON CONFLICT (name) DO UPDATE "
             "SET last_offset = topics.last_offset + excluded.last_offset - excluded.base_offset, "
             "last_published_at = excluded.last_published_at, emptied_at = NULL "
@@ -345,13 +346,16 @@ async def offset_floor(conn: AsyncConnection) -> int:
         .where(store_counters.c.name == TOPIC_OFFSET_FLOOR)
         .with_for_update(read=True)
     )
-    return int(result.scalar_one())
+    return int(result.scalar_one_or_none() or 0)
 
 
 async def offset_floor_for_update(conn: AsyncConnection) -> int:
     """The store's topic offset floor, locked exclusively until the transaction ends on
-    PostgreSQL, to raise it (see :func:`advance_topics`).
+    PostgreSQL, to raise it (see :func:`advance_topics`). The row is made if it is missing.
     """
+    await conn.execute(
+        insert_ignore(conn.dialect.name, store_counters).values(name=TOPIC_OFFSET_FLOOR, value=0)
+    )
     result = await conn.execute(
         select(store_counters.c.value)
         .where(store_counters.c.name == TOPIC_OFFSET_FLOOR)

@@ -304,7 +304,7 @@ class TopicRepository:
             result = await conn.execute(
                 select(store_counters.c.value).where(store_counters.c.name == TOPIC_OFFSET_FLOOR)
             )
-            return int(result.scalar_one())
+            return int(result.scalar_one_or_none() or 0)
 
     async def _drop(
         self, which: Callable[[FromClause], ColumnElement[bool]], dropped: Dropped | None

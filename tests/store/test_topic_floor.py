@@ -9,7 +9,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import text, update
+from sqlalchemy import delete, text, update
 
 from policy_pubsub.config import Settings
 from policy_pubsub.routers import OutMessage
@@ -153,3 +153,17 @@ async def test_maintenance_waits_for_an_append_and_keeps_its_topic() -> None:
             assert row is not None and row.last_offset == 4 and row.emptied_at is None
         finally:
             await store.close()
+
+
+async def test_a_missing_floor_row_counts_as_zero_and_is_made_again(store: Store) -> None:
+    """Without its floor row (deleted by hand), the store still makes topics, from offset 1,
+    and the next drop of emptied rows makes the row again.
+    """
+    async with store.write() as tx:
+        await tx.conn.execute(
+            delete(store_counters).where(store_counters.c.name == TOPIC_OFFSET_FLOOR)
+        )
+    await _emptied(store, "a", 2)
+    assert await store.topics.offset_floor() == 0
+    assert await store.topics.drop_emptied() == ["a"]
+    assert await store.topics.offset_floor() == 2
