@@ -554,6 +554,9 @@ class WriteTx:
         if used:
             return False
         await self.conn.execute(delete(consumer_groups).where(consumer_groups.c.topic == topic))
+        # The floor's shared lock before the topic row's, as every writer of topic rows
+        # takes them (see tables.TOPIC_OFFSET_FLOOR).
+        await dialects.offset_floor(self.conn)
         await self.conn.execute(update(topics).where(topics.c.name == topic).values(emptied_at=at))
         return True
 

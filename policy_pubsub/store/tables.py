@@ -176,9 +176,11 @@ store_counters = Table(
 )
 
 #: The ``store_counters`` row above every offset a dropped topic row ever handed out: the
-#: deletion raises it in its transaction, and a topic row made later starts there. Writers read
-#: it with a shared lock on PostgreSQL, which the deletion takes exclusively first, so that no
-#: row is made from a floor that a deletion is raising.
+#: deletion raises it in its transaction, and a topic row made later starts there. On
+#: PostgreSQL every transaction that writes topic rows takes a shared lock on it before its
+#: first topic row, and the deletion takes it exclusively first (then skips locked topic
+#: rows): no row is made from a floor that a deletion is raising, and the two lock orders
+#: cannot make a cycle.
 TOPIC_OFFSET_FLOOR = "topic_offset_floor"
 
 # Which policy ("p") or subscription ("s") each revision wrote or deleted, written in the

@@ -7,6 +7,7 @@ trims it. Every router records its topics here, so every replica lists the same 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -221,6 +222,13 @@ class TopicRepository:
         subscription emptied (see :meth:`drop_emptied`). ``groups_dropped``, if given,
         hears the topics whose groups or rows went, once that committed.
         """
+        touched: set[str] = set()
+
+        async def heard(highest: Mapping[str, int]) -> None:
+            touched.update(highest)
+            if dropped is not None:
+                await dropped(highest)
+
         snapshots = await self._drop(
             lambda m: and_(
                 m.c.key.is_not(None),
@@ -229,8 +237,10 @@ class TopicRepository:
                     subscriptions.c.topic == m.c.topic,
                 ),
             ),
-            dropped,
+            heard,
         )
+        if touched:
+            await self._mark_emptied(sorted(touched))
         async with self._store.write() as tx:
             groups = (
                 await tx.conn.execute(
@@ -249,6 +259,25 @@ class TopicRepository:
             groups_dropped(emptied)
         return snapshots + len(groups) + len(emptied)
 
+    async def _mark_emptied(self, names: Sequence[str]) -> None:
+        """Mark emptied those of the topics that no subscription uses and that retain no
+        message: orphan snapshots were their last messages (their subscriptions went without
+        dropping them: an older server's, or a crash between), so they are treated as topics
+        their last subscription left.
+        """
+        async with self._store.write() as tx:
+            await dialects.offset_floor(tx.conn)  # before the topic rows: see drop_emptied
+            await tx.conn.execute(
+                update(topics)
+                .where(
+                    dialects.among(self._store.dialect, topics.c.name, names),
+                    topics.c.emptied_at.is_(None),
+                    ~exists().where(messages.c.topic == topics.c.name),
+                    ~exists().where(subscriptions.c.topic == topics.c.name),
+                )
+                .values(emptied_at=int(time.time() * 1000))
+            )
+
     async def drop_emptied(self) -> list[str]:
         """Drop the rows of the topics marked emptied (their last subscription left them)
         that nothing uses any more: no message, no consumer group, no subscription, no
@@ -265,7 +294,9 @@ class TopicRepository:
         any topic row (``dialects.advance_topics``), so it waits for this one and reads the
         raised floor, or this one waits for it, and then sees its messages. Rows locked by
         a transaction under way (one appending to the topic, or marking it) are skipped,
-        never waited for while the floor is held: the next pass takes them.
+        never waited for while the floor is held: the next pass takes them. Every
+        transaction that locks topic rows takes the floor's shared lock before the first of
+        them, so none holds a topic row while it waits for the floor behind this one.
         """
         async with self._store.write() as tx:
             floor = await dialects.offset_floor_for_update(tx.conn)

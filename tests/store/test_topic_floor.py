@@ -167,3 +167,17 @@ async def test_a_missing_floor_row_counts_as_zero_and_is_made_again(store: Store
     assert await store.topics.offset_floor() == 0
     assert await store.topics.drop_emptied() == ["a"]
     assert await store.topics.offset_floor() == 2
+
+
+async def test_a_topic_left_with_only_orphan_snapshots_goes_with_them(store: Store) -> None:
+    """Snapshots of a subscriber with no subscription (an older server's leftovers) are
+    dropped by maintenance, and their topic's row with them when nothing else uses it; a
+    topic where a DMaaP client's message remains keeps its row.
+    """
+    async with store.write() as tx:
+        await tx.append([OutMessage("o", "{}", key="gone", revision=1)], 1)
+        await tx.append([OutMessage("m", "{}", key="gone", revision=1), OutMessage("m", "{}")], 1)
+    assert await store.topics.drop_orphans() == 3  # two snapshots and one topic row
+    assert await store.topics.get("o") is None
+    assert await store.topics.get("m") is not None
+    assert await store.topics.offset_floor() == 1
