@@ -265,16 +265,24 @@ class TopicRepository:
         dropping them: an older server's, or a crash between), so they are treated as topics
         their last subscription left.
         """
+        chosen = topics.alias("chosen")
+        unmarked = (
+            select(chosen.c.name)
+            .where(
+                dialects.among(self._store.dialect, chosen.c.name, names),
+                chosen.c.emptied_at.is_(None),
+                ~exists().where(messages.c.topic == chosen.c.name),
+                ~exists().where(subscriptions.c.topic == chosen.c.name),
+            )
+            # Rows a transaction under way holds are left unmarked rather than waited for,
+            # so this never waits on one topic row while holding another.
+            .with_for_update(skip_locked=True)
+        )
         async with self._store.write() as tx:
             await dialects.offset_floor(tx.conn)  # before the topic rows: see drop_emptied
             await tx.conn.execute(
                 update(topics)
-                .where(
-                    dialects.among(self._store.dialect, topics.c.name, names),
-                    topics.c.emptied_at.is_(None),
-                    ~exists().where(messages.c.topic == topics.c.name),
-                    ~exists().where(subscriptions.c.topic == topics.c.name),
-                )
+                .where(topics.c.name.in_(unmarked))
                 .values(emptied_at=int(time.time() * 1000))
             )
 
