@@ -50,8 +50,9 @@ async def test_a_subscriptions_rows_leave_with_it(
 ) -> None:
     """Unsubscribing drops the subscriber's snapshots; the topic's other messages and its
     consumer groups go with the last subscription on it (by a client or by stale expiry);
-    the topic row stays, holding the offsets. Maintenance drops what outlived its subscription
-    before this was so.
+    the topic row stays until maintenance, which drops it (the store's offset floor keeps
+    its offsets), and drops what outlived its subscription before this was so. A poll of a
+    topic whose row went answers as for an unknown topic.
     """
     store = server.state.store
     for subscriber_id, topic in (("a1", "shared"), ("a2", "shared"), ("b", "alone")):
@@ -92,7 +93,10 @@ async def test_a_subscriptions_rows_leave_with_it(
     router = router_of(server)
     await router.maintain()
     assert await _rows(store, "shared") == (["a2"], 1, 1)
-    assert await _rows(store, "alone") == ([], 0, 1)
+    assert await _rows(store, "alone") == ([], 0, 0)
+    assert await _rows(store, "unread") == ([], 0, 0)
+    r = await client.get("/events/alone/g/c", params={"timeout": 0})
+    assert r.status_code == 404 and r.json()["mrstatus"] == 3001
 
 
 def _files(path: Path) -> tuple[int, int]:

@@ -97,6 +97,15 @@ async def _no_advance(_group: GroupState, _position: int) -> None:
     return None
 
 
+def _lag(head: int, position: int, base: int) -> int:
+    """How many offsets a group at ``position`` is behind ``head``, on a topic whose offsets
+    start after ``base``: a new group (position 0) on a topic made again above the store's
+    offset floor is behind by its messages, not by the floor; so is a position a replica
+    still holds from before the topic's row was dropped.
+    """
+    return max(0, head - max(position, base))
+
+
 class EmbeddedRouter(Router):
     """DMaaP-style topics kept in the store (SQLite or PostgreSQL)."""
 
@@ -521,8 +530,10 @@ class EmbeddedRouter(Router):
         of subscribers leaves behind cost no memory. A topic with a read under way, or a
         delivery open, is forgotten once the last of those ends (or at the next call or
         maintenance), unless it is written to meanwhile. A later read of the topic reads
-        its head from the topic row, which keeps its last offset (offsets never go back),
-        and its groups start as new ones, as the store has them now.
+        its head from the topic row (maintenance may drop the row later, raising the store's
+        offset floor above its offsets: a topic made again starts above every head and
+        position still held anywhere), and its groups start as new ones, as the store has
+        them now.
         """
         for topic in (*topics, *self._forgettable):
             self._forget_topic(topic)
@@ -565,7 +576,7 @@ class EmbeddedRouter(Router):
             last_published_at=row.last_published_at,
             oldest_unread_at=oldest,
             consumer_groups=[
-                GroupStats(name, position, max(0, head - position), at)
+                GroupStats(name, position, _lag(head, position, row.base_offset), at)
                 for name, (position, at) in sorted(groups.items())
             ],
         )
@@ -574,18 +585,21 @@ class EmbeddedRouter(Router):
         """Every topic's lag, as :meth:`stats` computes it, without a query per topic. On a
         store this process alone uses, heads and positions are all in memory (loaded at
         start, moved here since): only the topics without a consumer group cost anything,
-        one count of their messages. On a shared store, one statement over all topics
+        one count of their messages, and the topics whose offsets do not start at 1, one
+        look-up of their base offsets. On a shared store, one statement over all topics
         (``TopicRepository.lag_figures``).
         """
         wanted = set(topics)
         if self._store.shared:
             lags: dict[str, int] = {}
-            for topic, (last, furthest_back, count) in (
+            for topic, (last, base, furthest_back, count) in (
                 await self._store.topics.lag_figures()
             ).items():
                 if topic in wanted:
                     newest = max(last, self._heads.get(topic, 0))
-                    lags[topic] = count if furthest_back is None else max(0, newest - furthest_back)
+                    lags[topic] = (
+                        count if furthest_back is None else _lag(newest, furthest_back, base)
+                    )
             return lags
         slowest_of: dict[str, int] = {}
         for state in self._positions.states():
@@ -594,6 +608,7 @@ class EmbeddedRouter(Router):
                 slowest_of[state.topic] = state.position
         lags = {}
         ungrouped: list[str] = []
+        grouped: dict[str, tuple[int, int]] = {}  # topic -> (head, slowest position)
         for topic in wanted:
             head = self._heads.get(topic)
             if head is None:
@@ -602,7 +617,10 @@ class EmbeddedRouter(Router):
             if position is None:
                 ungrouped.append(topic)
             else:
-                lags[topic] = max(0, head - position)
+                grouped[topic] = (head, position)
+        bases = await self._store.topics.bases(sorted(grouped))
+        for topic, (head, position) in grouped.items():
+            lags[topic] = _lag(head, position, bases.get(topic, 0))
         counts = await self._store.topics.counts(sorted(ungrouped))
         lags.update((topic, counts.get(topic, 0)) for topic in ungrouped)
         return lags

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from policy_pubsub.relay import OutboxRelay
 from policy_pubsub.routers import OutMessage, Router
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import Store, WriteTx
+from policy_pubsub.store import Store, WriteTx, now_ms
 
 __all__ = ["InStoreOutlet", "OutboxOutlet", "Outlet", "Written", "outlet_for"]
 
@@ -76,7 +76,7 @@ class InStoreOutlet(Outlet):
         # Dropped from memory first: no commit can refill it while this transaction holds the
         # write lock, and a rollback only costs the reads a trip to the store.
         await self._router.forget_tail(topic)
-        return await tx.drop_subscriber_messages(subscriber_id, topic)
+        return await tx.drop_subscriber_messages(subscriber_id, topic, now_ms())
 
     def emptied(self, topics: Sequence[str]) -> None:
         # Only once committed: a rollback keeps the groups, whose positions may not be

@@ -532,13 +532,14 @@ class WriteTx:
             ],
         )
 
-    async def drop_subscriber_messages(self, subscriber_id: str, topic: str) -> bool:
+    async def drop_subscriber_messages(self, subscriber_id: str, topic: str, at: int) -> bool:
         """After a subscription left ``topic`` (unsubscribed, expired, or moved to another
         topic): drop its snapshots there, and when no subscription uses the topic any more,
-        every message and consumer group of the topic; returns True in that case. The topic
-        row stays: it holds the topic's last offset, so offsets are never reused while a
-        reader may still hold one. Call it after the subscription's row was deleted or
-        moved, in the same transaction.
+        every message and consumer group of the topic, and mark the topic emptied at ``at``;
+        returns True in that case. The topic row stays until maintenance drops it
+        (``TopicRepository.drop_orphans``), which raises the store's offset floor above its
+        last offset, so offsets are never reused while a reader may still hold one. Call it
+        after the subscription's row was deleted or moved, in the same transaction.
         """
         dropped = await self.conn.execute(
             delete(messages)
@@ -560,26 +561,42 @@ class WriteTx:
         if used:
             return False
         await self.conn.execute(delete(consumer_groups).where(consumer_groups.c.topic == topic))
+        # The floor's shared lock before the topic row's, as every writer of topic rows
+        # takes them (see tables.TOPIC_OFFSET_FLOOR).
+        await dialects.offset_floor(self.conn)
+        await self.conn.execute(update(topics).where(topics.c.name == topic).values(emptied_at=at))
         return True
 
     async def create_topics(self, names: Iterable[str], at: int) -> None:
-        """Create those of the topics that do not exist yet (a replica creating the same topic
-        at the same moment is no error).
+        """Create those of the topics that do not exist yet, empty, their offsets starting
+        after the store's offset floor (see :func:`dialects.advance_topics`); a replica
+        creating the same topic at the same moment is no error.
         """
         wanted = sorted(set(names))
         if not wanted:
             return
+        # Locked first: a row found here is not dropped before this transaction ends.
+        floor = await dialects.offset_floor(self.conn)
         found = await self.conn.execute(
             select(topics.c.name).where(dialects.among(self.dialect, topics.c.name, wanted))
         )
         existing = {name for (name,) in found}
-        missing = [
-            {"name": name, "last_offset": 0, "created_at": at, "last_published_at": None}
-            for name in wanted
-            if name not in existing
-        ]
-        if missing:
-            await self.conn.execute(dialects.insert_ignore(self.dialect, topics), missing)
+        missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return
+        await self.conn.execute(
+            dialects.insert_ignore(self.dialect, topics),
+            [
+                {
+                    "name": name,
+                    "last_offset": floor,
+                    "base_offset": floor,
+                    "created_at": at,
+                    "last_published_at": None,
+                }
+                for name in missing
+            ],
+        )
 
     async def mark_published(self, subscriber_ids: Iterable[str], revision: int, at: int) -> None:
         """Record that a snapshot of ``revision`` was published at ``at`` to each of the

@@ -27,6 +27,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
 from policy_pubsub.store import sqlite_driver
+from policy_pubsub.store.tables import TOPIC_OFFSET_FLOOR, store_counters
 
 #: SQLite: the WAL is checkpointed (off the commit path) once its file is larger than this,
 #: and cut back to it when started over. A quarter of SQLite's own automatic checkpoint
@@ -274,11 +275,18 @@ async def advance_topics(
     conn: AsyncConnection, counts: Mapping[str, int], at: int
 ) -> dict[str, int]:
     """Move each topic named in ``counts`` on by that many offsets, published at ``at``,
-    creating those that do not exist yet (created at ``at``, their offsets from 1); return
-    their new last offsets. One statement, an upsert: their rows stay locked until commit.
-    PostgreSQL takes them in the order given, code-point order of the names (``counts`` is
-    sorted so), so that concurrent writers lock in one order and cannot deadlock; SQLite has
-    one writer at a time.
+    creating those that do not exist yet (created at ``at``, their offsets from the store's
+    topic offset floor + 1, see ``tables.TOPIC_OFFSET_FLOOR``); return their new last offsets.
+    Appending to a topic clears its ``emptied_at`` mark: it is in use again. One statement, an
+    upsert: their rows stay locked until commit. PostgreSQL takes them in the order given,
+    code-point order of the names (``counts`` is sorted so), so that concurrent writers lock
+    in one order and cannot deadlock; SQLite has one writer at a time.
+
+    On PostgreSQL the floor is read with a shared lock, taken before any topic row: the
+    deletion of topic rows takes it exclusively first (``TopicRepository.drop_orphans``), so
+    this statement either waits for a deletion to commit and reads the floor it raised (a
+    locking read sees the newest committed row, whatever the statement's snapshot), or holds
+    the deletion off until this transaction ends.
     """
     if not counts:
         return {}
@@ -286,30 +294,74 @@ async def advance_topics(
     if conn.dialect.name == "postgresql":
         result = await conn.execute(
             text(
-                "INSERT INTO topics AS t (name, last_offset, created_at, last_published_at) "
-                "SELECT c.name, c.n, :at, :at "
+                "INSERT INTO topics AS t "
+                "(name, last_offset, base_offset, created_at, last_published_at) "
+                "SELECT c.name, coalesce(f.value, 0) + c.n, coalesce(f.value, 0), :at, :at "
                 "FROM unnest(CAST(:names AS text[]), CAST(:counts AS bigint[])) "
-                "WITH ORDINALITY AS c(name, n, i) ORDER BY c.i "
+                "WITH ORDINALITY AS c(name, n, i) LEFT JOIN "
+                "(SELECT value FROM store_counters WHERE name = :floor FOR SHARE) f ON true "
+                "ORDER BY c.i "
                 "ON CONFLICT (name) DO UPDATE "
-                "SET last_offset = t.last_offset + excluded.last_offset, "
-                "last_published_at = excluded.last_published_at "
+                "SET last_offset = t.last_offset + excluded.last_offset - excluded.base_offset, "
+                "last_published_at = excluded.last_published_at, emptied_at = NULL "
                 "RETURNING t.name, t.last_offset"
             ),
-            {"at": at, "names": names, "counts": [counts[name] for name in names]},
+            {
+                "at": at,
+                "names": names,
+                "counts": [counts[name] for name in names],
+                "floor": TOPIC_OFFSET_FLOOR,
+            },
         )
         return {str(name): int(last) for name, last in result}
     if conn.dialect.name == "sqlite":
         # "WHERE true": an upsert after a SELECT needs a WHERE clause to parse.
         result = await conn.exec_driver_sql(
-            "INSERT INTO topics (name, last_offset, created_at, last_published_at) "
-            "SELECT counts.key, counts.value, ?, ? FROM json_each(?) AS counts WHERE true "
+            "INSERT INTO topics (name, last_offset, base_offset, created_at, last_published_at) "
+            "SELECT counts.key, coalesce(f.value, 0) + counts.value, coalesce(f.value, 0), ?, ? "
+            "FROM json_each(?) AS counts "
+            "LEFT JOIN (SELECT value FROM store_counters WHERE name = ?) AS f ON true WHERE true "
             "ON CONFLICT (name) DO UPDATE "
-            "SET last_offset = topics.last_offset + excluded.last_offset, "
-            "last_published_at = excluded.last_published_at RETURNING name, last_offset",
-            (at, at, orjson.dumps({name: counts[name] for name in names}).decode()),
+            "SET last_offset = topics.last_offset + excluded.last_offset - excluded.base_offset, "
+            "last_published_at = excluded.last_published_at, emptied_at = NULL "
+            "RETURNING name, last_offset",
+            (
+                at,
+                at,
+                orjson.dumps({name: counts[name] for name in names}).decode(),
+                TOPIC_OFFSET_FLOOR,
+            ),
         )
         return {str(row[0]): int(row[1]) for row in result}
     raise UnsupportedDatabase(conn.dialect.name)
+
+
+async def offset_floor(conn: AsyncConnection) -> int:
+    """The store's topic offset floor, for a topic row to be made in this transaction. On
+    PostgreSQL read with a shared lock held until the transaction ends (see
+    :func:`advance_topics`); SQLite's writer holds the one write lock anyway.
+    """
+    result = await conn.execute(
+        select(store_counters.c.value)
+        .where(store_counters.c.name == TOPIC_OFFSET_FLOOR)
+        .with_for_update(read=True)
+    )
+    return int(result.scalar_one_or_none() or 0)
+
+
+async def offset_floor_for_update(conn: AsyncConnection) -> int:
+    """The store's topic offset floor, locked exclusively until the transaction ends on
+    PostgreSQL, to raise it (see :func:`advance_topics`). The row is made if it is missing.
+    """
+    await conn.execute(
+        insert_ignore(conn.dialect.name, store_counters).values(name=TOPIC_OFFSET_FLOOR, value=0)
+    )
+    result = await conn.execute(
+        select(store_counters.c.value)
+        .where(store_counters.c.name == TOPIC_OFFSET_FLOOR)
+        .with_for_update()
+    )
+    return int(result.scalar_one())
 
 
 async def bulk_insert(

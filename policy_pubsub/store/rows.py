@@ -42,6 +42,9 @@ class TopicRow:
     last_offset: int
     created_at: int
     last_published_at: int | None
+    #: Its offsets start after this one (see ``tables.topics``).
+    base_offset: int = 0
+    emptied_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

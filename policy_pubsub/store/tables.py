@@ -59,7 +59,12 @@ subscription_marks = Table(
 )
 
 # The embedded router: topics hold messages at increasing offsets; a consumer group's position
-# is the offset of the last message it consumed (0: none yet).
+# is the offset of the last message it consumed (0: none yet). A topic's offsets start after
+# its base_offset: the store's offset floor (TOPIC_OFFSET_FLOOR) when its row was made, so a
+# topic made again after its row was dropped never hands out an offset a reader may still
+# hold. emptied_at: when the last subscription on the topic left it, taking its messages and
+# consumer groups (None: in use, published to since, or never a subscription's); maintenance
+# drops such a row once nothing uses the topic (TopicRepository.drop_orphans).
 topics = Table(
     "topics",
     metadata,
@@ -67,6 +72,8 @@ topics = Table(
     Column("last_offset", BigInteger, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("last_published_at", BigInteger, nullable=True),
+    Column("base_offset", BigInteger, nullable=False, server_default=text("0")),
+    Column("emptied_at", BigInteger, nullable=True),
     postgresql_with={"fillfactor": UPDATED_EVERY_PUSH_FILLFACTOR},
 )
 
@@ -159,13 +166,22 @@ dead_letters = Table(
 
 # Counts that outlive the rows they count (one row per name): the dead letters ever made,
 # for the policy_pubsub_dead_letters_total counter, which must not go down when dead letters
-# are retried or expire, nor start again at 0 when the server restarts.
+# are retried or expire, nor start again at 0 when the server restarts; and the topic offset
+# floor (TOPIC_OFFSET_FLOOR).
 store_counters = Table(
     "store_counters",
     metadata,
     Column("name", String(64), primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+#: The ``store_counters`` row above every offset a dropped topic row ever handed out: the
+#: deletion raises it in its transaction, and a topic row made later starts there. On
+#: PostgreSQL every transaction that writes topic rows takes a shared lock on it before its
+#: first topic row, and the deletion takes it exclusively first (then skips locked topic
+#: rows): no row is made from a floor that a deletion is raising, and the two lock orders
+#: cannot make a cycle.
+TOPIC_OFFSET_FLOOR = "topic_offset_floor"
 
 # Which policy ("p") or subscription ("s") each revision wrote or deleted, written in the
 # transaction of the change: a replica at revision R reads the keys logged after R and then

@@ -7,6 +7,7 @@ trims it. Every router records its topics here, so every replica lists the same 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -23,15 +24,19 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policy_pubsub.store import dialects
 from policy_pubsub.store.rows import GroupRow, TopicRow
 from policy_pubsub.store.tables import (
+    TOPIC_OFFSET_FLOOR,
     consumer_groups,
     messages,
+    outbox,
     snapshot_bodies,
+    store_counters,
     subscriptions,
     topics,
 )
@@ -89,11 +94,11 @@ class TopicRepository:
             )
             return TopicRow(*row), int(count), [GroupRow(*g) for g in groups]
 
-    async def lag_figures(self) -> dict[str, tuple[int, int | None, int]]:
+    async def lag_figures(self) -> dict[str, tuple[int, int, int | None, int]]:
         """What consumer lag is computed from, for every topic at once, in one statement:
-        each topic's last offset, the position of its slowest consumer group (None without
-        one), and, only for a topic without a group, how many messages it retains (0 for
-        the others: their lag does not need it).
+        each topic's last offset, its base offset (its offsets start after it), the position
+        of its slowest consumer group (None without one), and, only for a topic without a
+        group, how many messages it retains (0 for the others: their lag does not need it).
         """
         slowest = (
             select(consumer_groups.c.topic, func.min(consumer_groups.c.position).label("p"))
@@ -115,6 +120,7 @@ class TopicRepository:
                 select(
                     topics.c.name,
                     topics.c.last_offset,
+                    topics.c.base_offset,
                     slowest.c.p,
                     case((slowest.c.p.is_(None), retained), else_=0),
                 )
@@ -122,9 +128,24 @@ class TopicRepository:
                 .outerjoin(slowest, slowest.c.topic == topics.c.name)
             )
             return {
-                name: (int(last), None if p is None else int(p), int(n))
-                for name, last, p, n in result
+                name: (int(last), int(base), None if p is None else int(p), int(n))
+                for name, last, base, p, n in result
             }
+
+    async def bases(self, names: Sequence[str]) -> dict[str, int]:
+        """The base offset of each of the named topics whose offsets do not start at 1 (made
+        after topic rows were dropped: see ``tables.topics``); the others left out.
+        """
+        if not names:
+            return {}
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(topics.c.name, topics.c.base_offset).where(
+                    dialects.among(self._store.dialect, topics.c.name, names),
+                    topics.c.base_offset > 0,
+                )
+            )
+            return {name: int(base) for name, base in result}
 
     async def counts(self, names: Sequence[str]) -> dict[str, int]:
         """How many messages each of the named topics retains (topics with none left out)."""
@@ -194,12 +215,20 @@ class TopicRepository:
     ) -> int:
         """Drop what outlived its owner; returns how many rows. Snapshots whose subscriber no
         longer subscribes on their topic (left while the server was down, or before
-        unsubscribing dropped them; in chunks, see :meth:`_drop`), and consumer groups of
+        unsubscribing dropped them; in chunks, see :meth:`_drop`); consumer groups of
         topics that retain no message and that no subscription uses: such a group's
         position says nothing a new group would not (offsets never go back, and a new group
-        starts at the oldest message). ``groups_dropped``, if given, hears the topics whose
-        groups went, once that committed.
+        starts at the oldest message); and then the rows of the topics their last
+        subscription emptied (see :meth:`drop_emptied`). ``groups_dropped``, if given,
+        hears the topics whose groups or rows went, once that committed.
         """
+        touched: set[str] = set()
+
+        async def heard(highest: Mapping[str, int]) -> None:
+            touched.update(highest)
+            if dropped is not None:
+                await dropped(highest)
+
         snapshots = await self._drop(
             lambda m: and_(
                 m.c.key.is_not(None),
@@ -208,8 +237,10 @@ class TopicRepository:
                     subscriptions.c.topic == m.c.topic,
                 ),
             ),
-            dropped,
+            heard,
         )
+        if touched:
+            await self._mark_emptied(sorted(touched))
         async with self._store.write() as tx:
             groups = (
                 await tx.conn.execute(
@@ -223,7 +254,96 @@ class TopicRepository:
             ).all()
         if groups and groups_dropped is not None:
             groups_dropped(sorted({topic for (topic,) in groups}))
-        return snapshots + len(groups)
+        emptied = await self.drop_emptied()
+        if emptied and groups_dropped is not None:
+            groups_dropped(emptied)
+        return snapshots + len(groups) + len(emptied)
+
+    async def _mark_emptied(self, names: Sequence[str]) -> None:
+        """Mark emptied those of the topics that no subscription uses and that retain no
+        message: orphan snapshots were their last messages (their subscriptions went without
+        dropping them: an older server's, or a crash between), so they are treated as topics
+        their last subscription left.
+        """
+        chosen = topics.alias("chosen")
+        unmarked = (
+            select(chosen.c.name)
+            .where(
+                dialects.among(self._store.dialect, chosen.c.name, names),
+                chosen.c.emptied_at.is_(None),
+                ~exists().where(messages.c.topic == chosen.c.name),
+                ~exists().where(subscriptions.c.topic == chosen.c.name),
+            )
+            # Rows a transaction under way holds are left unmarked rather than waited for,
+            # so this never waits on one topic row while holding another.
+            .with_for_update(skip_locked=True)
+        )
+        async with self._store.write() as tx:
+            await dialects.offset_floor(tx.conn)  # before the topic rows: see drop_emptied
+            await tx.conn.execute(
+                update(topics)
+                .where(topics.c.name.in_(unmarked))
+                .values(emptied_at=int(time.time() * 1000))
+            )
+
+    async def drop_emptied(self) -> list[str]:
+        """Drop the rows of the topics marked emptied (their last subscription left them)
+        that nothing uses any more: no message, no consumer group, no subscription, no
+        outbox row; returns their names, sorted. A topic a DMaaP client publishes to is
+        never marked, and appending to a marked one clears its mark: such topics keep
+        their rows, as a DMaaP MR keeps its topics.
+
+        The store's offset floor is raised to the highest last offset dropped, in the same
+        transaction, so that a topic made again under a dropped name starts above every
+        offset the dropped row handed out: a head or group position a replica still holds
+        for it is below the new offsets (it sees them as new messages), and no offset means
+        two messages. On PostgreSQL the floor row is locked first, exclusively: a
+        transaction that makes topic rows reads the floor under a shared lock taken before
+        any topic row (``dialects.advance_topics``), so it waits for this one and reads the
+        raised floor, or this one waits for it, and then sees its messages. Rows locked by
+        a transaction under way (one appending to the topic, or marking it) are skipped,
+        never waited for while the floor is held: the next pass takes them. Every
+        transaction that locks topic rows takes the floor's shared lock before the first of
+        them, so none holds a topic row while it waits for the floor behind this one.
+        """
+        async with self._store.write() as tx:
+            floor = await dialects.offset_floor_for_update(tx.conn)
+            doomed = (
+                select(topics.c.name)
+                .where(
+                    topics.c.emptied_at.is_not(None),
+                    ~exists().where(messages.c.topic == topics.c.name),
+                    ~exists().where(consumer_groups.c.topic == topics.c.name),
+                    ~exists().where(subscriptions.c.topic == topics.c.name),
+                    ~exists().where(outbox.c.topic == topics.c.name),
+                )
+                .with_for_update(skip_locked=True)
+            )
+            rows = (
+                await tx.conn.execute(
+                    delete(topics)
+                    .where(topics.c.name.in_(doomed))
+                    .returning(topics.c.name, topics.c.last_offset)
+                )
+            ).all()
+            if not rows:
+                return []
+            highest = max(int(last) for _, last in rows)
+            if highest > floor:
+                await tx.conn.execute(
+                    update(store_counters)
+                    .where(store_counters.c.name == TOPIC_OFFSET_FLOOR)
+                    .values(value=highest)
+                )
+        return sorted(name for name, _ in rows)
+
+    async def offset_floor(self) -> int:
+        """The store's topic offset floor (see ``tables.TOPIC_OFFSET_FLOOR``)."""
+        async with self._store.read() as conn:
+            result = await conn.execute(
+                select(store_counters.c.value).where(store_counters.c.name == TOPIC_OFFSET_FLOOR)
+            )
+            return int(result.scalar_one_or_none() or 0)
 
     async def unused(self, names: Sequence[str]) -> list[str]:
         """Of the named topics, those that no subscription uses and that retain no message,

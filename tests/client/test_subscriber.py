@@ -196,6 +196,33 @@ async def test_the_subscription_survives_close_unless_asked(
     assert (await client.get(path)).status_code == 404
 
 
+async def test_a_subscriber_whose_subscription_and_topic_went_subscribes_again(
+    server: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """A subscriber whose subscription the server deleted (as stale expiry does), and whose
+    topic's row maintenance then dropped, is answered 404 for the topic at its next poll: it
+    re-reads, finds no subscription, subscribes again (the topic is made again), and gets
+    the changes after.
+    """
+    async with subscriber(server.url, timings=fast(poll_timeout=0.2)) as sub:
+        router = server.state.router
+        changes = sub.changes()
+        first = asyncio.create_task(next_change(changes))
+        await wait_for(lambda: router.held_reads == 1)
+        path = f"/decision/v1/subscription/{SUBSCRIBER}"
+        assert (await client.delete(path)).status_code == 204
+        await router.maintain()
+        assert TOPIC not in await router.topics()
+        await push(client, tosca("onap.a"))
+        change = await first
+        assert ids(change.added) == ["onap.a"]
+        assert (await client.get(path)).status_code == 200
+        assert TOPIC in await router.topics()
+        added = await push(client, tosca("onap.b"))
+        change = await next_change(changes)
+        assert (change.revision, ids(change.added)) == (added["revision"], ["onap.b"])
+
+
 async def test_a_rejected_subscription_raises_with_the_server_text(server: LiveServer) -> None:
     """A subscription the server refuses raises SubscriptionRejected carrying the status and
     the server's own sentence, at once and without retrying.

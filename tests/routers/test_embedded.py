@@ -11,13 +11,17 @@ from typing import Any
 import pytest
 
 from policy_pubsub import slices
+from policy_pubsub.exceptions import NotFound
 from policy_pubsub.routers import OutMessage, embedded, from_url
 from policy_pubsub.routers.embedded import EmbeddedRouter
-from policy_pubsub.store import GroupClaim, GroupRow, Store, now_ms
+from policy_pubsub.service.outlets import InStoreOutlet
+from policy_pubsub.store import GroupClaim, GroupRow, Store, SubscriptionRow, now_ms
 from tests.conftest import make_settings, postgres_database, wait_for
 
 
-async def _open(path: Path | str, *, retention: float = 3600) -> tuple[EmbeddedRouter, Store]:
+async def _open(
+    path: Path | str, *, retention: float = 3600, snapshots_of_subscriptions: bool = False
+) -> tuple[EmbeddedRouter, Store]:
     """A router on a SQLite file (a path), or on the store at a URL."""
     store = Store(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}")
     await store.open()
@@ -26,6 +30,7 @@ async def _open(path: Path | str, *, retention: float = 3600) -> tuple[EmbeddedR
         retention_seconds=retention,
         maintenance_interval_seconds=3600,
         position_flush_seconds=0.01,
+        snapshots_of_subscriptions=snapshots_of_subscriptions,
     )
     await router.start()
     return router, store
@@ -583,5 +588,164 @@ async def test_a_topic_dropped_while_appends_wait_to_be_folded_is_forgotten_afte
         assert "t" not in router._heads and "t" not in router._tails
         assert [s.topic for s in router._positions.states()] == []
         assert set(router._tails) == set(others)
+    finally:
+        await _close(router, store)
+
+
+async def _subscribe(router: EmbeddedRouter, subscriber: str, topic: str, revision: int) -> None:
+    """Write a subscription on ``topic`` and append its snapshot there, as a subscribe or a
+    push does.
+    """
+    outlet = InStoreOutlet(router)
+    at = now_ms()
+    async with router._store.write() as tx:
+        await tx.put_subscription(
+            SubscriptionRow(subscriber, topic, "{}", revision, at, at, None, None)
+        )
+        written = await outlet.write(tx, [_snapshot(topic, subscriber, revision)], at)
+    outlet.after_commit(written)
+
+
+async def _unsubscribe(router: EmbeddedRouter, subscriber: str, topic: str, revision: int) -> None:
+    """Delete the subscription, as an unsubscribe does."""
+    outlet = InStoreOutlet(router)
+    at = now_ms()
+    async with router._store.write() as tx:
+        await tx.delete_subscription(subscriber, revision, at)
+        emptied = await outlet.left(tx, subscriber, topic)
+    if emptied:
+        outlet.emptied([topic])
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_a_topic_its_last_subscription_left_goes_and_comes_back_above_its_offsets(
+    kind: str, tmp_path: Path
+) -> None:
+    """Maintenance drops the row of a topic whose last subscription left, raising the store's
+    offset floor to its last offset; the topic made again starts above it, and a group's lag
+    there counts its messages, not the floor. A DMaaP client's topic keeps its row.
+    """
+    async with _store_url(kind, tmp_path) as url:
+        router, store = await _open(url, snapshots_of_subscriptions=True)
+        try:
+            for revision in (1, 2, 3):
+                await _subscribe(router, "s", "t", revision)
+            async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                assert len(delivery.messages) == 3
+                await delivery.ack()
+            await router.publish([OutMessage(topic="d", body="{}")])
+            await _unsubscribe(router, "s", "t", 4)
+            assert await store.topics.get("t") is not None  # until maintenance
+            await router.maintain()
+            assert await store.topics.get("t") is None
+            assert await store.topics.offset_floor() == 3
+            assert await router.topics() == ["d"]
+            with pytest.raises(NotFound):
+                await router.read("t", "g", "c", timeout=0, limit=10)
+
+            await _subscribe(router, "s2", "t", 5)
+            await router.publish([OutMessage(topic="t", body="{}")])
+            row = await store.topics.get("t")
+            assert row is not None and (row.base_offset, row.last_offset) == (3, 5)
+            assert await router.lags(["t"]) == {"t": 2}  # no group yet: its messages
+            # A group at a position from before the row went (saved late, or held in memory).
+            await store.positions.save([GroupRow("t", "old", 1, None)])
+            router._positions.merge("t", "old", 1, None)
+            async with await router.read("t", "new", "c", timeout=0, limit=10) as delivery:
+                assert [seq for seq, _ in await store.topics.messages("t", 0, 10)] == [4, 5]
+                assert len(delivery.messages) == 2
+                assert await router.lags(["t"]) == {"t": 2}
+                stats = await router.stats("t")
+                assert {g.name: g.lag for g in stats.consumer_groups}["old"] == 2
+                await delivery.ack()
+            lags = {g.name: g.lag for g in (await router.stats("t")).consumer_groups}
+            assert lags == {"new": 0, "old": 2}
+        finally:
+            await _close(router, store)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_topics_a_dmaap_client_publishes_to_keep_their_rows(
+    kind: str, tmp_path: Path
+) -> None:
+    """A topic published to without a subscription, or published to after its last
+    subscription left, keeps its row once its messages expired and its groups went; a poll
+    of it answers nothing, not an unknown topic.
+    """
+    async with _store_url(kind, tmp_path) as url:
+        router, store = await _open(url, retention=0.2, snapshots_of_subscriptions=True)
+        try:
+            await router.publish([OutMessage(topic="d", body="{}")])
+            async with await router.read("d", "g", "c", timeout=0, limit=10) as delivery:
+                await delivery.ack()
+            await _subscribe(router, "s", "u", 1)
+            await _unsubscribe(router, "s", "u", 2)
+            await router.publish([OutMessage(topic="u", body="{}")])
+            published = now_ms()
+            await wait_for(lambda: now_ms() - published > 300, timeout=5)
+            await router.maintain()
+            assert await store.topics.counts(["d", "u"]) == {}  # expired
+            assert await store.positions.all_groups() == []
+            assert await router.topics() == ["d", "u"]
+            assert await store.topics.offset_floor() == 0
+            for topic in ("d", "u"):
+                async with await router.read(topic, "g", "c", timeout=0, limit=10) as delivery:
+                    assert list(delivery.messages) == []
+        finally:
+            await _close(router, store)
+
+
+async def test_a_held_read_in_another_replica_is_woken_by_a_topic_made_again() -> None:
+    """On a shared store, a replica holding a read on a topic, with the topic's old head,
+    while another replica drops the topic's row and the topic is made again, is woken by the
+    first commit to it and gets the new message: the new offsets start above the old head.
+    """
+    async with postgres_database() as url:
+        mine, my_store = await _open(url, snapshots_of_subscriptions=True)
+        theirs, their_store = await _open(url)
+        try:
+            for revision in (1, 2, 3):
+                await _subscribe(mine, "s", "t", revision)
+            await wait_for(lambda: theirs._heads.get("t") == 3)
+            async with await theirs.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                assert len(delivery.messages) == 3
+                await delivery.ack()
+            held = asyncio.create_task(theirs.read("t", "g", "c", timeout=5, limit=10))
+            await wait_for(lambda: theirs.held_reads == 1)
+            await _unsubscribe(mine, "s", "t", 4)
+            await mine.maintain()
+            assert await my_store.topics.get("t") is None
+            assert theirs._heads["t"] == 3  # it still holds the old head
+            await mine.publish([OutMessage(topic="t", body="again")])
+            async with await held as delivery:
+                assert list(delivery.messages) == ["again"]
+                await delivery.ack()
+            group = await their_store.positions.group("t", "g")
+            assert group is not None and group.position == 4
+        finally:
+            await _close(mine, my_store)
+            await _close(theirs, their_store)
+
+
+async def test_a_read_held_through_the_drop_of_its_topic_is_woken_by_the_topic_made_again(
+    tmp_path: Path,
+) -> None:
+    """On a store of one process, a read held on a topic while maintenance drops its row
+    keeps the old head, and is woken by the first commit to the topic made again.
+    """
+    router, store = await _open(tmp_path / "db", snapshots_of_subscriptions=True)
+    try:
+        for revision in (1, 2, 3):
+            await _subscribe(router, "s", "t", revision)
+        async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+            await delivery.ack()
+        held = asyncio.create_task(router.read("t", "g", "c", timeout=5, limit=10))
+        await wait_for(lambda: router.held_reads == 1)
+        await _unsubscribe(router, "s", "t", 4)
+        await router.maintain()
+        assert await store.topics.get("t") is None
+        await router.publish([OutMessage(topic="t", body="again")])
+        async with await held as delivery:
+            assert list(delivery.messages) == ["again"]
     finally:
         await _close(router, store)

@@ -67,7 +67,7 @@ async def test_a_shared_end_goes_with_the_last_message_using_it(store: Store) ->
     assert await store.topics.compact() == 1
     assert await _count(store, snapshot_bodies) == 1  # b's snapshot still uses it
     async with store.write() as tx:
-        await tx.drop_subscriber_messages("b", "t-b")
+        await tx.drop_subscriber_messages("b", "t-b", 150)
     assert await _count(store, snapshot_bodies) == 0
     assert await store.topics.messages("t-a", 0, 10) == [(2, _snapshot("a", 8, None).body)]
 
