@@ -11,15 +11,19 @@ from typing import Any
 import pytest
 
 from policy_pubsub import slices
+from policy_pubsub.exceptions import StoreUnavailable
 from policy_pubsub.routers import OutMessage, embedded, from_url
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.store import GroupClaim, GroupRow, Store, now_ms
+from policy_pubsub.store.dialects import SessionTimeouts
 from tests.conftest import make_settings, postgres_database, wait_for
 
 
-async def _open(path: Path | str, *, retention: float = 3600) -> tuple[EmbeddedRouter, Store]:
+async def _open(
+    path: Path | str, *, retention: float = 3600, timeouts: SessionTimeouts | None = None
+) -> tuple[EmbeddedRouter, Store]:
     """A router on a SQLite file (a path), or on the store at a URL."""
-    store = Store(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}")
+    store = Store(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}", timeouts)
     await store.open()
     router = EmbeddedRouter(
         store,
@@ -526,3 +530,26 @@ async def test_groups_maintenance_drops_are_forgotten_in_memory(tmp_path: Path) 
             assert list(delivery.messages) == ['{"n":2}']
     finally:
         await _close(router, store)
+
+
+async def test_a_claim_whose_session_was_ended_is_released_quietly_and_delivered_again() -> None:
+    """On a shared store, a delivery held open past the idle-in-transaction timeout (its
+    replica frozen while answering) loses its claim: PostgreSQL ends the session, releasing
+    the delivery raises nothing, acknowledging it fails, and the group gets its messages again.
+    """
+    async with postgres_database() as url:
+        router, store = await _open(url, timeouts=SessionTimeouts(idle_transaction=0.5))
+        try:
+            await router.publish([OutMessage(topic="t", body="1")])
+            for end in ("release", "ack"):
+                async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                    assert list(delivery.messages) == ["1"]
+                    await asyncio.sleep(1.5)  # idle in its transaction: the session is ended
+                    if end == "ack":
+                        with pytest.raises(StoreUnavailable):
+                            await delivery.ack()
+            async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                assert list(delivery.messages) == ["1"]
+                await delivery.ack()
+        finally:
+            await _close(router, store)
