@@ -75,12 +75,19 @@ class LeaderLock:
                 return False
             try:
                 held = await dialects.try_lock(conn, self._key)
-                if held and self._timeout:
+            except SQLAlchemyError:
+                await _discard(conn)
+                return False
+            if not held:
+                # Untouched: back to the pool, for the next try (every few seconds).
+                with contextlib.suppress(SQLAlchemyError):
+                    await conn.close()
+                return False
+            try:
+                if self._timeout:
                     await dialects.end_when_idle(conn, self._timeout)
             except SQLAlchemyError:
-                held = False
-            if not held:
-                await _discard(conn)
+                await _discard(conn)  # its session ends, and the lock with it
                 return False
             self._conn = conn
             if self._timeout:
@@ -139,8 +146,8 @@ class LeaderLock:
 
 
 async def _discard(conn: AsyncConnection) -> None:
-    """Close a lock connection for good, not back into the pool: its session carries the
-    lock's settings.
+    """Close a lock connection for good, not back into the pool: its session may hold the
+    lock, and carries the lock's idle timeout.
     """
     with contextlib.suppress(SQLAlchemyError):
         await conn.invalidate()
