@@ -67,13 +67,13 @@ class Settings(BaseSettings):
     # (README "Several replicas"): the database ends its session that stays idle inside a
     # transaction this long, so the row locks it holds (a change being written, a consumer
     # group's claim) stop blocking the other replicas. Far above the server's own idle spells
-    # in a transaction: milliseconds, seconds on a very busy replica. 0: PostgreSQL's setting.
+    # in a transaction: milliseconds, seconds on a very busy replica. 0: the database's own.
     idle_transaction_timeout_seconds: float = Field(
         constants.DEFAULT_IDLE_TRANSACTION_TIMEOUT_SECONDS, ge=0, le=86_400
     )
     # PostgreSQL 14+ ends a leader lock's session left idle this long (its holder checks it at
     # a quarter of that), so a frozen leader's relay and background jobs move to another
-    # replica within about this long plus a retry. 0: never (as on PostgreSQL before 14).
+    # replica within about this long plus a retry. 0: the database's own (none by default).
     leader_lock_timeout_seconds: float = Field(
         constants.DEFAULT_LEADER_LOCK_TIMEOUT_SECONDS, ge=0, le=3600
     )
@@ -207,7 +207,8 @@ class Settings(BaseSettings):
         # Shorter, a live replica's own pauses (a garbage collection, a busy moment) would
         # get its sessions ended.
         if 0 < value < MIN_SESSION_TIMEOUT_SECONDS:
-            raise ValueError(f"must be 0 (off) or at least {MIN_SESSION_TIMEOUT_SECONDS} s")
+            least = MIN_SESSION_TIMEOUT_SECONDS
+            raise ValueError(f"must be 0 (the database's own setting) or at least {least} s")
         return value
 
     @model_validator(mode="after")

@@ -66,7 +66,8 @@ class UnsupportedDatabase(ValueError):
 class SessionTimeouts:
     """How long PostgreSQL lets a session of this server stay idle before it ends it, so
     that a replica frozen (SIGSTOP, a paused VM, a hung process: alive to TCP) frees what it
-    holds; 0: never (PostgreSQL's own setting stays). SQLite: unused.
+    holds; 0: this server sets nothing (the database's or role's own setting applies).
+    SQLite: unused.
     """
 
     #: A pooled session idle inside a transaction (``idle_in_transaction_session_timeout``):
@@ -121,14 +122,14 @@ def create_engines(
         if parsed.get_driver_name() != "asyncpg":
             raise UnsupportedDatabase("use the postgresql+asyncpg:// driver for PostgreSQL")
         idle = (timeouts or SessionTimeouts()).idle_transaction
+        # 0: nothing is sent, and the database's or role's own setting applies.
+        settings = {"idle_in_transaction_session_timeout": _milliseconds(idle)} if idle else {}
         engine = create_async_engine(
             parsed,
             pool_size=10,
             max_overflow=10,
             pool_pre_ping=True,
-            connect_args={
-                "server_settings": {"idle_in_transaction_session_timeout": _milliseconds(idle)}
-            },
+            connect_args={"server_settings": settings},
         )
         return engine, engine
     raise UnsupportedDatabase(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
