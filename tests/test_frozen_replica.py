@@ -145,11 +145,15 @@ async def test_a_replica_frozen_inside_a_transaction_holds_the_others_only_until
             with contextlib.suppress(httpx.HTTPError):
                 await asyncio.wait_for(pushed, timeout=15)  # answered once A resumed
 
+        # A's change was rolled back with its session, and not acknowledged.
+        assert pushed.done() and pushed.result().status_code == 503, a.explain("p1 v2")
         # Resumed, A gets a fresh connection from its pool and goes on serving.
         answer = await http.post(f"{a.url}/pap/v1/policies", json={"policies": [_policy("p3", 1)]})
         assert answer.status_code == 200, a.explain(answer.text)
         decision = await http.post(f"{a.url}/decision/v1", json={"resource": {"policy-id": "p*"}})
-        assert {"p1", "p2", "p3"} <= set(decision.json()["policies"])
+        policies = decision.json()["policies"]
+        assert sorted(policies) == ["p1", "p2", "p3"]
+        assert policies["p1"]["version"] == "1.0.0"
         assert _tracebacks(a) == 0, a.explain("a traceback in the log")
 
 
