@@ -89,6 +89,9 @@ def _milliseconds(seconds: float) -> str:
     return str(math.ceil(seconds * 1000)) if seconds > 0 else "0"
 
 
+#: The pooled connections' name in ``pg_stat_activity``.
+APPLICATION_NAME = "policy-pubsub"
+
 #: The oldest PostgreSQL (``server_version_num``) that ends idle sessions.
 IDLE_SESSION_TIMEOUT_SINCE = 140000
 
@@ -122,8 +125,9 @@ def create_engines(
         if parsed.get_driver_name() != "asyncpg":
             raise UnsupportedDatabase("use the postgresql+asyncpg:// driver for PostgreSQL")
         idle = (timeouts or SessionTimeouts()).idle_transaction
-        # 0: nothing is sent, and the database's or role's own setting applies.
-        settings = {"idle_in_transaction_session_timeout": _milliseconds(idle)} if idle else {}
+        settings = {"application_name": APPLICATION_NAME}
+        if idle:  # 0: nothing is sent, and the database's or role's own setting applies
+            settings["idle_in_transaction_session_timeout"] = _milliseconds(idle)
         engine = create_async_engine(
             parsed,
             pool_size=10,

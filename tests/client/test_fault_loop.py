@@ -73,6 +73,7 @@ class Writer:
         self.acknowledged: list[int] = []
         self.running = True
         self.paused: set[str] = set()  # urls of replicas not to push to
+        self.sending_to: str | None = None
 
     async def run(self, http: httpx.AsyncClient) -> None:
         turn = 0
@@ -85,10 +86,13 @@ class Writer:
             self.attempted += 1
             version = self.attempted
             body = {"policies": [_policy(self.policy_id, version)]}
+            self.sending_to = replica.url
             try:
                 answer = await http.post(f"{replica.url}/pap/v1/policies", json=body)
             except httpx.TransportError:
                 answer = None  # not acknowledged; it may have committed
+            finally:
+                self.sending_to = None
             if answer is not None and answer.status_code == 200:
                 self.acknowledged.append(version)
             await asyncio.sleep(self.rng.uniform(0.01, 0.05))
@@ -204,8 +208,11 @@ async def _stall(
     other = next(r for r in replicas if r is not leader)
     for writer in writers:
         writer.paused.add(leader.url)
-    # Frozen inside a transaction (a push, a component's subscribe), it holds the other
-    # replica's writes up only until PostgreSQL ends its session (IDLE_TRANSACTION_SECONDS).
+    # Frozen between two statements of a transaction, it would hold the other replica's
+    # writes up only until PostgreSQL ends its session (IDLE_TRANSACTION_SECONDS); frozen in
+    # the middle of one (a push's COPY into the outbox), until it resumes: no push is left
+    # half done inside it (README "A frozen replica").
+    await wait_for(lambda: all(w.sending_to != leader.url for w in writers), timeout=10)
     leader.send(signal.SIGSTOP)
     try:
         await component.kill()

@@ -42,10 +42,13 @@ async def _holder(store: Store) -> int | None:
 
 
 async def test_pooled_sessions_end_when_idle_in_a_transaction(store: Store) -> None:
-    """Each pooled session carries the idle-in-transaction timeout it was given."""
+    """Each pooled session carries the idle-in-transaction timeout it was given, and the
+    server's name (so an operator finds its sessions in ``pg_stat_activity``).
+    """
     async with store.read() as conn:
         setting = (await conn.execute(text("SHOW idle_in_transaction_session_timeout"))).scalar()
-    assert setting == "1500ms"
+        name = (await conn.execute(text("SHOW application_name"))).scalar()
+    assert (setting, name) == ("1500ms", "policy-pubsub")
     assert store.ends_idle_sessions  # this machine runs PostgreSQL 15
 
 
