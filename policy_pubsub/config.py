@@ -10,6 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from policy_pubsub import constants, models
 from policy_pubsub.onap.topic import PapTopic
 
+#: The shortest session timeout (PostgreSQL, a frozen replica) a setting may give.
+MIN_SESSION_TIMEOUT_SECONDS = 0.5
+
 
 class Settings(BaseSettings):
     """Everything the server can be told; command-line flags override the environment."""
@@ -59,6 +62,21 @@ class Settings(BaseSettings):
     max_incomplete_requests: int = Field(1000, ge=1)
     # Empty answers a consumer may get in a minute before it is refused with 429 (0: no cap).
     max_empty_polls_per_minute: int = Field(120, ge=0)
+
+    # A replica frozen, not dead (SIGSTOP, a paused VM, a hung process), on PostgreSQL
+    # (README "Several replicas"): the database ends its session that stays idle inside a
+    # transaction this long, so the row locks it holds (a change being written, a consumer
+    # group's claim) stop blocking the other replicas. Far above the server's own idle spells
+    # in a transaction: milliseconds, seconds on a very busy replica. 0: the database's own.
+    idle_transaction_timeout_seconds: float = Field(
+        constants.DEFAULT_IDLE_TRANSACTION_TIMEOUT_SECONDS, ge=0, le=86_400
+    )
+    # PostgreSQL 14+ ends a leader lock's session left idle this long (its holder checks it at
+    # a quarter of that), so a frozen leader's relay and background jobs move to another
+    # replica within about this long plus a retry. 0: the database's own (none by default).
+    leader_lock_timeout_seconds: float = Field(
+        constants.DEFAULT_LEADER_LOCK_TIMEOUT_SECONDS, ge=0, le=3600
+    )
 
     # Deep healthcheck: the relay is stuck (503) when the outbox's oldest message waited
     # longer than this while the router is reachable.
@@ -181,6 +199,16 @@ class Settings(BaseSettings):
     def _pap_topic(cls, value: str | None) -> str | None:
         if value is not None:
             PapTopic.parse(value)  # ValueError says what is wrong
+        return value
+
+    @field_validator("idle_transaction_timeout_seconds", "leader_lock_timeout_seconds")
+    @classmethod
+    def _session_timeout(cls, value: float) -> float:
+        # Shorter, a live replica's own pauses (a garbage collection, a busy moment) would
+        # get its sessions ended.
+        if 0 < value < MIN_SESSION_TIMEOUT_SECONDS:
+            least = MIN_SESSION_TIMEOUT_SECONDS
+            raise ValueError(f"must be 0 (the database's own setting) or at least {least} s")
         return value
 
     @model_validator(mode="after")

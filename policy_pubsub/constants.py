@@ -32,6 +32,14 @@ DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600
 DEFAULT_MAINTENANCE_INTERVAL_SECONDS = 60.0
 DEFAULT_POSITION_FLUSH_SECONDS = 0.2
+# PostgreSQL ends a session of this server that stays idle inside a transaction this long (a
+# frozen replica's row locks are freed then). The server's own transactions are idle for
+# milliseconds between statements (a consumer-group claim while its answer is handed over,
+# a change while its snapshots are matched), seconds at worst on a busy event loop.
+DEFAULT_IDLE_TRANSACTION_TIMEOUT_SECONDS = 60.0
+# PostgreSQL 14+ ends a leader lock's session idle this long (a frozen leader's lock is freed
+# then, and another replica takes it); the holder checks its lock four times as often.
+DEFAULT_LEADER_LOCK_TIMEOUT_SECONDS = 20.0
 # Longest a policy change's commit waits for other clients' changes (service/batches.py).
 DEFAULT_COMMIT_DELAY_MS = 1.0
 

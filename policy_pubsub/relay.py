@@ -135,8 +135,8 @@ class OutboxRelay:
 
     async def relay_pending(self, leading: Callable[[], Awaitable[bool]] | None = None) -> int:
         """Publish and delete what waits in the outbox, batch after batch, until a batch comes
-        back short or ``leading()`` (asked before each batch after the first) says this relay
-        lost the lead; returns how many outbox rows it took.
+        back short or ``leading()`` (asked before each batch is published, once it was read)
+        says this relay lost the lead; returns how many outbox rows it took.
         """
         moved = 0
         acknowledged: list[tuple[int, OutMessage]] = []  # rows the router holds: deleted
@@ -144,7 +144,13 @@ class OutboxRelay:
         if batch:  # an idle pass reads the outbox alone
             self._open = await self._store.dead_letters.open_subscribers()
         while batch:
-            reading = asyncio.create_task(self._following(batch, leading))
+            # Asked once the batch is read, right before it is published: a relay frozen in
+            # between, whose lock was ended and taken over meanwhile (store/leader.py), does
+            # not publish that batch when it resumes, after the new leader's newer snapshots.
+            if leading is not None and not await leading():
+                self._leader = False
+                break
+            reading = asyncio.create_task(self._following(batch))
             deleting = asyncio.create_task(self._delete(acknowledged))
             messages = newest_per_subscriber([m for _, m in batch])
             try:
@@ -155,9 +161,6 @@ class OutboxRelay:
                 acknowledged = []
                 moved += await self._bury(batch, messages, refusal)
                 # What followed the refused message is still in the outbox: from the oldest.
-                if leading is not None and not await leading():
-                    self._leader = False
-                    return moved
                 batch = await self._store.outbox.batch(self._batch_size)
                 continue
             except BaseException:
@@ -230,16 +233,9 @@ class OutboxRelay:
             if m.key is not None and m.revision is not None and m.key in self._open
         }
 
-    async def _following(
-        self, batch: list[tuple[int, OutMessage]], leading: Callable[[], Awaitable[bool]] | None
-    ) -> list[tuple[int, OutMessage]]:
-        """The batch after ``batch``; none when it came back short (the outbox was empty) or
-        the lead is lost.
-        """
+    async def _following(self, batch: list[tuple[int, OutMessage]]) -> list[tuple[int, OutMessage]]:
+        """The batch after ``batch``; none when it came back short (the outbox was empty)."""
         if len(batch) < self._batch_size:
-            return []
-        if leading is not None and not await leading():
-            self._leader = False
             return []
         return await self._store.outbox.batch(self._batch_size, after=batch[-1][0])
 

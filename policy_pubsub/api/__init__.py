@@ -35,6 +35,7 @@ from policy_pubsub.relay import dead_letter_retention
 from policy_pubsub.service import PolicyService, outlet_for
 from policy_pubsub.stale import StaleExpiry
 from policy_pubsub.store import Store
+from policy_pubsub.store.dialects import SessionTimeouts
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        store = Store(settings.database_url)
+        timeouts = SessionTimeouts(
+            idle_transaction=settings.idle_transaction_timeout_seconds,
+            leader_lock=settings.leader_lock_timeout_seconds,
+        )
+        store = Store(settings.database_url, timeouts)
         await store.open()
         router = routers.from_url(settings.router_url, store, settings)
         # Where snapshots go, chosen once: the store's topics, or the outbox and its relay.

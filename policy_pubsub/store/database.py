@@ -86,15 +86,20 @@ def now_ms() -> int:
 class Store:
     """SQLAlchemy Core over SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, timeouts: dialects.SessionTimeouts | None = None) -> None:
         self.url = url
-        self._reader, self._writer = dialects.create_engines(url)
+        #: How long PostgreSQL lets this server's sessions stay idle (see SessionTimeouts).
+        self.timeouts = timeouts or dialects.SessionTimeouts()
+        self._reader, self._writer = dialects.create_engines(url, self.timeouts)
         self.dialect = self._writer.dialect.name
         #: Several processes share the store (PostgreSQL): in-process state is only a cache.
         self.shared = self.dialect == "postgresql"
         # SQLite has one writer connection; the database itself serialises PostgreSQL writers.
         self._write_lock = None if self.shared else asyncio.Lock()
         self.notifications = Notifications(url) if self.shared else None
+        #: PostgreSQL 14+: the server ends a leader lock's session left idle (frozen holder);
+        #: known once the store is open.
+        self.ends_idle_sessions = False
         # SQLite: the WAL file, and the background checkpoint that keeps it in bounds.
         database = self._writer.url.database
         self._wal = f"{database}-wal" if self.dialect == "sqlite" and database else None
@@ -115,8 +120,16 @@ class Store:
             async with self._writer.connect() as conn:
                 await conn.run_sync(_upgrade)
                 await conn.commit()
+                if self.shared:
+                    self.ends_idle_sessions = await dialects.ends_idle_sessions(conn)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"cannot open the store: {exc}") from exc
+        if self.shared and not self.ends_idle_sessions and self.timeouts.leader_lock:
+            log.warning(
+                "PostgreSQL before 14 does not end idle sessions: a replica frozen while it "
+                "leads (the outbox relay, the background jobs) keeps its leader locks until "
+                "it resumes or its connection dies; the other replicas wait meanwhile"
+            )
         if self.notifications is not None:
             self.notifications.start()
 

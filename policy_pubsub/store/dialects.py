@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -26,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.dml import Insert
 
+from policy_pubsub import constants
 from policy_pubsub.store import sqlite_driver
 from policy_pubsub.store.tables import TOPIC_OFFSET_FLOOR, store_counters
 
@@ -59,9 +63,48 @@ class UnsupportedDatabase(ValueError):
     """The database URL names a database or driver the store does not support."""
 
 
-def create_engines(url: str) -> tuple[AsyncEngine, AsyncEngine]:
+@dataclass(frozen=True, slots=True)
+class SessionTimeouts:
+    """How long PostgreSQL lets a session of this server stay idle before it ends it, so
+    that a replica frozen (SIGSTOP, a paused VM, a hung process: alive to TCP) frees what it
+    holds; 0: this server sets nothing (the database's or role's own setting applies).
+    SQLite: unused.
+    """
+
+    #: A pooled session idle inside a transaction (``idle_in_transaction_session_timeout``):
+    #: the row locks a frozen replica holds are freed after this long.
+    idle_transaction: float = constants.DEFAULT_IDLE_TRANSACTION_TIMEOUT_SECONDS
+    #: A leader lock's session, idle (``idle_session_timeout``, PostgreSQL 14+): a frozen
+    #: leader's lock is freed after this long. Its holder checks it at a quarter of it.
+    leader_lock: float = constants.DEFAULT_LEADER_LOCK_TIMEOUT_SECONDS
+
+    def __post_init__(self) -> None:
+        for name in ("idle_transaction", "leader_lock"):
+            seconds = getattr(self, name)
+            if seconds < 0 or not math.isfinite(seconds):
+                raise ValueError(f"{name} must be a finite number of seconds, 0 or more")
+
+
+def _milliseconds(seconds: float) -> str:
+    """A PostgreSQL duration setting in whole milliseconds, at least 1 unless 0 (off)."""
+    return str(math.ceil(seconds * 1000)) if seconds > 0 else "0"
+
+
+#: The pooled connections' name in ``pg_stat_activity``.
+APPLICATION_NAME = "policy-pubsub"
+
+#: The oldest PostgreSQL (``server_version_num``) that ends idle sessions.
+IDLE_SESSION_TIMEOUT_SINCE = 140000
+
+
+def create_engines(
+    url: str, timeouts: SessionTimeouts | None = None
+) -> tuple[AsyncEngine, AsyncEngine]:
     """Make the (reader, writer) engines for ``url``; they are one engine where the database
     itself serialises writers (PostgreSQL), two on SQLite, where the writer holds the one lock.
+    On PostgreSQL, each session is ended by the server when it stays idle in a transaction
+    longer than ``timeouts.idle_transaction``; the pool pings a connection before handing it
+    out, so a session ended meanwhile is replaced, not used.
     """
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -82,7 +125,17 @@ def create_engines(url: str) -> tuple[AsyncEngine, AsyncEngine]:
     if backend == "postgresql":
         if parsed.get_driver_name() != "asyncpg":
             raise UnsupportedDatabase("use the postgresql+asyncpg:// driver for PostgreSQL")
-        engine = create_async_engine(parsed, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        idle = (timeouts or SessionTimeouts()).idle_transaction
+        settings = {"application_name": APPLICATION_NAME}
+        if idle:  # 0: nothing is sent, and the database's or role's own setting applies
+            settings["idle_in_transaction_session_timeout"] = _milliseconds(idle)
+        engine = create_async_engine(
+            parsed,
+            pool_size=10,
+            max_overflow=10,
+            pool_pre_ping=True,
+            connect_args={"server_settings": settings},
+        )
         return engine, engine
     raise UnsupportedDatabase(f"unsupported database {backend!r}: use SQLite or PostgreSQL")
 
@@ -150,9 +203,31 @@ async def unlock(conn: AsyncConnection, key: int) -> None:
         await conn.commit()
 
 
-async def check_lock_connection(conn: AsyncConnection) -> None:
-    """Raise if the connection holding a lock is gone (and the lock with it)."""
-    await conn.execute(text("SELECT 1"))
+async def check_lock_connection(conn: AsyncConnection, timeout: float | None = None) -> None:
+    """Raise if the connection holding a lock is gone (and the lock with it), or does not
+    answer within ``timeout`` seconds (``TimeoutError``).
+    """
+    async with asyncio.timeout(timeout):
+        await conn.execute(text("SELECT 1"))
+        await conn.commit()
+
+
+async def ends_idle_sessions(conn: AsyncConnection) -> bool:
+    """Whether the server can end a session left idle (PostgreSQL 14+)."""
+    if conn.dialect.name != "postgresql":
+        return False
+    version = (await conn.execute(text("SHOW server_version_num"))).scalar_one()
+    return int(version) >= IDLE_SESSION_TIMEOUT_SINCE
+
+
+async def end_when_idle(conn: AsyncConnection, seconds: float) -> None:
+    """Have PostgreSQL 14+ end this session once it stays idle (outside a transaction) for
+    ``seconds`` (0: never), freeing its session locks.
+    """
+    await conn.execute(
+        text("SELECT set_config('idle_session_timeout', :ms, false)"),
+        {"ms": _milliseconds(seconds)},
+    )
     await conn.commit()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -104,9 +105,21 @@ class PositionRepository:
                     if claim.advanced:
                         await conn.commit()
                     else:
-                        await conn.rollback()
+                        await _roll_back(conn)
         except (SQLAlchemyError, OSError) as exc:
             raise StoreUnavailable(f"store read failed: {exc}") from exc
+
+
+async def _roll_back(conn: AsyncConnection) -> None:
+    """Roll a claim back; if its session is gone (PostgreSQL ended it, idle in its transaction
+    too long: its replica was frozen), the transaction went with it, and nothing is left to
+    undo: the connection is dropped, not handed back to the pool.
+    """
+    try:
+        await conn.rollback()
+    except SQLAlchemyError:
+        with contextlib.suppress(SQLAlchemyError):
+            await conn.invalidate()
 
 
 class GroupClaim:
@@ -121,16 +134,23 @@ class GroupClaim:
 
     async def read(self, limit: int) -> list[tuple[int, str]]:
         """At most ``limit`` messages after the position, as (offset, body), oldest first."""
-        result = await self._conn.execute(messages_after(self.topic, self.position, limit))
+        try:
+            result = await self._conn.execute(messages_after(self.topic, self.position, limit))
+        except (SQLAlchemyError, OSError) as exc:
+            raise StoreUnavailable(f"store read failed: {exc}") from exc
         return [(row.seq, row.body) for row in result]
 
     async def advance(self, position: int, at: int) -> None:
         """Move the position to ``position``, consumed at ``at``; committed with the claim."""
-        await self._conn.execute(
-            update(consumer_groups)
-            .where(consumer_groups.c.topic == self.topic, consumer_groups.c.name == self.name)
-            .values(position=position, last_consumed_at=at)
-        )
+        try:
+            await self._conn.execute(
+                update(consumer_groups)
+                .where(consumer_groups.c.topic == self.topic, consumer_groups.c.name == self.name)
+                .values(position=position, last_consumed_at=at)
+            )
+        except (SQLAlchemyError, OSError) as exc:
+            # E.g. its session ended (idle in its transaction too long): not consumed.
+            raise StoreUnavailable(f"store write failed: {exc}") from exc
         self.position = position
         self.advanced = True
 

@@ -34,7 +34,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from tests.client.component_process import ComponentProcess
 from tests.conftest import postgres_database, wait_for
@@ -57,6 +56,8 @@ CYCLES = len(KILLS)
 COMPONENTS = 3
 POLICIES = ("fl.a", "fl.b")  # one PAP writer each, alternating between the replicas
 SEED = int(os.environ.get("POLICY_PUBSUB_FAULT_SEED", "20261203"))
+# How long PostgreSQL lets a frozen replica's transaction hold the other one's writes up.
+IDLE_TRANSACTION_SECONDS = 1.0
 
 
 class Writer:
@@ -115,7 +116,10 @@ async def test_components_never_go_back_nor_lose_a_change_across_kills(
     nats = private_nats
     async with postgres_database() as url, AsyncExitStack() as stack:
         args = ["--router", nats.url]
-        env = {"POLICY_PUBSUB_POSITION_FLUSH_SECONDS": "0.05"}
+        env = {
+            "POLICY_PUBSUB_POSITION_FLUSH_SECONDS": "0.05",
+            "POLICY_PUBSUB_IDLE_TRANSACTION_TIMEOUT_SECONDS": str(IDLE_TRANSACTION_SECONDS),
+        }
         replicas = [
             ServerProcess(url, tmp_path / f"replica-{name}.log", args=args, env=env)
             for name in "ab"
@@ -155,7 +159,7 @@ async def test_components_never_go_back_nor_lose_a_change_across_kills(
                     await asyncio.sleep(rng.uniform(0.2, 0.5))
                     await nats.start()
                 elif target == "stall":
-                    await _stall(http, url, replicas, writers, rng.choice(components))
+                    await _stall(http, replicas, writers, rng.choice(components))
                 else:
                     component = rng.choice(components)
                     await component.kill()
@@ -190,38 +194,8 @@ async def test_components_never_go_back_nor_lose_a_change_across_kills(
         assert all(len(w.acknowledged) > CYCLES for w in writers), "too few pushes to judge"
 
 
-async def _freeze_outside_a_transaction(replica: ServerProcess, database_url: str) -> None:
-    """SIGSTOP the replica at a moment it holds no transaction open. Frozen inside one (a
-    component's subscribe it was answering, say), it would hold row locks the other replica's
-    writes wait for, as long as it stays frozen: a stall of the whole store, not of one
-    replica. A transaction left open shows as a session idle in it; the other replica's
-    transactions never stay idle for long.
-    """
-    import asyncpg  # type: ignore[import-untyped]
-
-    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
-    conn = await asyncpg.connect(dsn, timeout=5)
-    try:
-        for _ in range(50):
-            replica.send(signal.SIGSTOP)
-            await asyncio.sleep(0.3)
-            held = await conn.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND state LIKE 'idle in transaction%'"
-                " AND state_change < now() - interval '200 milliseconds'"
-            )
-            if held == 0:
-                return
-            replica.send(signal.SIGCONT)
-            await asyncio.sleep(0.05)
-        pytest.fail("the replica held a transaction open at every attempt to freeze it")
-    finally:
-        await conn.close()
-
-
 async def _stall(
     http: httpx.AsyncClient,
-    database_url: str,
     replicas: list[ServerProcess],
     writers: list[Writer],
     component: ComponentProcess,
@@ -234,9 +208,12 @@ async def _stall(
     other = next(r for r in replicas if r is not leader)
     for writer in writers:
         writer.paused.add(leader.url)
-    # No push is left half done inside the frozen replica (it would hold the store's lock).
+    # Frozen between two statements of a transaction, it would hold the other replica's
+    # writes up only until PostgreSQL ends its session (IDLE_TRANSACTION_SECONDS); frozen in
+    # the middle of one (a push's COPY into the outbox), until it resumes: no push is left
+    # half done inside it (README "A frozen replica").
     await wait_for(lambda: all(w.sending_to != leader.url for w in writers), timeout=10)
-    await _freeze_outside_a_transaction(leader, database_url)
+    leader.send(signal.SIGSTOP)
     try:
         await component.kill()
         before = sum(len(w.acknowledged) for w in writers)

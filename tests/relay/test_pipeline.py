@@ -225,13 +225,14 @@ class OpenRouter(GatedRouter):
 
 
 async def test_a_relay_that_loses_the_lead_stops_after_the_batch_in_hand(store: Store) -> None:
-    """The lead is checked before each further batch: once it is lost, the relay finishes the
-    batch it is publishing and takes no other; with the lead kept it empties the outbox.
+    """The lead is checked before each batch is published, once it was read: once it is
+    lost, the relay finishes the batch it is publishing and publishes no other; with the lead
+    kept it empties the outbox.
     """
     await fill_outbox(store, subscribers=3500, revisions=1)
     router = OpenRouter()
     relay = OutboxRelay(store, router, batch_size=1000)
-    answers = iter([True, False])
+    answers = iter([True, True, False])
 
     async def leading() -> bool:
         return next(answers)

@@ -11,19 +11,24 @@ from typing import Any
 import pytest
 
 from policy_pubsub import slices
-from policy_pubsub.exceptions import NotFound
+from policy_pubsub.exceptions import NotFound, StoreUnavailable
 from policy_pubsub.routers import OutMessage, embedded, from_url
 from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service.outlets import InStoreOutlet
 from policy_pubsub.store import GroupClaim, GroupRow, Store, SubscriptionRow, now_ms
+from policy_pubsub.store.dialects import SessionTimeouts
 from tests.conftest import make_settings, postgres_database, wait_for
 
 
 async def _open(
-    path: Path | str, *, retention: float = 3600, snapshots_of_subscriptions: bool = False
+    path: Path | str,
+    *,
+    retention: float = 3600,
+    snapshots_of_subscriptions: bool = False,
+    timeouts: SessionTimeouts | None = None,
 ) -> tuple[EmbeddedRouter, Store]:
     """A router on a SQLite file (a path), or on the store at a URL."""
-    store = Store(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}")
+    store = Store(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}", timeouts)
     await store.open()
     router = EmbeddedRouter(
         store,
@@ -749,3 +754,26 @@ async def test_a_read_held_through_the_drop_of_its_topic_is_woken_by_the_topic_m
             assert list(delivery.messages) == ["again"]
     finally:
         await _close(router, store)
+
+
+async def test_a_claim_whose_session_was_ended_is_released_quietly_and_delivered_again() -> None:
+    """On a shared store, a delivery held open past the idle-in-transaction timeout (its
+    replica frozen while answering) loses its claim: PostgreSQL ends the session, releasing
+    the delivery raises nothing, acknowledging it fails, and the group gets its messages again.
+    """
+    async with postgres_database() as url:
+        router, store = await _open(url, timeouts=SessionTimeouts(idle_transaction=0.5))
+        try:
+            await router.publish([OutMessage(topic="t", body="1")])
+            for end in ("release", "ack"):
+                async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                    assert list(delivery.messages) == ["1"]
+                    await asyncio.sleep(1.5)  # idle in its transaction: the session is ended
+                    if end == "ack":
+                        with pytest.raises(StoreUnavailable):
+                            await delivery.ack()
+            async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
+                assert list(delivery.messages) == ["1"]
+                await delivery.ack()
+        finally:
+            await _close(router, store)
