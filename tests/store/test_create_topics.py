@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from sqlalchemy import select
 
-from policy_pubsub.config import Settings
 from policy_pubsub.routers import OutMessage
 from policy_pubsub.store import Store
 from policy_pubsub.store.tables import topics
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    store = Store(settings.database_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def _topics(store: Store) -> dict[str, tuple[int, int]]:

@@ -4,27 +4,16 @@ once: every reader gets whole bodies, and a shared end goes with the last messag
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 
 import pytest
 from sqlalchemy import Table, func, select
 
-from policy_pubsub.config import Settings
 from policy_pubsub.routers import OutMessage, SharedPart
 from policy_pubsub.store import Store, topics
 from policy_pubsub.store.tables import messages, outbox, snapshot_bodies
 
 POLICIES = '{"p1":{"type":"t","properties":{"x":"' + "y" * 200 + '"}}}}'
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    store = Store(settings.database_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 def _snapshot(subscriber: str, revision: int, shared: SharedPart | None) -> OutMessage:

@@ -6,26 +6,13 @@ drops the row of a topic a transaction under way appends to.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from sqlalchemy import delete, text, update
 
-from policy_pubsub.config import Settings
 from policy_pubsub.routers import OutMessage
 from policy_pubsub.store import Store, dialects
 from policy_pubsub.store.tables import TOPIC_OFFSET_FLOOR, store_counters
 from tests.conftest import postgres_database, wait_for
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    store = Store(settings.database_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def _emptied(store: Store, topic: str, offsets: int) -> None:

@@ -5,7 +5,6 @@ SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,16 +23,6 @@ from policy_pubsub.store.tables import (
     topics,
 )
 from tests.conftest import wait_for
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    store = Store(settings.database_url)
-    await store.open()
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def _messages(store: Store) -> dict[str, list[tuple[int, str | None, int | None, str, int]]]:
