@@ -143,6 +143,7 @@ class EmbeddedRouter(Router):
         self._heads_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # On a shared store, one replica at a time drops expired and superseded messages.
+        self._maintenance_interval = maintenance_interval_seconds
         self._maintenance = Periodic(
             "topic retention and compaction",
             store,
@@ -176,6 +177,10 @@ class EmbeddedRouter(Router):
             self._tasks.append(
                 asyncio.create_task(self._heads_loop(), name="policy-pubsub topic heads")
             )
+            if self._drop_orphans:
+                self._tasks.append(
+                    asyncio.create_task(self._forget_loop(), name="policy-pubsub unused topics")
+                )
 
     def _topics_committed(self, payload: str) -> None:
         """Another replica appended to topics: ``topic:last_offset`` pairs."""
@@ -494,21 +499,39 @@ class EmbeddedRouter(Router):
             )
         return expired, compacted
 
-    async def _forget_unused(self) -> None:
-        """Forget the topics whose consumer groups this process keeps while the store holds
-        nothing for them: no subscription uses them and they retain no message. A read that
-        reaches such a topic after the store dropped it (a component's last poll, arriving
-        after its unsubscribe; a poller whose subscription is gone) makes its group again
-        here, with no row in the store (it consumed nothing), so neither the unsubscribe
-        nor :meth:`~policy_pubsub.store.topics.TopicRepository.drop_orphans` would ever
-        forget it. A topic appended to while the store was asked is in use again: kept.
+    async def _forget_unused(self, *, every_head: bool = False) -> None:
+        """Forget the topics whose consumer groups this process keeps (and with
+        ``every_head``, whose heads it keeps) while the store holds nothing for them: no
+        subscription uses them and they retain no message, whether or not their row is still
+        there. A read that reaches such a topic after the store dropped it (a component's
+        last poll, arriving after its unsubscribe; a poller whose subscription is gone) makes
+        its group again here, with no row in the store (it consumed nothing), so neither the
+        unsubscribe nor :meth:`~policy_pubsub.store.topics.TopicRepository.drop_orphans`
+        would ever forget it. A topic appended to while the store was asked is in use again:
+        kept.
         """
         held = self._positions.topics()
+        if every_head:
+            held = sorted(set(held).union(self._heads))
         if not held:
             return
         heads = {topic: self._heads.get(topic) for topic in held}
         unused = await self._store.topics.unused(held)
         self.forget_topics([topic for topic in unused if self._heads.get(topic) == heads[topic]])
+
+    async def _forget_loop(self) -> None:
+        """On a shared store only the replica that leads maintenance hears which topics it
+        dropped; every replica learns heads of topics from the others' announcements. So
+        each one, at maintenance's cadence, forgets the heads and groups of the topics the
+        store holds nothing for any more: under a churn of subscribers they would otherwise
+        pile up in the replicas that did not run the unsubscribe or the maintenance.
+        """
+        while True:
+            await asyncio.sleep(self._maintenance_interval)
+            try:
+                await self._forget_unused(every_head=True)
+            except StoreUnavailable as exc:  # the outage is reported where requests meet it
+                log.debug("cannot look for unused topics: %s", exc)
 
     async def forget_tail(self, topic: str) -> None:
         """The store is dropping messages of ``topic`` (in a transaction that holds the write

@@ -24,6 +24,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -347,19 +348,28 @@ class TopicRepository:
 
     async def unused(self, names: Sequence[str]) -> list[str]:
         """Of the named topics, those that no subscription uses and that retain no message,
-        sorted: what :meth:`drop_orphans` drops the consumer groups of.
+        sorted, whether or not their row is still there: what :meth:`drop_orphans` drops the
+        consumer groups of, and later the row.
         """
         if not names:
             return []
+        dialect = self._store.dialect
         async with self._store.read() as conn:
-            result = await conn.execute(
-                select(topics.c.name).where(
-                    dialects.among(self._store.dialect, topics.c.name, names),
-                    ~exists().where(messages.c.topic == topics.c.name),
-                    ~exists().where(subscriptions.c.topic == topics.c.name),
-                )
+            used = set(
+                (
+                    await conn.execute(
+                        union(
+                            select(subscriptions.c.topic).where(
+                                dialects.among(dialect, subscriptions.c.topic, names)
+                            ),
+                            select(messages.c.topic)
+                            .where(dialects.among(dialect, messages.c.topic, names))
+                            .distinct(),
+                        )
+                    )
+                ).scalars()
             )
-            return sorted(result.scalars())
+        return sorted(set(names) - used)
 
     async def _drop(
         self, which: Callable[[FromClause], ColumnElement[bool]], dropped: Dropped | None

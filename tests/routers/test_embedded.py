@@ -17,6 +17,7 @@ from policy_pubsub.routers.embedded import EmbeddedRouter
 from policy_pubsub.service.outlets import InStoreOutlet
 from policy_pubsub.store import GroupClaim, GroupRow, Store, SubscriptionRow, now_ms
 from policy_pubsub.store.dialects import SessionTimeouts
+from policy_pubsub.store.leader import LeaderLock
 from tests.conftest import make_settings, postgres_database, wait_for
 
 
@@ -26,6 +27,7 @@ async def _open(
     retention: float = 3600,
     snapshots_of_subscriptions: bool = False,
     timeouts: SessionTimeouts | None = None,
+    maintenance: float = 3600,
 ) -> tuple[EmbeddedRouter, Store]:
     """A router on a SQLite file (a path), or on the store at a URL."""
     store = Store(path if isinstance(path, str) else f"sqlite+aiosqlite:///{path}", timeouts)
@@ -33,7 +35,7 @@ async def _open(
     router = EmbeddedRouter(
         store,
         retention_seconds=retention,
-        maintenance_interval_seconds=3600,
+        maintenance_interval_seconds=maintenance,
         position_flush_seconds=0.01,
         snapshots_of_subscriptions=snapshots_of_subscriptions,
     )
@@ -728,6 +730,40 @@ async def test_a_held_read_in_another_replica_is_woken_by_a_topic_made_again() -
             group = await their_store.positions.group("t", "g")
             assert group is not None and group.position == 4
         finally:
+            await _close(mine, my_store)
+            await _close(theirs, their_store)
+
+
+async def test_a_replica_that_did_not_drop_a_topic_forgets_it_at_maintenance_cadence() -> None:
+    """On a shared store, a replica that neither ran the unsubscribe nor leads maintenance
+    still forgets the head and the groups of a topic the store dropped, at maintenance's
+    cadence, and keeps those of the topics in use.
+    """
+    async with postgres_database() as url:
+        mine, my_store = await _open(url, snapshots_of_subscriptions=True)
+        # Maintenance is led elsewhere: this lock keeps the other replica from leading it.
+        lock = LeaderLock(my_store, "topic retention and compaction")
+        assert await lock.acquire()
+        theirs, their_store = await _open(url, snapshots_of_subscriptions=True, maintenance=0.1)
+        try:
+            await _subscribe(mine, "s", "t", 1)
+            await _subscribe(mine, "k", "kept", 2)
+            for topic in ("t", "kept"):
+                async with await theirs.read(topic, "g", "c", timeout=5, limit=10) as delivery:
+                    assert len(delivery.messages) == 1
+                    await delivery.ack()
+            await _unsubscribe(mine, "s", "t", 3)
+            await mine.maintain()
+            assert await my_store.topics.get("t") is None
+
+            def forgotten() -> bool:
+                return "t" not in theirs._heads and theirs._positions.topics() == ["kept"]
+
+            await wait_for(forgotten, timeout=5)
+            assert not theirs._maintenance.leading
+            assert "kept" in theirs._heads
+        finally:
+            await lock.release()
             await _close(mine, my_store)
             await _close(theirs, their_store)
 
