@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from policy_pubsub.relay import LOCK_NAME
 from policy_pubsub.store import dialects
+from tests.api.helpers import tosca
 from tests.conftest import postgres_database, wait_for
 from tests.nats_server import PrivateNats
 from tests.processes import ServerProcess
@@ -41,17 +42,6 @@ SELECT (l.classid::bigint << 32) | l.objid::bigint, l.pid
   FROM pg_locks l JOIN pg_database d ON d.oid = l.database
  WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()
 """
-
-
-def _policy(policy_id: str, version: int) -> dict[str, Any]:
-    return {
-        "type": "onap.policies.frozen",
-        "type_version": "1.0.0",
-        "name": policy_id,
-        "version": f"{version}.0.0",
-        "metadata": {"policy-id": policy_id, "policy-version": f"{version}.0.0"},
-        "properties": {"value": version},
-    }
 
 
 @asynccontextmanager
@@ -95,7 +85,7 @@ async def test_a_replica_frozen_inside_a_transaction_holds_the_others_only_until
         ServerProcess(url, tmp_path / "b.log", env=env) as b,
         httpx.AsyncClient(timeout=20, trust_env=False) as http,
     ):
-        r = await http.post(f"{b.url}/pap/v1/policies", json={"policies": [_policy("p1", 1)]})
+        r = await http.post(f"{b.url}/pap/v1/policies", json={"policies": [tosca("p1", "1.0.0")]})
         assert r.status_code == 200, r.text
         # The test locks p1's row, so that A's change of p1 stops inside its transaction,
         # after it took the store's revision row, at a moment the test knows.
@@ -103,7 +93,7 @@ async def test_a_replica_frozen_inside_a_transaction_holds_the_others_only_until
         await holding.start()
         await admin.execute("SELECT 1 FROM policies WHERE policy_id = 'p1' FOR UPDATE")
         pushed = asyncio.create_task(
-            http.post(f"{a.url}/pap/v1/policies", json={"policies": [_policy("p1", 2)]})
+            http.post(f"{a.url}/pap/v1/policies", json={"policies": [tosca("p1", "2.0.0")]})
         )
         waiting: list[int] = []
 
@@ -129,7 +119,7 @@ async def test_a_replica_frozen_inside_a_transaction_holds_the_others_only_until
                 await wait_for(idle_in_transaction, timeout=5)
                 started = loop.time()
                 answer = await http.post(
-                    f"{b.url}/pap/v1/policies", json={"policies": [_policy("p2", 1)]}
+                    f"{b.url}/pap/v1/policies", json={"policies": [tosca("p2", "1.0.0")]}
                 )
                 took = loop.time() - started
                 assert answer.status_code == 200, answer.text
@@ -148,7 +138,9 @@ async def test_a_replica_frozen_inside_a_transaction_holds_the_others_only_until
         # A's change was rolled back with its session, and not acknowledged.
         assert pushed.done() and pushed.result().status_code == 503, a.explain("p1 v2")
         # Resumed, A gets a fresh connection from its pool and goes on serving.
-        answer = await http.post(f"{a.url}/pap/v1/policies", json={"policies": [_policy("p3", 1)]})
+        answer = await http.post(
+            f"{a.url}/pap/v1/policies", json={"policies": [tosca("p3", "1.0.0")]}
+        )
         assert answer.status_code == 200, a.explain(answer.text)
         decision = await http.post(f"{a.url}/decision/v1", json={"resource": {"policy-id": "p*"}})
         policies = decision.json()["policies"]
@@ -202,7 +194,7 @@ async def test_a_frozen_leader_is_replaced_and_stands_down_when_it_resumes(
 
                 async with _frozen(a):
                     r = await http.post(
-                        f"{b.url}/pap/v1/policies", json={"policies": [_policy("p1", 1)]}
+                        f"{b.url}/pap/v1/policies", json={"policies": [tosca("p1", "1.0.0")]}
                     )
                     assert r.status_code == 200, r.text
                     # The relay moves to B: the acknowledged change reaches the subscriber.
@@ -228,7 +220,7 @@ async def test_a_frozen_leader_is_replaced_and_stands_down_when_it_resumes(
 
                 # A serves again: its push reaches the subscriber through B's relay.
                 r = await http.post(
-                    f"{a.url}/pap/v1/policies", json={"policies": [_policy("p2", 1)]}
+                    f"{a.url}/pap/v1/policies", json={"policies": [tosca("p2", "1.0.0")]}
                 )
                 assert r.status_code == 200, a.explain(r.text)
                 answer = await http.get(f"{b.url}/events/t1/g/c", params={"timeout": 5000})

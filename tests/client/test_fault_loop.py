@@ -30,11 +30,11 @@ import random
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
+from tests.api.helpers import tosca
 from tests.client.component_process import ComponentProcess
 from tests.conftest import postgres_database, wait_for
 from tests.nats_server import PrivateNats
@@ -85,7 +85,7 @@ class Writer:
                 continue
             self.attempted += 1
             version = self.attempted
-            body = {"policies": [_policy(self.policy_id, version)]}
+            body = {"policies": [tosca(self.policy_id, f"{version}.0.0")]}
             self.sending_to = replica.url
             try:
                 answer = await http.post(f"{replica.url}/pap/v1/policies", json=body)
@@ -96,17 +96,6 @@ class Writer:
             if answer is not None and answer.status_code == 200:
                 self.acknowledged.append(version)
             await asyncio.sleep(self.rng.uniform(0.01, 0.05))
-
-
-def _policy(policy_id: str, version: int) -> dict[str, Any]:
-    return {
-        "type": "onap.policies.fault.loop",
-        "type_version": "1.0.0",
-        "name": policy_id,
-        "version": f"{version}.0.0",
-        "metadata": {"policy-id": policy_id, "policy-version": f"{version}.0.0"},
-        "properties": {"version": version},
-    }
 
 
 async def test_components_never_go_back_nor_lose_a_change_across_kills(
