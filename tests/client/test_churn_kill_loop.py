@@ -37,16 +37,18 @@ import os
 import random
 import signal
 import sqlite3
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from policy_pubsub.client import PolicySubscriber, policy_version
 from tests.client.conftest import subscriber
-from tests.conftest import wait_for
+from tests.conftest import postgres_database, wait_for
 from tests.processes import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -313,7 +315,7 @@ def _maintenance_passes(server: ServerProcess) -> int:
     return sum(MAINTENANCE_LOGGED in line for line in text.splitlines())
 
 
-def _orphans(database: Path) -> dict[str, int]:
+async def _orphans(database: Path | str) -> dict[str, int]:
     """Rows the store keeps for subscribers or topics that are gone (none once maintenance
     ran): snapshots of a subscriber no longer on their topic, messages of a topic nobody
     subscribes to, consumer groups and rows of such a topic, snapshot bodies no message uses.
@@ -344,20 +346,43 @@ def _orphans(database: Path) -> dict[str, int]:
             " (SELECT 1 FROM messages m WHERE m.revision = b.revision AND m.part = b.part)"
         ),
     }
-    with contextlib.closing(sqlite3.connect(database, timeout=10)) as conn:
-        return {name: conn.execute(sql).fetchone()[0] for name, sql in queries.items()}
+    if isinstance(database, Path):
+        with contextlib.closing(sqlite3.connect(database, timeout=10)) as conn:
+            return {name: conn.execute(sql).fetchone()[0] for name, sql in queries.items()}
+    import asyncpg  # type: ignore[import-untyped]
+
+    dsn = make_url(database).set(drivername="postgresql").render_as_string(False)
+    conn = await asyncpg.connect(dsn, timeout=5)
+    try:
+        return {name: int(await conn.fetchval(sql)) for name, sql in queries.items()}
+    finally:
+        await conn.close()
 
 
-async def test_churned_subscriptions_and_maintenance_survive_server_kills(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def _store(kind: str, tmp_path: Path) -> AsyncIterator[Path | str]:
+    """A SQLite file, or a new PostgreSQL database (its URL)."""
+    if kind == "sqlite":
+        yield tmp_path / "store.db"
+        return
+    async with postgres_database() as url:
+        yield url
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+async def test_churned_subscriptions_and_maintenance_survive_server_kills(
+    kind: str, tmp_path: Path
+) -> None:
     """Components stay current and never go back, acknowledged subscribes and unsubscribes
     stand, and emptied topics leave nothing behind, across kill -9s aimed at maintenance and
-    at unsubscribes.
+    at unsubscribes; on SQLite and on PostgreSQL (where dropping topic rows takes the offset
+    floor's locks).
     """
     rng = random.Random(SEED)  # when and where the kills come; the churn has its own
-    database = tmp_path / "store.db"
     model = Model()
     orphans: dict[str, Any] = {}
     async with (
+        _store(kind, tmp_path) as database,
         ServerProcess(database, tmp_path / "server.log", env=ENV) as server,
         httpx.AsyncClient(base_url=server.url, timeout=5, trust_env=False) as http,
     ):
@@ -414,7 +439,7 @@ async def test_churned_subscriptions_and_maintenance_survive_server_kills(tmp_pa
             # A maintenance pass after the last change drops what the churn left, in the
             # store and in the server's memory.
             async def clean() -> bool:
-                orphans.update(_orphans(database))
+                orphans.update(await _orphans(database))
                 for topic in sorted(model.emptied):
                     # Its messages and groups went with its last subscription, and its row
                     # at the next maintenance pass: the topic is unknown.
