@@ -508,16 +508,7 @@ async def test_groups_maintenance_drops_are_forgotten_in_memory(tmp_path: Path) 
     subscription left has the router forget that topic's head and groups too; a later read
     of it starts from its head in the store, past every offset handed out before.
     """
-    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'db'}")
-    await store.open()
-    router = EmbeddedRouter(
-        store,
-        retention_seconds=0.2,
-        maintenance_interval_seconds=3600,
-        position_flush_seconds=0.01,
-        snapshots_of_subscriptions=True,
-    )
-    await router.start()
+    router, store = await _open(tmp_path / "db", retention=0.2, snapshots_of_subscriptions=True)
     try:
         await router.publish([OutMessage(topic="t", body='{"n":1}')])
         async with await router.read("t", "g", "c", timeout=0, limit=10) as delivery:
