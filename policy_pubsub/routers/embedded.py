@@ -487,7 +487,7 @@ class EmbeddedRouter(Router):
         orphans = 0
         if self._drop_orphans:
             orphans = await topics.drop_orphans(dropped=trim, groups_dropped=self.forget_topics)
-            await self._forget_unused()
+            await self._forget_unused(every_head=self._store.shared)
         if self._forgettable:  # those still read or delivered to when dropped
             self.forget_topics(())
         if expired or compacted or orphans:
@@ -524,10 +524,13 @@ class EmbeddedRouter(Router):
         dropped; every replica learns heads of topics from the others' announcements. So
         each one, at maintenance's cadence, forgets the heads and groups of the topics the
         store holds nothing for any more: under a churn of subscribers they would otherwise
-        pile up in the replicas that did not run the unsubscribe or the maintenance.
+        pile up in the replicas that did not run the unsubscribe or the maintenance. (The
+        replica that leads maintenance does it there, once.)
         """
         while True:
             await asyncio.sleep(self._maintenance_interval)
+            if self._maintenance.leading:
+                continue  # its maintenance does it (maintain)
             try:
                 await self._forget_unused(every_head=True)
             except StoreUnavailable as exc:  # the outage is reported where requests meet it
